@@ -1,0 +1,22 @@
+//! oxcd: an etcd-compatible, distributed, reliable key-value store.
+//!
+//! # Layout
+//!
+//! - [`raft`]: the consensus core. Pure and deterministic: no async, no I/O, no clock.
+//! - [`io`]: the seams the simulator swaps: disk (and redb's storage over it), clock.
+//! - [`wal`]: the write-ahead log and snapshot files, over the disk seam.
+//! - [`mvcc`]: revisions, the key index, the KV store on redb, the watch hub.
+//! - [`lease`]: the lessor.
+//! - [`server`]: one member: the Ready loop, the applier, the gRPC services.
+//! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.
+//!
+//! Dependencies point one way: `raft` depends on nothing of ours; `wal`, `mvcc` and
+//! `lease` depend on `io` at most; `server` ties them together.
+
+pub mod io;
+pub mod lease;
+pub mod mvcc;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod wal;
