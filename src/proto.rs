@@ -1,0 +1,29 @@
+//! The etcd v3 API and oxcd's internal messages, generated at build time from `proto/`
+//! (see `build.rs`). The packages keep etcd's names so the gRPC paths
+//! (`/etcdserverpb.KV/Range`, …) are the ones every etcd client dials.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+}
+
+pub mod oxcdpb {
+    tonic::include_proto!("oxcdpb");
+}
