@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need, then runs
+#   1. unit, property and integration tests (real sockets, real etcdctl, a real etcd);
+#   2. the checker's self-tests and its verdicts on the known-good and known-bad histories;
+#   3. a bounded sweep of the deterministic simulation (madsim) in its own target dir.
+# Environment: SIM_SEEDS (default 20) seeds in the sweep; SKIP_SIM=1 skips step 3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+install_debian_packages() {
+    local missing=()
+    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing ${missing[*]} (the integration tests drive a real etcdctl and etcd)"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+install_debian_packages
+
+step "unit, property and integration tests"
+cargo test --workspace --locked
+
+step "checker on the recorded histories"
+cargo run -q --locked -p jepsen-lite -- selftest jepsen-lite/testdata
+
+if [ "${SKIP_SIM:-0}" != "1" ]; then
+    step "deterministic simulation sweep (${SIM_SEEDS:-20} seeds)"
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-20}" \
+        cargo test --locked -p oxcd-sim --release
+fi
+
+step "all tests passed"

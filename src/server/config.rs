@@ -1,0 +1,408 @@
+//! The member's configuration: etcd's flag names and defaults, so that a command line written
+//! for etcd starts oxcd unchanged. Every `--foo-bar` flag can also be set with the environment
+//! variable `OXCD_FOO_BAR` (etcd's convention with our prefix); a flag wins over the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The etcd API level oxcd implements. Clients (Kubernetes, Cilium) gate features on the
+/// version in `Maintenance.Status`, so it reports the etcd release whose behaviour it matches.
+pub const ETCD_API_VERSION: &str = "3.4.23";
+/// The cluster version reported next to the server version.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+/// etcd's default request limit: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
+/// etcd's default backend quota when `--quota-backend-bytes` is 0: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// The largest quota etcd accepts without a warning: 8 GiB.
+pub const MAX_QUOTA_BACKEND_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "oxcd",
+    version,
+    about = "oxcd: an etcd-compatible, distributed, reliable key-value store"
+)]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "OXCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory. Defaults to `${name}.oxcd`.
+    #[arg(long, env = "OXCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Path to a dedicated WAL directory. Defaults to `${data-dir}/member/wal`.
+    #[arg(long, env = "OXCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+
+    /// Comma-separated URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "OXCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+
+    /// Comma-separated client URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "OXCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+
+    /// Comma-separated URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "OXCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+
+    /// Comma-separated peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "OXCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: `name=peer-url,...`.
+    #[arg(long, env = "OXCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state: `new` or `existing`.
+    #[arg(long, env = "OXCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token, mixed into the cluster and member ids.
+    #[arg(
+        long,
+        env = "OXCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+
+    /// Number of committed entries between Raft snapshots.
+    #[arg(long, env = "OXCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "OXCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, env = "OXCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Enable the Raft pre-vote phase.
+    #[arg(long, env = "OXCD_PRE_VOTE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pre_vote: bool,
+
+    /// Raise the NOSPACE alarm when the backend exceeds this size. 0 means 2 GiB.
+    #[arg(long, env = "OXCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "OXCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: u64,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "OXCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// Maximum time (in milliseconds) before committing the backend transaction.
+    #[arg(long, env = "OXCD_BACKEND_BATCH_INTERVAL", default_value_t = 100)]
+    pub backend_batch_interval: u64,
+
+    /// Maximum number of applied entries before committing the backend transaction.
+    #[arg(long, env = "OXCD_BACKEND_BATCH_LIMIT", default_value_t = 10_000)]
+    pub backend_batch_limit: u64,
+
+    /// Interval (in milliseconds) between watch progress notifications.
+    #[arg(
+        long = "experimental-watch-progress-notify-interval",
+        env = "OXCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value_t = 600_000
+    )]
+    pub watch_progress_notify_interval_ms: u64,
+
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "OXCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Accepted for etcd compatibility; oxcd always logs through tracing.
+    #[arg(long, env = "OXCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+
+    /// Accepted for etcd compatibility; logs go to stderr.
+    #[arg(long, env = "OXCD_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
+}
+
+/// A configuration error, reported before anything is started.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: &'static str },
+    #[error("--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]")]
+    ElectionTooShort { election_ms: u64, heartbeat_ms: u64 },
+    #[error("--election-timeout[{0}ms] is too long, and should be set less than 50000ms")]
+    ElectionTooLong(u64),
+    #[error("--heartbeat-interval must be positive")]
+    ZeroHeartbeat,
+    #[error("--initial-cluster-state must be 'new' or 'existing', got {0:?}")]
+    ClusterState(String),
+    #[error("--initial-cluster {0:?}: {1}")]
+    InitialCluster(String, &'static str),
+    #[error("couldn't find local name {0:?} in the initial cluster configuration")]
+    NameNotInCluster(String),
+}
+
+impl Config {
+    /// Checks the values that clap cannot check by itself.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::ZeroHeartbeat);
+        }
+        // etcd refuses an election timeout under 5 heartbeats: followers would campaign while
+        // the leader is healthy and merely between heartbeats.
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::ElectionTooShort {
+                election_ms: self.election_timeout,
+                heartbeat_ms: self.heartbeat_interval,
+            });
+        }
+        if self.election_timeout > 50_000 {
+            return Err(ConfigError::ElectionTooLong(self.election_timeout));
+        }
+        if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
+            return Err(ConfigError::ClusterState(
+                self.initial_cluster_state.clone(),
+            ));
+        }
+        self.client_listen_addrs()?;
+        self.peer_listen_addrs()?;
+        let cluster = self.initial_cluster_members()?;
+        if !cluster.iter().any(|(name, _)| *name == self.name) {
+            return Err(ConfigError::NameNotInCluster(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.oxcd", self.name)))
+    }
+
+    pub fn member_dir(&self) -> PathBuf {
+        self.data_dir().join("member")
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.member_dir().join("wal"))
+    }
+
+    pub fn snap_dir(&self) -> PathBuf {
+        self.member_dir().join("snap")
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval)
+    }
+
+    /// Election timeout in heartbeat ticks (the Raft core counts ticks, not time).
+    pub fn election_ticks(&self) -> usize {
+        (self.election_timeout / self.heartbeat_interval).max(2) as usize
+    }
+
+    /// The quota the NOSPACE alarm is checked against.
+    pub fn quota_bytes(&self) -> u64 {
+        match self.quota_backend_bytes {
+            0 => DEFAULT_QUOTA_BACKEND_BYTES,
+            quota => quota,
+        }
+    }
+
+    /// The smallest lease TTL: ceil(1.5 × election timeout) in seconds, as etcd.
+    pub fn min_lease_ttl_secs(&self) -> i64 {
+        let ms = self.election_timeout * 3 / 2;
+        ms.div_ceil(1000) as i64
+    }
+
+    pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        parse_url_list(&self.listen_client_urls)
+    }
+
+    pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        parse_url_list(&self.listen_peer_urls)
+    }
+
+    pub fn advertise_client_urls(&self) -> Vec<String> {
+        split_list(&self.advertise_client_urls)
+    }
+
+    pub fn advertise_peer_urls(&self) -> Vec<String> {
+        split_list(&self.initial_advertise_peer_urls)
+    }
+
+    /// `--initial-cluster` as (name, peer URLs) pairs, in the order given. Without the flag
+    /// the cluster is this member alone at its advertised peer URLs, as etcd's default
+    /// (`default=http://localhost:2380`) amounts to.
+    pub fn initial_cluster_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+        let Some(spec) = &self.initial_cluster else {
+            return Ok(vec![(self.name.clone(), self.advertise_peer_urls())]);
+        };
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for part in split_list(spec) {
+            let Some((name, url)) = part.split_once('=') else {
+                return Err(ConfigError::InitialCluster(part, "expected name=url"));
+            };
+            parse_url(url)?;
+            match members.iter_mut().find(|(existing, _)| existing == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        if members.is_empty() {
+            return Err(ConfigError::InitialCluster(spec.clone(), "no members"));
+        }
+        Ok(members)
+    }
+}
+
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_url_list(list: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    split_list(list).iter().map(|url| parse_url(url)).collect()
+}
+
+/// Parses `http://host:port` (or `https://`, or a bare `host:port`) into a socket address.
+/// `localhost` means 127.0.0.1 so that a default member never listens beyond the machine.
+pub fn parse_url(url: &str) -> Result<SocketAddr, ConfigError> {
+    let invalid = |reason| ConfigError::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .or_else(|| url.strip_prefix("unix://").map(|_| ""))
+        .unwrap_or(url);
+    if rest.is_empty() {
+        return Err(invalid("expected http://host:port"));
+    }
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("missing port"))?;
+    let port: u16 = port.parse().map_err(|_| invalid("bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host {
+        "localhost" | "" => std::net::IpAddr::from([127, 0, 0, 1]),
+        other => other
+            .parse()
+            .map_err(|_| invalid("host must be an IP address or localhost"))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["oxcd"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).expect("arguments parse")
+    }
+
+    #[test]
+    fn defaults_match_etcd() {
+        let config = config(&[]);
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir(), PathBuf::from("default.oxcd"));
+        assert_eq!(config.snapshot_count, 100_000);
+        assert_eq!(config.heartbeat(), Duration::from_millis(100));
+        assert_eq!(config.election_ticks(), 10);
+        assert_eq!(config.quota_bytes(), 2 * 1024 * 1024 * 1024);
+        assert_eq!(config.max_request_bytes, 1_572_864);
+        assert_eq!(config.max_txn_ops, 128);
+        assert_eq!(config.min_lease_ttl_secs(), 2);
+        assert_eq!(
+            config.client_listen_addrs().unwrap(),
+            vec!["127.0.0.1:2379".parse().unwrap()]
+        );
+        config.validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn urls_parse_like_etcd() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("http://127.0.0.1:2379", Some("127.0.0.1:2379")),
+            ("https://127.0.0.1:2379", Some("127.0.0.1:2379")),
+            ("http://localhost:23790", Some("127.0.0.1:23790")),
+            ("http://[::1]:2379", Some("[::1]:2379")),
+            ("127.0.0.1:2379", Some("127.0.0.1:2379")),
+            ("http://127.0.0.1", None),
+            ("http://127.0.0.1:notaport", None),
+            ("http://example.com:2379", None),
+        ];
+        for (url, want) in table {
+            let got = parse_url(url).ok();
+            assert_eq!(got, want.map(|w| w.parse().unwrap()), "url {url}");
+        }
+    }
+
+    #[test]
+    fn initial_cluster_groups_urls_by_name() {
+        let config = config(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,a=http://127.0.0.1:2382",
+        ]);
+        let members = config.initial_cluster_members().unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].1.len(), 2);
+        config.validate().unwrap();
+        let missing = Config {
+            name: "c".into(),
+            ..config
+        };
+        assert!(matches!(
+            missing.validate(),
+            Err(ConfigError::NameNotInCluster(_))
+        ));
+    }
+
+    #[test]
+    fn timing_rules() {
+        assert!(matches!(
+            config(&["--election-timeout", "400"]).validate(),
+            Err(ConfigError::ElectionTooShort { .. })
+        ));
+        assert!(matches!(
+            config(&["--election-timeout", "60000"]).validate(),
+            Err(ConfigError::ElectionTooLong(_))
+        ));
+        assert_eq!(
+            config(&["--election-timeout", "3000"]).min_lease_ttl_secs(),
+            5
+        );
+    }
+}

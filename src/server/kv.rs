@@ -1,0 +1,197 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Writes are validated, checked against the backend quota, and proposed through Raft; the
+//! response comes from the applier. Reads are served from the local store: a linearizable
+//! read (the default) first waits for a ReadIndex barrier, a serializable one does not. A
+//! transaction that only reads is a read and never enters the log, as in etcd.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::apply::Applied;
+use super::error::EtcdError;
+use super::member::Member;
+use super::txn;
+use super::validate;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmRequest, AlarmType, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    TxnRequest, TxnResponse,
+};
+use crate::proto::oxcdpb::internal_request::Request as Internal;
+
+/// What etcd adds to a key-value's size when estimating its cost in the backend.
+const KV_OVERHEAD_BYTES: u64 = 256;
+
+pub struct KvService {
+    pub member: Arc<Member>,
+}
+
+impl KvService {
+    /// Refuses a write that would take the backend past its quota, raising the NOSPACE alarm
+    /// through Raft so every member stops taking writes (etcd's quota check).
+    async fn check_quota(&self, cost_bytes: u64) -> Result<(), EtcdError> {
+        if cost_bytes == 0 {
+            return Ok(());
+        }
+        if self.member.alarm_active(AlarmType::Nospace) {
+            return Err(EtcdError::NoSpace);
+        }
+        let size = self.member.store.db_size_bytes();
+        if size + cost_bytes <= self.member.config.quota_bytes() {
+            return Ok(());
+        }
+        let alarm = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.member.id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(error) = self.member.propose(Internal::Alarm(alarm)).await {
+            tracing::warn!(%error, "could not raise the NOSPACE alarm");
+        }
+        Err(EtcdError::NoSpace)
+    }
+}
+
+fn put_cost(request: &PutRequest) -> u64 {
+    request.key.len() as u64 + request.value.len() as u64 + KV_OVERHEAD_BYTES
+}
+
+fn txn_cost(request: &TxnRequest) -> u64 {
+    use crate::proto::etcdserverpb::request_op::Request as Op;
+    let branch_cost = |ops: &[crate::proto::etcdserverpb::RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(Op::RequestPut(put)) => put_cost(put),
+                Some(Op::RequestTxn(nested)) => txn_cost(nested),
+                _ => 0,
+            })
+            .sum()
+    };
+    branch_cost(&request.success).max(branch_cost(&request.failure))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_range(&request)?;
+        if !request.serializable {
+            self.member.read_barrier().await?;
+        }
+        let mut response = self.member.store.range(&request)?;
+        let revision = response.header.as_ref().map_or(0, |header| header.revision);
+        response.header = Some(self.member.header(revision));
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_put(&request)?;
+        self.check_quota(put_cost(&request)).await?;
+        match self.member.propose(Internal::Put(request)).await? {
+            (Applied::Put(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_delete(&request)?;
+        match self.member.propose(Internal::DeleteRange(request)).await? {
+            (Applied::DeleteRange(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_txn(&request, self.member.config.max_txn_ops)?;
+        if txn::txn_is_read_only(&request) {
+            if !txn_is_serializable(&request) {
+                self.member.read_barrier().await?;
+            }
+            let (mut response, revision) = self.member.store.read_txn(&request)?;
+            response.header = Some(self.member.header(revision));
+            fill_headers(&mut response, &self.member, revision);
+            return Ok(Response::new(response));
+        }
+        self.check_quota(txn_cost(&request)).await?;
+        match self.member.propose(Internal::Txn(request)).await? {
+            (Applied::Txn(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                fill_headers(&mut response, &self.member, revision);
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let request = request.into_inner();
+        // The compaction itself happens while the entry is applied, so a successful answer is
+        // already "physical": the old revisions are gone from the backend batch.
+        match self.member.propose(Internal::Compaction(request)).await? {
+            (Applied::Compaction(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A read-only transaction is serializable when every range in it asks to be.
+fn txn_is_serializable(request: &TxnRequest) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request as Op;
+    request
+        .success
+        .iter()
+        .chain(&request.failure)
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(range)) => range.serializable,
+            Some(Op::RequestTxn(nested)) => txn_is_serializable(nested),
+            _ => true,
+        })
+}
+
+/// etcd puts the full header on every response nested in a transaction.
+fn fill_headers(response: &mut TxnResponse, member: &Member, revision: i64) {
+    use crate::proto::etcdserverpb::response_op::Response as Op;
+    for op in &mut response.responses {
+        match &mut op.response {
+            Some(Op::ResponseRange(inner)) => inner.header = Some(member.header(revision)),
+            Some(Op::ResponsePut(inner)) => inner.header = Some(member.header(revision)),
+            Some(Op::ResponseDeleteRange(inner)) => inner.header = Some(member.header(revision)),
+            Some(Op::ResponseTxn(inner)) => {
+                inner.header = Some(member.header(revision));
+                fill_headers(inner, member, revision);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The applier answered a request with a response of another kind: a broken invariant of
+/// this member, reported rather than panicking the handler.
+pub fn unexpected(applied: Applied) -> Status {
+    tracing::error!(?applied, "applier answered with the wrong response kind");
+    EtcdError::Internal("etcdserver: unexpected response kind".into()).into()
+}

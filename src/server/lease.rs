@@ -1,0 +1,216 @@
+//! The Lease service, and the loop that revokes expired leases.
+//!
+//! Grants and revocations change the replicated state, so they go through Raft. Keep-alives
+//! and expiry deadlines are the leader's business alone (etcd's design): the leader renews a
+//! lease locally, and when a deadline passes it proposes the revocation, so that every
+//! member deletes the lease's keys at the same revision.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::apply::Applied;
+use super::error::EtcdError;
+use super::kv::unexpected;
+use super::member::Member;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::proto::oxcdpb::internal_request::Request as Internal;
+
+/// The largest TTL etcd accepts, in seconds.
+pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
+/// How often the leader looks for expired leases.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Revocations proposed per check at most (etcd revokes up to 1,000 leases a second).
+const EXPIRED_REVOKES_PER_CHECK_MAX: usize = 500;
+/// Responses buffered per keep-alive stream before the stream waits for the client.
+const KEEP_ALIVE_BUFFER: usize = 16;
+
+pub struct LeaseService {
+    pub member: Arc<Member>,
+}
+
+/// A stream of responses fed by a task through a bounded channel.
+pub struct ChannelStream<T>(pub mpsc::Receiver<Result<T, Status>>);
+
+impl<T> Stream for ChannelStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(context)
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut request = request.into_inner();
+        if request.ttl > LEASE_TTL_MAX_SECS {
+            return Err(EtcdError::LeaseTtlTooLarge.into());
+        }
+        if request.id == 0 {
+            request.id = self.member.store.new_lease_id();
+        }
+        match self.member.propose(Internal::LeaseGrant(request)).await? {
+            (Applied::LeaseGrant(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let request = request.into_inner();
+        match self.member.propose(Internal::LeaseRevoke(request)).await? {
+            (Applied::LeaseRevoke(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    type LeaseKeepAliveStream = ChannelStream<LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = request.into_inner();
+        let (responses, stream) = mpsc::channel(KEEP_ALIVE_BUFFER);
+        let member = self.member.clone();
+        tokio::spawn(async move {
+            loop {
+                let request = match requests.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) | Err(_) => break,
+                };
+                let answer = keep_alive(&member, request.id).await;
+                if responses.send(answer).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ChannelStream(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        self.member.read_barrier().await?;
+        let revision = self.member.store.current_revision();
+        let response = match self
+            .member
+            .store
+            .lease_time_to_live(request.id, request.keys)
+        {
+            Some((ttl, granted_ttl, keys)) => LeaseTimeToLiveResponse {
+                header: Some(self.member.header(revision)),
+                id: request.id,
+                ttl,
+                granted_ttl,
+                keys,
+            },
+            // etcd answers an unknown lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse {
+                header: Some(self.member.header(revision)),
+                id: request.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.member.read_barrier().await?;
+        let revision = self.member.store.current_revision();
+        let leases = self
+            .member
+            .store
+            .lease_ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.member.header(revision)),
+            leases,
+        }))
+    }
+}
+
+/// One keep-alive: renews on the leader; TTL 0 means the lease is gone (not an error).
+async fn keep_alive(member: &Member, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    if !member.raft_status().is_leader {
+        return Err(EtcdError::NotLeader.into());
+    }
+    // A lease granted a moment ago may not be applied here yet; wait for the applier to
+    // catch up with what is committed so that a fresh lease is never reported gone.
+    member.read_barrier().await?;
+    let ttl = member.store.renew_lease(id).unwrap_or(0);
+    Ok(LeaseKeepAliveResponse {
+        header: Some(member.header(member.store.current_revision())),
+        id,
+        ttl,
+    })
+}
+
+/// Revokes expired leases while this member leads. Runs until the member stops.
+pub async fn expiry_loop(member: Arc<Member>) {
+    let mut stopping = member.stopping();
+    let mut ticker = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopping.changed() => return,
+        }
+        let is_leader = member.raft_status().is_leader;
+        if is_leader != was_leader {
+            // A new leader cannot know how long ago the old one last renewed a lease, so
+            // every deadline restarts from now with the full TTL (etcd's promotion rule).
+            if is_leader {
+                member.store.promote_lessor();
+            } else {
+                member.store.demote_lessor();
+            }
+            was_leader = is_leader;
+        }
+        if !is_leader {
+            continue;
+        }
+        for id in member.store.expired_leases(EXPIRED_REVOKES_PER_CHECK_MAX) {
+            let member = member.clone();
+            tokio::spawn(async move {
+                let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
+                match member.propose(revoke).await {
+                    Ok(_) => tracing::debug!(lease = id, "revoked expired lease"),
+                    Err(EtcdError::LeaseNotFound) => {}
+                    Err(error) => tracing::warn!(lease = id, %error, "failed to revoke lease"),
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The Maintenance service: Status, Alarm, Hash, HashKV, Defragment, Snapshot, MoveLeader.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::apply::Applied;
+use super::config::ETCD_API_VERSION;
+use super::error::EtcdError;
+use super::kv::unexpected;
+use super::lease::ChannelStream;
+use super::member::Member;
+use super::node::NodeInput;
+use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
+};
+use crate::proto::oxcdpb::internal_request::Request as Internal;
+
+/// Bytes per Snapshot message (etcd sends 32 KiB chunks).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// Chunks buffered ahead of a slow snapshot reader.
+const SNAPSHOT_CHUNKS_BUFFERED: usize = 8;
+
+pub struct MaintenanceService {
+    pub member: Arc<Member>,
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let request = request.into_inner();
+        if request.action == AlarmAction::Get as i32 {
+            let alarms = self
+                .member
+                .alarms()
+                .into_iter()
+                .filter(|alarm| {
+                    request.alarm == AlarmType::None as i32 || alarm.alarm == request.alarm
+                })
+                .collect();
+            let revision = self.member.store.current_revision();
+            return Ok(Response::new(AlarmResponse {
+                header: Some(self.member.header(revision)),
+                alarms,
+            }));
+        }
+        match self.member.propose(Internal::Alarm(request)).await? {
+            (Applied::Alarm(mut response), revision) => {
+                response.header = Some(self.member.header(revision));
+                Ok(Response::new(response))
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let raft = self.member.raft_status();
+        let store = &self.member.store;
+        let mut errors = Vec::new();
+        if self.member.alarm_active(AlarmType::Nospace) {
+            errors.push(format!("memberID:{} alarm:NOSPACE ", self.member.id));
+        }
+        Ok(Response::new(StatusResponse {
+            header: Some(self.member.header(store.current_revision())),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: store.db_size_bytes() as i64,
+            leader: raft.leader,
+            raft_index: raft.commit,
+            raft_term: raft.term,
+            raft_applied_index: self.member.applied_index(),
+            errors,
+            db_size_in_use: store.db_size_in_use_bytes() as i64,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.member.store.defragment()?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.member.header(self.member.store.current_revision())),
+        }))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let hash = self.member.store.hash()?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.member.header(self.member.store.current_revision())),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let request = request.into_inner();
+        let (hash, compact_revision, hash_revision) =
+            self.member.store.hash_kv(request.revision)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.member.header(self.member.store.current_revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = ChannelStream<SnapshotResponse>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let image: Bytes = self.member.store.snapshot_image()?;
+        let header = self.member.header(self.member.store.current_revision());
+        let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED);
+        tokio::spawn(async move {
+            let total = image.len();
+            let mut sent = 0;
+            // An empty image still needs one message so the client sees the end.
+            loop {
+                let end = (sent + SNAPSHOT_CHUNK_BYTES).min(total);
+                let response = SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (total - end) as u64,
+                    blob: image.slice(sent..end),
+                    version: ETCD_API_VERSION.to_string(),
+                };
+                if chunks.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                sent = end;
+                if sent >= total {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ChannelStream(stream)))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let request = request.into_inner();
+        let raft = self.member.raft_status();
+        if !raft.is_leader {
+            return Err(EtcdError::NotLeader.into());
+        }
+        let conf_state = self.member.conf_state();
+        if !conf_state.voters.contains(&request.target_id) {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        if request.target_id != self.member.id {
+            self.member.send_to_node(NodeInput::TransferLeader {
+                to: request.target_id,
+            })?;
+            wait_for_leader(&self.member, request.target_id).await?;
+        }
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.member.header(self.member.store.current_revision())),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        // Downgrade arrived in etcd 3.5; a 3.4 server does not know it either.
+        Err(Status::unimplemented(
+            "unknown method Downgrade for service etcdserverpb.Maintenance",
+        ))
+    }
+}
+
+/// Waits until `target` leads, for at most the request timeout.
+async fn wait_for_leader(member: &Member, target: u64) -> Result<(), EtcdError> {
+    let deadline = tokio::time::Instant::now() + member.request_timeout();
+    while member.raft_status().leader != target {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(EtcdError::Timeout);
+        }
+        tokio::time::sleep(member.config.heartbeat()).await;
+    }
+    Ok(())
+}

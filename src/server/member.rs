@@ -1,0 +1,317 @@
+//! The state one member shares between its tasks and its gRPC handlers.
+//!
+//! Tasks: the Raft task (`node.rs`) owns the consensus core and the WAL; the applier
+//! (`apply.rs`) owns writes to the backend; the read loop (`read.rs`) batches ReadIndex
+//! rounds; the lease loop revokes expired leases. Handlers reach them through `Member`:
+//! proposals go to the Raft task through a bounded channel, and each proposal's result comes
+//! back through a one-shot channel registered in `waiters` under the request id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::apply::{Applied, ApplyResult};
+use super::config::Config;
+use super::error::EtcdError;
+use super::node::NodeInput;
+use super::read::ReadBatcher;
+use super::store::Store;
+use super::transport::Transport;
+use crate::proto::etcdserverpb::{AlarmMember, AlarmType, ResponseHeader};
+use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
+use crate::raft::ConfState;
+
+/// What the Raft task last published about the core.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub term: u64,
+    /// 0 while no leader is known.
+    pub leader: u64,
+    pub commit: u64,
+    pub is_leader: bool,
+}
+
+/// Proposals waiting for their entry to be applied, by request id.
+#[derive(Default)]
+pub struct Waiters {
+    /// A `std` mutex: held only to insert or remove one sender, never across an await.
+    pending: Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>,
+}
+
+impl Waiters {
+    fn register(&self, id: u64) -> oneshot::Receiver<ApplyResult> {
+        let (done, wait) = oneshot::channel();
+        let previous = self
+            .pending
+            .lock()
+            .expect("waiters lock poisoned")
+            .insert(id, done);
+        assert!(previous.is_none(), "request id {id:#x} registered twice");
+        wait
+    }
+
+    fn forget(&self, id: u64) {
+        self.pending
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(&id);
+    }
+
+    /// Completes the waiter of `id`, if this member proposed it and the client still waits.
+    pub fn complete(&self, id: u64, result: ApplyResult) {
+        if id == 0 {
+            return;
+        }
+        let waiter = self
+            .pending
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(result);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.lock().expect("waiters lock poisoned").len()
+    }
+}
+
+/// Proposals in flight at most before new ones are refused with "too many requests"; the
+/// bound keeps memory and apply latency in check when clients outrun the disk.
+pub const PROPOSALS_PENDING_MAX: usize = 50_000;
+
+pub struct Member {
+    pub id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub config: Config,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub store: Store,
+    pub waiters: Waiters,
+    pub reads: Arc<ReadBatcher>,
+    pub transport: Box<dyn Transport>,
+    /// To the Raft task. Bounded: a full queue makes handlers wait, which is the back-pressure
+    /// that keeps a flood of clients from growing memory without limit.
+    node: mpsc::Sender<NodeInput>,
+    /// The high 16 bits of every request id are the member id's low bits; the rest counts up
+    /// from a start derived from the clock, so ids stay unique across restarts.
+    next_request_id: AtomicU64,
+    raft_status: Mutex<RaftStatus>,
+    conf_state: Mutex<ConfState>,
+    alarms: Mutex<Vec<AlarmMember>>,
+    applied: watch::Sender<u64>,
+    /// Flips to true once when the member stops; every task watches it.
+    stopping: watch::Sender<bool>,
+    stop_reason: Mutex<Option<String>>,
+}
+
+impl Member {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        id: u64,
+        cluster_id: u64,
+        store: Store,
+        transport: Box<dyn Transport>,
+        node: mpsc::Sender<NodeInput>,
+        applied_index: u64,
+        conf_state: ConfState,
+        alarms: Vec<AlarmMember>,
+        request_id_seed: u64,
+    ) -> Member {
+        let (applied, _) = watch::channel(applied_index);
+        let (stopping, _) = watch::channel(false);
+        let request_id_start = ((id & 0xffff) << 48) | ((request_id_seed & 0xff_ffff_ffff) << 8);
+        Member {
+            id,
+            cluster_id,
+            name: config.name.clone(),
+            peer_urls: config.advertise_peer_urls(),
+            client_urls: config.advertise_client_urls(),
+            config,
+            store,
+            waiters: Waiters::default(),
+            reads: Arc::new(ReadBatcher::default()),
+            transport,
+            node,
+            next_request_id: AtomicU64::new(request_id_start),
+            raft_status: Mutex::new(RaftStatus::default()),
+            conf_state: Mutex::new(conf_state),
+            alarms: Mutex::new(alarms),
+            applied,
+            stopping,
+            stop_reason: Mutex::new(None),
+        }
+    }
+
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * Duration::from_millis(self.config.election_timeout)
+    }
+
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.raft_status().term,
+        }
+    }
+
+    /// Proposes a write and waits until it is applied.
+    pub async fn propose(&self, request: Request) -> Result<(Applied, i64), EtcdError> {
+        if self.waiters.len() >= PROPOSALS_PENDING_MAX {
+            return Err(EtcdError::TooManyRequests);
+        }
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let envelope = InternalRequest {
+            id,
+            request: Some(request),
+        };
+        let data = envelope.encode_to_vec();
+        if data.len() as u64 > self.config.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let wait = self.waiters.register(id);
+        let (accepted, acceptance) = oneshot::channel();
+        let sent = self.send_to_node_async(NodeInput::Propose {
+            data: data.into(),
+            done: accepted,
+        });
+        let outcome = tokio::time::timeout(self.request_timeout(), async {
+            sent.await?;
+            acceptance.await.map_err(|_| EtcdError::Stopped)??;
+            wait.await.map_err(|_| EtcdError::Stopped)?
+        })
+        .await;
+        match outcome {
+            Ok(result) => {
+                if result.is_err() {
+                    self.waiters.forget(id);
+                }
+                result
+            }
+            Err(_) => {
+                self.waiters.forget(id);
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+
+    fn send_to_node_async(
+        &self,
+        input: NodeInput,
+    ) -> impl std::future::Future<Output = Result<(), EtcdError>> + '_ {
+        async move { self.node.send(input).await.map_err(|_| EtcdError::Stopped) }
+    }
+
+    /// Sends to the Raft task without waiting for room (for tasks that must not block on it;
+    /// a full queue means the member is overloaded, and the caller retries or times out).
+    pub fn send_to_node(&self, input: NodeInput) -> Result<(), EtcdError> {
+        self.node.try_send(input).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => EtcdError::TooManyRequests,
+            mpsc::error::TrySendError::Closed(_) => EtcdError::Stopped,
+        })
+    }
+
+    /// Waits until a read issued now may be served locally (linearizable reads).
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        self.reads.barrier().await
+    }
+
+    pub fn raft_status(&self) -> RaftStatus {
+        *self.raft_status.lock().expect("raft status lock poisoned")
+    }
+
+    pub fn set_raft_status(&self, status: RaftStatus) {
+        *self.raft_status.lock().expect("raft status lock poisoned") = status;
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    pub fn set_applied(&self, index: u64) {
+        self.applied.send_replace(index);
+    }
+
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.conf_state
+            .lock()
+            .expect("conf state lock poisoned")
+            .clone()
+    }
+
+    pub fn set_conf_state(&self, conf_state: ConfState) {
+        *self.conf_state.lock().expect("conf state lock poisoned") = conf_state;
+    }
+
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.lock().expect("alarms lock poisoned").clone()
+    }
+
+    pub fn alarm_active(&self, alarm: AlarmType) -> bool {
+        self.alarms
+            .lock()
+            .expect("alarms lock poisoned")
+            .iter()
+            .any(|active| active.alarm == alarm as i32)
+    }
+
+    /// Returns whether the alarm was not already raised.
+    pub fn activate_alarm(&self, alarm: AlarmMember) -> bool {
+        let mut alarms = self.alarms.lock().expect("alarms lock poisoned");
+        if alarms.contains(&alarm) {
+            return false;
+        }
+        alarms.push(alarm);
+        true
+    }
+
+    /// Returns whether the alarm was raised.
+    pub fn deactivate_alarm(&self, alarm: AlarmMember) -> bool {
+        let mut alarms = self.alarms.lock().expect("alarms lock poisoned");
+        let before = alarms.len();
+        alarms.retain(|active| *active != alarm);
+        alarms.len() != before
+    }
+
+    /// A receiver that changes once, when the member starts stopping.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Stops the member because something it cannot recover from happened.
+    pub fn stop_with_error(&self, reason: String) {
+        self.stop_reason
+            .lock()
+            .expect("stop reason lock poisoned")
+            .get_or_insert(reason);
+        self.stop();
+    }
+
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stop_reason
+            .lock()
+            .expect("stop reason lock poisoned")
+            .clone()
+    }
+}

@@ -1,0 +1,274 @@
+//! The Raft task: the one owner of the consensus core, the Raft log storage and the WAL.
+//!
+//! It runs the Ready loop of `crate::raft` (whose module doc lists the contract):
+//!
+//! 1. Collect inputs: a tick every heartbeat interval, proposals, read-index requests and
+//!    configuration changes from the rest of the member. Every input that is already queued
+//!    is drained before the next Ready, so that concurrent proposals share one WAL sync.
+//! 2. For each Ready: send the messages that may go before persistence; persist a snapshot if
+//!    there is one; append the entries and hard state to the WAL with **one** fdatasync; then
+//!    add them to the in-memory log storage the core reads from; send the messages that had
+//!    to wait for persistence; hand committed entries to the applier; publish read states;
+//!    advance.
+//!
+//! A WAL error is fatal: after a failed fsync the page cache can no longer be trusted to
+//! match the disk, so the task stops the member instead of continuing (the WAL latches the
+//! failure too).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::EtcdError;
+use super::member::{Member, RaftStatus};
+use crate::raft::{self, ConfChangeV2, ConfState, Entry, MemStorage, Message, RawNode};
+use crate::wal::{SnapshotFiles, Wal};
+
+/// What the rest of the member asks of the Raft task.
+pub enum NodeInput {
+    /// Propose an encoded `InternalRequest`; `done` says whether the core accepted it (it may
+    /// still be lost before commit: the waiter's timeout covers that).
+    Propose {
+        data: Bytes,
+        done: oneshot::Sender<Result<(), EtcdError>>,
+    },
+    /// Start a ReadIndex round; the answer arrives as a read state carrying `context`.
+    ReadIndex { context: Bytes },
+    /// Propose a membership change.
+    ProposeConfChange {
+        change: ConfChangeV2,
+        done: oneshot::Sender<Result<(), EtcdError>>,
+    },
+    /// The applier reached a committed ConfChangeV2 entry: apply it to the core.
+    ApplyConfChange {
+        change: ConfChangeV2,
+        done: oneshot::Sender<ConfState>,
+    },
+    /// The applier committed the backend through `index`: the log before it may be compacted
+    /// and a snapshot recorded.
+    Snapshot { index: u64, conf_state: ConfState },
+    /// A message from a peer.
+    Step(Message),
+    /// Hand leadership to `to`.
+    TransferLeader { to: u64 },
+}
+
+/// Committed work for the applier, in log order.
+pub enum ApplyBatch {
+    Entries(Vec<Entry>),
+    /// Restore the state machine from a snapshot received from the leader.
+    Snapshot(raft::Snapshot),
+}
+
+/// How many log entries to keep behind a snapshot so that a slightly lagging follower can
+/// catch up from the log instead of a full snapshot (etcd keeps 5,000).
+pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
+
+/// How many queued inputs one loop turn drains before producing a Ready. Bounded so that a
+/// flood of proposals cannot starve ticks, and so one WAL write stays a reasonable size.
+const INPUTS_PER_READY_MAX: usize = 4_096;
+
+pub struct Node {
+    pub raw_node: RawNode<MemStorage>,
+    pub storage: MemStorage,
+    pub wal: Wal,
+    pub snapshots: SnapshotFiles,
+    pub member: Arc<Member>,
+    pub inputs: mpsc::Receiver<NodeInput>,
+    pub applier: mpsc::UnboundedSender<ApplyBatch>,
+}
+
+impl Node {
+    /// Runs the Ready loop until the member stops. Returns an error when the member must stop
+    /// because its storage failed.
+    pub async fn run(mut self) -> Result<(), EtcdError> {
+        let mut ticker = tokio::time::interval(self.member.config.heartbeat());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = self.member.stopping();
+        loop {
+            // Why `select!`: the task waits on three independent sources — time, inputs and
+            // shutdown — and must react to whichever comes first.
+            tokio::select! {
+                _ = ticker.tick() => self.raw_node.tick(),
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle(input);
+                    for _ in 1..INPUTS_PER_READY_MAX {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = stopping.changed() => return Ok(()),
+            }
+            self.process_ready()?;
+        }
+    }
+
+    fn handle(&mut self, input: NodeInput) {
+        match input {
+            NodeInput::Propose { data, done } => {
+                let result = self.raw_node.propose(data).map_err(proposal_error);
+                let _ = done.send(result);
+            }
+            NodeInput::ReadIndex { context } => {
+                if let Err(error) = self.raw_node.read_index(context.clone()) {
+                    self.member.reads.fail(&context, proposal_error(error));
+                }
+            }
+            NodeInput::ProposeConfChange { change, done } => {
+                let result = self
+                    .raw_node
+                    .propose_conf_change(change)
+                    .map_err(proposal_error);
+                let _ = done.send(result);
+            }
+            NodeInput::ApplyConfChange { change, done } => {
+                let conf_state = self.raw_node.apply_conf_change(&change);
+                let _ = done.send(conf_state);
+            }
+            NodeInput::Snapshot { index, conf_state } => {
+                if let Err(error) = self.snapshot(index, conf_state) {
+                    tracing::error!(%error, index, "failed to record a raft snapshot");
+                    self.member.stop_with_error(error.to_string());
+                }
+            }
+            NodeInput::Step(message) => {
+                if let Err(error) = self.raw_node.step(message) {
+                    tracing::debug!(%error, "dropped a raft message");
+                }
+            }
+            NodeInput::TransferLeader { to } => self.raw_node.transfer_leader(to),
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), EtcdError> {
+        while self.raw_node.has_ready() {
+            let mut ready = self.raw_node.ready();
+            self.send(std::mem::take(&mut ready.messages));
+
+            if let Some(snapshot) = ready.snapshot.take() {
+                self.persist_snapshot(&snapshot)?;
+                let _ = self.applier.send(ApplyBatch::Snapshot(snapshot));
+            }
+            let hard_state = ready.hard_state;
+            if hard_state.is_some() || !ready.entries.is_empty() {
+                self.wal
+                    .save(hard_state.as_ref(), &ready.entries, ready.must_sync)
+                    .map_err(|error| self.fatal("WAL append", error.to_string()))?;
+                if let Some(hard_state) = hard_state {
+                    self.storage.set_hard_state(hard_state);
+                }
+                if !ready.entries.is_empty() {
+                    self.storage
+                        .append(&ready.entries)
+                        .map_err(|error| self.fatal("log append", error.to_string()))?;
+                }
+            }
+            self.send(std::mem::take(&mut ready.persisted_messages));
+
+            if !ready.committed_entries.is_empty() {
+                let entries = std::mem::take(&mut ready.committed_entries);
+                if self.applier.send(ApplyBatch::Entries(entries)).is_err() {
+                    return Err(EtcdError::Stopped);
+                }
+            }
+            for read_state in std::mem::take(&mut ready.read_states) {
+                self.member
+                    .reads
+                    .confirm(&read_state.request_ctx, read_state.index);
+            }
+            if let Some(soft_state) = ready.soft_state.take() {
+                tracing::info!(
+                    leader = soft_state.leader_id,
+                    role = ?soft_state.role,
+                    "raft role changed"
+                );
+            }
+            self.raw_node.advance(ready);
+            self.publish_status();
+        }
+        Ok(())
+    }
+
+    /// Messages to peers. A one-member cluster has none to send; the peer transport carries
+    /// them in a multi-member cluster.
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            if message.to != self.member.id {
+                self.member.transport.send(message);
+            }
+        }
+    }
+
+    fn persist_snapshot(&mut self, snapshot: &raft::Snapshot) -> Result<(), EtcdError> {
+        let Some(metadata) = snapshot.metadata.as_ref() else {
+            return Ok(());
+        };
+        self.snapshots
+            .save(snapshot)
+            .map_err(|error| self.fatal("snapshot save", error.to_string()))?;
+        self.wal
+            .save_snapshot_marker(metadata.index, metadata.term)
+            .map_err(|error| self.fatal("WAL snapshot marker", error.to_string()))?;
+        self.storage
+            .apply_snapshot(snapshot.clone())
+            .map_err(|error| self.fatal("log snapshot", error.to_string()))?;
+        Ok(())
+    }
+
+    /// Records a snapshot at `index` (the backend is committed through it), then releases the
+    /// WAL and the in-memory log before it, keeping some entries for lagging followers.
+    fn snapshot(&mut self, index: u64, conf_state: ConfState) -> Result<(), EtcdError> {
+        let snapshot = self
+            .storage
+            .create_snapshot(index, Some(conf_state), Bytes::new())
+            .map_err(|error| EtcdError::Internal(error.to_string()))?;
+        let Some(metadata) = snapshot.metadata.clone() else {
+            return Ok(());
+        };
+        self.snapshots
+            .save(&snapshot)
+            .map_err(|error| self.fatal("snapshot save", error.to_string()))?;
+        self.wal
+            .save_snapshot_marker(metadata.index, metadata.term)
+            .map_err(|error| self.fatal("WAL snapshot marker", error.to_string()))?;
+        self.wal
+            .release_to(metadata.index)
+            .map_err(|error| self.fatal("WAL release", error.to_string()))?;
+        let compact_to = index.saturating_sub(SNAPSHOT_CATCH_UP_ENTRIES);
+        if compact_to > 0 {
+            if let Err(error) = self.storage.compact(compact_to) {
+                tracing::debug!(%error, compact_to, "log compaction skipped");
+            }
+        }
+        tracing::info!(index, term = metadata.term, "saved raft snapshot");
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let status = self.raw_node.status();
+        self.member.set_raft_status(RaftStatus {
+            term: status.term,
+            leader: status.leader,
+            commit: status.commit,
+            is_leader: status.leader == self.member.id,
+        });
+    }
+
+    fn fatal(&self, what: &str, error: String) -> EtcdError {
+        tracing::error!(what, %error, "storage failed; stopping the member");
+        self.member.stop_with_error(format!("{what}: {error}"));
+        EtcdError::Stopped
+    }
+}
+
+/// Why the core refused a proposal, as the client sees it.
+fn proposal_error(error: raft::Error) -> EtcdError {
+    match error {
+        raft::Error::ProposalDropped => EtcdError::NoLeader,
+        other => EtcdError::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,272 @@
+//! Starting a member: open (or create) its storage, replay it, start its tasks, serve.
+//!
+//! Recovery order on a restart:
+//! 1. the WAL is opened (a torn tail is repaired; damage anywhere else refuses to start);
+//! 2. the newest snapshot file gives the Raft log's starting point and membership;
+//! 3. the backend (redb) gives the applied index it was committed through;
+//! 4. the in-memory Raft log is rebuilt from the snapshot and the WAL entries after it;
+//! 5. the core starts with `applied` = the backend's index, so the applier replays exactly
+//!    the committed entries the backend had not yet made durable.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::apply::Applier;
+use super::config::{Config, ConfigError};
+use super::error::EtcdError;
+use super::ids;
+use super::lease::expiry_loop;
+use super::member::Member;
+use super::node::Node;
+use super::store::Store;
+use super::transport::NoPeers;
+use crate::io::{Disk, StdDisk};
+use crate::raft::{self, ConfState, MemStorage, RawNode};
+use crate::wal::{SnapshotFiles, Wal, WalMetadata, WalOptions};
+
+/// Inputs queued for the Raft task at most (proposals wait for room beyond that).
+const NODE_INPUTS_QUEUED_MAX: usize = 8_192;
+/// Snapshot files kept (etcd's --max-snapshots default).
+const SNAPSHOT_FILES_KEPT: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the member stopped: {0}")]
+    Stopped(String),
+}
+
+/// Runs a member on the real disk until `shutdown` completes or the member fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    run_on(config, Arc::new(StdDisk), seed, shutdown).await
+}
+
+/// Runs a member on `disk` (the simulator passes its crashable disk) with all randomness
+/// derived from `seed`.
+pub async fn run_on(
+    config: Config,
+    disk: Arc<dyn Disk>,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    config.validate()?;
+    let storage_error =
+        |what: &str, error: &dyn std::fmt::Display| StartError::Storage(format!("{what}: {error}"));
+
+    let token = &config.initial_cluster_token;
+    let initial_members = config.initial_cluster_members()?;
+    let member_ids: Vec<u64> = initial_members
+        .iter()
+        .map(|(_, urls)| ids::member_id(urls, token))
+        .collect();
+    let configured_id = ids::member_id(&config.advertise_peer_urls(), token);
+
+    disk.create_dir_all(&config.member_dir())
+        .map_err(|error| storage_error("data dir", &error))?;
+    let wal_dir = config.wal_dir();
+    let wal_options = WalOptions::default();
+    let (wal, recovered) = if Wal::exists(disk.as_ref(), &wal_dir) {
+        Wal::open(disk.clone(), &wal_dir, wal_options)
+            .map_err(|error| storage_error("WAL", &error))?
+    } else {
+        let metadata = WalMetadata {
+            member_id: configured_id,
+            cluster_id: ids::cluster_id(&member_ids),
+        };
+        Wal::create(disk.clone(), &wal_dir, metadata, wal_options)
+            .map_err(|error| storage_error("WAL", &error))?
+    };
+    // A restarted member keeps the identity it was created with, whatever the flags say now.
+    let member_id = recovered.metadata.member_id;
+    let cluster_id = recovered.metadata.cluster_id;
+
+    let snapshots = SnapshotFiles::open(disk.clone(), &config.snap_dir(), SNAPSHOT_FILES_KEPT)
+        .map_err(|error| storage_error("snapshots", &error))?;
+    let snapshot = snapshots
+        .load_newest()
+        .map_err(|error| storage_error("snapshot", &error))?;
+
+    let store = Store::open(disk.clone(), &config, seed)
+        .map_err(|error| storage_error("backend", &error))?;
+    let backend_index = store.consistent_index();
+
+    let log = MemStorage::new();
+    let mut conf_state = ConfState {
+        voters: member_ids.clone(),
+        ..Default::default()
+    };
+    let mut snapshot_index = 0;
+    if let Some(snapshot) = snapshot {
+        if let Some(metadata) = &snapshot.metadata {
+            snapshot_index = metadata.index;
+            if let Some(snapshot_conf) = &metadata.conf_state {
+                conf_state = snapshot_conf.clone();
+            }
+        }
+        log.apply_snapshot(snapshot)
+            .map_err(|error| storage_error("log snapshot", &error))?;
+    } else if recovered.entries.is_empty() && recovered.hard_state.is_none() {
+        // A brand-new member: the log starts from the bootstrap membership.
+        log.set_conf_state(conf_state.clone());
+    } else {
+        log.set_conf_state(conf_state.clone());
+    }
+    if let Some(hard_state) = recovered.hard_state {
+        log.set_hard_state(hard_state);
+    }
+    log.append(&recovered.entries)
+        .map_err(|error| storage_error("log replay", &error))?;
+
+    let applied = backend_index.max(snapshot_index);
+    let raft_config = raft::Config {
+        id: member_id,
+        election_ticks: config.election_ticks(),
+        heartbeat_ticks: 1,
+        applied,
+        max_size_per_msg_bytes: 1024 * 1024,
+        max_inflight_msgs: 512,
+        check_quorum: true,
+        pre_vote: config.pre_vote,
+        ..raft::Config::new(member_id)
+    };
+    let mut raw_node = RawNode::new(&raft_config, log.clone(), seed)?;
+    let single_voter = conf_state.voters == [member_id] && conf_state.voters_outgoing.is_empty();
+    if single_voter {
+        // Nobody else can win; do not wait an election timeout to lead.
+        raw_node.campaign()?;
+    }
+
+    let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
+    let (applier_batches, batches) = mpsc::unbounded_channel();
+    let alarms = store.alarms();
+    let member = Arc::new(Member::new(
+        config.clone(),
+        member_id,
+        cluster_id,
+        store.clone(),
+        Box::new(NoPeers),
+        node_inputs,
+        applied,
+        conf_state,
+        alarms,
+        seed,
+    ));
+    tracing::info!(
+        name = %config.name,
+        member_id = %format!("{member_id:x}"),
+        cluster_id = %format!("{cluster_id:x}"),
+        applied,
+        replay = recovered.entries.len(),
+        "starting member"
+    );
+
+    let node = Node {
+        raw_node,
+        storage: log,
+        wal,
+        snapshots,
+        member: member.clone(),
+        inputs,
+        applier: applier_batches,
+    };
+    let applier = Applier {
+        member: member.clone(),
+        backend: store.backend(),
+        batches,
+        applied_index: applied,
+        snapshot_index,
+        uncommitted_entries: 0,
+    };
+    let node_task = tokio::spawn(node.run());
+    let applier_task = tokio::spawn(applier.run());
+    tokio::spawn(
+        member
+            .reads
+            .clone()
+            .run(member.clone(), member.watch_applied()),
+    );
+    tokio::spawn(expiry_loop(member.clone()));
+
+    let servers = serve_clients(member.clone()).await?;
+    tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
+
+    let mut stopping = member.stopping();
+    tokio::select! {
+        _ = shutdown => member.stop(),
+        _ = stopping.changed() => {}
+    }
+    for server in servers {
+        server.abort();
+    }
+    let node_result = node_task.await.unwrap_or(Err(EtcdError::Stopped));
+    let applier_result = applier_task.await.unwrap_or(Err(EtcdError::Stopped));
+    if let Some(reason) = member.stop_reason() {
+        return Err(StartError::Stopped(reason));
+    }
+    if let Err(error) = node_result.and(applier_result) {
+        return Err(StartError::Stopped(error.to_string()));
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+#[cfg(not(madsim))]
+async fn serve_clients(
+    member: Arc<Member>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let mut servers = Vec::new();
+    for address in member.config.client_listen_addrs()? {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Listen { address, source })?;
+        let member = member.clone();
+        servers.push(tokio::spawn(async move {
+            let mut stopping = member.stopping();
+            let shutdown = async move {
+                let _ = stopping.changed().await;
+            };
+            if let Err(error) = super::grpc::serve(member.clone(), listener, shutdown).await {
+                tracing::error!(%error, %address, "client listener failed");
+                member.stop_with_error(format!("client listener {address}: {error}"));
+            }
+        }));
+    }
+    Ok(servers)
+}
+
+#[cfg(madsim)]
+async fn serve_clients(
+    member: Arc<Member>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let mut servers = Vec::new();
+    for address in member.config.client_listen_addrs()? {
+        let member = member.clone();
+        servers.push(tokio::spawn(async move {
+            let mut stopping = member.stopping();
+            let shutdown = async move {
+                let _ = stopping.changed().await;
+            };
+            if let Err(error) = super::grpc::serve(member.clone(), address, shutdown).await {
+                tracing::error!(%error, %address, "client listener failed");
+                member.stop_with_error(format!("client listener {address}: {error}"));
+            }
+        }));
+    }
+    Ok(servers)
+}

@@ -1,0 +1,318 @@
+//! Request validation at the edge, before anything is proposed: etcd's rules and errors.
+//!
+//! A request that fails here never reaches the Raft log, so bad input costs nothing and
+//! changes nothing. The checks follow etcd 3.4's gRPC layer: keys must be present, the
+//! `ignore_*` flags exclude their fields, a transaction has at most `max_txn_ops` operations
+//! per list, and one branch of a transaction may not write a key twice (two puts, or a put
+//! and a delete covering it), because the outcome would depend on the order of operations.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use super::error::EtcdError;
+use crate::proto::etcdserverpb::{
+    request_op::Request, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+
+pub fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
+    if request.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    Ok(())
+}
+
+pub fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
+    if request.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    if request.ignore_value && !request.value.is_empty() {
+        return Err(EtcdError::ValueProvided);
+    }
+    if request.ignore_lease && request.lease != 0 {
+        return Err(EtcdError::LeaseProvided);
+    }
+    Ok(())
+}
+
+pub fn check_delete(request: &DeleteRangeRequest) -> Result<(), EtcdError> {
+    if request.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    Ok(())
+}
+
+pub fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
+    check_txn_shape(request, max_txn_ops)?;
+    check_writes_disjoint(&request.success)?;
+    check_writes_disjoint(&request.failure)?;
+    Ok(())
+}
+
+fn check_txn_shape(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
+    let longest = request
+        .compare
+        .len()
+        .max(request.success.len())
+        .max(request.failure.len());
+    if longest > max_txn_ops {
+        return Err(EtcdError::TooManyOps);
+    }
+    if request.compare.iter().any(|compare| compare.key.is_empty()) {
+        return Err(EtcdError::EmptyKey);
+    }
+    for op in request.success.iter().chain(&request.failure) {
+        check_op(op, max_txn_ops)?;
+    }
+    Ok(())
+}
+
+fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), EtcdError> {
+    match &op.request {
+        Some(Request::RequestRange(range)) => check_range(range),
+        Some(Request::RequestPut(put)) => check_put(put),
+        Some(Request::RequestDeleteRange(delete)) => check_delete(delete),
+        Some(Request::RequestTxn(txn)) => check_txn_shape(txn, max_txn_ops),
+        // etcd answers an empty operation this way.
+        None => Err(EtcdError::KeyNotFound),
+    }
+}
+
+/// A deleted interval `[start, end)`; `end == None` means "to the end of the key space".
+#[derive(Clone, Debug)]
+struct Interval {
+    start: Bytes,
+    end: Option<Bytes>,
+}
+
+impl Interval {
+    fn of(delete: &DeleteRangeRequest) -> Interval {
+        let end = match delete.range_end.as_ref() {
+            [] => {
+                // A single key k is the interval [k, k + "\0").
+                let mut end = delete.key.to_vec();
+                end.push(0);
+                Some(Bytes::from(end))
+            }
+            [0] => None,
+            _ => Some(delete.range_end.clone()),
+        };
+        Interval {
+            start: delete.key.clone(),
+            end,
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_ref() && self.end.as_ref().is_none_or(|end| key < end.as_ref())
+    }
+}
+
+/// The keys a list of operations puts and the intervals it deletes, nested transactions
+/// included.
+#[derive(Default)]
+struct Writes {
+    puts: HashSet<Bytes>,
+    deletes: Vec<Interval>,
+}
+
+impl Writes {
+    fn deleted(&self, key: &[u8]) -> bool {
+        self.deletes.iter().any(|interval| interval.contains(key))
+    }
+}
+
+/// Fails when one list of operations writes a key twice. The two branches of a nested
+/// transaction are mutually exclusive, so a key put in both is fine.
+fn check_writes_disjoint(ops: &[RequestOp]) -> Result<Writes, EtcdError> {
+    let mut writes = Writes::default();
+    for op in ops {
+        if let Some(Request::RequestDeleteRange(delete)) = &op.request {
+            writes.deletes.push(Interval::of(delete));
+        }
+    }
+    for op in ops {
+        let Some(Request::RequestTxn(txn)) = &op.request else {
+            continue;
+        };
+        let success = check_writes_disjoint(&txn.success)?;
+        let failure = check_writes_disjoint(&txn.failure)?;
+        for key in &success.puts {
+            if writes.puts.contains(key) || writes.deleted(key) {
+                return Err(EtcdError::DuplicateKey);
+            }
+        }
+        writes.puts.extend(success.puts.iter().cloned());
+        for key in &failure.puts {
+            let clashes = writes.puts.contains(key) && !success.puts.contains(key);
+            if clashes || writes.deleted(key) {
+                return Err(EtcdError::DuplicateKey);
+            }
+        }
+        writes.puts.extend(failure.puts);
+        writes.deletes.extend(success.deletes);
+        writes.deletes.extend(failure.deletes);
+    }
+    for op in ops {
+        let Some(Request::RequestPut(put)) = &op.request else {
+            continue;
+        };
+        if writes.puts.contains(&put.key) || writes.deleted(&put.key) {
+            return Err(EtcdError::DuplicateKey);
+        }
+        writes.puts.insert(put.key.clone());
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::from_static(b"v"),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn delete(key: &str, end: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                range_end: Bytes::copy_from_slice(end.as_bytes()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn get(key: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestRange(RangeRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
+    }
+
+    fn nested(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestTxn(txn(success, failure))),
+        }
+    }
+
+    #[test]
+    fn duplicate_writes_in_one_branch() {
+        let table: Vec<(&str, TxnRequest, Result<(), EtcdError>)> = vec![
+            (
+                "distinct puts",
+                txn(vec![put("a"), put("b")], vec![]),
+                Ok(()),
+            ),
+            (
+                "put twice",
+                txn(vec![put("a"), put("a")], vec![]),
+                Err(EtcdError::DuplicateKey),
+            ),
+            (
+                "same key in both branches",
+                txn(vec![put("a")], vec![put("a")]),
+                Ok(()),
+            ),
+            (
+                "put inside a deleted range",
+                txn(vec![delete("a", "c"), put("b")], vec![]),
+                Err(EtcdError::DuplicateKey),
+            ),
+            (
+                "put outside a deleted range",
+                txn(vec![delete("a", "c"), put("c")], vec![]),
+                Ok(()),
+            ),
+            (
+                "put after a from-key delete",
+                txn(vec![delete("a", "\0"), put("zzz")], vec![]),
+                Err(EtcdError::DuplicateKey),
+            ),
+            (
+                "put and delete of one key",
+                txn(vec![put("a"), delete("a", "")], vec![]),
+                Err(EtcdError::DuplicateKey),
+            ),
+            (
+                "reads never clash",
+                txn(vec![get("a"), get("a"), put("a")], vec![]),
+                Ok(()),
+            ),
+            (
+                "nested put clashes with outer put",
+                txn(vec![put("a"), nested(vec![put("a")], vec![])], vec![]),
+                Err(EtcdError::DuplicateKey),
+            ),
+            (
+                "nested branches are exclusive",
+                txn(vec![nested(vec![put("a")], vec![put("a")])], vec![]),
+                Ok(()),
+            ),
+            (
+                "nested else clashes with an outer put",
+                txn(
+                    vec![put("b"), nested(vec![put("a")], vec![put("b")])],
+                    vec![],
+                ),
+                Err(EtcdError::DuplicateKey),
+            ),
+        ];
+        for (name, request, want) in table {
+            assert_eq!(check_txn(&request, 128), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn txn_limits_and_empty_keys() {
+        let many: Vec<RequestOp> = (0..129).map(|i| get(&format!("k{i}"))).collect();
+        assert_eq!(
+            check_txn(&txn(many.clone(), vec![]), 128),
+            Err(EtcdError::TooManyOps)
+        );
+        assert_eq!(check_txn(&txn(vec![], many[..128].to_vec()), 128), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![get("")], vec![]), 128),
+            Err(EtcdError::EmptyKey)
+        );
+        let empty_op = RequestOp { request: None };
+        assert_eq!(
+            check_txn(&txn(vec![empty_op], vec![]), 128),
+            Err(EtcdError::KeyNotFound)
+        );
+    }
+
+    #[test]
+    fn put_flags() {
+        let mut request = PutRequest {
+            key: Bytes::from_static(b"k"),
+            ..Default::default()
+        };
+        assert_eq!(check_put(&request), Ok(()));
+        request.ignore_value = true;
+        request.value = Bytes::from_static(b"v");
+        assert_eq!(check_put(&request), Err(EtcdError::ValueProvided));
+        request.value = Bytes::new();
+        request.ignore_lease = true;
+        request.lease = 7;
+        assert_eq!(check_put(&request), Err(EtcdError::LeaseProvided));
+        request.key = Bytes::new();
+        assert_eq!(check_put(&request), Err(EtcdError::EmptyKey));
+    }
+}
