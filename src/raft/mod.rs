@@ -190,6 +190,17 @@ pub struct RawNode<S: Storage> {
     raft: core::Raft<S>,
     previous_soft: SoftState,
     previous_hard: HardState,
+    /// What the last `ready()` handed out, acknowledged by `advance` (the caller may take
+    /// the fields out of the Ready it passes back).
+    handed_out: HandedOut,
+}
+
+#[derive(Debug, Default)]
+struct HandedOut {
+    hard_state: Option<HardState>,
+    snapshot_index: Option<u64>,
+    last_entry: Option<(u64, u64)>,
+    last_committed: Option<u64>,
 }
 
 impl<S: Storage> RawNode<S> {
@@ -204,6 +215,7 @@ impl<S: Storage> RawNode<S> {
             },
             previous_hard,
             raft,
+            handed_out: HandedOut::default(),
         })
     }
 
@@ -345,23 +357,34 @@ impl<S: Storage> RawNode<S> {
             must_sync,
         };
         self.previous_soft = soft;
+        self.handed_out = HandedOut {
+            hard_state: ready.hard_state,
+            snapshot_index: ready
+                .snapshot
+                .as_ref()
+                .map(|s| s.metadata.as_ref().map_or(0, |m| m.index)),
+            last_entry: ready.entries.last().map(|e| (e.index, e.term)),
+            last_committed: ready.committed_entries.last().map(|e| e.index),
+        };
         ready
     }
 
-    /// The caller finished steps 3–7 for `ready`.
-    pub fn advance(&mut self, ready: Ready) {
-        if let Some(hard) = ready.hard_state {
+    /// The caller finished steps 3–7 for the last `ready()`. The Ready is passed back for
+    /// clarity only: what was handed out is remembered, so the caller may have taken its
+    /// fields.
+    pub fn advance(&mut self, _ready: Ready) {
+        let handed_out = std::mem::take(&mut self.handed_out);
+        if let Some(hard) = handed_out.hard_state {
             self.previous_hard = hard;
         }
-        if let Some(snapshot) = &ready.snapshot {
-            let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+        if let Some(index) = handed_out.snapshot_index {
             self.raft.log.stable_snapshot_to(index);
         }
-        if let Some(last) = ready.entries.last() {
-            self.raft.log.stable_to(last.index, last.term);
+        if let Some((index, term)) = handed_out.last_entry {
+            self.raft.log.stable_to(index, term);
         }
-        if let Some(last) = ready.committed_entries.last() {
-            self.raft.applied_to(last.index);
+        if let Some(index) = handed_out.last_committed {
+            self.raft.applied_to(index);
         }
     }
 

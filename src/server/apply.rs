@@ -51,6 +51,9 @@ pub struct Applier {
     pub batches: mpsc::UnboundedReceiver<ApplyBatch>,
     /// Invariant: only grows; equals the index of the last entry applied.
     pub applied_index: u64,
+    /// The backend already holds the effects of every entry up to here (after a restart the
+    /// log is replayed from the last snapshot; these entries only re-apply membership).
+    pub backend_index: u64,
     /// The index of the newest Raft snapshot.
     pub snapshot_index: u64,
     /// Entries applied since the last backend commit.
@@ -97,7 +100,8 @@ impl Applier {
                 }
             }
         }
-        self.backend.set_consistent_index(self.applied_index);
+        self.backend
+            .set_consistent_index(self.applied_index.max(self.backend_index));
         self.member.set_applied(self.applied_index);
         if self.uncommitted_entries >= self.member.config.backend_batch_limit {
             self.commit()?;
@@ -127,6 +131,7 @@ impl Applier {
             Ok(EntryType::Normal) if entry.data.is_empty() => {
                 // The empty entry a new leader appends to commit its term (Raft §5.4.2).
             }
+            Ok(EntryType::Normal) if entry.index <= self.backend_index => {}
             Ok(EntryType::Normal) => {
                 let request = match InternalRequest::decode(entry.data.clone()) {
                     Ok(request) => request,

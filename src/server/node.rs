@@ -86,6 +86,7 @@ impl Node {
         let mut ticker = tokio::time::interval(self.member.config.heartbeat());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = self.member.stopping();
+        tracing::trace!(ready = self.raw_node.has_ready(), status = ?self.raw_node.status(), "raft task started");
         loop {
             // Why `select!`: the task waits on three independent sources — time, inputs and
             // shutdown — and must react to whichever comes first.
@@ -127,6 +128,14 @@ impl Node {
             }
             NodeInput::ApplyConfChange { change, done } => {
                 let conf_state = self.raw_node.apply_conf_change(&change);
+                let alone = conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
+                if alone && self.raw_node.status().leader == 0 {
+                    // The only voter: nobody else can win, so lead now rather than after an
+                    // election timeout.
+                    if let Err(error) = self.raw_node.campaign() {
+                        tracing::debug!(%error, "campaign refused");
+                    }
+                }
                 let _ = done.send(conf_state);
             }
             NodeInput::Snapshot { index, conf_state } => {
@@ -147,6 +156,12 @@ impl Node {
     fn process_ready(&mut self) -> Result<(), EtcdError> {
         while self.raw_node.has_ready() {
             let mut ready = self.raw_node.ready();
+            tracing::trace!(
+                entries = ready.entries.len(),
+                committed = ready.committed_entries.len(),
+                messages = ready.messages.len() + ready.persisted_messages.len(),
+                "ready"
+            );
             self.send(std::mem::take(&mut ready.messages));
 
             if let Some(snapshot) = ready.snapshot.take() {

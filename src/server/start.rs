@@ -81,7 +81,7 @@ pub async fn run_on(
         .map_err(|error| storage_error("data dir", &error))?;
     let wal_dir = config.wal_dir();
     let wal_options = WalOptions::default();
-    let (wal, recovered) = if Wal::exists(disk.as_ref(), &wal_dir) {
+    let (mut wal, recovered) = if Wal::exists(disk.as_ref(), &wal_dir) {
         Wal::open(disk.clone(), &wal_dir, wal_options)
             .map_err(|error| storage_error("WAL", &error))?
     } else {
@@ -107,11 +107,10 @@ pub async fn run_on(
     let backend_index = store.consistent_index();
 
     let log = MemStorage::new();
-    let mut conf_state = ConfState {
-        voters: member_ids.clone(),
-        ..Default::default()
-    };
+    let mut conf_state = ConfState::default();
     let mut snapshot_index = 0;
+    let fresh = recovered.entries.is_empty() && recovered.hard_state.is_none() && snapshot.is_none();
+    let mut recovered = recovered;
     if let Some(snapshot) = snapshot {
         if let Some(metadata) = &snapshot.metadata {
             snapshot_index = metadata.index;
@@ -121,19 +120,36 @@ pub async fn run_on(
         }
         log.apply_snapshot(snapshot)
             .map_err(|error| storage_error("log snapshot", &error))?;
-    } else if recovered.entries.is_empty() && recovered.hard_state.is_none() {
-        // A brand-new member: the log starts from the bootstrap membership.
-        log.set_conf_state(conf_state.clone());
-    } else {
-        log.set_conf_state(conf_state.clone());
+    } else if fresh {
+        // A brand-new member of a new cluster: the log starts with one committed entry per
+        // initial member, made durable before anything else (a member that joins later
+        // learns the initial membership from them).
+        let hard_state = raft::HardState {
+            term: 1,
+            vote: 0,
+            commit: member_ids.len() as u64,
+        };
+        let entries = raft::bootstrap_entries(&member_ids);
+        wal.save(Some(&hard_state), &entries, true)
+            .map_err(|error| storage_error("WAL bootstrap", &error))?;
+        recovered.hard_state = Some(hard_state);
+        recovered.entries = entries;
+        conf_state = ConfState {
+            voters: member_ids.clone(),
+            ..Default::default()
+        };
     }
+    // Without a snapshot the membership is rebuilt by re-applying the log from its start.
+    log.set_conf_state(conf_state.clone());
     if let Some(hard_state) = recovered.hard_state {
         log.set_hard_state(hard_state);
     }
     log.append(&recovered.entries)
         .map_err(|error| storage_error("log replay", &error))?;
 
-    let applied = backend_index.max(snapshot_index);
+    // The core hands out committed entries from the snapshot on; the applier skips the
+    // backend work of those the backend already holds.
+    let applied = snapshot_index;
     let raft_config = raft::Config {
         id: member_id,
         election_ticks: config.election_ticks(),
@@ -190,6 +206,7 @@ pub async fn run_on(
         backend: store.backend(),
         batches,
         applied_index: applied,
+        backend_index,
         snapshot_index,
         uncommitted_entries: 0,
     };

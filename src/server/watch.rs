@@ -103,7 +103,17 @@ async fn read_requests(
         };
         let reply = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
-                Some(create_watcher(&member, &control, &watchers, create))
+                let created = create_watcher(&member, &control, &watchers, create);
+                let id = created.watch_id;
+                let ok = !created.canceled;
+                if responses.send(Ok(created)).await.is_err() {
+                    break;
+                }
+                if ok {
+                    // Events may flow only after the "created" response.
+                    control.release(id);
+                }
+                None
             }
             Some(RequestUnion::CancelRequest(cancel)) => {
                 if control.cancel(cancel.watch_id) {

@@ -1,0 +1,364 @@
+//! Multi-version concurrency control: revisions, the key index, the backend and watches.
+//!
+//! Every change to the key space happens at a *revision*: a `(main, sub)` pair where `main`
+//! counts write transactions (it is etcd's `header.revision`) and `sub` orders the changes
+//! inside one. The backend stores every version of every key under its revision, so a read
+//! at an old revision, or a watch that starts in the past, reads history directly. An
+//! in-memory key index maps each key to the revisions it was written or deleted at, so a
+//! range read at any revision finds the right version of each key with one lookup.
+//!
+//! Writes are buffered in memory and committed to redb in batches (`commit`); reads see
+//! the buffer first, so a write is visible as soon as it is applied. The applied Raft index
+//! is stored in the same redb transaction as the data it produced: after a crash the store
+//! reopens at a consistent point and the member replays the WAL after it.
+
+mod backend;
+mod index;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use backend::{Backend, BackendError};
+pub use index::{KeyIndex, Revision};
+pub use watch::{WatchController, WatchFilters, WatchHub, WatchStream, WatchUpdate};
+
+use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MvccError {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl From<BackendError> for MvccError {
+    fn from(error: BackendError) -> Self {
+        MvccError::Backend(error.to_string())
+    }
+}
+
+/// The result of a plain range scan.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RangeScan {
+    pub kvs: Vec<KeyValue>,
+    pub count: i64,
+}
+
+/// Whether `key` is inside the range `[start, end)` with etcd's conventions: an empty end
+/// means the one key `start`; an end of `[0]` means every key from `start` on.
+pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        end => key >= start && key < end,
+    }
+}
+
+/// The key-value store: the index, the current and compacted revisions, and the backend.
+/// Not synchronized: the server wraps it in a lock.
+pub struct KvStore {
+    pub index: KeyIndex,
+    pub backend: Backend,
+    /// The revision of the last completed write transaction.
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub hub: Arc<WatchHub>,
+}
+
+impl KvStore {
+    /// Opens the store over `backend`, rebuilding the index from every stored revision.
+    pub fn open(backend: Backend) -> Result<Self, MvccError> {
+        let mut index = KeyIndex::default();
+        let mut revision = 0;
+        backend.for_each_revision(|rev, tombstone, kv| {
+            index.insert(kv.key.clone(), rev, tombstone);
+            revision = revision.max(rev.main);
+        })?;
+        let compact_revision = backend.compact_revision()?;
+        Ok(Self {
+            index,
+            backend,
+            // An empty store is at revision 1, as etcd's is: the first write makes 2.
+            revision: revision.max(compact_revision).max(1),
+            compact_revision,
+            hub: Arc::new(WatchHub::default()),
+        })
+    }
+
+    fn check_revision(&self, revision: i64) -> Result<i64, MvccError> {
+        if revision <= 0 {
+            return Ok(self.revision);
+        }
+        if revision > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        if revision < self.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        Ok(revision)
+    }
+
+    /// The keys in `[key, end)` at `revision` (<= 0: the latest), at most `limit` of them
+    /// (0: all), and how many there are in all.
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        revision: i64,
+        limit: i64,
+        count_only: bool,
+    ) -> Result<RangeScan, MvccError> {
+        let at = self.check_revision(revision)?;
+        let revisions = self.index.range(key, end, at);
+        let count = revisions.len() as i64;
+        if count_only {
+            return Ok(RangeScan {
+                kvs: Vec::new(),
+                count,
+            });
+        }
+        let take = if limit > 0 {
+            (limit as usize).min(revisions.len())
+        } else {
+            revisions.len()
+        };
+        let mut kvs = Vec::with_capacity(take);
+        for (_, rev) in &revisions[..take] {
+            kvs.push(self.load(*rev)?);
+        }
+        Ok(RangeScan { kvs, count })
+    }
+
+    fn load(&self, rev: Revision) -> Result<KeyValue, MvccError> {
+        match self.backend.get(rev)? {
+            Some((_, kv)) => Ok(kv),
+            None => Err(MvccError::Backend(format!(
+                "revision {rev:?} is in the index but not in the backend"
+            ))),
+        }
+    }
+
+    /// The latest version of `key` at `revision` (<= 0: latest), if it exists then.
+    pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, MvccError> {
+        let at = if revision <= 0 { self.revision } else { revision };
+        match self.index.get(key, at) {
+            Some(rev) => Ok(Some(self.load(rev)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a write transaction at the next revision.
+    pub fn write(&mut self) -> WriteTxn<'_> {
+        let main = self.revision + 1;
+        WriteTxn {
+            store: self,
+            main,
+            sub: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Compacts the history: every version older than the newest one at or below
+    /// `revision` is removed (and a key deleted at or before it disappears entirely).
+    pub fn compact(&mut self, revision: i64) -> Result<(), MvccError> {
+        if revision <= self.compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        if revision > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        let removed = self.index.compact(revision);
+        for rev in removed {
+            self.backend.delete(rev);
+        }
+        self.compact_revision = revision;
+        self.backend.set_compact_revision(revision);
+        Ok(())
+    }
+
+    /// Every event in revisions `[from, to]` for keys in `[key, end)`, in revision order.
+    pub fn history(
+        &self,
+        from: i64,
+        to: i64,
+        key: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<Event>, MvccError> {
+        let mut events = Vec::new();
+        self.backend.for_each_revision_between(from, to, |_, tombstone, kv| {
+            if in_range(&kv.key, key, end) {
+                events.push(Event {
+                    r#type: if tombstone {
+                        EventType::Delete as i32
+                    } else {
+                        EventType::Put as i32
+                    },
+                    kv: Some(kv),
+                    prev_kv: None,
+                });
+            }
+        })?;
+        Ok(events)
+    }
+
+    /// Fills the previous version of each event's key, where it is missing and still held.
+    pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+        for event in events {
+            if event.prev_kv.is_some() {
+                continue;
+            }
+            let Some(kv) = &event.kv else { continue };
+            if kv.mod_revision - 1 < self.compact_revision {
+                continue;
+            }
+            if let Ok(prev) = self.get(&kv.key, kv.mod_revision - 1) {
+                event.prev_kv = prev;
+            }
+        }
+    }
+
+    /// A hash of every stored version at or below `revision`: equal on members that agree.
+    pub fn hash_kv(&self, revision: i64) -> Result<u32, MvccError> {
+        let at = self.check_revision(revision)?;
+        let mut hash = 0u32;
+        self.backend
+            .for_each_raw_between(self.compact_revision.max(1), at, |key, value| {
+                hash = crc32c::crc32c_append(hash, key);
+                hash = crc32c::crc32c_append(hash, value);
+            })?;
+        Ok(hash)
+    }
+}
+
+/// One write transaction: every change lands at revision `main`, with increasing `sub`.
+/// Reads through it see its own earlier writes.
+pub struct WriteTxn<'a> {
+    pub store: &'a mut KvStore,
+    main: i64,
+    sub: i64,
+    events: Vec<Event>,
+}
+
+impl WriteTxn<'_> {
+    fn next_revision(&mut self) -> Revision {
+        let rev = Revision {
+            main: self.main,
+            sub: self.sub,
+        };
+        self.sub += 1;
+        rev
+    }
+
+    /// Writes `key`; returns its previous version.
+    pub fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, MvccError> {
+        let previous = self.store.index.get(&key, self.main);
+        let previous = match previous {
+            Some(rev) => Some(self.store.load(rev)?),
+            None => None,
+        };
+        let rev = self.next_revision();
+        let kv = KeyValue {
+            key: key.clone(),
+            create_revision: previous.as_ref().map_or(self.main, |kv| kv.create_revision),
+            mod_revision: self.main,
+            version: previous.as_ref().map_or(1, |kv| kv.version + 1),
+            value,
+            lease,
+        };
+        self.store.backend.put(rev, false, &kv);
+        self.store.index.insert(key, rev, false);
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: previous.clone(),
+        });
+        Ok(previous)
+    }
+
+    /// Deletes every key in `[key, end)`; returns what was deleted.
+    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
+        let live = self.store.index.range(key, end, self.main);
+        let mut deleted = Vec::with_capacity(live.len());
+        for (name, rev) in live {
+            let previous = self.store.load(rev)?;
+            let rev = self.next_revision();
+            let tombstone = KeyValue {
+                key: name.clone(),
+                mod_revision: self.main,
+                ..Default::default()
+            };
+            self.store.backend.put(rev, true, &tombstone);
+            self.store.index.insert(name, rev, true);
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tombstone),
+                prev_kv: Some(previous.clone()),
+            });
+            deleted.push(previous);
+        }
+        Ok(deleted)
+    }
+
+    /// The revision as this transaction sees it: the previous one until it writes.
+    pub fn current_revision(&self) -> i64 {
+        self.store.revision
+    }
+
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        revision: i64,
+        limit: i64,
+        count_only: bool,
+    ) -> Result<RangeScan, MvccError> {
+        if revision <= 0 && self.sub > 0 {
+            // Latest, including this transaction's own writes.
+            let revisions = self.store.index.range(key, end, self.main);
+            let count = revisions.len() as i64;
+            if count_only {
+                return Ok(RangeScan {
+                    kvs: Vec::new(),
+                    count,
+                });
+            }
+            let take = if limit > 0 {
+                (limit as usize).min(revisions.len())
+            } else {
+                revisions.len()
+            };
+            let mut kvs = Vec::new();
+            for (_, rev) in &revisions[..take] {
+                kvs.push(self.store.load(*rev)?);
+            }
+            return Ok(RangeScan { kvs, count });
+        }
+        self.store.range(key, end, revision, limit, count_only)
+    }
+
+    /// Ends the transaction: the revision moves if anything changed, and watchers hear of
+    /// it. Returns the store's revision after it.
+    pub fn end(self) -> i64 {
+        if self.sub > 0 {
+            self.store.revision = self.main;
+            self.store.hub.notify(self.main, &self.events);
+        }
+        self.store.revision
+    }
+
+    /// Whether this transaction changed anything yet.
+    pub fn changed(&self) -> bool {
+        self.sub > 0
+    }
+}
+
+/// The revisions of every live key in a range, in key order, for tests and hashing.
+pub fn keys_at(store: &KvStore, revision: i64) -> BTreeMap<Bytes, Revision> {
+    store.index.range(b"\0", &[0], revision).into_iter().collect()
+}

@@ -1,0 +1,392 @@
+//! The MVCC store, the lessor and the backend as one member uses them.
+//!
+//! One lock guards the key-value store and the lessor together: a write transaction may
+//! attach keys to leases, and revoking a lease deletes its keys, so both change as one.
+//! The applier is the only writer; reads take the same lock briefly.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use prost::Message as _;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use super::config::Config;
+use super::error::EtcdError;
+use super::range::{self, KvView, Scan};
+use super::txn::{self, KvWrite};
+use crate::io::Disk;
+use crate::lease::{LeaseError, Lessor};
+use crate::mvcc::watch::History;
+use crate::mvcc::{Backend as Db, BackendError, KvStore, MvccError, WatchStream, WriteTxn};
+use crate::proto::etcdserverpb::{AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use crate::proto::mvccpb::{Event, KeyValue};
+
+impl From<MvccError> for EtcdError {
+    fn from(error: MvccError) -> Self {
+        match error {
+            MvccError::Compacted => EtcdError::Compacted,
+            MvccError::FutureRevision => EtcdError::FutureRevision,
+            MvccError::Backend(message) => EtcdError::Internal(message),
+        }
+    }
+}
+
+impl From<LeaseError> for EtcdError {
+    fn from(error: LeaseError) -> Self {
+        match error {
+            LeaseError::NotFound => EtcdError::LeaseNotFound,
+            LeaseError::Exists => EtcdError::LeaseExists,
+        }
+    }
+}
+
+fn backend_error(error: BackendError) -> EtcdError {
+    EtcdError::Internal(error.to_string())
+}
+
+struct State {
+    kv: KvStore,
+    lessor: Lessor,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    lease_ids: Mutex<SmallRng>,
+}
+
+/// The member's store. Clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// The applier's view of the store: the same store, named for what it does with it.
+pub type Backend = Store;
+
+impl Store {
+    /// Opens the backend under the member's snap directory and rebuilds the index and the
+    /// lessor from it.
+    pub fn open(disk: Arc<dyn Disk>, config: &Config, seed: u64) -> Result<Self, EtcdError> {
+        let path = config.snap_dir().join("db");
+        Self::open_at(disk, &path, config.min_lease_ttl_secs(), seed)
+    }
+
+    pub fn open_at(
+        disk: Arc<dyn Disk>,
+        path: &Path,
+        min_lease_ttl: i64,
+        seed: u64,
+    ) -> Result<Self, EtcdError> {
+        let db = Db::open(disk, path).map_err(backend_error)?;
+        let kv = KvStore::open(db)?;
+        kv.hub.set_revision(kv.revision);
+        let mut lessor = Lessor::new(min_lease_ttl);
+        for (id, ttl, _) in kv.backend.leases().map_err(backend_error)? {
+            lessor.restore(id, ttl);
+        }
+        for kv_pair in kv.range(b"\0", &[0], 0, 0, false)?.kvs {
+            if kv_pair.lease != 0 {
+                lessor.attach(kv_pair.lease, kv_pair.key.clone());
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State { kv, lessor }),
+                lease_ids: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x1ea5e)),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().expect("store lock poisoned")
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.clone()
+    }
+
+    pub fn consistent_index(&self) -> u64 {
+        self.lock().kv.backend.consistent_index().unwrap_or(0)
+    }
+
+    pub fn set_consistent_index(&self, index: u64) {
+        self.lock().kv.backend.set_consistent_index(index);
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.lock().kv.revision
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.lock().kv.compact_revision
+    }
+
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        let encoded = self.lock().kv.backend.alarms().unwrap_or_default();
+        AlarmResponse::decode(encoded.as_slice())
+            .map(|response| response.alarms)
+            .unwrap_or_default()
+    }
+
+    pub fn save_alarms(&self, alarms: &[AlarmMember]) {
+        let encoded = AlarmResponse {
+            header: None,
+            alarms: alarms.to_vec(),
+        }
+        .encode_to_vec();
+        self.lock().kv.backend.set_alarms(encoded);
+    }
+
+    /// Makes everything applied so far durable in the backend.
+    pub fn commit(&self) -> Result<(), BackendError> {
+        self.lock().kv.backend.commit()
+    }
+
+    pub fn db_size_bytes(&self) -> u64 {
+        self.lock().kv.backend.size_bytes()
+    }
+
+    pub fn db_size_in_use_bytes(&self) -> u64 {
+        self.db_size_bytes()
+    }
+
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        let state = self.lock();
+        let mut view = ReadView { kv: &state.kv };
+        range::range(&mut view, request)
+    }
+
+    /// Answers a Txn that only reads; returns the response and the revision it read at.
+    pub fn read_txn(&self, request: &TxnRequest) -> Result<(TxnResponse, i64), EtcdError> {
+        let mut state = self.lock();
+        let State { kv, lessor } = &mut *state;
+        let revision = kv.revision;
+        let mut view = ApplyTxn {
+            txn: kv.write(),
+            lessor,
+            read_only: true,
+        };
+        let response = txn::txn(&mut view, request)?;
+        Ok((response, revision))
+    }
+
+    /// Runs one write through `apply`; everything it writes lands at one revision.
+    pub fn write<T>(
+        &self,
+        apply: impl FnOnce(&mut dyn KvWrite) -> Result<T, EtcdError>,
+    ) -> Result<(T, i64), EtcdError> {
+        let mut state = self.lock();
+        let State { kv, lessor } = &mut *state;
+        let mut view = ApplyTxn {
+            txn: kv.write(),
+            lessor,
+            read_only: false,
+        };
+        let result = apply(&mut view);
+        let revision = view.txn.end();
+        result.map(|value| (value, revision))
+    }
+
+    pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        Ok(self.lock().kv.compact(revision)?)
+    }
+
+    pub fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64, EtcdError> {
+        let mut state = self.lock();
+        let granted = state.lessor.grant(id, ttl, Instant::now())?;
+        state.kv.backend.put_lease(id, granted, granted);
+        Ok(granted)
+    }
+
+    /// Revokes a lease and deletes its keys at one revision; returns the revision after.
+    pub fn revoke_lease(&self, id: i64) -> Result<i64, EtcdError> {
+        let mut state = self.lock();
+        let State { kv, lessor } = &mut *state;
+        let keys = lessor.revoke(id)?;
+        kv.backend.delete_lease(id);
+        let mut txn = kv.write();
+        for key in keys {
+            txn.delete_range(&key, &[])?;
+        }
+        Ok(txn.end())
+    }
+
+    pub fn checkpoint_lease(&self, id: i64, remaining_ttl: i64) {
+        let mut state = self.lock();
+        if let Some((_, ttl, _)) = state.lessor.time_to_live(id, Instant::now()) {
+            state.kv.backend.put_lease(id, ttl, remaining_ttl);
+        }
+    }
+
+    pub fn renew_lease(&self, id: i64) -> Result<i64, EtcdError> {
+        Ok(self.lock().lessor.renew(id, Instant::now())?)
+    }
+
+    pub fn promote_lessor(&self) {
+        self.lock().lessor.promote(Instant::now());
+    }
+
+    pub fn demote_lessor(&self) {
+        self.lock().lessor.demote();
+    }
+
+    pub fn expired_leases(&self, max: usize) -> Vec<i64> {
+        self.lock().lessor.expired(Instant::now(), max)
+    }
+
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.lock().lessor.ids()
+    }
+
+    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Option<(i64, i64, Vec<Bytes>)> {
+        let (ttl, granted, attached) = self.lock().lessor.time_to_live(id, Instant::now())?;
+        Some((ttl, granted, if keys { attached } else { Vec::new() }))
+    }
+
+    /// A fresh, unused, positive lease id.
+    pub fn new_lease_id(&self) -> i64 {
+        let mut rng = self.inner.lease_ids.lock().expect("lease id lock poisoned");
+        loop {
+            let id = rng.random::<i64>() & i64::MAX;
+            if id != 0 && !self.lock().lessor.exists(id) {
+                return id;
+            }
+        }
+    }
+
+    pub fn defragment(&self) -> Result<(), EtcdError> {
+        self.lock().kv.backend.defragment().map_err(backend_error)
+    }
+
+    /// A hash of the whole key space history held (etcd's Hash).
+    pub fn hash(&self) -> Result<u32, EtcdError> {
+        Ok(self.lock().kv.hash_kv(0)?)
+    }
+
+    /// etcd's HashKV: (hash, compact revision, revision hashed at).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
+        let state = self.lock();
+        let at = if revision <= 0 { state.kv.revision } else { revision };
+        let hash = state.kv.hash_kv(at)?;
+        Ok((hash, state.kv.compact_revision, at))
+    }
+
+    pub fn snapshot_image(&self) -> Result<Bytes, EtcdError> {
+        let image = self.lock().kv.backend.image().map_err(backend_error)?;
+        Ok(Bytes::from(image))
+    }
+
+    pub fn new_watch_stream(&self) -> WatchStream {
+        let hub = self.lock().kv.hub.clone();
+        hub.new_stream(Arc::new(self.clone()))
+    }
+
+    pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+        self.lock().kv.fill_prev_kvs(events);
+    }
+
+    /// The latest version of one key (tests and tools).
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, EtcdError> {
+        Ok(self.lock().kv.get(key, 0)?)
+    }
+}
+
+impl History for Store {
+    fn with_store(&self, visit: &mut dyn FnMut(&KvStore)) {
+        let state = self.lock();
+        visit(&state.kv);
+    }
+}
+
+struct ReadView<'a> {
+    kv: &'a KvStore,
+}
+
+impl KvView for ReadView<'_> {
+    fn scan(
+        &mut self,
+        key: &[u8],
+        end: &[u8],
+        revision: i64,
+        limit: i64,
+        count_only: bool,
+    ) -> Result<Scan, EtcdError> {
+        let scan = self.kv.range(key, end, revision, limit, count_only)?;
+        Ok(Scan {
+            kvs: scan.kvs,
+            count: scan.count,
+            revision: self.kv.revision,
+        })
+    }
+}
+
+/// A write transaction with the lessor beside it.
+struct ApplyTxn<'a> {
+    txn: WriteTxn<'a>,
+    lessor: &'a mut Lessor,
+    read_only: bool,
+}
+
+impl KvView for ApplyTxn<'_> {
+    fn scan(
+        &mut self,
+        key: &[u8],
+        end: &[u8],
+        revision: i64,
+        limit: i64,
+        count_only: bool,
+    ) -> Result<Scan, EtcdError> {
+        let scan = self.txn.range(key, end, revision, limit, count_only)?;
+        Ok(Scan {
+            kvs: scan.kvs,
+            count: scan.count,
+            revision: self.txn.current_revision(),
+        })
+    }
+}
+
+impl KvWrite for ApplyTxn<'_> {
+    fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, EtcdError> {
+        if self.read_only {
+            return Err(EtcdError::Internal("a write in a read-only transaction".into()));
+        }
+        let previous = self.txn.put(key.clone(), value, lease)?;
+        if let Some(previous) = &previous {
+            if previous.lease != 0 && previous.lease != lease {
+                self.lessor.detach(previous.lease, &key);
+            }
+        }
+        if lease != 0 {
+            self.lessor.attach(lease, key);
+        }
+        Ok(previous)
+    }
+
+    fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
+        if self.read_only {
+            return Err(EtcdError::Internal("a write in a read-only transaction".into()));
+        }
+        let deleted = self.txn.delete_range(key, end)?;
+        for kv in &deleted {
+            if kv.lease != 0 {
+                self.lessor.detach(kv.lease, &kv.key);
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn lease_exists(&self, lease: i64) -> bool {
+        self.lessor.exists(lease)
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.txn.store.compact_revision
+    }
+
+    fn current_revision(&self) -> i64 {
+        self.txn.current_revision()
+    }
+}
