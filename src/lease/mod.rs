@@ -169,14 +169,24 @@ mod tests {
     fn deadlines_live_only_on_the_primary_and_restart_on_promotion() {
         let start = Instant::now();
         let mut lessor = Lessor::new(2);
-        assert_eq!(lessor.grant(1, 1, start), Ok(2), "raised to the minimum TTL");
+        assert_eq!(
+            lessor.grant(1, 1, start),
+            Ok(2),
+            "raised to the minimum TTL"
+        );
         assert_eq!(lessor.grant(1, 5, start), Err(LeaseError::Exists));
-        assert!(lessor.expired(start + Duration::from_secs(100), 10).is_empty());
+        assert!(lessor
+            .expired(start + Duration::from_secs(100), 10)
+            .is_empty());
         lessor.promote(start + Duration::from_secs(10));
-        assert!(lessor.expired(start + Duration::from_secs(11), 10).is_empty());
+        assert!(lessor
+            .expired(start + Duration::from_secs(11), 10)
+            .is_empty());
         assert_eq!(lessor.expired(start + Duration::from_secs(12), 10), vec![1]);
         lessor.renew(1, start + Duration::from_secs(12)).unwrap();
-        assert!(lessor.expired(start + Duration::from_secs(13), 10).is_empty());
+        assert!(lessor
+            .expired(start + Duration::from_secs(13), 10)
+            .is_empty());
         lessor.attach(1, Bytes::from_static(b"k"));
         assert_eq!(lessor.revoke(1).unwrap().len(), 1);
         assert_eq!(lessor.renew(1, start), Err(LeaseError::NotFound));

@@ -75,24 +75,43 @@ impl Backend {
     pub fn open(disk: Arc<dyn Disk>, path: &std::path::Path) -> Result<Self, BackendError> {
         let parent = path.parent().unwrap_or(std::path::Path::new("."));
         disk.create_dir_all(parent)?;
-        let file = disk.open(path, true)?;
-        disk.sync_dir(parent)?;
-        let db = Database::builder()
-            .create_with_backend(DiskBackend::new(file))
-            .map_err(redb_error)?;
-        let txn = db.begin_write().map_err(redb_error)?;
-        {
-            txn.open_table(KV).map_err(redb_error)?;
-            txn.open_table(META).map_err(redb_error)?;
-            txn.open_table(LEASE).map_err(redb_error)?;
+        if !disk.exists(path) {
+            // A crash during redb's first write of a new file leaves a file it refuses to
+            // open; so the new database is made under a temporary name and renamed into
+            // place only once it is complete.
+            let tmp = path.with_extension("tmp");
+            if disk.exists(&tmp) {
+                disk.remove(&tmp)?;
+            }
+            {
+                let db = Database::builder()
+                    .create_with_backend(DiskBackend::new(disk.open(&tmp, true)?))
+                    .map_err(redb_error)?;
+                Self::create_tables(&db)?;
+            }
+            disk.rename(&tmp, path)?;
+            disk.sync_dir(parent)?;
         }
-        txn.commit().map_err(redb_error)?;
+        let db = Database::builder()
+            .create_with_backend(DiskBackend::new(disk.open(path, false)?))
+            .map_err(redb_error)?;
+        Self::create_tables(&db)?;
         Ok(Self {
             db,
             disk,
             path: path.to_path_buf(),
             pending: Pending::default(),
         })
+    }
+
+    fn create_tables(db: &Database) -> Result<(), BackendError> {
+        let txn = db.begin_write().map_err(redb_error)?;
+        {
+            txn.open_table(KV).map_err(redb_error)?;
+            txn.open_table(META).map_err(redb_error)?;
+            txn.open_table(LEASE).map_err(redb_error)?;
+        }
+        txn.commit().map_err(redb_error)
     }
 
     pub fn put(&mut self, rev: Revision, tombstone: bool, kv: &KeyValue) {

@@ -146,7 +146,11 @@ impl KvStore {
 
     /// The latest version of `key` at `revision` (<= 0: latest), if it exists then.
     pub fn get(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>, MvccError> {
-        let at = if revision <= 0 { self.revision } else { revision };
+        let at = if revision <= 0 {
+            self.revision
+        } else {
+            revision
+        };
         match self.index.get(key, at) {
             Some(rev) => Ok(Some(self.load(rev)?)),
             None => Ok(None),
@@ -191,19 +195,20 @@ impl KvStore {
         end: &[u8],
     ) -> Result<Vec<Event>, MvccError> {
         let mut events = Vec::new();
-        self.backend.for_each_revision_between(from, to, |_, tombstone, kv| {
-            if in_range(&kv.key, key, end) {
-                events.push(Event {
-                    r#type: if tombstone {
-                        EventType::Delete as i32
-                    } else {
-                        EventType::Put as i32
-                    },
-                    kv: Some(kv),
-                    prev_kv: None,
-                });
-            }
-        })?;
+        self.backend
+            .for_each_revision_between(from, to, |_, tombstone, kv| {
+                if in_range(&kv.key, key, end) {
+                    events.push(Event {
+                        r#type: if tombstone {
+                            EventType::Delete as i32
+                        } else {
+                            EventType::Put as i32
+                        },
+                        kv: Some(kv),
+                        prev_kv: None,
+                    });
+                }
+            })?;
         Ok(events)
     }
 
@@ -256,7 +261,12 @@ impl WriteTxn<'_> {
     }
 
     /// Writes `key`; returns its previous version.
-    pub fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, MvccError> {
+    pub fn put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, MvccError> {
         let previous = self.store.index.get(&key, self.main);
         let previous = match previous {
             Some(rev) => Some(self.store.load(rev)?),
@@ -360,5 +370,162 @@ impl WriteTxn<'_> {
 
 /// The revisions of every live key in a range, in key order, for tests and hashing.
 pub fn keys_at(store: &KvStore, revision: i64) -> BTreeMap<Bytes, Revision> {
-    store.index.range(b"\0", &[0], revision).into_iter().collect()
+    store
+        .index
+        .range(b"\0", &[0], revision)
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::SimDisk;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u8),
+        Delete(u8, u8),
+        Compact(u8),
+        Commit,
+        Restart,
+        Read(u8, u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0u8..12, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            2 => (0u8..12, 0u8..13).prop_map(|(k, e)| Op::Delete(k, e)),
+            1 => any::<u8>().prop_map(Op::Compact),
+            1 => Just(Op::Commit),
+            1 => Just(Op::Restart),
+            3 => (0u8..12, 0u8..13, any::<u8>()).prop_map(|(k, e, r)| Op::Read(k, e, r)),
+        ]
+    }
+
+    fn key(k: u8) -> Bytes {
+        Bytes::from(format!("k{k:02}"))
+    }
+
+    /// The model: every (key, revision) → value written, `None` for a deletion.
+    #[derive(Default)]
+    struct Model {
+        history: BTreeMap<(Bytes, i64), Option<Bytes>>,
+        revision: i64,
+        compacted: i64,
+    }
+
+    impl Model {
+        fn at(&self, key: &Bytes, revision: i64) -> Option<(Bytes, i64)> {
+            self.history
+                .range((key.clone(), 0)..=(key.clone(), revision))
+                .next_back()
+                .and_then(|((_, rev), value)| value.clone().map(|v| (v, *rev)))
+        }
+
+        fn live(&self, revision: i64) -> Vec<(Bytes, Bytes, i64)> {
+            let keys: std::collections::BTreeSet<Bytes> =
+                self.history.keys().map(|(k, _)| k.clone()).collect();
+            keys.into_iter()
+                .filter_map(|k| self.at(&k, revision).map(|(v, rev)| (k, v, rev)))
+                .collect()
+        }
+    }
+
+    fn open(disk: &SimDisk) -> KvStore {
+        let backend = Backend::open(Arc::new(disk.clone()), Path::new("/data/db")).unwrap();
+        KvStore::open(backend).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn store_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..120)) {
+            let disk = SimDisk::new(1);
+            let mut store = open(&disk);
+            let mut model = Model { revision: 1, ..Default::default() };
+            // What the last commit made durable: a restart goes back to it.
+            let mut durable = (BTreeMap::new(), 1i64, 0i64);
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        let mut txn = store.write();
+                        txn.put(key(k), Bytes::from(vec![v]), 0).unwrap();
+                        txn.end();
+                        model.revision += 1;
+                        model.history.insert((key(k), model.revision), Some(Bytes::from(vec![v])));
+                    }
+                    Op::Delete(k, e) => {
+                        let end = if e > k { key(e) } else { Bytes::new() };
+                        let start = key(k);
+                        let mut txn = store.write();
+                        let deleted = txn.delete_range(&start, &end).unwrap();
+                        txn.end();
+                        let live: Vec<Bytes> = model
+                            .live(model.revision)
+                            .into_iter()
+                            .map(|(k, _, _)| k)
+                            .filter(|k| in_range(k, &start, &end))
+                            .collect();
+                        prop_assert_eq!(deleted.len(), live.len());
+                        if !live.is_empty() {
+                            model.revision += 1;
+                            for k in live {
+                                model.history.insert((k, model.revision), None);
+                            }
+                        }
+                    }
+                    Op::Compact(r) => {
+                        let at = i64::from(r) % (model.revision + 1);
+                        let result = store.compact(at);
+                        if at <= model.compacted {
+                            prop_assert_eq!(result, Err(MvccError::Compacted));
+                        } else {
+                            prop_assert_eq!(result, Ok(()));
+                            model.compacted = at;
+                        }
+                    }
+                    Op::Commit => {
+                        store.backend.commit().unwrap();
+                        durable = (model.history.clone(), model.revision, model.compacted);
+                    }
+                    Op::Restart => {
+                        drop(store);
+                        disk.crash();
+                        store = open(&disk);
+                        model.history = durable.0.clone();
+                        model.revision = durable.1;
+                        model.compacted = durable.2;
+                        prop_assert_eq!(store.revision, model.revision);
+                    }
+                    Op::Read(k, e, r) => {
+                        let end = if e > k { key(e) } else { Bytes::new() };
+                        let at = i64::from(r) % (model.revision + 2);
+                        let result = store.range(&key(k), &end, at, 0, false);
+                        if at > model.revision {
+                            prop_assert_eq!(result, Err(MvccError::FutureRevision));
+                        } else if at > 0 && at < model.compacted {
+                            prop_assert_eq!(result, Err(MvccError::Compacted));
+                        } else {
+                            let at = if at <= 0 { model.revision } else { at };
+                            let got: Vec<(Bytes, Bytes, i64)> = result
+                                .unwrap()
+                                .kvs
+                                .into_iter()
+                                .map(|kv| (kv.key, kv.value, kv.mod_revision))
+                                .collect();
+                            let want: Vec<(Bytes, Bytes, i64)> = model
+                                .live(at)
+                                .into_iter()
+                                .filter(|(key_name, _, _)| in_range(key_name, &key(k), &end))
+                                .collect();
+                            prop_assert_eq!(got, want);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -150,9 +150,11 @@ impl WatchHub {
                 let matching: Vec<Event> = events
                     .iter()
                     .filter(|event| {
-                        event.kv.as_ref().is_some_and(|kv| {
-                            in_range(&kv.key, &watcher.key, &watcher.end)
-                        }) && watcher.filters.keeps(event)
+                        event
+                            .kv
+                            .as_ref()
+                            .is_some_and(|kv| in_range(&kv.key, &watcher.key, &watcher.end))
+                            && watcher.filters.keeps(event)
                     })
                     .cloned()
                     .collect();

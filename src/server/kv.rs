@@ -175,13 +175,20 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
 /// etcd puts the full header on every response nested in a transaction.
 fn fill_headers(response: &mut TxnResponse, member: &Member, revision: i64) {
     use crate::proto::etcdserverpb::response_op::Response as Op;
+    use crate::proto::etcdserverpb::ResponseHeader;
+    // etcd fills only the revision in the headers of the responses inside a Txn.
+    let header = Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    let _ = member;
     for op in &mut response.responses {
         match &mut op.response {
-            Some(Op::ResponseRange(inner)) => inner.header = Some(member.header(revision)),
-            Some(Op::ResponsePut(inner)) => inner.header = Some(member.header(revision)),
-            Some(Op::ResponseDeleteRange(inner)) => inner.header = Some(member.header(revision)),
+            Some(Op::ResponseRange(inner)) => inner.header = header,
+            Some(Op::ResponsePut(inner)) => inner.header = header,
+            Some(Op::ResponseDeleteRange(inner)) => inner.header = header,
             Some(Op::ResponseTxn(inner)) => {
-                inner.header = Some(member.header(revision));
+                inner.header = header;
                 fill_headers(inner, member, revision);
             }
             None => {}

@@ -127,6 +127,15 @@ impl Maintenance for MaintenanceService {
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let image: Bytes = self.member.store.snapshot_image()?;
+        // etcd ends the stream with the SHA-256 of the image; etcdctl checks it.
+        let image: Bytes = {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(&image);
+            let mut with_digest = Vec::with_capacity(image.len() + digest.len());
+            with_digest.extend_from_slice(&image);
+            with_digest.extend_from_slice(&digest);
+            Bytes::from(with_digest)
+        };
         let header = self.member.header(self.member.store.current_revision());
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED);
         tokio::spawn(async move {

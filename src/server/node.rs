@@ -128,7 +128,8 @@ impl Node {
             }
             NodeInput::ApplyConfChange { change, done } => {
                 let conf_state = self.raw_node.apply_conf_change(&change);
-                let alone = conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
+                let alone =
+                    conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
                 if alone && self.raw_node.status().leader == 0 {
                     // The only voter: nobody else can win, so lead now rather than after an
                     // election timeout.

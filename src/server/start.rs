@@ -109,7 +109,8 @@ pub async fn run_on(
     let log = MemStorage::new();
     let mut conf_state = ConfState::default();
     let mut snapshot_index = 0;
-    let fresh = recovered.entries.is_empty() && recovered.hard_state.is_none() && snapshot.is_none();
+    let fresh =
+        recovered.entries.is_empty() && recovered.hard_state.is_none() && snapshot.is_none();
     let mut recovered = recovered;
     if let Some(snapshot) = snapshot {
         if let Some(metadata) = &snapshot.metadata {

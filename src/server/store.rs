@@ -21,7 +21,9 @@ use crate::io::Disk;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::watch::History;
 use crate::mvcc::{Backend as Db, BackendError, KvStore, MvccError, WatchStream, WriteTxn};
-use crate::proto::etcdserverpb::{AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse};
+use crate::proto::etcdserverpb::{
+    AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
 use crate::proto::mvccpb::{Event, KeyValue};
 
 impl From<MvccError> for EtcdError {
@@ -269,7 +271,11 @@ impl Store {
     /// etcd's HashKV: (hash, compact revision, revision hashed at).
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
         let state = self.lock();
-        let at = if revision <= 0 { state.kv.revision } else { revision };
+        let at = if revision <= 0 {
+            state.kv.revision
+        } else {
+            revision
+        };
         let hash = state.kv.hash_kv(at)?;
         Ok((hash, state.kv.compact_revision, at))
     }
@@ -351,7 +357,9 @@ impl KvView for ApplyTxn<'_> {
 impl KvWrite for ApplyTxn<'_> {
     fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, EtcdError> {
         if self.read_only {
-            return Err(EtcdError::Internal("a write in a read-only transaction".into()));
+            return Err(EtcdError::Internal(
+                "a write in a read-only transaction".into(),
+            ));
         }
         let previous = self.txn.put(key.clone(), value, lease)?;
         if let Some(previous) = &previous {
@@ -367,7 +375,9 @@ impl KvWrite for ApplyTxn<'_> {
 
     fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
         if self.read_only {
-            return Err(EtcdError::Internal("a write in a read-only transaction".into()));
+            return Err(EtcdError::Internal(
+                "a write in a read-only transaction".into(),
+            ));
         }
         let deleted = self.txn.delete_range(key, end)?;
         for kv in &deleted {

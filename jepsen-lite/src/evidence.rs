@@ -1,0 +1,430 @@
+//! Evidence that narrows unknown-outcome writes before the search.
+//!
+//! A timed-out write may or may not have landed, and if it did, on any
+//! revision after its call. Since every write consumes one global revision,
+//! the search can let a write that never landed stand in for one that did and
+//! only notice much later; with many of them pending this is exponential. The
+//! history usually says much more, and each rule below only removes
+//! placements that contradict an acknowledged observation, so it never hides
+//! a violation; wrong evidence (a lying read or watch) can only make the search
+//! fail, and then a violation is reported.
+//!
+//! From reads (any known response carrying a header revision `h`):
+//! - a key read with `mod_revision m < h` was not written in `(m, h]`, so no
+//!   unknown write of that key produced a revision there (`forbidden`);
+//! - a value written by exactly one operation, seen by a read at
+//!   `mod_revision m`, pins that operation to `m`: it is owed.
+//!
+//! From a reference watch (every key, from the first revision, no filters):
+//! each revision it saw was produced by exactly one request, so an unknown
+//! write produced one of the revisions no acknowledged write claims whose
+//! events it explains, or landed after the last revision the watch vouched for.
+//! A revision only one unknown write explains is pinned to it. This is the
+//! ambiguity the etcd robustness suite removes with WAL and watch evidence
+//! (`patch_history.go`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::history::{interval_contains, key_interval, Event, EventType, History, Input, TxnOp};
+use crate::model::WriteRevisions;
+
+/// The evidence for every unknown-outcome write that has some, by operation
+/// index.
+pub fn narrow_unknown_writes(history: &History) -> HashMap<usize, WriteRevisions> {
+    let mut evidence = watch_evidence(history);
+    let reads = read_evidence(history);
+    for (index, op) in history.operations.iter().enumerate() {
+        if op.is_known() || op.input.is_read_only() {
+            continue;
+        }
+        let forbidden = forbidden_for(&op.input, &reads.unwritten);
+        let pinned = reads.pinned.get(&index).copied();
+        if forbidden.is_empty() && pinned.is_none() {
+            continue;
+        }
+        let limits = evidence.entry(index).or_default();
+        match pinned {
+            // A read saw the write's own value: that fixes its revision, and
+            // any other evidence is moot. If the rest contradicts it, the search
+            // then fails where the contradicting observation is, which names
+            // a better operation than failing here.
+            Some(revision) => {
+                limits.must_write = true;
+                limits.allowed = Some(vec![revision]);
+                limits.forbidden = Vec::new();
+            }
+            None => limits.forbidden = forbidden,
+        }
+    }
+    evidence
+}
+
+struct ReadEvidence {
+    /// Per key, sorted disjoint `(lo, hi]` revision intervals in which it was
+    /// not written.
+    unwritten: HashMap<String, Vec<(i64, i64)>>,
+    /// Unknown-outcome operations whose unique value a read saw, and the
+    /// mod_revision it had.
+    pinned: HashMap<usize, i64>,
+}
+
+fn read_evidence(history: &History) -> ReadEvidence {
+    let mut writers: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (index, op) in history.operations.iter().enumerate() {
+        for (key, value) in put_pairs(&op.input) {
+            writers.entry((key, value)).or_default().push(index);
+        }
+    }
+    let mut unwritten: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    let mut pinned = HashMap::new();
+    for op in history.operations.iter().filter(|o| o.is_known()) {
+        let Some(output) = op.output.as_ref().filter(|o| o.error.is_none()) else {
+            continue;
+        };
+        let header = output.revision;
+        let sub_kvs = output
+            .responses
+            .iter()
+            .flatten()
+            .filter_map(|r| r.kvs.as_ref())
+            .flatten();
+        for kv in output.kvs.iter().flatten().chain(sub_kvs) {
+            let Some(modified) = kv.mod_revision else {
+                continue;
+            };
+            if let Some(h) = header.filter(|h| modified < *h) {
+                unwritten
+                    .entry(kv.key.clone())
+                    .or_default()
+                    .push((modified, h));
+            }
+            if let Some(value) = kv.value.as_deref() {
+                if let Some([only]) = writers.get(&(kv.key.as_str(), value)).map(Vec::as_slice) {
+                    if !history.operations[*only].is_known() {
+                        pinned.insert(*only, modified);
+                    }
+                }
+            }
+        }
+    }
+    for intervals in unwritten.values_mut() {
+        *intervals = merge(std::mem::take(intervals));
+    }
+    ReadEvidence { unwritten, pinned }
+}
+
+fn put_pairs(input: &Input) -> Vec<(&str, &str)> {
+    match input {
+        Input::Put { key, value, .. } => vec![(key.as_str(), value.as_str())],
+        Input::Txn {
+            success, failure, ..
+        } => success
+            .iter()
+            .chain(failure)
+            .filter_map(|op| match op {
+                TxnOp::Put { key, value, .. } => Some((key.as_str(), value.as_str())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Revisions at which `input` cannot have written, given when keys were
+/// surely not written.
+fn forbidden_for(input: &Input, unwritten: &HashMap<String, Vec<(i64, i64)>>) -> Vec<(i64, i64)> {
+    let single_keys = |ops: &[TxnOp]| -> Option<Vec<(i64, i64)>> {
+        let mut writes = false;
+        let mut union = Vec::new();
+        for op in ops {
+            let key = match op {
+                TxnOp::Put { key, .. } => key,
+                TxnOp::Delete {
+                    key,
+                    range_end: None,
+                    prefix: false,
+                } => key,
+                TxnOp::Delete { .. } => {
+                    writes = true;
+                    continue;
+                }
+                TxnOp::Get { .. } => continue,
+            };
+            writes = true;
+            union.extend(unwritten.get(key).into_iter().flatten().copied());
+        }
+        writes.then(|| merge(union))
+    };
+    match input {
+        Input::Put { key, .. } => unwritten.get(key).cloned().unwrap_or_default(),
+        Input::Delete {
+            key,
+            range_end: None,
+            prefix: false,
+        } => unwritten.get(key).cloned().unwrap_or_default(),
+        Input::Txn {
+            success, failure, ..
+        } => {
+            // The txn writes through one branch: a revision is forbidden only
+            // if every writing branch is forbidden there.
+            let branches: Vec<Vec<(i64, i64)>> = [success, failure]
+                .into_iter()
+                .filter_map(|b| single_keys(b))
+                .collect();
+            let mut iter = branches.into_iter();
+            let first = iter.next().unwrap_or_default();
+            iter.fold(first, |acc, b| intersect(&acc, &b))
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Sorts and merges `(lo, hi]` intervals.
+fn merge(mut intervals: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    intervals.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(intervals.len());
+    for (lo, hi) in intervals {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// Intersects two merged lists of `(lo, hi]` intervals.
+fn intersect(a: &[(i64, i64)], b: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let lo = a[i].0.max(b[j].0);
+        let hi = a[i].1.min(b[j].1);
+        if lo < hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The events of every revision up to `vouched`, from a watch that saw every
+/// key from the first revision on.
+struct ReferenceWatch {
+    revisions: BTreeMap<i64, Vec<Event>>,
+    vouched: i64,
+}
+
+fn reference_watch(history: &History) -> Option<ReferenceWatch> {
+    let watch = history.watches.iter().find(|w| {
+        let everything =
+            key_interval(&w.key, w.range_end.as_deref(), w.prefix) == (String::new(), None);
+        everything
+            && (1..=2).contains(&w.start_revision)
+            && w.filters.is_empty()
+            && w.compact_revision == 0
+    })?;
+    let mut revisions: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+    let mut vouched = 0;
+    for response in &watch.responses {
+        if response.progress_notify {
+            vouched = vouched.max(response.revision);
+        }
+        for event in &response.events {
+            vouched = vouched.max(event.mod_revision);
+            let events = revisions.entry(event.mod_revision).or_default();
+            if !events.iter().any(|e| e.key == event.key) {
+                events.push(event.clone());
+            }
+        }
+    }
+    Some(ReferenceWatch { revisions, vouched })
+}
+
+/// Whether the request's writes could have produced exactly `events`.
+fn explains(input: &Input, events: &[Event]) -> bool {
+    use {EventType, TxnOp};
+    let branch_explains = |ops: &[TxnOp]| {
+        let mut puts: Vec<(&str, &str)> = Vec::new();
+        let mut deletes = Vec::new();
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, .. } => puts.push((key, value)),
+                TxnOp::Delete {
+                    key,
+                    range_end,
+                    prefix,
+                } => deletes.push(key_interval(key, range_end.as_deref(), *prefix)),
+                TxnOp::Get { .. } => {}
+            }
+        }
+        let put_events: Vec<(&str, &str)> = events
+            .iter()
+            .filter(|e| e.kind == EventType::Put)
+            .map(|e| (e.key.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
+        let deletes_ok = events
+            .iter()
+            .filter(|e| e.kind == EventType::Delete)
+            .all(|e| deletes.iter().any(|d| interval_contains(d, &e.key)));
+        !events.is_empty()
+            && put_events.len() == puts.len()
+            && puts.iter().all(|p| put_events.contains(p))
+            && deletes_ok
+    };
+    match input {
+        Input::Put { key, value, lease } => branch_explains(&[TxnOp::Put {
+            key: key.clone(),
+            value: value.clone(),
+            lease: *lease,
+        }]),
+        Input::Delete {
+            key,
+            range_end,
+            prefix,
+        } => branch_explains(&[TxnOp::Delete {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            prefix: *prefix,
+        }]),
+        Input::Txn {
+            success, failure, ..
+        } => branch_explains(success) || branch_explains(failure),
+        Input::LeaseRevoke { .. } => {
+            !events.is_empty() && events.iter().all(|e| e.kind == EventType::Delete)
+        }
+        Input::Get { .. } | Input::LeaseGrant { .. } => false,
+    }
+}
+
+/// Narrows unknown-outcome writes with a reference watch (one over every key
+/// from the first revision): each revision the watch saw was produced by one
+/// request, so an unknown write either produced one of the revisions that no
+/// acknowledged write claims and whose events it explains, or landed after
+/// the last revision the watch vouched for. A revision only one unknown write
+/// explains must have been produced by it.
+fn watch_evidence(history: &History) -> HashMap<usize, WriteRevisions> {
+    let mut evidence = HashMap::new();
+    let Some(reference) = reference_watch(history) else {
+        return evidence;
+    };
+    // `claimed`: revisions an acknowledged write surely produced (no unknown
+    // write can have). `maybe_claimed`: revisions an acknowledged request may
+    // have produced; pinning needs a revision nobody else can explain.
+    let mut claimed = HashSet::new();
+    let mut maybe_claimed = HashSet::new();
+    let mut can_pin = true;
+    for op in history
+        .operations
+        .iter()
+        .filter(|o| o.is_known() && !o.input.is_read_only())
+    {
+        let Some(output) = op.output.as_ref() else {
+            can_pin = false;
+            continue;
+        };
+        if output.error.is_some() {
+            continue;
+        }
+        let Some(revision) = output.revision else {
+            can_pin = false;
+            continue;
+        };
+        maybe_claimed.insert(revision);
+        let wrote = match &op.input {
+            Input::Put { .. } => true,
+            Input::Delete { .. } => output.deleted.is_some_and(|d| d > 0),
+            Input::Txn {
+                success, failure, ..
+            } => {
+                let branch = match output.succeeded {
+                    Some(true) => success,
+                    Some(false) => failure,
+                    None => continue,
+                };
+                branch.iter().any(|o| matches!(o, TxnOp::Put { .. }))
+            }
+            _ => false,
+        };
+        if wrote {
+            claimed.insert(revision);
+        }
+    }
+    let unclaimed: Vec<(i64, &Vec<Event>)> = reference
+        .revisions
+        .iter()
+        .filter(|(r, _)| !claimed.contains(*r))
+        .map(|(r, e)| (*r, e))
+        .collect();
+    let mut explainers: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (index, op) in history.operations.iter().enumerate() {
+        if op.is_known() || op.input.is_read_only() || matches!(op.input, Input::LeaseGrant { .. })
+        {
+            continue;
+        }
+        let allowed: Vec<i64> = unclaimed
+            .iter()
+            .filter(|(_, events)| explains(&op.input, events))
+            .map(|(r, _)| *r)
+            .collect();
+        for revision in &allowed {
+            explainers.entry(*revision).or_default().push(index);
+        }
+        evidence.insert(
+            index,
+            WriteRevisions {
+                allowed: Some(allowed),
+                after: reference.vouched,
+                must_write: false,
+                forbidden: Vec::new(),
+            },
+        );
+    }
+    for (revision, ops) in explainers {
+        if !can_pin || maybe_claimed.contains(&revision) {
+            continue;
+        }
+        if let [only] = ops.as_slice() {
+            let limits = evidence.get_mut(only).expect("inserted above");
+            limits.allowed = Some(vec![revision]);
+            limits.must_write = true;
+        }
+    }
+    evidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_algebra() {
+        assert_eq!(
+            merge(vec![(5, 7), (1, 3), (2, 4), (7, 9)]),
+            vec![(1, 4), (5, 9)]
+        );
+        assert_eq!(
+            intersect(&[(1, 4), (5, 9)], &[(3, 6), (8, 20)]),
+            vec![(3, 4), (5, 6), (8, 9)]
+        );
+        assert!(intersect(&[(1, 2)], &[(2, 3)]).is_empty());
+    }
+
+    #[test]
+    fn reads_forbid_and_pin() {
+        let text = r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1"},"output":{"revision":2}}
+{"client":2,"call":5,"return":null,"input":{"type":"put","key":"a","value":"2"}}
+{"client":3,"call":5,"return":null,"input":{"type":"put","key":"b","value":"3"}}
+{"client":1,"call":20,"return":30,"input":{"type":"put","key":"c","value":"1"},"output":{"revision":4}}
+{"client":1,"call":40,"return":50,"input":{"type":"get","key":"","range_end":"\u0000"},"output":{"revision":4,"kvs":[{"key":"a","value":"1","mod_revision":2},{"key":"b","value":"3","mod_revision":3}]}}"#;
+        let history = History::parse(text).unwrap();
+        let evidence = narrow_unknown_writes(&history);
+        assert_eq!(evidence[&1].forbidden, vec![(2, 4)]);
+        assert!(!evidence[&1].must_write);
+        assert_eq!(evidence[&2].allowed, Some(vec![3]));
+        assert!(evidence[&2].must_write);
+    }
+}

@@ -1,0 +1,516 @@
+//! The history file: what clients asked, when, and what they were told.
+//!
+//! A history is a JSON-lines file. Each line is either an operation
+//! (`{"client", "call", "return", "input", "output"}`) or a watch record
+//! (`{"watch": {...}}`). Blank lines and lines starting with `#` are ignored,
+//! so test data can carry a description and an expectation in its header.
+//! The full schema lives in `README.md`; the types here are its source of
+//! truth and every field name below is the JSON field name.
+//!
+//! Times are nanoseconds on one monotonic clock (the driver's or the
+//! simulator's). `return: null` means the outcome is unknown (a timeout, a
+//! dropped connection): the operation may or may not have taken effect, and its
+//! `output`, if any, is ignored.
+//!
+//! Outputs are deliberately lenient: every field is optional and only the
+//! fields present are checked. A history produced by a client that does not
+//! record header revisions is still checkable, and the checker can then split
+//! it by key (see `linearizability`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One client request and its response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Client (process) id. A client that saw an unknown outcome should not
+    /// reuse its id, as in Jepsen; the checker does not rely on it.
+    pub client: u64,
+    /// Invocation time, ns.
+    pub call: i64,
+    /// Completion time, ns; `None` when the outcome is unknown.
+    #[serde(rename = "return")]
+    pub return_time: Option<i64>,
+    pub input: Input,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+}
+
+impl Operation {
+    /// Whether the client learnt how the operation ended.
+    pub fn is_known(&self) -> bool {
+        self.return_time.is_some()
+    }
+}
+
+/// A request, tagged by `"type"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Input {
+    /// Range read: one key, `[key, range_end)`, or every key with the prefix
+    /// `key` when `prefix` is true. `range_end = "\u0000"` means every key
+    /// `>= key`, as in etcd.
+    Get {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range_end: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        prefix: bool,
+    },
+    Put {
+        key: String,
+        value: String,
+        /// Lease id to attach; absent or 0 means none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<i64>,
+    },
+    Delete {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range_end: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        prefix: bool,
+    },
+    Txn {
+        #[serde(default)]
+        compare: Vec<Compare>,
+        #[serde(default)]
+        success: Vec<TxnOp>,
+        #[serde(default)]
+        failure: Vec<TxnOp>,
+    },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+}
+
+impl Input {
+    /// Whether the request can change the store.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Input::Get { .. } => true,
+            Input::Txn {
+                success, failure, ..
+            } => success
+                .iter()
+                .chain(failure)
+                .all(|op| matches!(op, TxnOp::Get { .. })),
+            _ => false,
+        }
+    }
+}
+
+/// A request inside a transaction branch, tagged by `"type"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TxnOp {
+    Get {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range_end: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        prefix: bool,
+    },
+    Put {
+        key: String,
+        value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<i64>,
+    },
+    Delete {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range_end: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        prefix: bool,
+    },
+}
+
+/// One transaction guard: `target(key) result value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: String,
+    pub target: CompareTarget,
+    pub result: CompareResult,
+    /// A string for `value`, an integer for the other targets.
+    pub value: CompareOperand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareTarget {
+    Value,
+    Version,
+    ModRevision,
+    CreateRevision,
+    Lease,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareResult {
+    #[serde(rename = "=")]
+    Equal,
+    #[serde(rename = "!=")]
+    NotEqual,
+    #[serde(rename = "<")]
+    Less,
+    #[serde(rename = ">")]
+    Greater,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CompareOperand {
+    Int(i64),
+    Str(String),
+}
+
+/// What the client was told. Absent fields are not checked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// Header revision of the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Key-values read (a get, or a get inside a txn branch), in key order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvs: Option<Vec<KeyValue>>,
+    /// Which txn branch ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<bool>,
+    /// Keys removed by a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<i64>,
+    /// Txn sub-responses, one per op of the branch that ran. Their `revision`
+    /// is not checked (etcd copies the txn header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<Vec<Output>>,
+    /// A definite failure (e.g. lease not found): the request had no effect.
+    /// Any error text matches any failure of the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A key-value as read. Absent metadata is not checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mod_revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+}
+
+/// One watch stream as a client saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Watch {
+    pub client: u64,
+    #[serde(default)]
+    pub watch_id: i64,
+    pub key: String,
+    /// Same meaning as for `Input::Get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prefix: bool,
+    /// First revision asked for; 0 means "from now".
+    #[serde(default)]
+    pub start_revision: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<WatchFilter>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prev_kv: bool,
+    #[serde(default)]
+    pub responses: Vec<WatchResponse>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub canceled: bool,
+    /// Set when the server canceled the watch because `start_revision` was
+    /// compacted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compact_revision: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchFilter {
+    Noput,
+    Nodelete,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WatchResponse {
+    /// Header revision.
+    pub revision: i64,
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// More events of the same revision follow in the next response.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fragment: bool,
+    /// An empty progress notification: everything up to `revision` was sent.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub progress_notify: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    #[serde(default)]
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Put,
+    Delete,
+}
+
+/// A whole history: operations and watches in file order. Violations name an
+/// operation by its index in `operations` (and its file line).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    pub operations: Vec<Operation>,
+    pub watches: Vec<Watch>,
+    /// 1-based file line of each operation (0 when built in memory).
+    pub operation_lines: Vec<usize>,
+    /// 1-based file line of each watch (0 when built in memory).
+    pub watch_lines: Vec<usize>,
+    /// `#` header lines, without the `#`.
+    pub comments: Vec<String>,
+}
+
+/// Why a history file could not be read.
+#[derive(Debug)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+#[derive(Serialize, Deserialize)]
+struct WatchLine {
+    watch: Watch,
+}
+
+impl History {
+    pub fn push_operation(&mut self, op: Operation) -> usize {
+        self.operations.push(op);
+        self.operation_lines.push(0);
+        self.operations.len() - 1
+    }
+
+    pub fn push_watch(&mut self, watch: Watch) -> usize {
+        self.watches.push(watch);
+        self.watch_lines.push(0);
+        self.watches.len() - 1
+    }
+
+    /// Parses a JSON-lines history and checks the basics every checker relies
+    /// on (return not before call).
+    pub fn parse(text: &str) -> Result<History, ParseError> {
+        let mut history = History::default();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                history.comments.push(comment.trim().to_string());
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(trimmed).map_err(|e| ParseError {
+                    line,
+                    message: e.to_string(),
+                })?;
+            let is_watch = value.as_object().is_some_and(|o| o.contains_key("watch"));
+            if is_watch {
+                let parsed: WatchLine = serde_json::from_value(value).map_err(|e| ParseError {
+                    line,
+                    message: format!("watch record: {e}"),
+                })?;
+                history.watches.push(parsed.watch);
+                history.watch_lines.push(line);
+            } else {
+                let op: Operation = serde_json::from_value(value).map_err(|e| ParseError {
+                    line,
+                    message: format!("operation: {e}"),
+                })?;
+                if let Some(ret) = op.return_time {
+                    if ret < op.call {
+                        return Err(ParseError {
+                            line,
+                            message: format!("return {ret} before call {}", op.call),
+                        });
+                    }
+                }
+                history.operations.push(op);
+                history.operation_lines.push(line);
+            }
+        }
+        Ok(history)
+    }
+
+    /// Writes the history back as JSON lines (comments first).
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        for comment in &self.comments {
+            out.push_str("# ");
+            out.push_str(comment);
+            out.push('\n');
+        }
+        for op in &self.operations {
+            out.push_str(&serde_json::to_string(op).expect("operations always serialize"));
+            out.push('\n');
+        }
+        for watch in &self.watches {
+            let line = WatchLine {
+                watch: watch.clone(),
+            };
+            out.push_str(&serde_json::to_string(&line).expect("watches always serialize"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// File line of operation `index`, or 0.
+    pub fn line_of(&self, index: usize) -> usize {
+        self.operation_lines.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// The exclusive end of the etcd prefix range starting at `prefix`:
+/// the prefix with its last byte below 0xff incremented, or `"\0"` (every key)
+/// when there is none.
+pub fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0xff {
+            bytes.push(last + 1);
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    "\0".to_string()
+}
+
+/// The half-open key interval of a range request: `(start, end)` where
+/// `end == None` means "every key >= start" and `end == Some(start + "\0")`
+/// is the single key.
+pub fn key_interval(key: &str, range_end: Option<&str>, prefix: bool) -> (String, Option<String>) {
+    let end = if prefix {
+        prefix_end(key)
+    } else {
+        match range_end {
+            None | Some("") => format!("{key}\0"),
+            Some(end) => end.to_string(),
+        }
+    };
+    if end == "\0" {
+        (key.to_string(), None)
+    } else {
+        (key.to_string(), Some(end))
+    }
+}
+
+/// Whether `key` lies in the interval returned by [`key_interval`].
+pub fn interval_contains(interval: &(String, Option<String>), key: &str) -> bool {
+    key >= interval.0.as_str() && interval.1.as_deref().is_none_or(|end| key < end)
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_operations_watches_and_comments() {
+        let text = r#"# a comment
+{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1"},"output":{"revision":2}}
+{"client":2,"call":5,"return":null,"input":{"type":"get","key":"a","prefix":true}}
+
+{"watch":{"client":3,"key":"a","start_revision":1,"responses":[{"revision":2,"events":[{"type":"put","key":"a","value":"1","create_revision":2,"mod_revision":2,"version":1}]}]}}
+"#;
+        let history = History::parse(text).unwrap();
+        assert_eq!(history.operations.len(), 2);
+        assert_eq!(history.watches.len(), 1);
+        assert_eq!(history.operation_lines, vec![2, 3]);
+        assert_eq!(history.watch_lines, vec![5]);
+        assert_eq!(history.comments, vec!["a comment"]);
+        assert!(!history.operations[1].is_known());
+        let again = History::parse(&history.to_jsonl()).unwrap();
+        assert_eq!(again.operations, history.operations);
+        assert_eq!(again.watches, history.watches);
+    }
+
+    #[test]
+    fn rejects_return_before_call() {
+        let text = r#"{"client":1,"call":10,"return":5,"input":{"type":"get","key":"a"}}"#;
+        let err = History::parse(text).unwrap_err();
+        assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn txn_round_trips() {
+        let text = r#"{"client":1,"call":0,"return":1,"input":{"type":"txn","compare":[{"key":"a","target":"mod_revision","result":"=","value":3},{"key":"b","target":"value","result":"!=","value":"x"}],"success":[{"type":"put","key":"a","value":"2"}],"failure":[{"type":"get","key":"a"}]},"output":{"revision":4,"succeeded":true,"responses":[{}]}}"#;
+        let history = History::parse(text).unwrap();
+        match &history.operations[0].input {
+            Input::Txn { compare, .. } => {
+                assert_eq!(compare[0].value, CompareOperand::Int(3));
+                assert_eq!(compare[1].value, CompareOperand::Str("x".into()));
+                assert_eq!(compare[1].result, CompareResult::NotEqual);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(prefix_end("k1"), "k2");
+        assert_eq!(prefix_end(""), "\0");
+        let single = key_interval("a", None, false);
+        assert!(interval_contains(&single, "a"));
+        assert!(!interval_contains(&single, "a0"));
+        let prefix = key_interval("k1", None, true);
+        assert!(interval_contains(&prefix, "k10"));
+        assert!(!interval_contains(&prefix, "k2"));
+        let all = key_interval("", Some("\0"), false);
+        assert!(all.1.is_none());
+        assert!(interval_contains(&all, "zzz"));
+    }
+}

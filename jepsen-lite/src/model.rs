@@ -1,0 +1,686 @@
+//! The etcd KV model: a deterministic step function over interned state.
+//!
+//! The state is what an etcd member's MVCC store exposes at its newest
+//! revision: per key `(value, version, create_revision, mod_revision, lease)`,
+//! the global revision, and the set of granted leases. `step` applies one
+//! request and says whether the response the client saw is the one the model
+//! gives; it never looks at time, so the same history always checks the same.
+//!
+//! Semantics follow etcd's `mvcc` and `apply` packages (and the robustness
+//! suite's `model/deterministic.go`):
+//! - every put bumps the revision, even when the value is unchanged; the
+//!   version restarts at 1 after a delete;
+//! - a delete or lease revoke that removes nothing leaves the revision alone;
+//! - a txn's writes all land on one revision, which is only consumed if the
+//!   txn changed something; gets inside the branch see the branch's earlier
+//!   writes; a put key may not repeat or overlap a delete range
+//!   (`duplicate key`);
+//! - a value compare on a missing key is false; other targets compare a
+//!   missing key as 0;
+//! - a put with a lease that does not exist fails and changes nothing.
+//!
+//! Lease expiry is not modelled: a history must revoke its leases rather than
+//! let them expire, since expiry happens at a time no client observes.
+//!
+//! Keys and values arrive interned (see `compile.rs`). The key
+//! table is chunked behind `Arc`s: the checker keeps thousands of states in
+//! its cache and a step copies only the chunk it writes. The state hash is kept
+//! up to date incrementally (XOR of per-slot hashes), which is what makes the
+//! checker's memoization cheap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::compile::Operand;
+pub use crate::compile::{
+    compile_input, compile_output, Expect, Guard, Request, Symbols, WriteRevisions,
+};
+use crate::history::{CompareResult, CompareTarget, EventType, KeyValue};
+
+/// Keys per copy-on-write chunk of the state.
+const CHUNK_KEYS: usize = 16;
+
+/// One key's state. Invariant: `version >= 1` and
+/// `create_revision <= mod_revision` for a present key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot {
+    pub value: u32,
+    pub lease: i64,
+    pub version: i64,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+/// A change to one key, as a watch would report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelEvent {
+    pub kind: EventType,
+    pub key: u32,
+    pub revision: i64,
+    /// The key after a put.
+    pub kv: Option<Slot>,
+    pub prev: Option<Slot>,
+}
+
+/// The model's answer to one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Response {
+    pub revision: i64,
+    pub kvs: Vec<(u32, Slot)>,
+    pub succeeded: bool,
+    pub deleted: i64,
+    pub responses: Vec<Response>,
+    pub error: Option<&'static str>,
+}
+
+/// The model state at the newest revision.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// Invariant: never decreases from one step to the next.
+    revision: i64,
+    chunks: Vec<Arc<Vec<Option<Slot>>>>,
+    /// Granted, unrevoked lease ids, sorted.
+    leases: Arc<Vec<i64>>,
+    /// XOR of `slot_hash` over present keys.
+    slots_hash: u64,
+    /// XOR of `mix(id)` over `leases`.
+    leases_hash: u64,
+}
+
+impl PartialEq for State {
+    fn eq(&self, other: &State) -> bool {
+        self.revision == other.revision
+            && self.slots_hash == other.slots_hash
+            && self.leases_hash == other.leases_hash
+            && self.leases == other.leases
+            && self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+    }
+}
+
+impl Eq for State {}
+
+/// splitmix64's finalizer: a cheap, well-mixed 64-bit hash.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn slot_hash(key: u32, slot: &Slot) -> u64 {
+    let mut h = mix(u64::from(key) + 1);
+    for field in [
+        u64::from(slot.value),
+        slot.lease as u64,
+        slot.version as u64,
+        slot.create_revision as u64,
+        slot.mod_revision as u64,
+    ] {
+        h = mix(h ^ field);
+    }
+    h
+}
+
+impl State {
+    /// The empty store at revision 1, as etcd starts.
+    pub fn new(key_count: usize) -> State {
+        let chunk_count = key_count.div_ceil(CHUNK_KEYS);
+        let chunks = (0..chunk_count)
+            .map(|c| {
+                let len = CHUNK_KEYS.min(key_count - c * CHUNK_KEYS);
+                Arc::new(vec![None; len])
+            })
+            .collect();
+        State {
+            revision: 1,
+            chunks,
+            leases: Arc::new(Vec::new()),
+            slots_hash: 0,
+            leases_hash: 0,
+        }
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// A hash of the whole state, kept incrementally.
+    pub fn fingerprint(&self) -> u64 {
+        self.slots_hash ^ self.leases_hash ^ mix(self.revision as u64 ^ 0x5bd1_e995)
+    }
+
+    pub fn slot(&self, key: u32) -> Option<Slot> {
+        let key = key as usize;
+        self.chunks[key / CHUNK_KEYS][key % CHUNK_KEYS]
+    }
+
+    fn set_slot(&mut self, key: u32, slot: Option<Slot>) {
+        let index = key as usize;
+        let chunk = Arc::make_mut(&mut self.chunks[index / CHUNK_KEYS]);
+        let entry = &mut chunk[index % CHUNK_KEYS];
+        if let Some(old) = entry {
+            self.slots_hash ^= slot_hash(key, old);
+        }
+        if let Some(new) = &slot {
+            self.slots_hash ^= slot_hash(key, new);
+        }
+        *entry = slot;
+    }
+
+    fn has_lease(&self, id: i64) -> bool {
+        self.leases.binary_search(&id).is_ok()
+    }
+
+    /// Applies `request` if the observed response matches; returns the next
+    /// state. `expect == None` (unknown outcome) matches any response.
+    pub fn step(&self, request: &Request, expect: Option<&Expect>) -> Option<State> {
+        if let (Request::Range { lo, hi }, Some(expect)) = (request, expect) {
+            // Reads dominate histories; answer them without cloning.
+            let response = self.range(*lo, *hi);
+            return expect.matches(&response, true).then(|| self.clone());
+        }
+        let mut next = self.clone();
+        let response = next.execute(request, None);
+        if let Some(limits) = expect.and_then(|e| e.write_revisions.as_ref()) {
+            let wrote = response.error.is_none() && next.revision > self.revision;
+            if !limits.permits(wrote.then_some(next.revision)) {
+                return None;
+            }
+            // The response itself is unknown: only the revision was narrowed.
+            return Some(if response.error.is_some() {
+                self.clone()
+            } else {
+                next
+            });
+        }
+        match expect {
+            Some(expect) if !expect.matches(&response, true) => None,
+            _ if response.error.is_some() => Some(self.clone()),
+            _ => Some(next),
+        }
+    }
+
+    fn range(&self, lo: u32, hi: u32) -> Response {
+        let kvs = (lo..hi)
+            .filter_map(|k| self.slot(k).map(|s| (k, s)))
+            .collect();
+        Response {
+            revision: self.revision,
+            kvs,
+            ..Response::default()
+        }
+    }
+
+    /// Executes `request` in place and returns the model's response. On an
+    /// error the state may be half-changed: callers discard it.
+    pub fn execute(
+        &mut self,
+        request: &Request,
+        mut events: Option<&mut Vec<ModelEvent>>,
+    ) -> Response {
+        match request {
+            Request::Range { lo, hi } => self.range(*lo, *hi),
+            Request::Put { .. } | Request::Delete { .. } => {
+                let ops = std::slice::from_ref(request);
+                let mut response = self.apply_writes(ops, events);
+                if response.error.is_none() {
+                    let sub = response.responses.pop().unwrap_or_default();
+                    response.deleted = sub.deleted;
+                }
+                response
+            }
+            Request::Txn {
+                guards,
+                success,
+                failure,
+            } => {
+                let succeeded = guards.iter().all(|g| self.guard_holds(g));
+                let branch = if succeeded { success } else { failure };
+                let mut response = self.apply_writes(branch, events);
+                response.succeeded = succeeded;
+                response
+            }
+            Request::LeaseGrant { id } => {
+                if self.has_lease(*id) {
+                    return error_response("lease already exists");
+                }
+                let leases = Arc::make_mut(&mut self.leases);
+                let at = leases.partition_point(|l| l < id);
+                leases.insert(at, *id);
+                self.leases_hash ^= mix(*id as u64);
+                Response {
+                    revision: self.revision,
+                    ..Response::default()
+                }
+            }
+            Request::LeaseRevoke { id } => {
+                let Ok(at) = self.leases.binary_search(id) else {
+                    return error_response("lease not found");
+                };
+                Arc::make_mut(&mut self.leases).remove(at);
+                self.leases_hash ^= mix(*id as u64);
+                let next_revision = self.revision + 1;
+                let mut changed = false;
+                for key in 0..self.key_count() as u32 {
+                    if let Some(prev) = self.slot(key).filter(|s| s.lease == *id) {
+                        self.set_slot(key, None);
+                        changed = true;
+                        if let Some(events) = events.as_deref_mut() {
+                            events.push(ModelEvent {
+                                kind: EventType::Delete,
+                                key,
+                                revision: next_revision,
+                                kv: None,
+                                prev: Some(prev),
+                            });
+                        }
+                    }
+                }
+                if changed {
+                    self.revision = next_revision;
+                }
+                Response {
+                    revision: self.revision,
+                    ..Response::default()
+                }
+            }
+        }
+    }
+
+    fn key_count(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    fn guard_holds(&self, guard: &Guard) -> bool {
+        let slot = guard.key.and_then(|k| self.slot(k));
+        let (actual, wanted) = match (guard.target, guard.operand, slot) {
+            // etcd: a value compare against a missing key always fails.
+            (CompareTarget::Value, _, None) => return false,
+            (CompareTarget::Value, Operand::Value(v), Some(s)) => {
+                (i64::from(s.value), i64::from(v))
+            }
+            (CompareTarget::Value, Operand::Int(_), _) => return false,
+            (_, Operand::Value(_), _) => return false,
+            (target, Operand::Int(n), slot) => {
+                let s = slot.unwrap_or(Slot {
+                    value: 0,
+                    lease: 0,
+                    version: 0,
+                    create_revision: 0,
+                    mod_revision: 0,
+                });
+                let actual = match target {
+                    CompareTarget::Version => s.version,
+                    CompareTarget::ModRevision => s.mod_revision,
+                    CompareTarget::CreateRevision => s.create_revision,
+                    CompareTarget::Lease => s.lease,
+                    CompareTarget::Value => unreachable!("handled above"),
+                };
+                (actual, n)
+            }
+        };
+        match guard.result {
+            CompareResult::Equal => actual == wanted,
+            CompareResult::NotEqual => actual != wanted,
+            CompareResult::Less => actual < wanted,
+            CompareResult::Greater => actual > wanted,
+        }
+    }
+
+    /// Runs a list of range/put/delete requests on one new revision.
+    fn apply_writes(
+        &mut self,
+        ops: &[Request],
+        mut events: Option<&mut Vec<ModelEvent>>,
+    ) -> Response {
+        // Validate first: etcd rejects the whole request before touching the store.
+        let mut put_keys: Vec<u32> = Vec::new();
+        let mut delete_ranges: Vec<(u32, u32)> = Vec::new();
+        for op in ops {
+            match op {
+                Request::Put { key, lease, .. } => {
+                    if *lease != 0 && !self.has_lease(*lease) {
+                        return error_response("lease not found");
+                    }
+                    put_keys.push(*key);
+                }
+                Request::Delete { lo, hi } => delete_ranges.push((*lo, *hi)),
+                _ => {}
+            }
+        }
+        let mut sorted = put_keys.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1])
+            || put_keys
+                .iter()
+                .any(|k| delete_ranges.iter().any(|(lo, hi)| lo <= k && k < hi))
+        {
+            return error_response("duplicate key given in txn request");
+        }
+        let next_revision = self.revision + 1;
+        let mut changed = false;
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Request::Range { lo, hi } => responses.push(self.range(*lo, *hi)),
+                Request::Put { key, value, lease } => {
+                    let prev = self.slot(*key);
+                    let slot = Slot {
+                        value: *value,
+                        lease: *lease,
+                        version: prev.map_or(1, |p| p.version + 1),
+                        create_revision: prev.map_or(next_revision, |p| p.create_revision),
+                        mod_revision: next_revision,
+                    };
+                    self.set_slot(*key, Some(slot));
+                    changed = true;
+                    if let Some(events) = events.as_deref_mut() {
+                        events.push(ModelEvent {
+                            kind: EventType::Put,
+                            key: *key,
+                            revision: next_revision,
+                            kv: Some(slot),
+                            prev,
+                        });
+                    }
+                    responses.push(Response::default());
+                }
+                Request::Delete { lo, hi } => {
+                    let mut deleted = 0;
+                    for key in *lo..*hi {
+                        if let Some(prev) = self.slot(key) {
+                            self.set_slot(key, None);
+                            deleted += 1;
+                            if let Some(events) = events.as_deref_mut() {
+                                events.push(ModelEvent {
+                                    kind: EventType::Delete,
+                                    key,
+                                    revision: next_revision,
+                                    kv: None,
+                                    prev: Some(prev),
+                                });
+                            }
+                        }
+                    }
+                    changed |= deleted > 0;
+                    responses.push(Response {
+                        deleted,
+                        ..Response::default()
+                    });
+                }
+                Request::Txn { .. } | Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } => {
+                    return error_response("nested request not supported in txn");
+                }
+            }
+        }
+        if changed {
+            self.revision = next_revision;
+        }
+        Response {
+            revision: self.revision,
+            responses,
+            ..Response::default()
+        }
+    }
+
+    /// A readable copy of the state, for reports.
+    pub fn describe(&self, symbols: &Symbols) -> ModelState {
+        let mut kvs = BTreeMap::new();
+        for key in 0..self.key_count() as u32 {
+            if let Some(slot) = self.slot(key) {
+                let name = symbols.keys[key as usize].clone();
+                kvs.insert(name, slot_to_kv(symbols, key, &slot));
+            }
+        }
+        ModelState {
+            revision: self.revision,
+            kvs,
+            leases: self.leases.to_vec(),
+        }
+    }
+}
+
+pub fn slot_to_kv(symbols: &Symbols, key: u32, slot: &Slot) -> KeyValue {
+    KeyValue {
+        key: symbols.keys[key as usize].clone(),
+        value: Some(symbols.values[slot.value as usize].clone()),
+        version: Some(slot.version),
+        create_revision: Some(slot.create_revision),
+        mod_revision: Some(slot.mod_revision),
+        lease: (slot.lease != 0).then_some(slot.lease),
+    }
+}
+
+fn error_response(message: &'static str) -> Response {
+    Response {
+        error: Some(message),
+        ..Response::default()
+    }
+}
+
+/// A readable model state.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelState {
+    pub revision: i64,
+    pub kvs: BTreeMap<String, KeyValue>,
+    pub leases: Vec<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Compare, CompareOperand, History, Input, Operation, TxnOp};
+
+    fn op(input: Input) -> Operation {
+        Operation {
+            client: 0,
+            call: 0,
+            return_time: Some(1),
+            input,
+            output: None,
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Input {
+        Input::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
+    }
+
+    fn setup(inputs: Vec<Input>) -> (Symbols, Vec<Request>) {
+        let mut history = History::default();
+        for input in inputs {
+            history.push_operation(op(input));
+        }
+        let symbols = Symbols::from_history(&history);
+        let requests = history
+            .operations
+            .iter()
+            .map(|o| compile_input(&symbols, &o.input).unwrap())
+            .collect();
+        (symbols, requests)
+    }
+
+    #[test]
+    fn put_bumps_revision_and_version() {
+        let (symbols, requests) = setup(vec![
+            put("a", "1"),
+            put("a", "2"),
+            Input::Delete {
+                key: "a".into(),
+                range_end: None,
+                prefix: false,
+            },
+            put("a", "3"),
+        ]);
+        let mut state = State::new(symbols.keys.len());
+        let mut responses = Vec::new();
+        for request in &requests {
+            responses.push(state.execute(request, None));
+        }
+        assert_eq!(
+            responses.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+        assert_eq!(responses[2].deleted, 1);
+        let slot = state.slot(0).unwrap();
+        assert_eq!(
+            (slot.version, slot.create_revision, slot.mod_revision),
+            (1, 5, 5)
+        );
+    }
+
+    #[test]
+    fn delete_of_nothing_keeps_revision() {
+        let (symbols, requests) = setup(vec![
+            put("b", "1"),
+            Input::Delete {
+                key: "a".into(),
+                range_end: None,
+                prefix: false,
+            },
+        ]);
+        let mut state = State::new(symbols.keys.len());
+        state.execute(&requests[0], None);
+        let response = state.execute(&requests[1], None);
+        assert_eq!((response.revision, response.deleted), (2, 0));
+    }
+
+    #[test]
+    fn txn_compares_and_branches() {
+        let cas = |expected: i64, value: &str| Input::Txn {
+            compare: vec![Compare {
+                key: "a".into(),
+                target: CompareTarget::ModRevision,
+                result: CompareResult::Equal,
+                value: CompareOperand::Int(expected),
+            }],
+            success: vec![TxnOp::Put {
+                key: "a".into(),
+                value: value.into(),
+                lease: None,
+            }],
+            failure: vec![TxnOp::Get {
+                key: "a".into(),
+                range_end: None,
+                prefix: false,
+            }],
+        };
+        let (symbols, requests) = setup(vec![put("a", "1"), cas(2, "2"), cas(2, "3")]);
+        let mut state = State::new(symbols.keys.len());
+        state.execute(&requests[0], None);
+        let first = state.execute(&requests[1], None);
+        assert!(first.succeeded);
+        assert_eq!(first.revision, 3);
+        let second = state.execute(&requests[2], None);
+        assert!(!second.succeeded);
+        assert_eq!(
+            second.revision, 3,
+            "a failed txn with only reads keeps the revision"
+        );
+        assert_eq!(second.responses[0].kvs[0].1.mod_revision, 3);
+    }
+
+    #[test]
+    fn value_compare_on_missing_key_fails() {
+        let txn = Input::Txn {
+            compare: vec![Compare {
+                key: "zz".into(),
+                target: CompareTarget::Value,
+                result: CompareResult::NotEqual,
+                value: CompareOperand::Str("x".into()),
+            }],
+            success: vec![],
+            failure: vec![],
+        };
+        let (symbols, requests) = setup(vec![put("a", "x"), txn]);
+        let mut state = State::new(symbols.keys.len());
+        assert!(!state.execute(&requests[1], None).succeeded);
+    }
+
+    #[test]
+    fn leases_attach_and_revoke_in_one_revision() {
+        let (symbols, requests) = setup(vec![
+            Input::LeaseGrant { id: 7, ttl: 10 },
+            Input::Put {
+                key: "a".into(),
+                value: "1".into(),
+                lease: Some(7),
+            },
+            Input::Put {
+                key: "b".into(),
+                value: "1".into(),
+                lease: Some(7),
+            },
+            Input::LeaseRevoke { id: 7 },
+            Input::Put {
+                key: "c".into(),
+                value: "1".into(),
+                lease: Some(7),
+            },
+        ]);
+        let mut state = State::new(symbols.keys.len());
+        let mut events = Vec::new();
+        let revisions: Vec<_> = requests
+            .iter()
+            .map(|r| state.execute(r, Some(&mut events)))
+            .collect();
+        assert_eq!(revisions[3].revision, 4);
+        assert_eq!(events.iter().filter(|e| e.revision == 4).count(), 2);
+        assert_eq!(revisions[4].error, Some("lease not found"));
+    }
+
+    #[test]
+    fn duplicate_keys_in_txn_are_rejected() {
+        let txn = Input::Txn {
+            compare: vec![],
+            success: vec![
+                TxnOp::Put {
+                    key: "a".into(),
+                    value: "1".into(),
+                    lease: None,
+                },
+                TxnOp::Delete {
+                    key: "a".into(),
+                    range_end: None,
+                    prefix: true,
+                },
+            ],
+            failure: vec![],
+        };
+        let (symbols, requests) = setup(vec![txn]);
+        let mut state = State::new(symbols.keys.len());
+        assert!(state.execute(&requests[0], None).error.is_some());
+    }
+
+    #[test]
+    fn fingerprint_is_incremental() {
+        let (symbols, requests) = setup(vec![
+            put("a", "1"),
+            put("b", "2"),
+            Input::Delete {
+                key: "a".into(),
+                range_end: None,
+                prefix: false,
+            },
+        ]);
+        let mut state = State::new(symbols.keys.len());
+        let empty = state.fingerprint();
+        for request in &requests {
+            state.execute(request, None);
+        }
+        let mut direct = State::new(symbols.keys.len());
+        direct.revision = state.revision;
+        direct.set_slot(1, state.slot(1));
+        assert_eq!(direct.fingerprint(), state.fingerprint());
+        assert_eq!(direct, state);
+        assert_ne!(empty, state.fingerprint());
+    }
+}

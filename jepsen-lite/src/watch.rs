@@ -1,0 +1,776 @@
+//! Watch guarantees, as etcd documents them (API guarantees page, and the
+//! robustness suite's `validate/watch.go`).
+//!
+//! - **Ordered**: event revisions never go back along a stream.
+//! - **Unique**: no `(key, mod_revision)` is delivered twice.
+//! - **Atomic**: one revision's events are never split across responses,
+//!   unless the response says `fragment`.
+//! - **Reliable**: no event is missing between the start revision and the
+//!   last revision the stream vouched for (its newest event or progress
+//!   notification).
+//! - **Resumable**: a watch opened at revision `r` starts with the first
+//!   matching event at or after `r` (nothing before `r`, nothing skipped).
+//! - **Bookmarkable**: after a progress notification at `r`, no event at or
+//!   below `r` arrives.
+//! - **PrevKv**, **IsCreate**: the previous key-value and the create marker
+//!   (`version == 1`, `create_revision == mod_revision`) are right.
+//! - **Filter**: only watched keys, and no puts/deletes the filters exclude.
+//! - **Valid**: every event is one that happened, with the right content.
+//!
+//! The reference is a [`Replay`]: the events of every revision, from
+//! replaying the linearization through the model. When the history has no
+//! linearization (a violation, or the budget ran out) the reference holds only
+//! the writes whose responses carried a revision; it is incomplete, so the
+//! checks that need every event (Valid, PrevKv) are skipped and only
+//! acknowledged writes are required to appear.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use crate::history::{
+    interval_contains, key_interval, Event, EventType, History, Input, KeyValue, TxnOp, Watch,
+    WatchFilter,
+};
+use crate::model::{slot_to_kv, ModelEvent, State};
+use crate::Prepared;
+
+/// Which guarantee a watch broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Guarantee {
+    Ordered,
+    Unique,
+    Atomic,
+    Reliable,
+    Resumable,
+    Bookmarkable,
+    PrevKv,
+    IsCreate,
+    Filter,
+    Valid,
+}
+
+impl Guarantee {
+    pub fn name(self) -> &'static str {
+        match self {
+            Guarantee::Ordered => "ordered",
+            Guarantee::Unique => "unique",
+            Guarantee::Atomic => "atomic",
+            Guarantee::Reliable => "reliable",
+            Guarantee::Resumable => "resumable",
+            Guarantee::Bookmarkable => "bookmarkable",
+            Guarantee::PrevKv => "prev_kv",
+            Guarantee::IsCreate => "is_create",
+            Guarantee::Filter => "filter",
+            Guarantee::Valid => "valid",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Guarantee> {
+        [
+            Guarantee::Ordered,
+            Guarantee::Unique,
+            Guarantee::Atomic,
+            Guarantee::Reliable,
+            Guarantee::Resumable,
+            Guarantee::Bookmarkable,
+            Guarantee::PrevKv,
+            Guarantee::IsCreate,
+            Guarantee::Filter,
+            Guarantee::Valid,
+        ]
+        .into_iter()
+        .find(|g| g.name() == name)
+    }
+}
+
+/// One broken promise of one watch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchViolation {
+    /// Index in `History::watches`.
+    pub watch: usize,
+    /// File line of the watch record (0 when built in memory).
+    pub line: usize,
+    pub response: Option<usize>,
+    pub event: Option<usize>,
+    pub guarantee: Guarantee,
+    /// The operation whose write the watch should have reported, when known.
+    pub op: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for WatchViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "watch #{} (line {})", self.watch, self.line)?;
+        if let Some(r) = self.response {
+            write!(f, " response #{r}")?;
+        }
+        if let Some(e) = self.event {
+            write!(f, " event #{e}")?;
+        }
+        write!(f, " [{}] {}", self.guarantee.name(), self.message)?;
+        if let Some(op) = self.op {
+            write!(f, " (written by operation #{op})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One event of the reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpectedEvent {
+    /// The operation that caused it, when known.
+    pub op: Option<usize>,
+    pub event: Event,
+}
+
+/// The reference events, by revision.
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    pub revisions: BTreeMap<i64, Vec<ExpectedEvent>>,
+    /// Whether every event of every revision is present with full content.
+    pub complete: bool,
+}
+
+impl Replay {
+    fn find(&self, key: &str, revision: i64) -> Option<&ExpectedEvent> {
+        self.revisions
+            .get(&revision)?
+            .iter()
+            .find(|e| e.event.key == key)
+    }
+}
+
+/// Replays `order` (history indices) through the model.
+pub fn replay_linearization(prepared: &Prepared, order: &[usize]) -> Replay {
+    let by_index: HashMap<usize, usize> = prepared
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| (op.index, i))
+        .collect();
+    let mut state = State::new(prepared.symbols.keys.len());
+    let mut replay = Replay {
+        revisions: BTreeMap::new(),
+        complete: true,
+    };
+    let mut events: Vec<ModelEvent> = Vec::new();
+    for index in order {
+        let op = &prepared.ops[by_index[index]];
+        let mut next = state.clone();
+        events.clear();
+        let response = next.execute(&op.request, Some(&mut events));
+        if response.error.is_some() {
+            continue;
+        }
+        state = next;
+        for event in &events {
+            let key = prepared.symbols.keys[event.key as usize].clone();
+            let prev_kv = event
+                .prev
+                .map(|p| slot_to_kv(&prepared.symbols, event.key, &p));
+            let converted = match (event.kind, event.kv) {
+                (EventType::Put, Some(slot)) => Event {
+                    kind: EventType::Put,
+                    key,
+                    value: Some(prepared.symbols.values[slot.value as usize].clone()),
+                    create_revision: slot.create_revision,
+                    mod_revision: slot.mod_revision,
+                    version: slot.version,
+                    lease: (slot.lease != 0).then_some(slot.lease),
+                    prev_kv,
+                },
+                _ => Event {
+                    kind: EventType::Delete,
+                    key,
+                    value: None,
+                    create_revision: 0,
+                    mod_revision: event.revision,
+                    version: 0,
+                    lease: None,
+                    prev_kv,
+                },
+            };
+            replay
+                .revisions
+                .entry(event.revision)
+                .or_default()
+                .push(ExpectedEvent {
+                    op: Some(*index),
+                    event: converted,
+                });
+        }
+    }
+    replay
+}
+
+/// The writes whose responses carried a revision: an incomplete reference.
+pub fn acknowledged_writes(history: &History) -> Replay {
+    let mut replay = Replay::default();
+    let mut add = |revision: i64, op: usize, kind: EventType, key: &str, value: Option<&str>| {
+        replay
+            .revisions
+            .entry(revision)
+            .or_default()
+            .push(ExpectedEvent {
+                op: Some(op),
+                event: Event {
+                    kind,
+                    key: key.to_string(),
+                    value: value.map(str::to_string),
+                    create_revision: 0,
+                    mod_revision: revision,
+                    version: 0,
+                    lease: None,
+                    prev_kv: None,
+                },
+            });
+    };
+    for (index, op) in history.operations.iter().enumerate() {
+        let Some(output) = op
+            .output
+            .as_ref()
+            .filter(|o| op.is_known() && o.error.is_none())
+        else {
+            continue;
+        };
+        let Some(revision) = output.revision else {
+            continue;
+        };
+        match &op.input {
+            Input::Put { key, value, .. } => add(revision, index, EventType::Put, key, Some(value)),
+            Input::Delete {
+                key,
+                range_end: None,
+                prefix: false,
+            } if output.deleted == Some(1) => add(revision, index, EventType::Delete, key, None),
+            Input::Txn {
+                success, failure, ..
+            } => {
+                let Some(succeeded) = output.succeeded else {
+                    continue;
+                };
+                let branch = if succeeded { success } else { failure };
+                for (i, txn_op) in branch.iter().enumerate() {
+                    match txn_op {
+                        TxnOp::Put { key, value, .. } => {
+                            add(revision, index, EventType::Put, key, Some(value))
+                        }
+                        TxnOp::Delete {
+                            key,
+                            range_end: None,
+                            prefix: false,
+                        } => {
+                            let deleted = output
+                                .responses
+                                .as_ref()
+                                .and_then(|r| r.get(i))
+                                .and_then(|r| r.deleted);
+                            if deleted == Some(1) {
+                                add(revision, index, EventType::Delete, key, None);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    replay
+}
+
+/// At most this many violations are reported per watch: the first few are
+/// the story, the rest is noise.
+const VIOLATIONS_PER_WATCH_MAX: usize = 10;
+
+/// Checks every watch of `history` against `replay`.
+pub fn check_watches(history: &History, replay: &Replay, complete: bool) -> Vec<WatchViolation> {
+    let mut out = Vec::new();
+    for (index, watch) in history.watches.iter().enumerate() {
+        let line = history.watch_lines.get(index).copied().unwrap_or(0);
+        let mut found = check_watch(watch, replay, complete && replay.complete);
+        found.truncate(VIOLATIONS_PER_WATCH_MAX);
+        for mut violation in found {
+            violation.watch = index;
+            violation.line = line;
+            out.push(violation);
+        }
+    }
+    out
+}
+
+struct Seen {
+    response: usize,
+    fragment: bool,
+    revision: i64,
+}
+
+fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViolation> {
+    let mut out = Vec::new();
+    let violation = |response: Option<usize>,
+                     event: Option<usize>,
+                     guarantee: Guarantee,
+                     op: Option<usize>,
+                     message: String| {
+        WatchViolation {
+            watch: 0,
+            line: 0,
+            response,
+            event,
+            guarantee,
+            op,
+            message,
+        }
+    };
+    let interval = key_interval(&watch.key, watch.range_end.as_deref(), watch.prefix);
+    let no_put = watch.filters.contains(&WatchFilter::Noput);
+    let no_delete = watch.filters.contains(&WatchFilter::Nodelete);
+    let wanted = |e: &Event| {
+        interval_contains(&interval, &e.key)
+            && !(no_put && e.kind == EventType::Put)
+            && !(no_delete && e.kind == EventType::Delete)
+    };
+
+    let mut last: Option<Seen> = None;
+    let mut progress = 0i64;
+    let mut delivered: HashSet<(String, i64)> = HashSet::new();
+    let mut first_event_revision: Option<i64> = None;
+    for (r, response) in watch.responses.iter().enumerate() {
+        if response.progress_notify {
+            if !response.events.is_empty() {
+                out.push(violation(
+                    Some(r),
+                    None,
+                    Guarantee::Bookmarkable,
+                    None,
+                    "a progress notification carries events".into(),
+                ));
+            }
+            progress = progress.max(response.revision);
+            continue;
+        }
+        for (e, event) in response.events.iter().enumerate() {
+            let at = (Some(r), Some(e));
+            let describe = format!("{:?} {:?}@{}", event.kind, event.key, event.mod_revision);
+            first_event_revision.get_or_insert(event.mod_revision);
+            if !delivered.insert((event.key.clone(), event.mod_revision)) {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::Unique,
+                    None,
+                    format!("{describe} delivered twice"),
+                ));
+                continue;
+            }
+            if let Some(seen) = &last {
+                if event.mod_revision < seen.revision {
+                    out.push(violation(
+                        at.0,
+                        at.1,
+                        Guarantee::Ordered,
+                        None,
+                        format!("{describe} after an event at revision {}", seen.revision),
+                    ));
+                    continue;
+                }
+                if event.mod_revision == seen.revision && seen.response != r && !seen.fragment {
+                    out.push(violation(
+                        at.0,
+                        at.1,
+                        Guarantee::Atomic,
+                        None,
+                        format!(
+                            "revision {} split across responses #{} and #{r}",
+                            event.mod_revision, seen.response
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            last = Some(Seen {
+                response: r,
+                fragment: response.fragment,
+                revision: event.mod_revision,
+            });
+            if event.mod_revision <= progress {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::Bookmarkable,
+                    None,
+                    format!("{describe} after a progress notification at {progress}"),
+                ));
+                continue;
+            }
+            if watch.start_revision > 0 && event.mod_revision < watch.start_revision {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::Resumable,
+                    None,
+                    format!(
+                        "{describe} before the start revision {}",
+                        watch.start_revision
+                    ),
+                ));
+                continue;
+            }
+            if response.revision != 0 && response.revision < event.mod_revision {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::Ordered,
+                    None,
+                    format!(
+                        "{describe} in a response with header revision {}",
+                        response.revision
+                    ),
+                ));
+                continue;
+            }
+            if !interval_contains(&interval, &event.key) {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::Filter,
+                    None,
+                    format!("{describe} is outside the watched range"),
+                ));
+                continue;
+            }
+            if !wanted(event) {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::Filter,
+                    None,
+                    format!("{describe} should have been filtered out"),
+                ));
+                continue;
+            }
+            if event.kind == EventType::Put
+                && (event.version == 1) != (event.create_revision == event.mod_revision)
+            {
+                out.push(violation(
+                    at.0,
+                    at.1,
+                    Guarantee::IsCreate,
+                    None,
+                    format!(
+                        "{describe} has version {} but create_revision {}",
+                        event.version, event.create_revision
+                    ),
+                ));
+                continue;
+            }
+            let expected = replay.find(&event.key, event.mod_revision);
+            match expected {
+                None if complete => {
+                    out.push(violation(
+                        at.0,
+                        at.1,
+                        Guarantee::Valid,
+                        None,
+                        format!("{describe} matches no write of the history"),
+                    ));
+                }
+                None => {}
+                Some(expected) => {
+                    if let Some(problem) = compare_event(event, &expected.event, complete) {
+                        let guarantee = if event.kind == EventType::Put
+                            && (event.version == 1) != (expected.event.version == 1)
+                            && complete
+                        {
+                            Guarantee::IsCreate
+                        } else {
+                            Guarantee::Valid
+                        };
+                        out.push(violation(
+                            at.0,
+                            at.1,
+                            guarantee,
+                            expected.op,
+                            format!("{describe}: {problem}"),
+                        ));
+                    } else if watch.prev_kv
+                        && complete
+                        && !same_prev(&event.prev_kv, &expected.event.prev_kv)
+                    {
+                        out.push(violation(
+                            at.0,
+                            at.1,
+                            Guarantee::PrevKv,
+                            expected.op,
+                            format!(
+                                "{describe} has prev_kv {:?}, expected {:?}",
+                                event.prev_kv, expected.event.prev_kv
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // Reliability: every wanted event between the start and the last revision
+    // the stream vouched for must have arrived.
+    if watch.compact_revision > 0 {
+        return out;
+    }
+    let vouched = last.as_ref().map_or(0, |s| s.revision).max(progress);
+    let start = if watch.start_revision > 0 {
+        watch.start_revision
+    } else {
+        first_event_revision.unwrap_or(i64::MAX)
+    };
+    if start <= vouched {
+        for (revision, events) in replay.revisions.range(start..=vouched) {
+            for expected in events.iter().filter(|e| wanted(&e.event)) {
+                if delivered.contains(&(expected.event.key.clone(), *revision)) {
+                    continue;
+                }
+                let before_first = first_event_revision.is_none_or(|f| *revision < f);
+                let guarantee = if before_first {
+                    Guarantee::Resumable
+                } else {
+                    Guarantee::Reliable
+                };
+                out.push(violation(
+                    None,
+                    None,
+                    guarantee,
+                    expected.op,
+                    format!(
+                        "missing {:?} {:?}@{revision} (the stream vouched for revisions {start}..={vouched})",
+                        expected.event.kind, expected.event.key
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What differs between an observed event and the reference, if anything.
+fn compare_event(observed: &Event, expected: &Event, complete: bool) -> Option<String> {
+    if observed.kind != expected.kind {
+        return Some(format!(
+            "type {:?}, expected {:?}",
+            observed.kind, expected.kind
+        ));
+    }
+    if observed.kind == EventType::Put
+        && expected.value.is_some()
+        && observed.value != expected.value
+    {
+        return Some(format!(
+            "value {:?}, expected {:?}",
+            observed.value, expected.value
+        ));
+    }
+    if complete && observed.kind == EventType::Put {
+        if observed.version != expected.version
+            || observed.create_revision != expected.create_revision
+        {
+            return Some(format!(
+                "version {} create_revision {}, expected {} and {}",
+                observed.version,
+                observed.create_revision,
+                expected.version,
+                expected.create_revision
+            ));
+        }
+        if observed.lease.unwrap_or(0) != expected.lease.unwrap_or(0) {
+            return Some(format!(
+                "lease {:?}, expected {:?}",
+                observed.lease, expected.lease
+            ));
+        }
+    }
+    None
+}
+
+fn same_prev(observed: &Option<KeyValue>, expected: &Option<KeyValue>) -> bool {
+    match (observed, expected) {
+        (None, None) => true,
+        (Some(o), Some(e)) => {
+            o.key == e.key
+                && o.value == e.value
+                && o.version.is_none_or(|v| Some(v) == e.version)
+                && o.create_revision
+                    .is_none_or(|v| Some(v) == e.create_revision)
+                && o.mod_revision.is_none_or(|v| Some(v) == e.mod_revision)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::WatchResponse;
+
+    fn put_event(key: &str, value: &str, revision: i64, version: i64, create: i64) -> Event {
+        Event {
+            kind: EventType::Put,
+            key: key.into(),
+            value: Some(value.into()),
+            create_revision: create,
+            mod_revision: revision,
+            version,
+            lease: None,
+            prev_kv: None,
+        }
+    }
+
+    fn reference(events: &[Event]) -> Replay {
+        let mut replay = Replay {
+            revisions: BTreeMap::new(),
+            complete: true,
+        };
+        for (i, e) in events.iter().enumerate() {
+            replay
+                .revisions
+                .entry(e.mod_revision)
+                .or_default()
+                .push(ExpectedEvent {
+                    op: Some(i),
+                    event: e.clone(),
+                });
+        }
+        replay
+    }
+
+    fn watch(responses: Vec<Vec<Event>>) -> Watch {
+        Watch {
+            client: 9,
+            watch_id: 1,
+            key: "".into(),
+            range_end: Some("\0".into()),
+            prefix: false,
+            start_revision: 2,
+            filters: vec![],
+            prev_kv: false,
+            responses: responses
+                .into_iter()
+                .map(|events| WatchResponse {
+                    revision: events.iter().map(|e| e.mod_revision).max().unwrap_or(0),
+                    events,
+                    fragment: false,
+                    progress_notify: false,
+                })
+                .collect(),
+            canceled: false,
+            compact_revision: 0,
+        }
+    }
+
+    fn guarantees(found: &[WatchViolation]) -> Vec<Guarantee> {
+        found.iter().map(|v| v.guarantee).collect()
+    }
+
+    #[test]
+    fn table() {
+        let a2 = put_event("a", "1", 2, 1, 2);
+        let b3 = put_event("b", "1", 3, 1, 3);
+        let c3 = put_event("c", "1", 3, 1, 3);
+        let a4 = put_event("a", "2", 4, 2, 2);
+        let replay = reference(&[a2.clone(), b3.clone(), c3.clone(), a4.clone()]);
+        type Case = (&'static str, Vec<Vec<Event>>, Vec<Guarantee>);
+        let cases: Vec<Case> = vec![
+            (
+                "all in order",
+                vec![
+                    vec![a2.clone()],
+                    vec![b3.clone(), c3.clone()],
+                    vec![a4.clone()],
+                ],
+                vec![],
+            ),
+            (
+                "duplicate",
+                vec![
+                    vec![a2.clone()],
+                    vec![b3.clone(), c3.clone()],
+                    vec![b3.clone(), a4.clone()],
+                ],
+                vec![Guarantee::Unique],
+            ),
+            (
+                "missing",
+                vec![vec![a2.clone()], vec![a4.clone()]],
+                vec![Guarantee::Reliable, Guarantee::Reliable],
+            ),
+            (
+                "split",
+                vec![
+                    vec![a2.clone()],
+                    vec![b3.clone()],
+                    vec![c3.clone(), a4.clone()],
+                ],
+                vec![Guarantee::Atomic],
+            ),
+            (
+                "backwards",
+                vec![
+                    vec![a2.clone()],
+                    vec![a4.clone()],
+                    vec![b3.clone(), c3.clone()],
+                ],
+                vec![Guarantee::Ordered, Guarantee::Ordered],
+            ),
+            (
+                "missing first",
+                vec![vec![b3.clone(), c3.clone()], vec![a4.clone()]],
+                vec![Guarantee::Resumable],
+            ),
+            (
+                "wrong create",
+                vec![
+                    vec![a2.clone()],
+                    vec![b3.clone(), c3.clone()],
+                    vec![put_event("a", "2", 4, 1, 4)],
+                ],
+                vec![Guarantee::IsCreate],
+            ),
+        ];
+        for (name, responses, want) in cases {
+            let found = check_watch(&watch(responses), &replay, true);
+            assert_eq!(guarantees(&found), want, "{name}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn filters_and_progress() {
+        let a2 = put_event("a", "1", 2, 1, 2);
+        let b3 = put_event("b", "1", 3, 1, 3);
+        let replay = reference(&[a2.clone(), b3.clone()]);
+        let mut w = watch(vec![vec![a2.clone()]]);
+        w.key = "a".into();
+        w.range_end = None;
+        w.responses.push(WatchResponse {
+            revision: 3,
+            events: vec![],
+            fragment: false,
+            progress_notify: true,
+        });
+        assert!(check_watch(&w, &replay, true).is_empty());
+        w.responses.push(WatchResponse {
+            revision: 3,
+            events: vec![b3.clone()],
+            fragment: false,
+            progress_notify: false,
+        });
+        assert_eq!(
+            guarantees(&check_watch(&w, &replay, true)),
+            vec![Guarantee::Bookmarkable]
+        );
+        let mut noput = watch(vec![vec![a2.clone()]]);
+        noput.filters = vec![WatchFilter::Noput];
+        assert_eq!(
+            guarantees(&check_watch(&noput, &replay, true)),
+            vec![Guarantee::Filter]
+        );
+    }
+}

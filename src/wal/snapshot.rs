@@ -1,0 +1,178 @@
+//! [`SnapshotFiles`]: the newest few Raft snapshots, each in its own file.
+//!
+//! A file is named `{index:016x}-{term:016x}.snap`, so names sort by index, and holds:
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "OXCDSNAP"
+//!      8     4  format version, u32 little endian (1)
+//!     12     4  CRC32C of the payload, u32 little endian
+//!     16     8  payload length, u64 little endian
+//!     24     n  payload: the protobuf encoding of the Raft Snapshot
+//! ```
+//!
+//! A snapshot is written to `<name>.tmp`, synced, renamed and the directory synced, so a
+//! `.snap` file is whole once visible; damage to one is corruption, and loading the newest
+//! fails rather than fall back to an older one silently.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::{io_error, WalError};
+use crate::io::Disk;
+use crate::raft::Snapshot;
+
+const MAGIC: &[u8; 8] = b"OXCDSNAP";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 24;
+const SUFFIX: &str = ".snap";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// The snapshot directory of one member.
+#[derive(Debug)]
+pub struct SnapshotFiles {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    /// How many snapshot files to keep. Invariant: at least 1.
+    keep: usize,
+}
+
+impl SnapshotFiles {
+    /// Opens (creating if needed) the snapshot directory `dir`, keeping the newest `keep`
+    /// snapshots (at least one) on every save.
+    pub fn open(disk: Arc<dyn Disk>, dir: &Path, keep: usize) -> Result<Self, WalError> {
+        disk.create_dir_all(dir)
+            .map_err(io_error("create directory", dir))?;
+        let names = disk.list(dir).map_err(io_error("list", dir))?;
+        for name in names {
+            if name.ends_with(&format!("{SUFFIX}{TMP_SUFFIX}")) {
+                // A save a crash interrupted before its rename: never part of the set.
+                let path = dir.join(&name);
+                disk.remove(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(Self {
+            disk,
+            dir: dir.to_path_buf(),
+            keep: keep.max(1),
+        })
+    }
+
+    /// Writes `snapshot` durably, then removes all but the newest `keep` snapshots.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<(), WalError> {
+        let metadata = snapshot
+            .metadata
+            .as_ref()
+            .ok_or(WalError::SnapshotWithoutMetadata)?;
+        let name = format!("{:016x}-{:016x}{SUFFIX}", metadata.index, metadata.term);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+
+        let payload = snapshot.encode_to_vec();
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+
+        let file = self
+            .disk
+            .open(&tmp, true)
+            .map_err(io_error("create", &tmp))?;
+        file.set_len(0).map_err(io_error("truncate", &tmp))?;
+        file.write_at(0, &bytes).map_err(io_error("write", &tmp))?;
+        file.sync_data().map_err(io_error("fdatasync", &tmp))?;
+        drop(file);
+        self.disk
+            .rename(&tmp, &path)
+            .map_err(io_error("rename", &tmp))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(io_error("fsync directory", &self.dir))?;
+        self.purge()
+    }
+
+    /// The newest snapshot, or `None` if there is none. A damaged newest snapshot is an
+    /// error naming its file.
+    pub fn load_newest(&self) -> Result<Option<Snapshot>, WalError> {
+        let Some(name) = self.names()?.pop() else {
+            return Ok(None);
+        };
+        let path = self.dir.join(name);
+        let bytes = self.disk.read_all(&path).map_err(io_error("read", &path))?;
+        let corrupt = |offset: u64, reason: String| WalError::Corrupt {
+            file: path.clone(),
+            offset,
+            reason,
+        };
+        if bytes.len() < HEADER_BYTES {
+            return Err(corrupt(0, format!("only {} bytes", bytes.len())));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(corrupt(0, "not a snapshot file (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != VERSION {
+            return Err(corrupt(8, format!("unknown format version {version}")));
+        }
+        let stored_crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+        let mut len_bytes = [0; 8];
+        len_bytes.copy_from_slice(&bytes[16..24]);
+        let len = u64::from_le_bytes(len_bytes);
+        let payload = &bytes[HEADER_BYTES..];
+        if len != payload.len() as u64 {
+            return Err(corrupt(
+                16,
+                format!(
+                    "header says {len} payload bytes, file has {}",
+                    payload.len()
+                ),
+            ));
+        }
+        let crc = crc32c::crc32c(payload);
+        if crc != stored_crc {
+            return Err(corrupt(
+                HEADER_BYTES as u64,
+                format!("CRC mismatch: stored {stored_crc:#010x}, computed {crc:#010x}"),
+            ));
+        }
+        let snapshot = Snapshot::decode(payload).map_err(|error| {
+            corrupt(
+                HEADER_BYTES as u64,
+                format!("undecodable snapshot: {error}"),
+            )
+        })?;
+        Ok(Some(snapshot))
+    }
+
+    /// Snapshot file names, oldest first.
+    fn names(&self) -> Result<Vec<String>, WalError> {
+        let mut names: Vec<String> = self
+            .disk
+            .list(&self.dir)
+            .map_err(io_error("list", &self.dir))?
+            .into_iter()
+            .filter(|name| name.ends_with(SUFFIX))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn purge(&self) -> Result<(), WalError> {
+        let names = self.names()?;
+        let excess = names.len().saturating_sub(self.keep);
+        if excess == 0 {
+            return Ok(());
+        }
+        for name in &names[..excess] {
+            let path = self.dir.join(name);
+            self.disk.remove(&path).map_err(io_error("remove", &path))?;
+        }
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(io_error("fsync directory", &self.dir))
+    }
+}

@@ -1,0 +1,241 @@
+//! Starting real servers (oxcd, and etcd for differential tests) and driving them with the
+//! real `etcdctl`, on loopback ports picked by the test.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Installs etcdctl and etcd from Debian when they are missing.
+pub fn ensure_etcd_tools() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let present = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if present("etcdctl") && present("etcd") {
+            return;
+        }
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client etcd-server")
+            .status()
+            .expect("running apt-get");
+        assert!(status.success(), "installing etcd-client and etcd-server failed");
+    });
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+pub enum Kind {
+    Oxcd,
+    Etcd,
+}
+
+/// A server process; killed when dropped.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    kind_is_etcd: bool,
+    extra: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(kind: Kind) -> Self {
+        Self::start_with(kind, &[])
+    }
+
+    pub fn start_with(kind: Kind, extra: &[&str]) -> Self {
+        ensure_etcd_tools();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let data_dir = dir.path().join("data");
+        let mut server = Server {
+            child: None,
+            port: free_port(),
+            data_dir,
+            kind_is_etcd: matches!(kind, Kind::Etcd),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _dir: Some(dir),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        // Advertised as etcd's default, so that member and cluster ids (derived from the
+        // advertised peer URLs) are equal for oxcd and etcd, and outputs compare byte for
+        // byte.
+        let advertised_peer = "http://localhost:2380";
+        let program = if self.kind_is_etcd {
+            "etcd".to_string()
+        } else {
+            env!("CARGO_BIN_EXE_oxcd").to_string()
+        };
+        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let mut command = Command::new(program);
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&url)
+            .arg("--advertise-client-urls")
+            .arg(&url)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(advertised_peer)
+            .arg("--initial-cluster")
+            .arg(format!("default={advertised_peer}"))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(command.spawn().expect("starting the server"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            // A health check reads through the Raft log without writing, so the test's
+            // revisions start where a fresh etcd's do.
+            let output = self.ctl(&["endpoint", "health"]);
+            if output.status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "server on {} did not become ready: {}",
+            self.port,
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Stops with SIGTERM and waits; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+
+    pub fn etcdctl(&self) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .arg("--command-timeout=5s");
+        command
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.etcdctl().args(args).output().expect("running etcdctl")
+    }
+
+    /// Runs etcdctl with `input` on stdin.
+    pub fn ctl_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .etcdctl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running etcdctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("writing stdin");
+        child.wait_with_output().expect("etcdctl output")
+    }
+
+    /// etcdctl's stdout, asserting success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.ctl(args);
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// etcdctl's stdout and stderr together, asserting success (some commands report on
+    /// stderr).
+    pub fn ok_all(&self, args: &[&str]) -> String {
+        let output = self.ctl(args);
+        assert!(output.status.success(), "etcdctl {args:?} failed");
+        let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        text
+    }
+
+    /// etcdctl's error line, asserting failure.
+    pub fn err(&self, args: &[&str]) -> String {
+        let output = self.ctl(args);
+        assert!(!output.status.success(), "etcdctl {args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        stderr
+            .lines()
+            .find(|line| line.starts_with("Error:"))
+            .unwrap_or(&stderr)
+            .to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn data_dir_exists(path: &Path) -> bool {
+    path.join("member").exists()
+}
