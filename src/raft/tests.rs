@@ -1161,3 +1161,197 @@ proptest::proptest! {
         }
     }
 }
+
+// ----- scripted interaction tests -----
+//
+// Each file in `testdata/` is a script: a line `> command args` runs a command; the lines
+// after it, up to the next command, are the output the command must print. Commands:
+//
+//   cluster N [prevote]      start N voters (ids 1..=N); apply their bootstrap entries
+//   campaign ID              ID starts an election (nothing is delivered)
+//   stabilize                deliver every message until the network is quiet
+//   tick ID [COUNT]          tick ID COUNT times, delivering nothing
+//   tick-all [COUNT]         tick every live node COUNT times, stabilizing after each
+//   propose ID DATA          ID proposes DATA; prints "dropped" when refused
+//   isolate ID / heal        cut ID off from everyone / restore every link
+//   crash ID / restart ID    drop ID's volatile state / start it again from its storage
+//   snapshot ID              ID snapshots its applied state and compacts its log
+//   add-node ID              create an empty node ID (not yet a member)
+//   change ID OPS            ID proposes a ConfChangeV2: OPS like v4,l5,r1 (voter, learner,
+//                            remove); prints "refused" when refused
+//   transfer ID TO           ask leader ID to hand leadership to TO
+//   status                   one line per node: role, term, leader, commit, applied, last
+//   conf ID                  ID's membership
+//
+// Run with RAFT_REWRITE=1 to rewrite the expected output after a deliberate change.
+
+fn run_script(path: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut cluster: Option<Cluster> = None;
+    let mut rewritten = String::new();
+    let mut failures = Vec::new();
+    let blocks: Vec<(String, String)> = {
+        let mut blocks = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(command) = line.strip_prefix("> ") {
+                if let Some(block) = current.take() {
+                    blocks.push(block);
+                }
+                current = Some((command.to_string(), String::new()));
+            } else if let Some((_, expected)) = current.as_mut() {
+                expected.push_str(line);
+                expected.push('\n');
+            } else {
+                rewritten.push_str(line);
+                rewritten.push('\n');
+            }
+        }
+        blocks.extend(current);
+        blocks
+    };
+    for (command, expected) in blocks {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let id = |i: usize| -> u64 { words.get(i).and_then(|w| w.parse().ok()).unwrap_or(0) };
+        let mut output = String::new();
+        match words.first().copied() {
+            Some("cluster") => {
+                let ids: Vec<u64> = (1..=id(1)).collect();
+                cluster = Some(Cluster::new(&ids, 42, words.contains(&"prevote")));
+            }
+            Some(other) => {
+                let cluster = cluster
+                    .as_mut()
+                    .ok_or("the script must start with `cluster`")?;
+                match other {
+                    "campaign" => cluster.raw(id(1)).campaign().map_err(|e| e.to_string())?,
+                    "stabilize" => cluster.stabilize()?,
+                    "tick" => {
+                        for _ in 0..words.get(2).and_then(|w| w.parse().ok()).unwrap_or(1) {
+                            if cluster.up(id(1)) {
+                                cluster.raw(id(1)).tick();
+                                cluster.process(id(1), false)?;
+                            }
+                        }
+                    }
+                    "tick-all" => {
+                        for _ in 0..words.get(1).and_then(|w| w.parse().ok()).unwrap_or(1) {
+                            for node in cluster.nodes.keys().copied().collect::<Vec<_>>() {
+                                cluster.tick(node)?;
+                            }
+                            cluster.stabilize()?;
+                        }
+                    }
+                    "propose" => {
+                        if !cluster.propose(id(1), words.get(2).unwrap_or(&"").as_bytes())? {
+                            output.push_str("dropped\n");
+                        }
+                    }
+                    "isolate" => {
+                        let target = id(1);
+                        for node in cluster.nodes.keys().copied().collect::<Vec<_>>() {
+                            cluster.cut.insert((target, node));
+                            cluster.cut.insert((node, target));
+                        }
+                    }
+                    "heal" => cluster.cut.clear(),
+                    "crash" => cluster.crash(id(1)),
+                    "restart" => {
+                        cluster.restart(id(1));
+                        cluster.process(id(1), false)?;
+                    }
+                    "snapshot" => cluster.snapshot(id(1)),
+                    "add-node" => add_node(cluster, id(1)),
+                    "change" => {
+                        let ops: Vec<(ConfChangeType, u64)> = words
+                            .get(2)
+                            .unwrap_or(&"")
+                            .split(',')
+                            .filter(|op| !op.is_empty())
+                            .map(|op| {
+                                let (kind, node) = op.split_at(1);
+                                let kind = match kind {
+                                    "v" => ConfChangeType::AddNode,
+                                    "l" => ConfChangeType::AddLearnerNode,
+                                    _ => ConfChangeType::RemoveNode,
+                                };
+                                (kind, node.parse().unwrap_or(0))
+                            })
+                            .collect();
+                        let proposal = change(&ops, ConfChangeTransition::Auto);
+                        if cluster.raw(id(1)).propose_conf_change(proposal).is_err() {
+                            output.push_str("refused\n");
+                        }
+                        cluster.process(id(1), false)?;
+                    }
+                    "transfer" => {
+                        cluster.raw(id(1)).transfer_leader(id(2));
+                        cluster.process(id(1), false)?;
+                    }
+                    "status" => {
+                        for (&node, state) in &cluster.nodes {
+                            match &state.raw {
+                                None => output.push_str(&format!("{node}: down\n")),
+                                Some(raw) => {
+                                    let s = raw.status();
+                                    output.push_str(&format!(
+                                        "{node}: {:?} term={} leader={} commit={} applied={} last={}\n",
+                                        s.role, s.term, s.leader, s.commit, state.applied, s.last_index
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    "conf" => {
+                        let conf = cluster.raw(id(1)).conf_state();
+                        output.push_str(&format!(
+                            "voters={:?} learners={:?} outgoing={:?}\n",
+                            conf.voters, conf.learners, conf.voters_outgoing
+                        ));
+                    }
+                    unknown => return Err(format!("unknown command {unknown:?}")),
+                }
+                cluster.check()?;
+            }
+            None => {}
+        }
+        if output != expected {
+            failures.push(format!(
+                "{}: `{command}`\n--- expected\n{expected}--- got\n{output}",
+                path.display()
+            ));
+        }
+        rewritten.push_str(&format!("> {command}\n{output}"));
+    }
+    if std::env::var_os("RAFT_REWRITE").is_some() {
+        std::fs::write(path, rewritten).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+#[test]
+fn scripted_interactions() {
+    // Next to this file (file!() is relative to the package root, where tests run).
+    let dir = std::path::Path::new(file!()).with_file_name("testdata");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .expect("src/raft/testdata")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    scripts.sort();
+    assert!(
+        scripts.len() >= 8,
+        "expected the scripted scenarios in {}",
+        dir.display()
+    );
+    for script in scripts {
+        if let Err(error) = run_script(&script) {
+            panic!("{error}");
+        }
+    }
+}

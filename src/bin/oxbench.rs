@@ -1,0 +1,325 @@
+//! oxbench: load over the etcd v3 gRPC API, for oxcd or etcd alike.
+//!
+//! ```text
+//! oxbench --endpoint 127.0.0.1:2379 --clients 32 --total 20000 put
+//! oxbench --endpoint 127.0.0.1:2379 --clients 32 --total 20000 range
+//! oxbench --endpoint 127.0.0.1:2379 --clients 32 --total 20000 txn-put
+//! oxbench --endpoint 127.0.0.1:2379 --total 2000 watch-latency
+//! ```
+//!
+//! Prints throughput and latency percentiles (p50, p90, p99, p99.9) in the shape etcd's
+//! `benchmark` tool reports, so the two can be put side by side.
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("oxbench drives real servers; build it without --cfg madsim");
+}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    use clap::Parser as _;
+    let args = bench::Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(bench::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("oxbench: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(madsim))]
+mod bench {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use oxcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use oxcd::proto::etcdserverpb::kv_client::KvClient;
+    use oxcd::proto::etcdserverpb::request_op::Request as Op;
+    use oxcd::proto::etcdserverpb::watch_client::WatchClient;
+    use oxcd::proto::etcdserverpb::watch_request::RequestUnion;
+    use oxcd::proto::etcdserverpb::{
+        Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
+    };
+    use tokio::sync::Mutex;
+    use tonic::transport::Channel;
+
+    #[derive(clap::Parser, Debug, Clone)]
+    #[command(name = "oxbench", about = "Load over the etcd v3 gRPC API")]
+    pub struct Args {
+        /// host:port of the server.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        endpoint: String,
+        /// Concurrent clients (each its own stream of requests).
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// gRPC connections the clients share.
+        #[arg(long, default_value_t = 4)]
+        conns: usize,
+        /// Requests in all.
+        #[arg(long, default_value_t = 10_000)]
+        total: usize,
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+        /// Distinct keys written (and read).
+        #[arg(long, default_value_t = 100_000)]
+        key_space: usize,
+        /// Range reads are serializable (local) instead of linearizable.
+        #[arg(long)]
+        serializable: bool,
+        /// put | range | txn-put | watch-latency
+        workload: String,
+    }
+
+    fn key(index: usize, size: usize) -> Bytes {
+        let mut key = format!("{index:0width$}", width = size).into_bytes();
+        key.truncate(size.max(1));
+        Bytes::from(key)
+    }
+
+    struct Latencies(Vec<Duration>);
+
+    impl Latencies {
+        fn report(mut self, elapsed: Duration, failures: usize) {
+            self.0.sort();
+            let count = self.0.len();
+            let at = |q: f64| {
+                if count == 0 {
+                    return 0.0;
+                }
+                let index = ((count as f64 * q).ceil() as usize).clamp(1, count) - 1;
+                self.0[index].as_secs_f64() * 1000.0
+            };
+            let mean = self.0.iter().map(|d| d.as_secs_f64()).sum::<f64>() / count.max(1) as f64;
+            println!("Summary:");
+            println!("  Total:\t{:.4} secs.", elapsed.as_secs_f64());
+            println!(
+                "  Requests/sec:\t{:.1}",
+                count as f64 / elapsed.as_secs_f64()
+            );
+            println!("  Average:\t{:.4} ms", mean * 1000.0);
+            println!("  Failures:\t{failures}");
+            println!(
+                "Latency (ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                at(0.50),
+                at(0.90),
+                at(0.99),
+                at(0.999),
+                at(1.0)
+            );
+        }
+    }
+
+    async fn connect(endpoint: &str) -> Result<Channel, String> {
+        Channel::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {endpoint}: {e}"))
+    }
+
+    pub async fn run(args: Args) -> Result<(), String> {
+        if args.workload == "watch-latency" {
+            return watch_latency(&args).await;
+        }
+        let mut channels = Vec::new();
+        for _ in 0..args.conns.max(1) {
+            channels.push(connect(&args.endpoint).await?);
+        }
+        let value = Bytes::from(vec![b'v'; args.val_size]);
+        if args.workload == "range" {
+            // Something to read.
+            let mut client = KvClient::new(channels[0].clone());
+            for i in 0..args.key_space.min(1000) {
+                client
+                    .put(PutRequest {
+                        key: key(i, args.key_size),
+                        value: value.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let results = Arc::new(Mutex::new((Vec::with_capacity(args.total), 0usize)));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for client_index in 0..args.clients.max(1) {
+            let mut client = KvClient::new(channels[client_index % channels.len()].clone());
+            let next = next.clone();
+            let results = results.clone();
+            let args = args.clone();
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0;
+                let mut seed = client_index as u64 * 0x9e37_79b9 + 1;
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= args.total {
+                        break;
+                    }
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let k = key((seed % args.key_space as u64) as usize, args.key_size);
+                    let began = Instant::now();
+                    let outcome = match args.workload.as_str() {
+                        "put" => client
+                            .put(PutRequest {
+                                key: k,
+                                value: value.clone(),
+                                ..Default::default()
+                            })
+                            .await
+                            .map(|_| ()),
+                        "range" => {
+                            let k = key(
+                                (seed % args.key_space.min(1000) as u64) as usize,
+                                args.key_size,
+                            );
+                            client
+                                .range(RangeRequest {
+                                    key: k,
+                                    serializable: args.serializable,
+                                    ..Default::default()
+                                })
+                                .await
+                                .map(|_| ())
+                        }
+                        "txn-put" => client
+                            .txn(TxnRequest {
+                                compare: vec![Compare {
+                                    result: CompareResult::Greater as i32,
+                                    target: CompareTarget::Mod as i32,
+                                    key: k.clone(),
+                                    target_union: Some(TargetUnion::ModRevision(-1)),
+                                    range_end: Bytes::new(),
+                                }],
+                                success: vec![RequestOp {
+                                    request: Some(Op::RequestPut(PutRequest {
+                                        key: k,
+                                        value: value.clone(),
+                                        ..Default::default()
+                                    })),
+                                }],
+                                failure: Vec::new(),
+                            })
+                            .await
+                            .map(|_| ()),
+                        other => return Err(format!("unknown workload {other}")),
+                    };
+                    match outcome {
+                        Ok(()) => latencies.push(began.elapsed()),
+                        Err(_) => failures += 1,
+                    }
+                }
+                let mut results = results.lock().await;
+                results.0.extend(latencies);
+                results.1 += failures;
+                Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await.map_err(|e| e.to_string())??;
+        }
+        let elapsed = start.elapsed();
+        let (latencies, failures) = std::mem::take(&mut *results.lock().await);
+        println!("oxbench {} against {}: {} clients, {} conns, {} requests, {}-byte keys, {}-byte values",
+            args.workload, args.endpoint, args.clients, args.conns, args.total, args.key_size, args.val_size);
+        Latencies(latencies).report(elapsed, failures);
+        Ok(())
+    }
+
+    /// Time from a put's response to the watch event it caused.
+    async fn watch_latency(args: &Args) -> Result<(), String> {
+        let channel = connect(&args.endpoint).await?;
+        let mut watch = WatchClient::new(channel.clone());
+        let (requests, receiver) = tokio::sync::mpsc::channel(4);
+        requests
+            .send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: Bytes::from_static(b"oxbench-watch"),
+                    ..Default::default()
+                })),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = tokio_stream_from(receiver);
+        let mut responses = watch
+            .watch(stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let created = responses.message().await.map_err(|e| e.to_string())?;
+        if created.is_none() {
+            return Err("the watch was not created".into());
+        }
+        let mut client = KvClient::new(channel);
+        let value = Bytes::from(vec![b'v'; args.val_size]);
+        let mut latencies = Vec::new();
+        let start = Instant::now();
+        for _ in 0..args.total {
+            let sent = Instant::now();
+            client
+                .put(PutRequest {
+                    key: Bytes::from_static(b"oxbench-watch"),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                let response = responses.message().await.map_err(|e| e.to_string())?;
+                match response {
+                    Some(response) if !response.events.is_empty() => break,
+                    Some(_) => continue,
+                    None => return Err("the watch ended".into()),
+                }
+            }
+            latencies.push(sent.elapsed());
+        }
+        drop(requests);
+        println!(
+            "oxbench watch-latency against {}: {} put-then-event round trips",
+            args.endpoint, args.total
+        );
+        Latencies(latencies).report(start.elapsed(), 0);
+        Ok(())
+    }
+
+    /// A request stream from a channel receiver.
+    fn tokio_stream_from(
+        mut receiver: tokio::sync::mpsc::Receiver<WatchRequest>,
+    ) -> impl futures_core::Stream<Item = WatchRequest> + Send + 'static {
+        futures_util_like::from_fn(move |cx| receiver.poll_recv(cx))
+    }
+
+    mod futures_util_like {
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+
+        pub struct FromFn<F>(F);
+
+        pub fn from_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin>(
+            f: F,
+        ) -> FromFn<F> {
+            FromFn(f)
+        }
+
+        impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> futures_core::Stream for FromFn<F> {
+            type Item = T;
+            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+                (self.0)(cx)
+            }
+        }
+    }
+}
