@@ -3,7 +3,7 @@
 #   1. unit, property and integration tests (real sockets, real etcdctl, a real etcd);
 #   2. the checker's self-tests and its verdicts on the known-good and known-bad histories;
 #   3. a bounded sweep of the deterministic simulation (madsim) in its own target dir.
-# Environment: SIM_SEEDS (default 20) seeds in the sweep; SKIP_SIM=1 skips step 3.
+# Environment: SIM_SEEDS (default 200) seeds in the sweep; SKIP_SIM=1 skips step 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +31,8 @@ step "checker on the recorded histories"
 cargo run -q --locked -p jepsen-lite -- selftest jepsen-lite/testdata
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
-    step "deterministic simulation sweep (${SIM_SEEDS:-20} seeds)"
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-20}" \
+    step "deterministic simulation sweep (${SIM_SEEDS:-200} seeds)"
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-200}" \
         cargo test --locked -p oxcd-sim --release
 fi
 

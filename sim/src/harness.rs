@@ -25,6 +25,12 @@ where
         "seed {seed}; reproduce with: {}",
         crate::reproduce_command(test, seed)
     );
+    // SIM_LOG takes a tracing filter (for example `oxcd=debug`); warnings by default.
+    let filter = std::env::var("SIM_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
     let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.set_time_limit(Duration::from_secs(600));
     runtime.block_on(scenario(seed));
@@ -40,7 +46,8 @@ pub struct SimMember {
 impl SimMember {
     /// Creates and starts member `index` (1-based) of a one-member cluster.
     pub fn start_single(index: u8, seed: u64) -> SimMember {
-        let ip: IpAddr = [127, 0, 10, index].into();
+        // Not 127.x: madsim treats loopback addresses as the node itself.
+        let ip: IpAddr = [10, 0, 0, index].into();
         let disk = Arc::new(SimDisk::new(seed ^ u64::from(index)));
         let peer = format!("http://{ip}:2380");
         let client = format!("http://{ip}:{CLIENT_PORT}");
@@ -103,7 +110,10 @@ pub async fn kv_client(address: SocketAddr) -> KvClient<Channel> {
     loop {
         match KvClient::connect(format!("http://{address}")).await {
             Ok(client) => return client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => {
+                tracing::debug!(%error, %address, "connect failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     }
 }

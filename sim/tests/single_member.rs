@@ -32,7 +32,7 @@ async fn scenario(seed: u64) {
     let client_node = madsim::runtime::Handle::current()
         .create_node()
         .name("client")
-        .ip([127, 0, 10, 100].into())
+        .ip([10, 0, 0, 100].into())
         .build();
     let writes = acknowledged.clone();
     let load = client_node.spawn(async move {
@@ -54,7 +54,8 @@ async fn scenario(seed: u64) {
                         Ok(Ok(_)) => {
                             writes.lock().unwrap().insert(key, value);
                         }
-                        _ => {
+                        failed => {
+                            tracing::debug!(?failed, "put failed");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             client = kv_client(address).await;
                         }

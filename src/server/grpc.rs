@@ -20,6 +20,7 @@ use crate::proto::etcdserverpb::{
 
 /// grpc-go lets a message be this much larger than `--max-request-bytes` before refusing it
 /// at the transport; the request-size check proper happens on the encoded proposal.
+#[cfg(not(madsim))]
 const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 
 /// Serves every client service on `listener` until `shutdown` completes.
