@@ -341,3 +341,23 @@ fn kill_nine_during_writes_loses_no_acknowledged_write() {
         );
     }
 }
+
+#[test]
+fn restart_from_raft_snapshots_and_a_released_wal() {
+    // A snapshot every 5 entries: the WAL is released behind them and a restart starts
+    // from the newest snapshot plus the WAL after it.
+    let mut server = Server::start_with(Kind::Oxcd, &["--snapshot-count=5"]);
+    for i in 0..40 {
+        server.ok(&["put", &format!("s{i:02}"), &i.to_string()]);
+    }
+    let before = current_revision(&server);
+    server.kill();
+    server.restart();
+    assert_eq!(current_revision(&server), before);
+    let keys = server.ok(&["get", "s", "--prefix", "--keys-only"]);
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 40);
+    server.ok(&["put", "s99", "after"]);
+    server.terminate();
+    server.restart();
+    assert_eq!(server.ok(&["get", "s99", "--print-value-only"]), "after\n");
+}

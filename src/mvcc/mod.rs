@@ -115,6 +115,18 @@ impl KvStore {
         count_only: bool,
     ) -> Result<RangeScan, MvccError> {
         let at = self.check_revision(revision)?;
+        self.scan_at(key, end, at, limit, count_only)
+    }
+
+    /// The range at a revision known to be readable.
+    fn scan_at(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        at: i64,
+        limit: i64,
+        count_only: bool,
+    ) -> Result<RangeScan, MvccError> {
         let revisions = self.index.range(key, end, at);
         let count = revisions.len() as i64;
         if count_only {
@@ -330,24 +342,7 @@ impl WriteTxn<'_> {
     ) -> Result<RangeScan, MvccError> {
         if revision <= 0 && self.sub > 0 {
             // Latest, including this transaction's own writes.
-            let revisions = self.store.index.range(key, end, self.main);
-            let count = revisions.len() as i64;
-            if count_only {
-                return Ok(RangeScan {
-                    kvs: Vec::new(),
-                    count,
-                });
-            }
-            let take = if limit > 0 {
-                (limit as usize).min(revisions.len())
-            } else {
-                revisions.len()
-            };
-            let mut kvs = Vec::new();
-            for (_, rev) in &revisions[..take] {
-                kvs.push(self.store.load(*rev)?);
-            }
-            return Ok(RangeScan { kvs, count });
+            return self.store.scan_at(key, end, self.main, limit, count_only);
         }
         self.store.range(key, end, revision, limit, count_only)
     }

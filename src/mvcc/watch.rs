@@ -376,3 +376,148 @@ impl WatchStream {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::SimDisk;
+    use crate::mvcc::{Backend, KvStore};
+    use std::path::Path;
+
+    struct Locked(Mutex<KvStore>);
+
+    impl History for Locked {
+        fn with_store(&self, visit: &mut dyn FnMut(&KvStore)) {
+            visit(&self.0.lock().unwrap());
+        }
+    }
+
+    fn store() -> Arc<Locked> {
+        let backend = Backend::open(Arc::new(SimDisk::new(3)), Path::new("/w/db")).unwrap();
+        Arc::new(Locked(Mutex::new(KvStore::open(backend).unwrap())))
+    }
+
+    fn put(store: &Locked, key: &str, value: &str) {
+        let mut kv = store.0.lock().unwrap();
+        let mut txn = kv.write();
+        txn.put(
+            Bytes::from(key.to_string()),
+            Bytes::from(value.to_string()),
+            0,
+        )
+        .unwrap();
+        txn.end();
+    }
+
+    fn revisions(updates: &[WatchUpdate]) -> Vec<i64> {
+        updates
+            .iter()
+            .flat_map(|u| u.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_catches_up_without_gaps_or_duplicates() {
+        let store = store();
+        let hub = store.0.lock().unwrap().hub.clone();
+        let mut stream = hub.new_stream(store.clone());
+        let control = stream.controller();
+        let id = control
+            .watch(
+                None,
+                Bytes::from_static(b"k"),
+                Bytes::new(),
+                2,
+                WatchFilters::default(),
+            )
+            .unwrap();
+        control.release(id);
+        // The first receive syncs the watcher (nothing to catch up yet), so the writes below
+        // go through the live queue until it is full.
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), stream.recv()).await;
+        assert!(idle.is_err(), "nothing to deliver yet");
+        // Far more changes than the queue holds, none received meanwhile.
+        let writes = STREAM_QUEUE_MAX * 2 + 17;
+        for i in 0..writes {
+            put(&store, "k", &i.to_string());
+        }
+        let mut updates = Vec::new();
+        while revisions(&updates).len() < writes {
+            let update = tokio::time::timeout(std::time::Duration::from_secs(5), stream.recv())
+                .await
+                .expect("the stream delivers")
+                .expect("the stream is open");
+            updates.push(update);
+        }
+        let got = revisions(&updates);
+        let want: Vec<i64> = (2..2 + writes as i64).collect();
+        assert_eq!(got, want, "every revision once, in order");
+    }
+
+    #[tokio::test]
+    async fn a_compacted_start_cancels_with_the_compact_revision() {
+        let store = store();
+        for i in 0..5 {
+            put(&store, "k", &i.to_string());
+        }
+        store.0.lock().unwrap().compact(4).unwrap();
+        let hub = store.0.lock().unwrap().hub.clone();
+        let mut stream = hub.new_stream(store.clone());
+        let control = stream.controller();
+        let id = control
+            .watch(
+                None,
+                Bytes::from_static(b"k"),
+                Bytes::new(),
+                2,
+                WatchFilters::default(),
+            )
+            .unwrap();
+        control.release(id);
+        let update = stream.recv().await.unwrap();
+        assert_eq!((update.watch_id, update.compact_revision), (id, 4));
+        assert!(update.events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn filters_and_duplicate_ids() {
+        let store = store();
+        let hub = store.0.lock().unwrap().hub.clone();
+        let mut stream = hub.new_stream(store.clone());
+        let control = stream.controller();
+        let filters = WatchFilters {
+            no_put: true,
+            no_delete: false,
+        };
+        let id = control
+            .watch(
+                Some(7),
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"b"),
+                2,
+                filters,
+            )
+            .unwrap();
+        assert_eq!(
+            control.watch(
+                Some(7),
+                Bytes::new(),
+                Bytes::new(),
+                0,
+                WatchFilters::default()
+            ),
+            Err(WatchError::DuplicateId)
+        );
+        control.release(id);
+        put(&store, "a1", "x");
+        {
+            let mut kv = store.0.lock().unwrap();
+            let mut txn = kv.write();
+            txn.delete_range(b"a1", &[]).unwrap();
+            txn.end();
+        }
+        let update = stream.recv().await.unwrap();
+        assert_eq!(update.events.len(), 1);
+        assert_eq!(update.events[0].r#type, EventType::Delete as i32);
+    }
+}

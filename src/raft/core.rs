@@ -946,6 +946,16 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_append(&mut self, message: Message) {
+        // Only a follower takes entries from another node: a leader never overwrites its
+        // own log.
+        assert!(
+            self.role == Role::Follower,
+            "node {} in role {:?} was asked to append entries from {} (term {})",
+            self.id,
+            self.role,
+            message.from,
+            self.term
+        );
         let mut response = Self::message(MessageType::AppendResponse, message.from);
         if message.index < self.log.committed {
             response.index = self.log.committed;
