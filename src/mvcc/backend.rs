@@ -24,6 +24,7 @@ const LEASE: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
 const CONSISTENT_INDEX: &str = "consistent_index";
 const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
+const MEMBERS: &str = "members";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -267,6 +268,14 @@ impl Backend {
 
     pub fn set_alarms(&mut self, encoded: Vec<u8>) {
         self.pending.meta.insert(ALARMS, encoded);
+    }
+
+    pub fn members(&self) -> Result<Vec<u8>, BackendError> {
+        Ok(self.meta(MEMBERS)?.unwrap_or_default())
+    }
+
+    pub fn set_members(&mut self, encoded: Vec<u8>) {
+        self.pending.meta.insert(MEMBERS, encoded);
     }
 
     pub fn put_lease(&mut self, id: i64, ttl: i64, remaining: i64) {

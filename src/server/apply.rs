@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::error::EtcdError;
 use super::member::Member;
@@ -27,7 +27,7 @@ use crate::proto::etcdserverpb::{
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutResponse, TxnResponse,
 };
 use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
-use crate::raft::{ConfChangeV2, Entry, EntryType};
+use crate::raft::{Entry, EntryType};
 
 /// The response to one applied request, before the member fills in the header.
 #[derive(Debug, Clone)]
@@ -40,6 +40,7 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     Alarm(AlarmResponse),
     LeaseCheckpoint,
+    MemberAttributes,
 }
 
 /// What a waiter receives: the response and the store's revision right after the apply.
@@ -146,14 +147,7 @@ impl Applier {
                 self.member.waiters.complete(request.id, result);
             }
             Ok(EntryType::ConfChangeV2) => {
-                let change = ConfChangeV2::decode(entry.data.clone()).map_err(|error| {
-                    EtcdError::Internal(format!("entry {} does not decode: {error}", entry.index))
-                })?;
-                let (done, conf_state) = oneshot::channel();
-                self.member
-                    .send_to_node(NodeInput::ApplyConfChange { change, done })?;
-                let conf_state = conf_state.await.map_err(|_| EtcdError::Stopped)?;
-                self.member.set_conf_state(conf_state);
+                // Applied to the core by the Raft task before it handed the entry over.
             }
             Err(_) => {
                 return Err(EtcdError::Internal(format!(
@@ -230,6 +224,11 @@ impl Applier {
                     }),
                     self.backend.current_revision(),
                 ))
+            }
+            Some(Request::MemberAttributes(record)) => {
+                self.member.set_member(record);
+                self.backend.save_members(&self.member.members());
+                Ok((Applied::MemberAttributes, self.backend.current_revision()))
             }
             None => Err(EtcdError::Internal("empty request in the log".into())),
         }

@@ -24,13 +24,17 @@ pub struct ClusterService {
 
 impl ClusterService {
     fn members(&self) -> Vec<MemberInfo> {
-        vec![MemberInfo {
-            id: self.member.id,
-            name: self.member.name.clone(),
-            peer_ur_ls: self.member.peer_urls.clone(),
-            client_ur_ls: self.member.client_urls.clone(),
-            is_learner: false,
-        }]
+        self.member
+            .members()
+            .into_iter()
+            .map(|record| MemberInfo {
+                id: record.id,
+                name: record.name,
+                peer_ur_ls: record.peer_urls,
+                client_ur_ls: record.client_urls,
+                is_learner: record.is_learner,
+            })
+            .collect()
     }
 }
 

@@ -93,3 +93,39 @@ pub async fn serve(
         .serve_with_shutdown(address, shutdown)
         .await
 }
+
+/// Serves the Raft transport on a peer listener until `shutdown` completes.
+#[cfg(not(madsim))]
+pub async fn serve_peers(
+    member: Arc<Member>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
+    tonic::transport::Server::builder()
+        .add_service(
+            RaftTransportServer::new(super::peer::RaftTransportService { member })
+                .max_decoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await
+}
+
+/// Serves the Raft transport on `address` until `shutdown` completes (simulator build).
+#[cfg(madsim)]
+pub async fn serve_peers(
+    member: Arc<Member>,
+    address: std::net::SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
+    tonic::transport::Server::builder()
+        .add_service(RaftTransportServer::new(
+            super::peer::RaftTransportService { member },
+        ))
+        .serve_with_shutdown(address, shutdown)
+        .await
+}

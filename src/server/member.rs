@@ -22,6 +22,7 @@ use super::read::ReadBatcher;
 use super::store::Store;
 use super::transport::Transport;
 use crate::proto::etcdserverpb::{AlarmMember, AlarmType, ResponseHeader};
+use crate::proto::oxcdpb::MemberRecord;
 use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
 use crate::raft::ConfState;
 
@@ -105,6 +106,8 @@ pub struct Member {
     raft_status: Mutex<RaftStatus>,
     conf_state: Mutex<ConfState>,
     alarms: Mutex<Vec<AlarmMember>>,
+    /// Every member's name and URLs: the initial cluster, updated by what members publish.
+    members: Mutex<std::collections::BTreeMap<u64, MemberRecord>>,
     applied: watch::Sender<u64>,
     /// Flips to true once when the member stops; every task watches it.
     stopping: watch::Sender<bool>,
@@ -144,9 +147,54 @@ impl Member {
             raft_status: Mutex::new(RaftStatus::default()),
             conf_state: Mutex::new(conf_state),
             alarms: Mutex::new(alarms),
+            members: Mutex::new(Default::default()),
             applied,
             stopping,
             stop_reason: Mutex::new(None),
+        }
+    }
+
+    /// Every known member, in id order.
+    pub fn members(&self) -> Vec<MemberRecord> {
+        self.members
+            .lock()
+            .expect("members lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a member (from the initial cluster, the backend, or an applied publication).
+    pub fn set_member(&self, record: MemberRecord) {
+        let mut members = self.members.lock().expect("members lock poisoned");
+        match members.get_mut(&record.id) {
+            // A publication may lack what the bootstrap knew, and the reverse.
+            Some(known) => {
+                if !record.name.is_empty() {
+                    known.name = record.name;
+                }
+                if !record.peer_urls.is_empty() {
+                    known.peer_urls = record.peer_urls;
+                }
+                if !record.client_urls.is_empty() {
+                    known.client_urls = record.client_urls;
+                }
+                known.is_learner = record.is_learner;
+            }
+            None => {
+                members.insert(record.id, record);
+            }
+        }
+    }
+
+    /// This member's own record, as it publishes it.
+    pub fn own_record(&self) -> MemberRecord {
+        MemberRecord {
+            id: self.id,
+            name: self.name.clone(),
+            peer_urls: self.peer_urls.clone(),
+            client_urls: self.client_urls.clone(),
+            is_learner: false,
         }
     }
 

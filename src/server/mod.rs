@@ -50,6 +50,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod member;
 pub mod node;
+pub mod peer;
 pub mod range;
 pub mod read;
 pub mod start;

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::EtcdError;
 use super::member::{Member, RaftStatus};
-use crate::raft::{self, ConfChangeV2, ConfState, Entry, MemStorage, Message, RawNode};
+use prost::Message as _;
+
+use crate::raft::{self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, RawNode};
 use crate::wal::{SnapshotFiles, Wal};
 
 /// What the rest of the member asks of the Raft task.
@@ -40,11 +42,6 @@ pub enum NodeInput {
         change: ConfChangeV2,
         done: oneshot::Sender<Result<(), EtcdError>>,
     },
-    /// The applier reached a committed ConfChangeV2 entry: apply it to the core.
-    ApplyConfChange {
-        change: ConfChangeV2,
-        done: oneshot::Sender<ConfState>,
-    },
     /// The applier committed the backend through `index`: the log before it may be compacted
     /// and a snapshot recorded.
     Snapshot { index: u64, conf_state: ConfState },
@@ -52,6 +49,10 @@ pub enum NodeInput {
     Step(Message),
     /// Hand leadership to `to`.
     TransferLeader { to: u64 },
+    /// The transport could not reach `to`.
+    Unreachable { to: u64 },
+    /// The transport finished sending a snapshot to `to`.
+    SnapshotSent { to: u64, failed: bool },
 }
 
 /// Committed work for the applier, in log order.
@@ -126,19 +127,6 @@ impl Node {
                     .map_err(proposal_error);
                 let _ = done.send(result);
             }
-            NodeInput::ApplyConfChange { change, done } => {
-                let conf_state = self.raw_node.apply_conf_change(&change);
-                let alone =
-                    conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
-                if alone && self.raw_node.status().leader == 0 {
-                    // The only voter: nobody else can win, so lead now rather than after an
-                    // election timeout.
-                    if let Err(error) = self.raw_node.campaign() {
-                        tracing::debug!(%error, "campaign refused");
-                    }
-                }
-                let _ = done.send(conf_state);
-            }
             NodeInput::Snapshot { index, conf_state } => {
                 if let Err(error) = self.snapshot(index, conf_state) {
                     tracing::error!(%error, index, "failed to record a raft snapshot");
@@ -151,6 +139,8 @@ impl Node {
                 }
             }
             NodeInput::TransferLeader { to } => self.raw_node.transfer_leader(to),
+            NodeInput::Unreachable { to } => self.raw_node.report_unreachable(to),
+            NodeInput::SnapshotSent { to, failed } => self.raw_node.report_snapshot(to, failed),
         }
     }
 
@@ -187,6 +177,7 @@ impl Node {
 
             if !ready.committed_entries.is_empty() {
                 let entries = std::mem::take(&mut ready.committed_entries);
+                self.apply_conf_changes(&entries);
                 if self.applier.send(ApplyBatch::Entries(entries)).is_err() {
                     return Err(EtcdError::Stopped);
                 }
@@ -262,6 +253,34 @@ impl Node {
         }
         tracing::info!(index, term = metadata.term, "saved raft snapshot");
         Ok(())
+    }
+
+    /// Applies the committed membership changes to the core here, before `advance`: the
+    /// core must not campaign (or count votes) with a membership that lags its log, which it
+    /// would if an asynchronous applier applied them later. A member alone in its
+    /// configuration then campaigns at once: nobody else can win.
+    fn apply_conf_changes(&mut self, entries: &[Entry]) {
+        let mut changed = None;
+        for entry in entries {
+            if entry.entry_type != EntryType::ConfChangeV2 as i32 {
+                continue;
+            }
+            match ConfChangeV2::decode(entry.data.clone()) {
+                Ok(change) => changed = Some(self.raw_node.apply_conf_change(&change)),
+                Err(error) => {
+                    tracing::error!(%error, index = entry.index, "undecodable membership change");
+                }
+            }
+        }
+        let Some(conf_state) = changed else { return };
+        self.storage.set_conf_state(conf_state.clone());
+        self.member.set_conf_state(conf_state.clone());
+        let alone = conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
+        if alone && self.raw_node.status().leader == 0 {
+            if let Err(error) = self.raw_node.campaign() {
+                tracing::debug!(%error, "campaign refused");
+            }
+        }
     }
 
     fn publish_status(&self) {

@@ -20,6 +20,7 @@ use super::ids;
 use super::lease::expiry_loop;
 use super::member::Member;
 use super::node::Node;
+use super::peer::PeerTransport;
 use super::store::Store;
 use super::transport::NoPeers;
 use crate::io::{Disk, StdDisk};
@@ -172,12 +173,24 @@ pub async fn run_on(
     let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
     let (applier_batches, batches) = mpsc::unbounded_channel();
     let alarms = store.alarms();
+    let peers: Vec<(u64, String)> = initial_members
+        .iter()
+        .zip(&member_ids)
+        .filter(|(_, &id)| id != member_id)
+        .filter_map(|((_, urls), &id)| urls.first().map(|url| (id, url.clone())))
+        .collect();
+    let (transport, peer_queues): (Box<dyn super::transport::Transport>, _) = if peers.is_empty() {
+        (Box::new(NoPeers), Vec::new())
+    } else {
+        let (transport, queues) = PeerTransport::new(&peers);
+        (Box::new(transport), queues)
+    };
     let member = Arc::new(Member::new(
         config.clone(),
         member_id,
         cluster_id,
         store.clone(),
-        Box::new(NoPeers),
+        transport,
         node_inputs,
         applied,
         conf_state,
@@ -221,7 +234,27 @@ pub async fn run_on(
     );
     tokio::spawn(expiry_loop(member.clone()));
 
-    let servers = serve_clients(member.clone()).await?;
+    // What is known of every member: the initial cluster, then what the backend recorded
+    // of their publications.
+    for ((name, urls), &id) in initial_members.iter().zip(&member_ids) {
+        member.set_member(crate::proto::oxcdpb::MemberRecord {
+            id,
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+    }
+    for record in store.members() {
+        member.set_member(record);
+    }
+    member.set_member(member.own_record());
+    tokio::spawn(publish(member.clone()));
+    PeerTransport::start(member.clone(), peer_queues);
+    let mut servers = serve_clients(member.clone()).await?;
+    if !peers.is_empty() {
+        servers.extend(serve_peers(member.clone()).await?);
+    }
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
 
     let mut stopping = member.stopping();
@@ -287,4 +320,49 @@ async fn serve_clients(
         }));
     }
     Ok(servers)
+}
+
+/// Serves the Raft transport on the peer listeners.
+async fn serve_peers(member: Arc<Member>) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let mut servers = Vec::new();
+    for address in member.config.peer_listen_addrs()? {
+        #[cfg(not(madsim))]
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Listen { address, source })?;
+        #[cfg(madsim)]
+        let listener = address;
+        let member = member.clone();
+        servers.push(tokio::spawn(async move {
+            let mut stopping = member.stopping();
+            let shutdown = async move {
+                let _ = stopping.changed().await;
+            };
+            if let Err(error) = super::grpc::serve_peers(member.clone(), listener, shutdown).await {
+                tracing::error!(%error, %address, "peer listener failed");
+                member.stop_with_error(format!("peer listener {address}: {error}"));
+            }
+        }));
+    }
+    Ok(servers)
+}
+
+/// Publishes this member's name and client URLs through Raft, retrying until it is applied,
+/// so that every member lists it (etcd publishes the same way when a member starts).
+async fn publish(member: Arc<Member>) {
+    use crate::proto::oxcdpb::internal_request::Request;
+    let mut stopping = member.stopping();
+    loop {
+        match member
+            .propose(Request::MemberAttributes(member.own_record()))
+            .await
+        {
+            Ok(_) => return,
+            Err(error) => tracing::debug!(%error, "publishing member attributes; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(member.config.heartbeat() * 5) => {}
+            _ = stopping.changed() => return,
+        }
+    }
 }

@@ -25,6 +25,7 @@ use crate::proto::etcdserverpb::{
     AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{Event, KeyValue};
+use crate::proto::oxcdpb::{MemberRecord, MemberRecords};
 
 impl From<MvccError> for EtcdError {
     fn from(error: MvccError) -> Self {
@@ -140,6 +141,22 @@ impl Store {
         }
         .encode_to_vec();
         self.lock().kv.backend.set_alarms(encoded);
+    }
+
+    /// The member records saved by [`Store::save_members`].
+    pub fn members(&self) -> Vec<MemberRecord> {
+        let encoded = self.lock().kv.backend.members().unwrap_or_default();
+        MemberRecords::decode(encoded.as_slice())
+            .map(|records| records.members)
+            .unwrap_or_default()
+    }
+
+    pub fn save_members(&self, members: &[MemberRecord]) {
+        let encoded = MemberRecords {
+            members: members.to_vec(),
+        }
+        .encode_to_vec();
+        self.lock().kv.backend.set_members(encoded);
     }
 
     /// Makes everything applied so far durable in the backend.

@@ -83,6 +83,11 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        self.spawn_only();
+        self.wait_ready();
+    }
+
+    fn spawn_only(&mut self) {
         let url = format!("http://127.0.0.1:{}", self.port);
         let peer = format!("http://127.0.0.1:{}", free_port());
         // Advertised as etcd's default, so that member and cluster ids (derived from the
@@ -102,18 +107,22 @@ impl Server {
             .arg("--listen-client-urls")
             .arg(&url)
             .arg("--advertise-client-urls")
-            .arg(&url)
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(advertised_peer)
-            .arg("--initial-cluster")
-            .arg(format!("default={advertised_peer}"))
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log);
+            .arg(&url);
+        if !self
+            .extra
+            .iter()
+            .any(|flag| flag.starts_with("--initial-cluster="))
+        {
+            command
+                .arg("--listen-peer-urls")
+                .arg(&peer)
+                .arg("--initial-advertise-peer-urls")
+                .arg(advertised_peer)
+                .arg("--initial-cluster")
+                .arg(format!("default={advertised_peer}"));
+        }
+        command.args(&self.extra).stdout(Stdio::null()).stderr(log);
         self.child = Some(command.spawn().expect("starting the server"));
-        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -234,6 +243,47 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts an `n`-member oxcd cluster on loopback (members named m1, m2, …).
+pub fn start_cluster(n: usize) -> Vec<Server> {
+    ensure_etcd_tools();
+    let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let initial = peers
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("m{}=http://127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members: Vec<Server> = (0..n)
+        .map(|i| {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            Server {
+                child: None,
+                port: free_port(),
+                data_dir: dir.path().join("data"),
+                kind_is_etcd: false,
+                extra: vec![
+                    format!("--name=m{}", i + 1),
+                    format!("--listen-peer-urls=http://127.0.0.1:{}", peers[i]),
+                    format!(
+                        "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                        peers[i]
+                    ),
+                    format!("--initial-cluster={initial}"),
+                ],
+                _dir: Some(dir),
+            }
+        })
+        .collect();
+    // All members must run before any can answer: start them, then wait for each.
+    for member in &mut members {
+        member.spawn_only();
+    }
+    for member in &members {
+        member.wait_ready();
+    }
+    members
 }
 
 pub fn data_dir_exists(path: &Path) -> bool {

@@ -1,0 +1,167 @@
+//! The peer transport: Raft messages to and from the other members, over gRPC on the peer
+//! URLs.
+//!
+//! Each peer has a bounded queue and one sender task. The task takes whatever is queued
+//! (up to a batch limit) and delivers it in one `RaftTransport.Send` call; when the peer is
+//! unreachable it reports that to the Raft core (which falls back to probing the peer),
+//! drops the batch and reconnects with exponential backoff. Nothing here retries a
+//! message: Raft retransmits what is lost, and a full queue simply drops, so a slow or dead
+//! peer never holds up the Raft task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::member::Member;
+use super::node::NodeInput;
+use super::transport::Transport;
+use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
+use crate::proto::oxcdpb::raft_transport_server::RaftTransport;
+use crate::proto::oxcdpb::{RaftAck, RaftBatch};
+use crate::raft::{Message, MessageType};
+
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE_MAX: usize = 4_096;
+/// Messages sent in one call at most.
+const BATCH_MAX: usize = 256;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+pub struct PeerTransport {
+    queues: HashMap<u64, mpsc::Sender<Message>>,
+}
+
+impl Transport for PeerTransport {
+    fn send(&self, message: Message) {
+        match self.queues.get(&message.to) {
+            Some(queue) => {
+                if queue.try_send(message).is_err() {
+                    tracing::debug!("peer queue full; message dropped");
+                }
+            }
+            None => tracing::debug!(to = message.to, "no route to member; message dropped"),
+        }
+    }
+}
+
+impl PeerTransport {
+    /// Queues for `peers` (member id → peer URL); the sender tasks start with [`Self::start`].
+    pub fn new(peers: &[(u64, String)]) -> (Self, Vec<(u64, String, mpsc::Receiver<Message>)>) {
+        let mut queues = HashMap::new();
+        let mut receivers = Vec::new();
+        for (id, url) in peers {
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+            queues.insert(*id, sender);
+            receivers.push((*id, url.clone(), receiver));
+        }
+        (Self { queues }, receivers)
+    }
+
+    /// Starts one sender task per peer.
+    pub fn start(member: Arc<Member>, receivers: Vec<(u64, String, mpsc::Receiver<Message>)>) {
+        for (id, url, receiver) in receivers {
+            tokio::spawn(send_loop(member.clone(), id, url, receiver));
+        }
+    }
+}
+
+async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
+    let endpoint = Endpoint::from_shared(url.to_string()).ok()?;
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(1));
+    endpoint.connect().await.ok().map(RaftTransportClient::new)
+}
+
+async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::Receiver<Message>) {
+    let mut client: Option<RaftTransportClient<Channel>> = None;
+    let mut backoff = BACKOFF_MIN;
+    let mut stopping = member.stopping();
+    loop {
+        let first = tokio::select! {
+            message = queue.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+            _ = stopping.changed() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match queue.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let snapshots: Vec<u64> = batch
+            .iter()
+            .filter(|m| m.msg_type() == MessageType::Snapshot)
+            .map(|m| m.to)
+            .collect();
+        if client.is_none() {
+            client = connect(&url).await;
+        }
+        let delivered = match client.as_mut() {
+            Some(connected) => {
+                let request = RaftBatch {
+                    from: member.id,
+                    messages: batch
+                        .iter()
+                        .map(|m| Bytes::from(m.encode_to_vec()))
+                        .collect(),
+                };
+                connected.send(request).await.is_ok()
+            }
+            None => false,
+        };
+        for peer in snapshots {
+            let _ = member.send_to_node(NodeInput::SnapshotSent {
+                to: peer,
+                failed: !delivered,
+            });
+        }
+        if delivered {
+            backoff = BACKOFF_MIN;
+            continue;
+        }
+        client = None;
+        let _ = member.send_to_node(NodeInput::Unreachable { to });
+        tracing::debug!(peer = %format!("{to:x}"), %url, "peer unreachable; backing off");
+        // Drop what queued up meanwhile: it is stale by the time the peer is back.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.changed() => return,
+        }
+        while queue.try_recv().is_ok() {}
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The receiving side, served on the peer URLs.
+pub struct RaftTransportService {
+    pub member: Arc<Member>,
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftTransportService {
+    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let batch = request.into_inner();
+        for bytes in batch.messages {
+            let message = Message::decode(bytes)
+                .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
+            if message.to != self.member.id {
+                return Err(Status::invalid_argument(format!(
+                    "message for member {:x} sent to member {:x}",
+                    message.to, self.member.id
+                )));
+            }
+            self.member
+                .send_to_node(NodeInput::Step(message))
+                .map_err(Status::from)?;
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+}
