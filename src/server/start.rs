@@ -251,9 +251,9 @@ pub async fn run_on(
     member.set_member(member.own_record());
     tokio::spawn(publish(member.clone()));
     PeerTransport::start(member.clone(), peer_queues);
-    let mut servers = serve_clients(member.clone()).await?;
+    let mut servers = serve(member.clone(), Listeners::Clients).await?;
     if !peers.is_empty() {
-        servers.extend(serve_peers(member.clone()).await?);
+        servers.extend(serve(member.clone(), Listeners::Peers).await?);
     }
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
 
@@ -277,55 +277,28 @@ pub async fn run_on(
     Ok(())
 }
 
-#[cfg(not(madsim))]
-async fn serve_clients(
-    member: Arc<Member>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
-    let mut servers = Vec::new();
-    for address in member.config.client_listen_addrs()? {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| StartError::Listen { address, source })?;
-        let member = member.clone();
-        servers.push(tokio::spawn(async move {
-            let mut stopping = member.stopping();
-            let shutdown = async move {
-                let _ = stopping.changed().await;
-            };
-            if let Err(error) = super::grpc::serve(member.clone(), listener, shutdown).await {
-                tracing::error!(%error, %address, "client listener failed");
-                member.stop_with_error(format!("client listener {address}: {error}"));
-            }
-        }));
-    }
-    Ok(servers)
+/// Which services a listener serves.
+#[derive(Clone, Copy)]
+enum Listeners {
+    /// The etcd v3 API, on the client URLs.
+    Clients,
+    /// The Raft transport, on the peer URLs.
+    Peers,
 }
 
-#[cfg(madsim)]
-async fn serve_clients(
+/// Serves `which` on each of its listen addresses until the member stops.
+async fn serve(
     member: Arc<Member>,
+    which: Listeners,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let (addresses, what) = match which {
+        Listeners::Clients => (member.config.client_listen_addrs()?, "client"),
+        Listeners::Peers => (member.config.peer_listen_addrs()?, "peer"),
+    };
     let mut servers = Vec::new();
-    for address in member.config.client_listen_addrs()? {
-        let member = member.clone();
-        servers.push(tokio::spawn(async move {
-            let mut stopping = member.stopping();
-            let shutdown = async move {
-                let _ = stopping.changed().await;
-            };
-            if let Err(error) = super::grpc::serve(member.clone(), address, shutdown).await {
-                tracing::error!(%error, %address, "client listener failed");
-                member.stop_with_error(format!("client listener {address}: {error}"));
-            }
-        }));
-    }
-    Ok(servers)
-}
-
-/// Serves the Raft transport on the peer listeners.
-async fn serve_peers(member: Arc<Member>) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
-    let mut servers = Vec::new();
-    for address in member.config.peer_listen_addrs()? {
+    for address in addresses {
+        // The simulator's transport binds by address; production binds here so that a
+        // taken port fails the start instead of a background task.
         #[cfg(not(madsim))]
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -338,9 +311,15 @@ async fn serve_peers(member: Arc<Member>) -> Result<Vec<tokio::task::JoinHandle<
             let shutdown = async move {
                 let _ = stopping.changed().await;
             };
-            if let Err(error) = super::grpc::serve_peers(member.clone(), listener, shutdown).await {
-                tracing::error!(%error, %address, "peer listener failed");
-                member.stop_with_error(format!("peer listener {address}: {error}"));
+            let result = match which {
+                Listeners::Clients => super::grpc::serve(member.clone(), listener, shutdown).await,
+                Listeners::Peers => {
+                    super::grpc::serve_peers(member.clone(), listener, shutdown).await
+                }
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, %address, "{what} listener failed");
+                member.stop_with_error(format!("{what} listener {address}: {error}"));
             }
         }));
     }
