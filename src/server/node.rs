@@ -78,6 +78,8 @@ pub struct Node {
     pub member: Arc<Member>,
     pub inputs: mpsc::Receiver<NodeInput>,
     pub applier: mpsc::UnboundedSender<ApplyBatch>,
+    /// The configuration just applied has this member as its only voter.
+    pub campaign_after_advance: bool,
 }
 
 impl Node {
@@ -195,6 +197,11 @@ impl Node {
                 );
             }
             self.raw_node.advance(ready);
+            if std::mem::take(&mut self.campaign_after_advance) {
+                if let Err(error) = self.raw_node.campaign() {
+                    tracing::debug!(%error, "campaign refused");
+                }
+            }
             self.publish_status();
         }
         Ok(())
@@ -276,11 +283,9 @@ impl Node {
         self.storage.set_conf_state(conf_state.clone());
         self.member.set_conf_state(conf_state.clone());
         let alone = conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
-        if alone && self.raw_node.status().leader == 0 {
-            if let Err(error) = self.raw_node.campaign() {
-                tracing::debug!(%error, "campaign refused");
-            }
-        }
+        // After `advance`: until then the core counts these changes as unapplied and
+        // refuses to campaign.
+        self.campaign_after_advance = alone && self.raw_node.status().leader == 0;
     }
 
     fn publish_status(&self) {

@@ -214,6 +214,7 @@ pub async fn run_on(
         member: member.clone(),
         inputs,
         applier: applier_batches,
+        campaign_after_advance: false,
     };
     let applier = Applier {
         member: member.clone(),
