@@ -16,10 +16,10 @@ use tonic::transport::Channel;
 pub const CLIENT_PORT: u16 = 2379;
 
 /// Runs `scenario` for one seed in a fresh simulated world, after printing how to replay it.
-pub fn run_seed<F, Fut>(test: &str, seed: u64, scenario: F)
+pub fn run_seed<F, Fut, T>(test: &str, seed: u64, scenario: F) -> T
 where
     F: FnOnce(u64) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = T>,
 {
     println!(
         "seed {seed}; reproduce with: {}",
@@ -33,7 +33,7 @@ where
         .try_init();
     let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.set_time_limit(Duration::from_secs(600));
-    runtime.block_on(scenario(seed));
+    runtime.block_on(scenario(seed))
 }
 
 /// One simulated member: its node, its disk (which survives restarts), its address.

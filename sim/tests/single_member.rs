@@ -21,7 +21,23 @@ fn acknowledged_writes_survive_crashes() {
     }
 }
 
-async fn scenario(seed: u64) {
+/// A run is a function of its seed: a sample of seeds, each run twice, must end the same
+/// way (same acknowledged writes, same stored data).
+#[test]
+fn a_seed_replays_identically() {
+    let sample: u64 = std::env::var("SIM_DETERMINISM_SEEDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(5);
+    for seed in oxcd_sim::seeds_from_env().take(sample as usize) {
+        let first = run_seed("single_member", seed, scenario);
+        let second = run_seed("single_member", seed, scenario);
+        assert_eq!(first, second, "seed {seed} is not deterministic");
+    }
+}
+
+/// Returns a summary of the run's outcome: every acknowledged write and what was stored.
+async fn scenario(seed: u64) -> String {
     let member = SimMember::start_single(1, seed);
     let address = member.client_address();
     let writers = thread_rng().gen_range(1..=4);
@@ -120,4 +136,5 @@ async fn scenario(seed: u64) {
         "seed {seed}: {} acknowledged writes survived {crashes} crashes ({writers} writers)",
         expected.len()
     );
+    format!("{expected:?} / {stored:?}")
 }

@@ -13,7 +13,7 @@
 //! A new watcher is *held* until the server has sent its "created" response, so that no
 //! event can overtake that response.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -98,13 +98,14 @@ impl Shared {
 
 #[derive(Default)]
 pub struct WatchHub {
-    streams: Mutex<HashMap<u64, Arc<Shared>>>,
+    /// Ordered, so that deliveries across streams happen in one order on every run.
+    streams: Mutex<BTreeMap<u64, Arc<Shared>>>,
     next_stream: AtomicU64,
     revision: AtomicI64,
 }
 
 impl WatchHub {
-    fn streams(&self) -> MutexGuard<'_, HashMap<u64, Arc<Shared>>> {
+    fn streams(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Shared>>> {
         self.streams.lock().expect("watch hub lock poisoned")
     }
 
