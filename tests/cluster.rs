@@ -65,6 +65,23 @@ fn three_members_replicate_list_each_other_and_survive_losing_the_leader() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Leases through a follower: keep-alives and time-to-live are answered by the leader,
+    // which keeps the deadlines.
+    let leader_index = wait_for_leader(&members);
+    let follower = &members[(leader_index + 1) % 3];
+    let granted = follower.ok(&["lease", "grant", "60"]);
+    let lease = granted.split_whitespace().nth(1).unwrap().to_string();
+    follower.ok(&["put", "leased", "x", &format!("--lease={lease}")]);
+    assert_eq!(
+        follower.ok(&["lease", "keep-alive", "--once", &lease]),
+        format!("lease {lease} keepalived with TTL(60)\n")
+    );
+    let ttl = follower.ok(&["lease", "timetolive", &lease, "--keys"]);
+    assert!(
+        ttl.contains("granted with TTL(60s)") && ttl.contains("attached keys([leased])"),
+        "{ttl}"
+    );
+
     // Kill the leader: the other two elect a new one and keep serving.
     let old = wait_for_leader(&members);
     members[old].kill();

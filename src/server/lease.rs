@@ -116,29 +116,18 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
         self.member.read_barrier().await?;
-        let revision = self.member.store.current_revision();
-        let response = match self
-            .member
-            .store
-            .lease_time_to_live(request.id, request.keys)
-        {
-            Some((ttl, granted_ttl, keys)) => LeaseTimeToLiveResponse {
-                header: Some(self.member.header(revision)),
-                id: request.id,
-                ttl,
-                granted_ttl,
-                keys,
-            },
-            // etcd answers an unknown lease with TTL -1, not an error.
-            None => LeaseTimeToLiveResponse {
-                header: Some(self.member.header(revision)),
-                id: request.id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: Vec::new(),
-            },
-        };
-        Ok(Response::new(response))
+        if !self.member.raft_status().is_leader {
+            // Only the leader keeps deadlines: ask it.
+            let mut leader = super::peer::leader_client(&self.member).await?;
+            let mut response = leader
+                .lease_time_to_live(request)
+                .await
+                .map_err(|_| EtcdError::LeaderChanged)?
+                .into_inner();
+            response.header = Some(self.member.header(self.member.store.current_revision()));
+            return Ok(Response::new(response));
+        }
+        Ok(Response::new(time_to_live(&self.member, &request)))
     }
 
     async fn lease_leases(
@@ -161,10 +150,42 @@ impl Lease for LeaseService {
     }
 }
 
-/// One keep-alive: renews on the leader; TTL 0 means the lease is gone (not an error).
+/// A lease's remaining time on this member (the leader: it keeps the deadlines).
+pub fn time_to_live(member: &Member, request: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+    let revision = member.store.current_revision();
+    match member.store.lease_time_to_live(request.id, request.keys) {
+        Some((ttl, granted_ttl, keys)) => LeaseTimeToLiveResponse {
+            header: Some(member.header(revision)),
+            id: request.id,
+            ttl,
+            granted_ttl,
+            keys,
+        },
+        // etcd answers an unknown lease with TTL -1, not an error.
+        None => LeaseTimeToLiveResponse {
+            header: Some(member.header(revision)),
+            id: request.id,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: Vec::new(),
+        },
+    }
+}
+
+/// One keep-alive: renews on the leader (a follower forwards it there); TTL 0 means the
+/// lease is gone (not an error).
 async fn keep_alive(member: &Member, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
     if !member.raft_status().is_leader {
-        return Err(EtcdError::NotLeader.into());
+        let mut leader = super::peer::leader_client(member).await?;
+        let renewed = leader
+            .lease_renew(crate::proto::oxcdpb::LeaseRenewRequest { id })
+            .await
+            .map_err(|_| EtcdError::LeaderChanged)?;
+        return Ok(LeaseKeepAliveResponse {
+            header: Some(member.header(member.store.current_revision())),
+            id,
+            ttl: renewed.into_inner().ttl,
+        });
     }
     // A lease granted a moment ago may not be applied here yet; wait for the applier to
     // catch up with what is committed so that a fresh lease is never reported gone.

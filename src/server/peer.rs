@@ -18,12 +18,14 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::error::EtcdError;
 use super::member::Member;
 use super::node::NodeInput;
 use super::transport::Transport;
+use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
 use crate::proto::oxcdpb::raft_transport_server::RaftTransport;
-use crate::proto::oxcdpb::{RaftAck, RaftBatch};
+use crate::proto::oxcdpb::{LeaseRenewRequest, LeaseRenewResponse, RaftAck, RaftBatch};
 use crate::raft::{Message, MessageType};
 
 /// Messages queued per peer before new ones are dropped.
@@ -164,4 +166,49 @@ impl RaftTransport for RaftTransportService {
         }
         Ok(Response::new(RaftAck {}))
     }
+
+    async fn lease_renew(
+        &self,
+        request: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        if !self.member.raft_status().is_leader {
+            return Err(EtcdError::NotLeader.into());
+        }
+        let ttl = self
+            .member
+            .store
+            .renew_lease(request.into_inner().id)
+            .unwrap_or(0);
+        Ok(Response::new(LeaseRenewResponse { ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        if !self.member.raft_status().is_leader {
+            return Err(EtcdError::NotLeader.into());
+        }
+        let request = request.into_inner();
+        Ok(Response::new(super::lease::time_to_live(
+            &self.member,
+            &request,
+        )))
+    }
+}
+
+/// A client of the current leader's peer service, for the few requests only the leader can
+/// answer (lease deadlines live there).
+pub async fn leader_client(member: &Member) -> Result<RaftTransportClient<Channel>, EtcdError> {
+    let leader = member.raft_status().leader;
+    if leader == 0 {
+        return Err(EtcdError::NoLeader);
+    }
+    let url = member
+        .members()
+        .into_iter()
+        .find(|record| record.id == leader)
+        .and_then(|record| record.peer_urls.into_iter().next())
+        .ok_or(EtcdError::NoLeader)?;
+    connect(&url).await.ok_or(EtcdError::NoLeader)
 }
