@@ -16,7 +16,6 @@ mod backend;
 mod index;
 pub mod watch;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -356,20 +355,6 @@ impl WriteTxn<'_> {
         }
         self.store.revision
     }
-
-    /// Whether this transaction changed anything yet.
-    pub fn changed(&self) -> bool {
-        self.sub > 0
-    }
-}
-
-/// The revisions of every live key in a range, in key order, for tests and hashing.
-pub fn keys_at(store: &KvStore, revision: i64) -> BTreeMap<Bytes, Revision> {
-    store
-        .index
-        .range(b"\0", &[0], revision)
-        .into_iter()
-        .collect()
 }
 
 #[cfg(test)]
@@ -377,6 +362,7 @@ mod tests {
     use super::*;
     use crate::io::SimDisk;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     #[derive(Debug, Clone)]

@@ -57,7 +57,6 @@ use bytes::Bytes;
 use prost::Message as _;
 
 pub use self::core::{Role, CAMPAIGN_TRANSFER};
-pub use self::progress::ProgressState;
 pub use self::storage::{bootstrap_entries, MemStorage, Storage};
 pub use self::types::*;
 
@@ -404,15 +403,6 @@ impl<S: Storage> RawNode<S> {
     /// The membership the core currently uses.
     pub fn conf_state(&self) -> ConfState {
         self.raft.conf_state()
-    }
-
-    /// The progress the leader tracks for `id`: (matched, next, state).
-    pub fn progress(&self, id: u64) -> Option<(u64, u64, ProgressState)> {
-        self.raft
-            .tracker
-            .progress
-            .get(&id)
-            .map(|p| (p.matched, p.next, p.state))
     }
 
     /// The storage the core reads.

@@ -123,10 +123,6 @@ impl Store {
         self.lock().kv.revision
     }
 
-    pub fn compact_revision(&self) -> i64 {
-        self.lock().kv.compact_revision
-    }
-
     pub fn alarms(&self) -> Vec<AlarmMember> {
         let encoded = self.lock().kv.backend.alarms().unwrap_or_default();
         AlarmResponse::decode(encoded.as_slice())
@@ -309,11 +305,6 @@ impl Store {
 
     pub fn fill_prev_kvs(&self, events: &mut [Event]) {
         self.lock().kv.fill_prev_kvs(events);
-    }
-
-    /// The latest version of one key (tests and tools).
-    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, EtcdError> {
-        Ok(self.lock().kv.get(key, 0)?)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -284,8 +284,4 @@ pub fn start_cluster(n: usize) -> Vec<Server> {
         member.wait_ready();
     }
     members
-}
-
-pub fn data_dir_exists(path: &Path) -> bool {
-    path.join("member").exists()
 }
