@@ -14,7 +14,7 @@ use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::index::Revision;
-use crate::io::{Disk, DiskBackend};
+use crate::io::{Disk, DiskBackend, DiskFile};
 use crate::proto::mvccpb::KeyValue;
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -51,8 +51,8 @@ struct Pending {
 
 pub struct Backend {
     db: Database,
-    disk: Arc<dyn Disk>,
-    path: std::path::PathBuf,
+    /// A second handle on the database file, opened once, for its size and its image.
+    file: Box<dyn DiskFile>,
     pending: Pending,
 }
 
@@ -99,8 +99,7 @@ impl Backend {
         Self::create_tables(&db)?;
         Ok(Self {
             db,
-            disk,
-            path: path.to_path_buf(),
+            file: disk.open(path, false)?,
             pending: Pending::default(),
         })
     }
@@ -126,18 +125,38 @@ impl Backend {
     }
 
     pub fn get(&self, rev: Revision) -> Result<Option<(bool, KeyValue)>, BackendError> {
-        if self.pending.deletes.contains(&rev) {
-            return Ok(None);
+        Ok(self.get_many(&[rev])?.pop().flatten())
+    }
+
+    /// The records at `revs`, in order, through one read transaction.
+    pub fn get_many(
+        &self,
+        revs: &[Revision],
+    ) -> Result<Vec<Option<(bool, KeyValue)>>, BackendError> {
+        let mut table = None;
+        let mut records = Vec::with_capacity(revs.len());
+        for &rev in revs {
+            if self.pending.deletes.contains(&rev) {
+                records.push(None);
+                continue;
+            }
+            if let Some(bytes) = self.pending.puts.get(&rev) {
+                records.push(Some(decode_record(rev, bytes)?));
+                continue;
+            }
+            if table.is_none() {
+                let txn = self.db.begin_read().map_err(redb_error)?;
+                table = Some(txn.open_table(KV).map_err(redb_error)?);
+            }
+            let table = table.as_ref().expect("opened above");
+            records.push(
+                match table.get(rev.to_bytes().as_slice()).map_err(redb_error)? {
+                    Some(value) => Some(decode_record(rev, value.value())?),
+                    None => None,
+                },
+            );
         }
-        if let Some(bytes) = self.pending.puts.get(&rev) {
-            return decode_record(rev, bytes).map(Some);
-        }
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let table = txn.open_table(KV).map_err(redb_error)?;
-        match table.get(rev.to_bytes().as_slice()).map_err(redb_error)? {
-            Some(value) => decode_record(rev, value.value()).map(Some),
-            None => Ok(None),
-        }
+        Ok(records)
     }
 
     /// Visits every stored record in revision order.
@@ -356,10 +375,7 @@ impl Backend {
 
     /// The size of the database file.
     pub fn size_bytes(&self) -> u64 {
-        self.disk
-            .open(&self.path, false)
-            .and_then(|file| file.len())
-            .unwrap_or(0)
+        self.file.len().unwrap_or(0)
     }
 
     /// Commits, then rewrites the file to release free pages.
@@ -372,6 +388,8 @@ impl Backend {
     /// The whole database file, committed first: a consistent image.
     pub fn image(&mut self) -> Result<Vec<u8>, BackendError> {
         self.commit()?;
-        Ok(self.disk.read_all(&self.path)?)
+        let mut image = vec![0; self.file.len()? as usize];
+        self.file.read_exact_at(0, &mut image)?;
+        Ok(image)
     }
 }

@@ -42,6 +42,13 @@ impl From<BackendError> for MvccError {
     }
 }
 
+/// The index names a revision the backend does not hold: the two disagree.
+fn missing(rev: Revision) -> MvccError {
+    MvccError::Backend(format!(
+        "revision {rev:?} is in the index but not in the backend"
+    ))
+}
+
 /// The result of a plain range scan.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RangeScan {
@@ -139,19 +146,24 @@ impl KvStore {
         } else {
             revisions.len()
         };
-        let mut kvs = Vec::with_capacity(take);
-        for (_, rev) in &revisions[..take] {
-            kvs.push(self.load(*rev)?);
-        }
+        let revs: Vec<Revision> = revisions[..take].iter().map(|(_, rev)| *rev).collect();
+        let kvs = self
+            .backend
+            .get_many(&revs)?
+            .into_iter()
+            .zip(&revs)
+            .map(|(record, rev)| match record {
+                Some((_, kv)) => Ok(kv),
+                None => Err(missing(*rev)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RangeScan { kvs, count })
     }
 
     fn load(&self, rev: Revision) -> Result<KeyValue, MvccError> {
         match self.backend.get(rev)? {
             Some((_, kv)) => Ok(kv),
-            None => Err(MvccError::Backend(format!(
-                "revision {rev:?} is in the index but not in the backend"
-            ))),
+            None => Err(missing(rev)),
         }
     }
 
