@@ -122,7 +122,7 @@ impl Lease for LeaseService {
             let mut response = leader
                 .lease_time_to_live(request)
                 .await
-                .map_err(|_| EtcdError::LeaderChanged)?
+                .map_err(|_| super::peer::leader_call_failed(&self.member))?
                 .into_inner();
             response.header = Some(self.member.header(self.member.store.current_revision()));
             return Ok(Response::new(response));
@@ -180,7 +180,7 @@ async fn keep_alive(member: &Member, id: i64) -> Result<LeaseKeepAliveResponse, 
         let renewed = leader
             .lease_renew(crate::proto::oxcdpb::LeaseRenewRequest { id })
             .await
-            .map_err(|_| EtcdError::LeaderChanged)?;
+            .map_err(|_| super::peer::leader_call_failed(member))?;
         return Ok(LeaseKeepAliveResponse {
             header: Some(member.header(member.store.current_revision())),
             id,

@@ -108,6 +108,9 @@ pub struct Member {
     alarms: Mutex<Vec<AlarmMember>>,
     /// Every member's name and URLs: the initial cluster, updated by what members publish.
     members: Mutex<std::collections::BTreeMap<u64, MemberRecord>>,
+    /// The connection to the leader's peer service (leader id, client), reused across the
+    /// requests a follower forwards.
+    pub leader_connection: Mutex<Option<(u64, super::peer::PeerClient)>>,
     applied: watch::Sender<u64>,
     /// Flips to true once when the member stops; every task watches it.
     stopping: watch::Sender<bool>,
@@ -148,6 +151,7 @@ impl Member {
             conf_state: Mutex::new(conf_state),
             alarms: Mutex::new(alarms),
             members: Mutex::new(Default::default()),
+            leader_connection: Mutex::new(None),
             applied,
             stopping,
             stop_reason: Mutex::new(None),

@@ -197,12 +197,35 @@ impl RaftTransport for RaftTransportService {
     }
 }
 
+/// A call to the leader failed: forget the connection (the leader may have changed or
+/// died) and tell the client to retry.
+pub fn leader_call_failed(member: &Member) -> EtcdError {
+    *member
+        .leader_connection
+        .lock()
+        .expect("leader connection lock poisoned") = None;
+    EtcdError::LeaderChanged
+}
+
+/// A client of another member's peer service.
+pub type PeerClient = RaftTransportClient<Channel>;
+
 /// A client of the current leader's peer service, for the few requests only the leader can
-/// answer (lease deadlines live there).
-pub async fn leader_client(member: &Member) -> Result<RaftTransportClient<Channel>, EtcdError> {
+/// answer (lease deadlines live there). The connection is kept while the leader stays.
+pub async fn leader_client(member: &Member) -> Result<PeerClient, EtcdError> {
     let leader = member.raft_status().leader;
     if leader == 0 {
         return Err(EtcdError::NoLeader);
+    }
+    let cached = member
+        .leader_connection
+        .lock()
+        .expect("leader connection lock poisoned")
+        .clone();
+    if let Some((id, client)) = cached {
+        if id == leader {
+            return Ok(client);
+        }
     }
     let url = member
         .members()
@@ -210,5 +233,10 @@ pub async fn leader_client(member: &Member) -> Result<RaftTransportClient<Channe
         .find(|record| record.id == leader)
         .and_then(|record| record.peer_urls.into_iter().next())
         .ok_or(EtcdError::NoLeader)?;
-    connect(&url).await.ok_or(EtcdError::NoLeader)
+    let client = connect(&url).await.ok_or(EtcdError::NoLeader)?;
+    *member
+        .leader_connection
+        .lock()
+        .expect("leader connection lock poisoned") = Some((leader, client.clone()));
+    Ok(client)
 }
