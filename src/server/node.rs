@@ -218,15 +218,10 @@ impl Node {
     }
 
     fn persist_snapshot(&mut self, snapshot: &raft::Snapshot) -> Result<(), EtcdError> {
-        let Some(metadata) = snapshot.metadata.as_ref() else {
+        if snapshot.metadata.is_none() {
             return Ok(());
-        };
-        self.snapshots
-            .save(snapshot)
-            .map_err(|error| self.fatal("snapshot save", error.to_string()))?;
-        self.wal
-            .save_snapshot_marker(metadata.index, metadata.term)
-            .map_err(|error| self.fatal("WAL snapshot marker", error.to_string()))?;
+        }
+        self.record_snapshot(snapshot)?;
         self.storage
             .apply_snapshot(snapshot.clone())
             .map_err(|error| self.fatal("log snapshot", error.to_string()))?;
@@ -243,12 +238,7 @@ impl Node {
         let Some(metadata) = snapshot.metadata.clone() else {
             return Ok(());
         };
-        self.snapshots
-            .save(&snapshot)
-            .map_err(|error| self.fatal("snapshot save", error.to_string()))?;
-        self.wal
-            .save_snapshot_marker(metadata.index, metadata.term)
-            .map_err(|error| self.fatal("WAL snapshot marker", error.to_string()))?;
+        self.record_snapshot(&snapshot)?;
         self.wal
             .release_to(metadata.index)
             .map_err(|error| self.fatal("WAL release", error.to_string()))?;
@@ -260,6 +250,18 @@ impl Node {
         }
         tracing::info!(index, term = metadata.term, "saved raft snapshot");
         Ok(())
+    }
+
+    /// Saves the snapshot file, then marks the snapshot in the WAL (the marker tells a
+    /// restart which snapshot the log continues from).
+    fn record_snapshot(&mut self, snapshot: &raft::Snapshot) -> Result<(), EtcdError> {
+        let metadata = snapshot.metadata.clone().unwrap_or_default();
+        self.snapshots
+            .save(snapshot)
+            .map_err(|error| self.fatal("snapshot save", error.to_string()))?;
+        self.wal
+            .save_snapshot_marker(metadata.index, metadata.term)
+            .map_err(|error| self.fatal("WAL snapshot marker", error.to_string()))
     }
 
     /// Applies the committed membership changes to the core here, before `advance`: the

@@ -20,7 +20,9 @@ use super::txn::{self, KvWrite};
 use crate::io::Disk;
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::watch::History;
-use crate::mvcc::{Backend as Db, BackendError, KvStore, MvccError, WatchStream, WriteTxn};
+use crate::mvcc::{
+    Backend as Db, BackendError, KvStore, MvccError, RangeScan, WatchStream, WriteTxn,
+};
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
@@ -315,6 +317,15 @@ impl History for Store {
     }
 }
 
+/// The store's scan as etcd's Range semantics take it, with the current revision.
+fn to_scan(scan: RangeScan, revision: i64) -> Scan {
+    Scan {
+        kvs: scan.kvs,
+        count: scan.count,
+        revision,
+    }
+}
+
 struct ReadView<'a> {
     kv: &'a KvStore,
 }
@@ -329,11 +340,7 @@ impl KvView for ReadView<'_> {
         count_only: bool,
     ) -> Result<Scan, EtcdError> {
         let scan = self.kv.range(key, end, revision, limit, count_only)?;
-        Ok(Scan {
-            kvs: scan.kvs,
-            count: scan.count,
-            revision: self.kv.revision,
-        })
+        Ok(to_scan(scan, self.kv.revision))
     }
 }
 
@@ -354,11 +361,7 @@ impl KvView for ApplyTxn<'_> {
         count_only: bool,
     ) -> Result<Scan, EtcdError> {
         let scan = self.txn.range(key, end, revision, limit, count_only)?;
-        Ok(Scan {
-            kvs: scan.kvs,
-            count: scan.count,
-            revision: self.txn.current_revision(),
-        })
+        Ok(to_scan(scan, self.txn.current_revision()))
     }
 }
 
