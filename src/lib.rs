@@ -3,11 +3,13 @@
 //! # Layout
 //!
 //! - [`raft`]: the consensus core. Pure and deterministic: no async, no I/O, no clock.
-//! - [`io`]: the seams the simulator swaps: disk (and redb's storage over it), clock.
+//! - [`io`]: the disk seam the simulator swaps (and redb's storage over it).
 //! - [`wal`]: the write-ahead log and snapshot files, over the disk seam.
 //! - [`mvcc`]: revisions, the key index, the KV store on redb, the watch hub.
 //! - [`lease`]: the lessor.
 //! - [`server`]: one member: the Ready loop, the applier, the gRPC services.
+//! - [`planted`]: bugs planted on purpose (only with the `planted-bugs` feature), which
+//!   the simulator must catch.
 //! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.
 //!
 //! Dependencies point one way: `raft` depends on nothing of ours; `wal`, `mvcc` and
@@ -16,6 +18,7 @@
 pub mod io;
 pub mod lease;
 pub mod mvcc;
+pub mod planted;
 pub mod proto;
 pub mod raft;
 pub mod server;

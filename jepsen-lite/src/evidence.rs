@@ -13,9 +13,12 @@
 //! - a key read with `mod_revision m < h` was not written in `(m, h]`, so no
 //!   unknown write of that key produced a revision there (`forbidden`);
 //! - a value written by exactly one operation, seen by a read at
-//!   `mod_revision m`, pins that operation to `m`: it is owed.
+//!   `mod_revision m`, pins that operation to `m`: it is owed. A value seen by
+//!   any watch (in an event or a previous key-value) pins it the same way.
 //!
-//! From a reference watch (every key, from the first revision, no filters):
+//! From a reference watch (every key, from the first revision, no filters; a
+//! chain of such watches, each resuming where the last one's events ended, counts
+//! as one):
 //! each revision it saw was produced by exactly one request, so an unknown
 //! write produced one of the revisions no acknowledged write claims whose
 //! events it explains, or landed after the last revision the watch vouched for.
@@ -103,6 +106,33 @@ fn read_evidence(history: &History) -> ReadEvidence {
                     if !history.operations[*only].is_known() {
                         pinned.insert(*only, modified);
                     }
+                }
+            }
+        }
+    }
+    // Any watch that saw a value (as an event or as a previous key-value) saw the one write
+    // that produced it, at its mod_revision, just as a read would have.
+    let watched = history.watches.iter().flat_map(|watch| &watch.responses);
+    for event in watched.flat_map(|response| &response.events) {
+        let seen = [(
+            event.key.as_str(),
+            event.value.as_deref(),
+            Some(event.mod_revision),
+        )]
+        .into_iter()
+        .chain(
+            event
+                .prev_kv
+                .iter()
+                .map(|kv| (kv.key.as_str(), kv.value.as_deref(), kv.mod_revision)),
+        );
+        for (key, value, modified) in seen {
+            let (Some(value), Some(modified)) = (value, modified) else {
+                continue;
+            };
+            if let Some([only]) = writers.get(&(key, value)).map(Vec::as_slice) {
+                if !history.operations[*only].is_known() {
+                    pinned.insert(*only, modified);
                 }
             }
         }
@@ -211,37 +241,50 @@ fn intersect(a: &[(i64, i64)], b: &[(i64, i64)]) -> Vec<(i64, i64)> {
     out
 }
 
-/// The events of every revision up to `vouched`, from a watch that saw every
+/// The events of every revision up to `vouched`, from watches that together saw every
 /// key from the first revision on.
 struct ReferenceWatch {
     revisions: BTreeMap<i64, Vec<Event>>,
     vouched: i64,
 }
 
+/// The reference: watches over every key without filters, chained by start revision —
+/// a client that resumes a broken watch from the revision after the last event it saw
+/// continues the same record — as far as they leave no gap from the first revision on.
 fn reference_watch(history: &History) -> Option<ReferenceWatch> {
-    let watch = history.watches.iter().find(|w| {
-        let everything =
-            key_interval(&w.key, w.range_end.as_deref(), w.prefix) == (String::new(), None);
-        everything
-            && (1..=2).contains(&w.start_revision)
-            && w.filters.is_empty()
-            && w.compact_revision == 0
-    })?;
+    let mut chain: Vec<_> = history
+        .watches
+        .iter()
+        .filter(|w| {
+            let everything =
+                key_interval(&w.key, w.range_end.as_deref(), w.prefix) == (String::new(), None);
+            everything && w.start_revision >= 1 && w.filters.is_empty() && w.compact_revision == 0
+        })
+        .collect();
+    chain.sort_by_key(|w| w.start_revision);
     let mut revisions: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
-    let mut vouched = 0;
-    for response in &watch.responses {
-        if response.progress_notify {
-            vouched = vouched.max(response.revision);
+    // Revision 1 is the empty store: nothing happened at it.
+    let mut vouched = 1;
+    let mut linked = false;
+    for watch in chain {
+        if watch.start_revision > vouched + 1 {
+            break;
         }
-        for event in &response.events {
-            vouched = vouched.max(event.mod_revision);
-            let events = revisions.entry(event.mod_revision).or_default();
-            if !events.iter().any(|e| e.key == event.key) {
-                events.push(event.clone());
+        linked = true;
+        for response in &watch.responses {
+            if response.progress_notify {
+                vouched = vouched.max(response.revision);
+            }
+            for event in &response.events {
+                vouched = vouched.max(event.mod_revision);
+                let events = revisions.entry(event.mod_revision).or_default();
+                if !events.iter().any(|e| e.key == event.key) {
+                    events.push(event.clone());
+                }
             }
         }
     }
-    Some(ReferenceWatch { revisions, vouched })
+    linked.then_some(ReferenceWatch { revisions, vouched })
 }
 
 /// Whether the request's writes could have produced exactly `events`.

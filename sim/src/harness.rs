@@ -16,10 +16,16 @@ use tonic::transport::Channel;
 pub const CLIENT_PORT: u16 = 2379;
 
 /// Runs `scenario` for one seed in a fresh simulated world, after printing how to replay it.
+///
+/// Each seed runs on a thread of its own: std's `HashMap` seeds its hashers from a
+/// thread-local key made on first use, and madsim can make that key deterministic only if
+/// the first use happens inside the simulation. On a reused thread, one seed's hash order
+/// would depend on the seeds run before it.
 pub fn run_seed<F, Fut, T>(test: &str, seed: u64, scenario: F) -> T
 where
-    F: FnOnce(u64) -> Fut,
+    F: FnOnce(u64) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
+    T: Send + 'static,
 {
     println!(
         "seed {seed}; reproduce with: {}",
@@ -31,9 +37,18 @@ where
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()
         .try_init();
-    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.set_time_limit(Duration::from_secs(600));
-    runtime.block_on(scenario(seed))
+    let world = std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .spawn(move || {
+            let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.set_time_limit(Duration::from_secs(600));
+            runtime.block_on(scenario(seed))
+        })
+        .expect("simulation thread starts");
+    match world.join() {
+        Ok(outcome) => outcome,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// One simulated member: its node, its disk (which survives restarts), its address.
@@ -41,53 +56,131 @@ pub struct SimMember {
     pub node: NodeHandle,
     pub disk: Arc<SimDisk>,
     pub ip: IpAddr,
+    /// The member's Raft id.
+    pub id: u64,
+}
+
+/// How the members of a simulated cluster are configured.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub size: u8,
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub snapshot_count: u64,
+    /// Log entries kept behind a snapshot (small values force snapshot transfers).
+    pub catch_up_entries: Option<u64>,
+}
+
+impl ClusterSpec {
+    pub fn single() -> ClusterSpec {
+        ClusterSpec {
+            size: 1,
+            heartbeat_ms: 100,
+            election_ms: 1000,
+            snapshot_count: 100_000,
+            catch_up_entries: None,
+        }
+    }
+
+    /// The address of member `index` (1-based). Not 127.x: madsim treats loopback
+    /// addresses as the node itself.
+    pub fn ip(index: u8) -> IpAddr {
+        [10, 0, 0, index].into()
+    }
+
+    fn peer_url(index: u8) -> String {
+        format!("http://{}:2380", Self::ip(index))
+    }
+
+    fn initial_cluster(&self) -> String {
+        (1..=self.size)
+            .map(|index| format!("m{index}={}", Self::peer_url(index)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The Raft id member `index` gets (derived from its peer URL, as etcd derives it).
+    pub fn member_id(index: u8) -> u64 {
+        oxcd::server::ids::member_id(&[Self::peer_url(index)], "etcd-cluster")
+    }
+
+    fn config(&self, index: u8) -> Config {
+        let ip = Self::ip(index);
+        let peer = Self::peer_url(index);
+        let client = format!("http://{ip}:{CLIENT_PORT}");
+        let name = format!("m{index}");
+        let mut args = vec![
+            "oxcd".to_string(),
+            "--name".into(),
+            name.clone(),
+            "--data-dir".into(),
+            format!("/sim/{name}"),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer,
+            "--initial-cluster".into(),
+            self.initial_cluster(),
+            "--heartbeat-interval".into(),
+            self.heartbeat_ms.to_string(),
+            "--election-timeout".into(),
+            self.election_ms.to_string(),
+            "--snapshot-count".into(),
+            self.snapshot_count.to_string(),
+        ];
+        if let Some(entries) = self.catch_up_entries {
+            args.push("--experimental-snapshot-catchup-entries".into());
+            args.push(entries.to_string());
+        }
+        Config::try_parse_from(args).expect("simulated member flags parse")
+    }
 }
 
 impl SimMember {
     /// Creates and starts member `index` (1-based) of a one-member cluster.
     pub fn start_single(index: u8, seed: u64) -> SimMember {
-        // Not 127.x: madsim treats loopback addresses as the node itself.
-        let ip: IpAddr = [10, 0, 0, index].into();
+        SimMember::start(index, &ClusterSpec::single(), seed)
+    }
+
+    /// Creates and starts member `index` (1-based) of the cluster `spec`. A member that
+    /// stops on a storage failure (EIO on fsync) is restarted after a power cut of its disk,
+    /// as a supervisor would restart the process.
+    pub fn start(index: u8, spec: &ClusterSpec, seed: u64) -> SimMember {
+        let ip = ClusterSpec::ip(index);
         let disk = Arc::new(SimDisk::new(seed ^ u64::from(index)));
-        let peer = format!("http://{ip}:2380");
-        let client = format!("http://{ip}:{CLIENT_PORT}");
-        let name = format!("m{index}");
-        let config = Config::try_parse_from([
-            "oxcd",
-            "--name",
-            &name,
-            "--data-dir",
-            &format!("/sim/{name}"),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("{name}={peer}"),
-        ])
-        .expect("simulated member flags parse");
+        let config = spec.config(index);
         let node_disk = disk.clone();
         let node = Handle::current()
             .create_node()
-            .name(name)
+            .name(format!("m{index}"))
             .ip(ip)
             .init(move || {
                 let config = config.clone();
                 let disk = node_disk.clone();
                 async move {
-                    let stop = std::future::pending::<()>();
-                    if let Err(error) = oxcd::server::start::run_on(config, disk, seed, stop).await
-                    {
-                        tracing::warn!(%error, "member exited");
+                    loop {
+                        let stop = std::future::pending::<()>();
+                        let result =
+                            oxcd::server::start::run_on(config.clone(), disk.clone(), seed, stop)
+                                .await;
+                        let Err(error) = result else { return };
+                        tracing::warn!(%error, "member stopped; restarting it");
+                        disk.crash();
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
             })
             .build();
-        SimMember { node, disk, ip }
+        SimMember {
+            node,
+            disk,
+            ip,
+            id: ClusterSpec::member_id(index),
+        }
     }
 
     pub fn client_address(&self) -> SocketAddr {

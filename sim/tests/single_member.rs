@@ -25,11 +25,7 @@ fn acknowledged_writes_survive_crashes() {
 /// way (same acknowledged writes, same stored data).
 #[test]
 fn a_seed_replays_identically() {
-    let sample: u64 = std::env::var("SIM_DETERMINISM_SEEDS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(5);
-    for seed in oxcd_sim::seeds_from_env().take(sample as usize) {
+    for seed in oxcd_sim::seeds_from_env().take(oxcd_sim::determinism_sample()) {
         let first = run_seed("single_member", seed, scenario);
         let second = run_seed("single_member", seed, scenario);
         assert_eq!(first, second, "seed {seed} is not deterministic");

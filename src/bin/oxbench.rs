@@ -253,7 +253,7 @@ mod bench {
             })
             .await
             .map_err(|e| e.to_string())?;
-        let stream = tokio_stream_from(receiver);
+        let stream = oxcd::server::lease::ReceiverStream(receiver);
         let mut responses = watch
             .watch(stream)
             .await
@@ -294,32 +294,5 @@ mod bench {
         );
         Latencies(latencies).report(start.elapsed(), 0);
         Ok(())
-    }
-
-    /// A request stream from a channel receiver.
-    fn tokio_stream_from(
-        mut receiver: tokio::sync::mpsc::Receiver<WatchRequest>,
-    ) -> impl futures_core::Stream<Item = WatchRequest> + Send + 'static {
-        futures_util_like::from_fn(move |cx| receiver.poll_recv(cx))
-    }
-
-    mod futures_util_like {
-        use std::pin::Pin;
-        use std::task::{Context, Poll};
-
-        pub struct FromFn<F>(F);
-
-        pub fn from_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin>(
-            f: F,
-        ) -> FromFn<F> {
-            FromFn(f)
-        }
-
-        impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> futures_core::Stream for FromFn<F> {
-            type Item = T;
-            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-                (self.0)(cx)
-            }
-        }
     }
 }

@@ -63,6 +63,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
+        biased;
         _ = ctrl_c => tracing::info!("received Ctrl-C, stopping"),
         _ = terminate => tracing::info!("received SIGTERM, stopping"),
     }

@@ -113,6 +113,25 @@ impl WatchHub {
         self.revision.store(revision, Ordering::SeqCst);
     }
 
+    /// The store was replaced by a snapshot at `revision`: every synced watcher has seen
+    /// everything up to the old revision and now catches up from the new store's history
+    /// (or is canceled if that history is compacted past it).
+    pub fn restore(&self, revision: i64) {
+        let seen = self.revision.load(Ordering::SeqCst);
+        for shared in self.streams().values() {
+            let mut state = shared.lock();
+            for watcher in state.watchers.values_mut() {
+                if watcher.synced {
+                    watcher.synced = false;
+                    watcher.next_revision = watcher.next_revision.max(seen + 1);
+                }
+            }
+            drop(state);
+            shared.wake.notify_one();
+        }
+        self.set_revision(revision);
+    }
+
     pub fn new_stream(self: &Arc<Self>, history: Arc<dyn History>) -> WatchStream {
         let (queue, receiver) = mpsc::channel(STREAM_QUEUE_MAX);
         let shared = Arc::new(Shared {
@@ -145,7 +164,8 @@ impl WatchHub {
             let mut state = shared.lock();
             let mut fell_behind = false;
             for (&id, watcher) in state.watchers.iter_mut() {
-                if !watcher.synced || watcher.held {
+                // A watcher from a future revision is synced but waits for its revision.
+                if !watcher.synced || watcher.held || revision < watcher.next_revision {
                     continue;
                 }
                 let matching: Vec<Event> = events
@@ -315,6 +335,7 @@ impl WatchStream {
             }
             let shared = self.controller.shared.clone();
             tokio::select! {
+                biased;
                 update = self.receiver.recv() => return update,
                 _ = shared.wake.notified() => {}
             }
@@ -369,7 +390,9 @@ impl WatchStream {
                     }
                 }
                 watcher.synced = true;
-                watcher.next_revision = store.revision + 1;
+                // A start beyond the current revision (a member that lags the one the
+                // client saw it on) stays the start: etcd delivers nothing before it.
+                watcher.next_revision = watcher.next_revision.max(store.revision + 1);
             }
             for id in canceled {
                 state.watchers.remove(&id);
@@ -520,5 +543,40 @@ mod tests {
         let update = stream.recv().await.unwrap();
         assert_eq!(update.events.len(), 1);
         assert_eq!(update.events[0].r#type, EventType::Delete as i32);
+    }
+
+    /// A watch from a revision the store has not reached yet (the client saw it on a
+    /// member ahead of this one) gets nothing before that revision.
+    #[tokio::test]
+    async fn a_future_start_delivers_nothing_before_it() {
+        let store = store();
+        put(&store, "k", "0");
+        let hub = store.0.lock().unwrap().hub.clone();
+        let mut stream = hub.new_stream(store.clone());
+        let control = stream.controller();
+        let id = control
+            .watch(
+                None,
+                Bytes::from_static(b"k"),
+                Bytes::new(),
+                5,
+                WatchFilters::default(),
+            )
+            .unwrap();
+        control.release(id);
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), stream.recv()).await;
+        assert!(idle.is_err(), "nothing to deliver yet");
+        for i in 1..=4 {
+            put(&store, "k", &i.to_string());
+        }
+        let update = tokio::time::timeout(std::time::Duration::from_secs(5), stream.recv())
+            .await
+            .expect("the stream delivers")
+            .expect("the stream is open");
+        assert_eq!(
+            revisions(&[update]),
+            vec![5],
+            "revisions 3 and 4 come before the start"
+        );
     }
 }

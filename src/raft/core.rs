@@ -584,7 +584,9 @@ impl<S: Storage> Raft<S> {
             || (self.vote == 0 && self.leader == 0)
             || (pre && message.term > self.term);
         let mut response = Self::message(response_type, message.from);
-        if can_vote && self.log.is_up_to_date(message.index, message.log_term) {
+        let up_to_date = self.log.is_up_to_date(message.index, message.log_term)
+            || crate::planted::active(crate::planted::Bug::VoteWithoutLogCheck);
+        if can_vote && up_to_date {
             // The response carries the candidate's term: a pre-vote grant must be
             // recognisable as one even though this node's term did not move.
             response.term = message.term;
@@ -804,6 +806,9 @@ impl<S: Storage> Raft<S> {
         let mut acks = std::collections::BTreeSet::new();
         acks.insert(self.id);
         if self.pending_reads.contains_key(&context) {
+            // A retry: the heartbeats of the first round, or their answers, may have been
+            // lost. Ask again; the read keeps the index it was given first.
+            self.broadcast_heartbeat(context);
             return;
         }
         self.pending_reads.insert(

@@ -251,7 +251,10 @@ impl<S: Storage> RaftLog<S> {
     /// Commits up to `max_index` if that entry is from `term`: a leader commits only entries
     /// of its own term by counting replicas (Raft §5.4.2).
     pub fn maybe_commit(&mut self, max_index: u64, term: u64) -> bool {
-        if max_index > self.committed && self.term(max_index).is_ok_and(|t| t == term) {
+        let own_term = self.term(max_index).is_ok_and(|t| t == term);
+        let counted_old_term = crate::planted::active(crate::planted::Bug::CommitOldTerm)
+            && max_index <= self.last_index();
+        if max_index > self.committed && (own_term || counted_old_term) {
             self.commit_to(max_index);
             return true;
         }

@@ -66,17 +66,17 @@ impl Applier {
         let interval = Duration::from_millis(self.member.config.backend_batch_interval.max(1));
         let mut commit_timer = tokio::time::interval(interval);
         commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stopping = self.member.stopping();
         loop {
             // Why `select!`: batches and the commit timer are independent; whichever comes
             // first is served, and shutdown interrupts both.
             tokio::select! {
+                biased;
                 batch = self.batches.recv() => {
                     let Some(batch) = batch else { break };
                     self.apply_batch(batch).await?;
                 }
                 _ = commit_timer.tick() => self.commit()?,
-                _ = stopping.changed() => break,
+                _ = self.member.stopped() => break,
             }
         }
         // A clean stop leaves the backend committed, so the next start replays nothing.
@@ -93,11 +93,7 @@ impl Applier {
             ApplyBatch::Snapshot(snapshot) => {
                 let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
                 if index > self.applied_index {
-                    return Err(EtcdError::Internal(format!(
-                        "restoring the state machine from a snapshot at index {index} \
-                         (applied {}) needs the backend transfer of a multi-member cluster",
-                        self.applied_index
-                    )));
+                    self.restore(index)?;
                 }
             }
         }
@@ -116,6 +112,31 @@ impl Applier {
                 conf_state,
             })?;
         }
+        Ok(())
+    }
+
+    /// Replaces the state machine with the leader's backend image that came with the
+    /// snapshot at `index` (the Raft task saved it). The image was taken at or after
+    /// `index`; entries up to its own applied index only re-apply membership.
+    fn restore(&mut self, index: u64) -> Result<(), EtcdError> {
+        let image = crate::wal::snapshot_db_path(&self.member.config.snap_dir(), index);
+        self.backend.restore(&image).map_err(|error| {
+            EtcdError::Internal(format!("restoring the snapshot at index {index}: {error}"))
+        })?;
+        self.applied_index = index;
+        self.snapshot_index = index;
+        self.backend_index = self.backend.consistent_index();
+        self.uncommitted_entries = 0;
+        for record in self.backend.members() {
+            self.member.set_member(record);
+        }
+        self.member.replace_alarms(self.backend.alarms());
+        tracing::info!(
+            index,
+            backend_index = self.backend_index,
+            revision = self.backend.current_revision(),
+            "restored the store from the leader's snapshot"
+        );
         Ok(())
     }
 
@@ -145,6 +166,14 @@ impl Applier {
                 };
                 let result = self.apply_request(request.request);
                 self.member.waiters.complete(request.id, result);
+                #[cfg(madsim)]
+                super::observe::report(
+                    self.member.id,
+                    super::observe::Observation::Applied {
+                        index: entry.index,
+                        revision: self.backend.current_revision(),
+                    },
+                );
             }
             Ok(EntryType::ConfChangeV2) => {
                 // Applied to the core by the Raft task before it handed the entry over.

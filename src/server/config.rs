@@ -92,6 +92,14 @@ pub struct Config {
     #[arg(long, env = "OXCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
+    /// Number of entries kept behind a snapshot for slow followers to catch up from.
+    #[arg(
+        long = "experimental-snapshot-catchup-entries",
+        env = "OXCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub snapshot_catchup_entries: u64,
+
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "OXCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -215,8 +223,17 @@ impl Config {
         self.member_dir().join("snap")
     }
 
+    /// The backend database file (etcd's `member/snap/db`).
+    pub fn backend_path(&self) -> PathBuf {
+        self.snap_dir().join("db")
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval)
+    }
+
+    pub fn election(&self) -> Duration {
+        Duration::from_millis(self.election_timeout)
     }
 
     /// Election timeout in heartbeat ticks (the Raft core counts ticks, not time).

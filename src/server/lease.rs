@@ -50,6 +50,18 @@ impl<T> Stream for ChannelStream<T> {
     }
 }
 
+/// A stream of whatever arrives on a channel: the request side of a client's streaming
+/// call (watch, keep-alive), for oxbench and the simulator.
+pub struct ReceiverStream<T>(pub mpsc::Receiver<T>);
+
+impl<T> Stream for ReceiverStream<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.poll_recv(context)
+    }
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -200,13 +212,13 @@ async fn keep_alive(member: &Member, id: i64) -> Result<LeaseKeepAliveResponse, 
 
 /// Revokes expired leases while this member leads. Runs until the member stops.
 pub async fn expiry_loop(member: Arc<Member>) {
-    let mut stopping = member.stopping();
     let mut ticker = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
     let mut was_leader = false;
     loop {
         tokio::select! {
+            biased;
             _ = ticker.tick() => {}
-            _ = stopping.changed() => return,
+            _ = member.stopped() => return,
         }
         let is_leader = member.raft_status().is_leader;
         if is_leader != was_leader {

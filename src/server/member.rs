@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Applied, ApplyResult};
 use super::config::Config;
 use super::error::EtcdError;
 use super::node::NodeInput;
+use super::progress::Progress;
 use super::read::ReadBatcher;
 use super::store::Store;
 use super::transport::Transport;
@@ -111,9 +112,9 @@ pub struct Member {
     /// The connection to the leader's peer service (leader id, client), reused across the
     /// requests a follower forwards.
     pub leader_connection: Mutex<Option<(u64, super::peer::PeerClient)>>,
-    applied: watch::Sender<u64>,
+    applied: Progress,
     /// Flips to true once when the member stops; every task watches it.
-    stopping: watch::Sender<bool>,
+    stopping: Progress,
     stop_reason: Mutex<Option<String>>,
 }
 
@@ -131,8 +132,6 @@ impl Member {
         alarms: Vec<AlarmMember>,
         request_id_seed: u64,
     ) -> Member {
-        let (applied, _) = watch::channel(applied_index);
-        let (stopping, _) = watch::channel(false);
         let request_id_start = ((id & 0xffff) << 48) | ((request_id_seed & 0xff_ffff_ffff) << 8);
         Member {
             id,
@@ -152,8 +151,8 @@ impl Member {
             alarms: Mutex::new(alarms),
             members: Mutex::new(Default::default()),
             leader_connection: Mutex::new(None),
-            applied,
-            stopping,
+            applied: Progress::new(applied_index),
+            stopping: Progress::new(0),
             stop_reason: Mutex::new(None),
         }
     }
@@ -274,6 +273,9 @@ impl Member {
 
     /// Waits until a read issued now may be served locally (linearizable reads).
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        if crate::planted::active(crate::planted::Bug::StaleRead) {
+            return Ok(());
+        }
         self.reads.barrier().await
     }
 
@@ -286,15 +288,16 @@ impl Member {
     }
 
     pub fn applied_index(&self) -> u64 {
-        *self.applied.borrow()
+        self.applied.get()
     }
 
     pub fn set_applied(&self, index: u64) {
-        self.applied.send_replace(index);
+        self.applied.advance(index);
     }
 
-    pub fn watch_applied(&self) -> watch::Receiver<u64> {
-        self.applied.subscribe()
+    /// Returns once the applier has applied `index`.
+    pub async fn applied_reached(&self, index: u64) {
+        self.applied.reached(index).await
     }
 
     pub fn conf_state(&self) -> ConfState {
@@ -320,6 +323,11 @@ impl Member {
             .any(|active| active.alarm == alarm as i32)
     }
 
+    /// The alarms restored with a snapshot replace the ones raised before it.
+    pub fn replace_alarms(&self, alarms: Vec<AlarmMember>) {
+        *self.alarms.lock().expect("alarms lock poisoned") = alarms;
+    }
+
     /// Returns whether the alarm was not already raised.
     pub fn activate_alarm(&self, alarm: AlarmMember) -> bool {
         let mut alarms = self.alarms.lock().expect("alarms lock poisoned");
@@ -338,17 +346,17 @@ impl Member {
         alarms.len() != before
     }
 
-    /// A receiver that changes once, when the member starts stopping.
-    pub fn stopping(&self) -> watch::Receiver<bool> {
-        self.stopping.subscribe()
+    /// Returns once the member starts stopping.
+    pub async fn stopped(&self) {
+        self.stopping.reached(1).await
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.stopping.borrow()
+        self.stopping.get() > 0
     }
 
     pub fn stop(&self) {
-        self.stopping.send_replace(true);
+        self.stopping.advance(1);
     }
 
     /// Stops the member because something it cannot recover from happened.

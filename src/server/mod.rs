@@ -33,7 +33,8 @@
 //! - `store.rs`: the MVCC store, lessor and backend as the member uses them.
 //! - `range.rs`, `txn.rs`: etcd's Range, Put, DeleteRange and Txn semantics.
 //! - `start.rs`: opening and replaying the storage, starting the tasks.
-//! - `transport.rs`: the seam Raft messages leave through.
+//! - `transport.rs`: the seam Raft messages leave through; `peer.rs`: the gRPC transport.
+//! - `observe.rs` (simulation builds only): the hooks the simulator's invariant checks use.
 //! - `kv.rs`, `watch.rs`, `lease.rs`, `maintenance.rs`, `cluster.rs`: the gRPC services.
 //! - `error.rs`: etcd's error codes and messages; `validate.rs`: edge validation.
 //! - `ids.rs`: etcd-compatible member and cluster ids.
@@ -50,7 +51,10 @@ pub mod lease;
 pub mod maintenance;
 pub mod member;
 pub mod node;
+#[cfg(madsim)]
+pub mod observe;
 pub mod peer;
+pub mod progress;
 pub mod range;
 pub mod read;
 pub mod start;

@@ -62,10 +62,6 @@ pub enum ApplyBatch {
     Snapshot(raft::Snapshot),
 }
 
-/// How many log entries to keep behind a snapshot so that a slightly lagging follower can
-/// catch up from the log instead of a full snapshot (etcd keeps 5,000).
-pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
-
 /// How many queued inputs one loop turn drains before producing a Ready. Bounded so that a
 /// flood of proposals cannot starve ticks, and so one WAL write stays a reasonable size.
 const INPUTS_PER_READY_MAX: usize = 4_096;
@@ -88,12 +84,12 @@ impl Node {
     pub async fn run(mut self) -> Result<(), EtcdError> {
         let mut ticker = tokio::time::interval(self.member.config.heartbeat());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stopping = self.member.stopping();
         tracing::trace!(ready = self.raw_node.has_ready(), status = ?self.raw_node.status(), "raft task started");
         loop {
             // Why `select!`: the task waits on three independent sources — time, inputs and
             // shutdown — and must react to whichever comes first.
             tokio::select! {
+                biased;
                 _ = ticker.tick() => self.raw_node.tick(),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
@@ -105,7 +101,7 @@ impl Node {
                         }
                     }
                 }
-                _ = stopping.changed() => return Ok(()),
+                _ = self.member.stopped() => return Ok(()),
             }
             self.process_ready()?;
         }
@@ -158,8 +154,16 @@ impl Node {
             self.send(std::mem::take(&mut ready.messages));
 
             if let Some(snapshot) = ready.snapshot.take() {
-                self.persist_snapshot(&snapshot)?;
-                let _ = self.applier.send(ApplyBatch::Snapshot(snapshot));
+                if let Some(stored) = self.persist_snapshot(snapshot)? {
+                    #[cfg(madsim)]
+                    super::observe::report(
+                        self.member.id,
+                        super::observe::Observation::Snapshot {
+                            index: stored.metadata.as_ref().map_or(0, |m| m.index),
+                        },
+                    );
+                    let _ = self.applier.send(ApplyBatch::Snapshot(stored));
+                }
             }
             let hard_state = ready.hard_state;
             if hard_state.is_some() || !ready.entries.is_empty() {
@@ -179,6 +183,17 @@ impl Node {
 
             if !ready.committed_entries.is_empty() {
                 let entries = std::mem::take(&mut ready.committed_entries);
+                #[cfg(madsim)]
+                for entry in &entries {
+                    super::observe::report(
+                        self.member.id,
+                        super::observe::Observation::Committed {
+                            index: entry.index,
+                            term: entry.term,
+                            digest: crc32c::crc32c(&entry.data),
+                        },
+                    );
+                }
                 self.apply_conf_changes(&entries);
                 if self.applier.send(ApplyBatch::Entries(entries)).is_err() {
                     return Err(EtcdError::Stopped);
@@ -190,6 +205,15 @@ impl Node {
                     .confirm(&read_state.request_ctx, read_state.index);
             }
             if let Some(soft_state) = ready.soft_state.take() {
+                #[cfg(madsim)]
+                if soft_state.leader_id == self.member.id {
+                    super::observe::report(
+                        self.member.id,
+                        super::observe::Observation::Leader {
+                            term: self.raw_node.status().term,
+                        },
+                    );
+                }
                 tracing::info!(
                     leader = soft_state.leader_id,
                     role = ?soft_state.role,
@@ -217,15 +241,33 @@ impl Node {
         }
     }
 
-    fn persist_snapshot(&mut self, snapshot: &raft::Snapshot) -> Result<(), EtcdError> {
-        if snapshot.metadata.is_none() {
-            return Ok(());
+    /// Persists a snapshot received from the leader: its backend image first, then the
+    /// snapshot (without the image) and the WAL marker. Returns the snapshot as stored, for
+    /// the applier, which moves the image over the backend.
+    fn persist_snapshot(
+        &mut self,
+        snapshot: raft::Snapshot,
+    ) -> Result<Option<raft::Snapshot>, EtcdError> {
+        let Some(metadata) = snapshot.metadata else {
+            return Ok(None);
+        };
+        if !snapshot.data.is_empty() {
+            self.snapshots
+                .save_db(metadata.index, &snapshot.data)
+                .map_err(|error| self.fatal("snapshot backend image", error.to_string()))?;
         }
-        self.record_snapshot(snapshot)?;
+        let stored = raft::Snapshot {
+            metadata: Some(metadata.clone()),
+            data: Bytes::new(),
+        };
+        self.record_snapshot(&stored)?;
         self.storage
-            .apply_snapshot(snapshot.clone())
+            .apply_snapshot(stored.clone())
             .map_err(|error| self.fatal("log snapshot", error.to_string()))?;
-        Ok(())
+        if let Some(conf_state) = metadata.conf_state {
+            self.member.set_conf_state(conf_state);
+        }
+        Ok(Some(stored))
     }
 
     /// Records a snapshot at `index` (the backend is committed through it), then releases the
@@ -242,7 +284,9 @@ impl Node {
         self.wal
             .release_to(metadata.index)
             .map_err(|error| self.fatal("WAL release", error.to_string()))?;
-        let compact_to = index.saturating_sub(SNAPSHOT_CATCH_UP_ENTRIES);
+        // Entries kept behind the snapshot let a slightly lagging follower catch up from the
+        // log instead of a whole snapshot.
+        let compact_to = index.saturating_sub(self.member.config.snapshot_catchup_entries);
         if compact_to > 0 {
             if let Err(error) = self.storage.compact(compact_to) {
                 tracing::debug!(%error, compact_to, "log compaction skipped");

@@ -25,7 +25,9 @@ use super::transport::Transport;
 use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
 use crate::proto::oxcdpb::raft_transport_server::RaftTransport;
-use crate::proto::oxcdpb::{LeaseRenewRequest, LeaseRenewResponse, RaftAck, RaftBatch};
+use crate::proto::oxcdpb::{
+    LeaseRenewRequest, LeaseRenewResponse, RaftAck, RaftBatch, SnapshotChunk,
+};
 use crate::raft::{Message, MessageType};
 
 /// Messages queued per peer before new ones are dropped.
@@ -34,6 +36,8 @@ const PEER_QUEUE_MAX: usize = 4_096;
 const BATCH_MAX: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Bytes of backend image per snapshot chunk.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 pub struct PeerTransport {
     queues: HashMap<u64, mpsc::Sender<Message>>,
@@ -41,14 +45,31 @@ pub struct PeerTransport {
 
 impl Transport for PeerTransport {
     fn send(&self, message: Message) {
-        match self.queues.get(&message.to) {
-            Some(queue) => {
-                if queue.try_send(message).is_err() {
-                    tracing::debug!("peer queue full; message dropped");
-                }
+        let Some(queue) = self.queues.get(&message.to) else {
+            tracing::debug!(to = message.to, "no route to member; message dropped");
+            return;
+        };
+        #[cfg(madsim)]
+        match super::transport::delivery(&message) {
+            super::transport::Delivery::Deliver => {}
+            super::transport::Delivery::Drop => return,
+            super::transport::Delivery::Duplicate => enqueue(queue, message.clone()),
+            super::transport::Delivery::Delay(delay) => {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    enqueue(&queue, message);
+                });
+                return;
             }
-            None => tracing::debug!(to = message.to, "no route to member; message dropped"),
         }
+        enqueue(queue, message);
+    }
+}
+
+fn enqueue(queue: &mpsc::Sender<Message>, message: Message) {
+    if queue.try_send(message).is_err() {
+        tracing::debug!("peer queue full; message dropped");
     }
 }
 
@@ -82,14 +103,14 @@ async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
 async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::Receiver<Message>) {
     let mut client: Option<RaftTransportClient<Channel>> = None;
     let mut backoff = BACKOFF_MIN;
-    let mut stopping = member.stopping();
     loop {
         let first = tokio::select! {
+            biased;
             message = queue.recv() => match message {
                 Some(message) => message,
                 None => return,
             },
-            _ = stopping.changed() => return,
+            _ = member.stopped() => return,
         };
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -98,11 +119,18 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
                 Err(_) => break,
             }
         }
-        let snapshots: Vec<u64> = batch
-            .iter()
-            .filter(|m| m.msg_type() == MessageType::Snapshot)
-            .map(|m| m.to)
-            .collect();
+        // Snapshots go on a call of their own, beside this loop, so that a large image does
+        // not hold up the heartbeats behind it.
+        let (snapshots, messages): (Vec<Message>, Vec<Message>) = batch
+            .into_iter()
+            .partition(|m| m.msg_type() == MessageType::Snapshot);
+        for snapshot in snapshots {
+            tokio::spawn(send_snapshot(member.clone(), url.clone(), snapshot));
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let batch = messages;
         if client.is_none() {
             client = connect(&url).await;
         }
@@ -115,16 +143,13 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
                         .map(|m| Bytes::from(m.encode_to_vec()))
                         .collect(),
                 };
-                connected.send(request).await.is_ok()
+                // A peer that stops answering (a partition, a paused process) must not hold
+                // the queue: after the timeout the batch is dropped and the peer reported.
+                let call = tokio::time::timeout(member.config.election(), connected.send(request));
+                matches!(call.await, Ok(Ok(_)))
             }
             None => false,
         };
-        for peer in snapshots {
-            let _ = member.send_to_node(NodeInput::SnapshotSent {
-                to: peer,
-                failed: !delivered,
-            });
-        }
         if delivered {
             backoff = BACKOFF_MIN;
             continue;
@@ -134,12 +159,65 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
         tracing::debug!(peer = %format!("{to:x}"), %url, "peer unreachable; backing off");
         // Drop what queued up meanwhile: it is stale by the time the peer is back.
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(backoff) => {}
-            _ = stopping.changed() => return,
+            _ = member.stopped() => return,
         }
         while queue.try_recv().is_ok() {}
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Sends a snapshot message with this member's backend image in chunks, then tells the
+/// Raft core how it went (the core keeps the peer in snapshot state until then).
+async fn send_snapshot(member: Arc<Member>, url: String, message: Message) {
+    let to = message.to;
+    let delivered = match member.store.snapshot_image() {
+        Ok(image) => deliver_snapshot(&member, &url, message, image).await,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the backend image for a snapshot");
+            false
+        }
+    };
+    tracing::info!(peer = %format!("{to:x}"), delivered, "sent a snapshot");
+    let _ = member.send_to_node(NodeInput::SnapshotSent {
+        to,
+        failed: !delivered,
+    });
+}
+
+async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: Bytes) -> bool {
+    let Some(mut client) = connect(url).await else {
+        return false;
+    };
+    let (chunks, receiver) = mpsc::channel(4);
+    let total = image.len();
+    let head = SnapshotChunk {
+        message: Bytes::from(message.encode_to_vec()),
+        image_bytes: total as u64,
+        data: Bytes::new(),
+    };
+    tokio::spawn(async move {
+        if chunks.send(head).await.is_err() {
+            return;
+        }
+        let mut offset = 0;
+        while offset < total {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(total);
+            let chunk = SnapshotChunk {
+                data: image.slice(offset..end),
+                ..SnapshotChunk::default()
+            };
+            if chunks.send(chunk).await.is_err() {
+                return;
+            }
+            offset = end;
+        }
+    });
+    // Generous, but bounded: a peer that stops reading must not pin the image forever.
+    let timeout = member.config.election() * 10 + Duration::from_secs(total as u64 >> 20);
+    let call = client.send_snapshot(super::lease::ReceiverStream(receiver));
+    matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_)))
 }
 
 /// The receiving side, served on the peer URLs.
@@ -164,6 +242,57 @@ impl RaftTransport for RaftTransportService {
                 .send_to_node(NodeInput::Step(message))
                 .map_err(Status::from)?;
         }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        request: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        let mut chunks = request.into_inner();
+        let head = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let mut message = Message::decode(head.message)
+            .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
+        if message.to != self.member.id || message.msg_type() != MessageType::Snapshot {
+            return Err(Status::invalid_argument(format!(
+                "expected a snapshot for member {:x}",
+                self.member.id
+            )));
+        }
+        // The image can be no larger than the backend quota allows a database to grow.
+        let limit = self.member.config.quota_bytes().saturating_mul(2);
+        if head.image_bytes > limit {
+            return Err(Status::invalid_argument(format!(
+                "snapshot image of {} bytes exceeds {limit}",
+                head.image_bytes
+            )));
+        }
+        let mut image = Vec::with_capacity(head.image_bytes as usize);
+        image.extend_from_slice(&head.data);
+        while let Some(chunk) = chunks.message().await? {
+            if image.len() + chunk.data.len() > head.image_bytes as usize {
+                return Err(Status::invalid_argument(
+                    "snapshot image longer than announced",
+                ));
+            }
+            image.extend_from_slice(&chunk.data);
+        }
+        if image.len() as u64 != head.image_bytes {
+            return Err(Status::invalid_argument(format!(
+                "snapshot image of {} bytes, {} announced",
+                image.len(),
+                head.image_bytes
+            )));
+        }
+        if let Some(snapshot) = message.snapshot.as_mut() {
+            snapshot.data = Bytes::from(image);
+        }
+        self.member
+            .send_to_node(NodeInput::Step(message))
+            .map_err(Status::from)?;
         Ok(Response::new(RaftAck {}))
     }
 

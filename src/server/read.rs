@@ -11,13 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use super::error::EtcdError;
 use super::member::Member;
 use super::node::NodeInput;
 
 type ReadResult = Result<(), EtcdError>;
+
+/// How long a ReadIndex request waits for its answer before it is sent again (etcd: 500 ms).
+const READ_INDEX_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct ReadBatcher {
@@ -71,18 +74,18 @@ impl ReadBatcher {
     }
 
     /// Runs rounds for as long as the member lives.
-    pub async fn run(self: Arc<Self>, member: Arc<Member>, mut applied: watch::Receiver<u64>) {
-        let mut stopping = member.stopping();
+    pub async fn run(self: Arc<Self>, member: Arc<Member>) {
         loop {
             tokio::select! {
+                biased;
                 _ = self.wake.notified() => {}
-                _ = stopping.changed() => break,
+                _ = member.stopped() => break,
             }
             let readers = self.take_waiting();
             if readers.is_empty() {
                 continue;
             }
-            let result = self.round(&member, &mut applied).await;
+            let result = self.round(&member).await;
             for reader in readers {
                 let _ = reader.send(result.clone());
             }
@@ -92,7 +95,7 @@ impl ReadBatcher {
         }
     }
 
-    async fn round(&self, member: &Member, applied: &mut watch::Receiver<u64>) -> ReadResult {
+    async fn round(&self, member: &Member) -> ReadResult {
         let timeout = member.request_timeout();
         let context = Bytes::copy_from_slice(
             &self
@@ -100,29 +103,37 @@ impl ReadBatcher {
                 .fetch_add(1, Ordering::Relaxed)
                 .to_be_bytes(),
         );
-        let (done, answer) = oneshot::channel();
+        let (done, mut answer) = oneshot::channel();
         self.in_flight
             .lock()
             .expect("read rounds lock poisoned")
             .insert(context.clone(), done);
-        member.send_to_node(NodeInput::ReadIndex {
-            context: context.clone(),
-        })?;
-        let index = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(EtcdError::Stopped),
-            Err(_) => {
-                self.in_flight
-                    .lock()
-                    .expect("read rounds lock poisoned")
-                    .remove(&context);
-                return Err(EtcdError::Timeout);
+        // The request is sent again every retry interval until answered: a request the
+        // core dropped (it lost leadership, or its messages were lost) would otherwise
+        // hold every read behind it until the timeout. Late answers to earlier copies
+        // carry the same context and are ignored once one arrived.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let index = loop {
+            member.send_to_node(NodeInput::ReadIndex {
+                context: context.clone(),
+            })?;
+            let now = tokio::time::Instant::now();
+            let wait = READ_INDEX_RETRY.min(deadline.saturating_duration_since(now));
+            match tokio::time::timeout(wait, &mut answer).await {
+                Ok(Ok(result)) => break result?,
+                Ok(Err(_)) => return Err(EtcdError::Stopped),
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => {
+                    self.in_flight
+                        .lock()
+                        .expect("read rounds lock poisoned")
+                        .remove(&context);
+                    return Err(EtcdError::Timeout);
+                }
             }
         };
-        let reached = tokio::time::timeout(timeout, applied.wait_for(|&at| at >= index)).await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(EtcdError::Stopped),
+        match tokio::time::timeout(timeout, member.applied_reached(index)).await {
+            Ok(()) => Ok(()),
             Err(_) => Err(EtcdError::TimeoutWaitAppliedIndex),
         }
     }

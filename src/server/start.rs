@@ -103,6 +103,22 @@ pub async fn run_on(
         .load_newest()
         .map_err(|error| storage_error("snapshot", &error))?;
 
+    // A snapshot received from the leader whose image the applier had not yet moved over
+    // the backend when the member stopped: finish the move now.
+    let newest_index = snapshot
+        .as_ref()
+        .and_then(|snapshot| snapshot.metadata.as_ref())
+        .map(|metadata| metadata.index);
+    let pending_image = snapshots
+        .settle_dbs(newest_index)
+        .map_err(|error| storage_error("snapshot images", &error))?;
+    if let Some(image) = pending_image {
+        let backend = config.backend_path();
+        disk.rename(&image, &backend)
+            .and_then(|()| disk.sync_dir(&config.snap_dir()))
+            .map_err(|error| storage_error("snapshot image", &error))?;
+        tracing::info!(index = ?newest_index, "moved the leader's snapshot image over the backend");
+    }
     let store = Store::open(disk.clone(), &config, seed)
         .map_err(|error| storage_error("backend", &error))?;
     let backend_index = store.consistent_index();
@@ -164,6 +180,8 @@ pub async fn run_on(
         ..raft::Config::new(member_id)
     };
     let mut raw_node = RawNode::new(&raft_config, log.clone(), seed)?;
+    #[cfg(madsim)]
+    super::observe::report(member_id, super::observe::Observation::Started);
     let single_voter = conf_state.voters == [member_id] && conf_state.voters_outgoing.is_empty();
     if single_voter {
         // Nobody else can win; do not wait an election timeout to lead.
@@ -227,12 +245,7 @@ pub async fn run_on(
     };
     let node_task = tokio::spawn(node.run());
     let applier_task = tokio::spawn(applier.run());
-    tokio::spawn(
-        member
-            .reads
-            .clone()
-            .run(member.clone(), member.watch_applied()),
-    );
+    tokio::spawn(member.reads.clone().run(member.clone()));
     tokio::spawn(expiry_loop(member.clone()));
 
     // What is known of every member: the initial cluster, then what the backend recorded
@@ -257,11 +270,10 @@ pub async fn run_on(
         servers.extend(serve(member.clone(), Listeners::Peers).await?);
     }
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
-
-    let mut stopping = member.stopping();
     tokio::select! {
+        biased;
         _ = shutdown => member.stop(),
-        _ = stopping.changed() => {}
+        _ = member.stopped() => {}
     }
     for server in servers {
         server.abort();
@@ -308,10 +320,8 @@ async fn serve(
         let listener = address;
         let member = member.clone();
         servers.push(tokio::spawn(async move {
-            let mut stopping = member.stopping();
-            let shutdown = async move {
-                let _ = stopping.changed().await;
-            };
+            let stopping = member.clone();
+            let shutdown = async move { stopping.stopped().await };
             let result = match which {
                 Listeners::Clients => super::grpc::serve(member.clone(), listener, shutdown).await,
                 Listeners::Peers => {
@@ -331,7 +341,6 @@ async fn serve(
 /// so that every member lists it (etcd publishes the same way when a member starts).
 async fn publish(member: Arc<Member>) {
     use crate::proto::oxcdpb::internal_request::Request;
-    let mut stopping = member.stopping();
     loop {
         match member
             .propose(Request::MemberAttributes(member.own_record()))
@@ -341,8 +350,9 @@ async fn publish(member: Arc<Member>) {
             Err(error) => tracing::debug!(%error, "publishing member attributes; retrying"),
         }
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(member.config.heartbeat() * 5) => {}
-            _ = stopping.changed() => return,
+            _ = member.stopped() => return,
         }
     }
 }

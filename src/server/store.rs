@@ -60,6 +60,10 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     lease_ids: Mutex<SmallRng>,
+    disk: Arc<dyn Disk>,
+    /// The backend file.
+    path: std::path::PathBuf,
+    min_lease_ttl: i64,
 }
 
 /// The member's store. Clones share it.
@@ -75,7 +79,7 @@ impl Store {
     /// Opens the backend under the member's snap directory and rebuilds the index and the
     /// lessor from it.
     pub fn open(disk: Arc<dyn Disk>, config: &Config, seed: u64) -> Result<Self, EtcdError> {
-        let path = config.snap_dir().join("db");
+        let path = config.backend_path();
         Self::open_at(disk, &path, config.min_lease_ttl_secs(), seed)
     }
 
@@ -85,9 +89,23 @@ impl Store {
         min_lease_ttl: i64,
         seed: u64,
     ) -> Result<Self, EtcdError> {
+        let state = Self::load(disk.clone(), path, min_lease_ttl)?;
+        state.kv.hub.set_revision(state.kv.revision);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                lease_ids: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x1ea5e)),
+                disk,
+                path: path.to_path_buf(),
+                min_lease_ttl,
+            }),
+        })
+    }
+
+    /// Opens the backend at `path` and rebuilds the key index and the lessor from it.
+    fn load(disk: Arc<dyn Disk>, path: &Path, min_lease_ttl: i64) -> Result<State, EtcdError> {
         let db = Db::open(disk, path).map_err(backend_error)?;
         let kv = KvStore::open(db)?;
-        kv.hub.set_revision(kv.revision);
         let mut lessor = Lessor::new(min_lease_ttl);
         for (id, ttl, _) in kv.backend.leases().map_err(backend_error)? {
             lessor.restore(id, ttl);
@@ -97,12 +115,26 @@ impl Store {
                 lessor.attach(kv_pair.lease, kv_pair.key.clone());
             }
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State { kv, lessor }),
-                lease_ids: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x1ea5e)),
-            }),
-        })
+        Ok(State { kv, lessor })
+    }
+
+    /// Replaces the backend with the image at `image` (a leader's snapshot), moving the
+    /// file over the backend's, and rebuilds everything from it. Watchers keep their
+    /// streams and catch up from the new store's history.
+    pub fn restore(&self, image: &Path) -> Result<(), EtcdError> {
+        let inner = &self.inner;
+        let mut state = self.lock();
+        let storage = |error: std::io::Error| EtcdError::Internal(error.to_string());
+        inner.disk.rename(image, &inner.path).map_err(storage)?;
+        if let Some(dir) = inner.path.parent() {
+            inner.disk.sync_dir(dir).map_err(storage)?;
+        }
+        let mut restored = Self::load(inner.disk.clone(), &inner.path, inner.min_lease_ttl)?;
+        let hub = state.kv.hub.clone();
+        restored.kv.hub = hub.clone();
+        hub.restore(restored.kv.revision);
+        *state = restored;
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -19,3 +19,43 @@ impl Transport for NoPeers {
         tracing::warn!(to = message.to, "no route to member; message dropped");
     }
 }
+
+/// What the simulator does with one Raft message between members.
+#[cfg(madsim)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Deliver,
+    Drop,
+    /// Deliver it twice.
+    Duplicate,
+    /// Deliver it after this long (later messages may overtake it).
+    Delay(std::time::Duration),
+}
+
+/// The simulator's message-level faults: consulted for every message a member sends.
+#[cfg(madsim)]
+pub trait MessageFaults: Send + Sync {
+    fn decide(&self, message: &Message) -> Delivery;
+}
+
+#[cfg(madsim)]
+static MESSAGE_FAULTS: std::sync::RwLock<Option<std::sync::Arc<dyn MessageFaults>>> =
+    std::sync::RwLock::new(None);
+
+/// Installs the faults every member's transport applies (`None`: deliver everything).
+#[cfg(madsim)]
+pub fn set_message_faults(faults: Option<std::sync::Arc<dyn MessageFaults>>) {
+    *MESSAGE_FAULTS
+        .write()
+        .expect("message faults lock poisoned") = faults;
+}
+
+/// How `message` is to be delivered.
+#[cfg(madsim)]
+pub fn delivery(message: &Message) -> Delivery {
+    let faults = MESSAGE_FAULTS
+        .read()
+        .expect("message faults lock poisoned")
+        .clone();
+    faults.map_or(Delivery::Deliver, |faults| faults.decide(message))
+}

@@ -88,11 +88,11 @@ async fn read_requests(
     watchers: Watchers,
     responses: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
-    let mut stopping = member.stopping();
     loop {
         let request = tokio::select! {
+            biased;
             request = requests.message() => request,
-            _ = stopping.changed() => {
+            _ = member.stopped() => {
                 let _ = responses.send(Err(EtcdError::Stopped.into())).await;
                 break;
             }
@@ -214,6 +214,7 @@ async fn forward_hub(
     progress.tick().await;
     loop {
         let update = tokio::select! {
+            biased;
             update = hub.recv() => match update {
                 Some(update) => update,
                 None => break,

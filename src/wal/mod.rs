@@ -36,7 +36,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use log::Wal;
-pub use snapshot::SnapshotFiles;
+pub use snapshot::{snapshot_db_path, SnapshotFiles};
 
 use crate::raft::{Entry, HardState};
 

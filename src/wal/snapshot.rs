@@ -14,6 +14,12 @@
 //! A snapshot is written to `<name>.tmp`, synced, renamed and the directory synced, so a
 //! `.snap` file is whole once visible; damage to one is corruption, and loading the newest
 //! fails rather than fall back to an older one silently.
+//!
+//! A snapshot received from the leader comes with the leader's backend image. The image is
+//! saved first, as `{index:016x}.snap.db` (same durable write), then the snapshot file and
+//! the WAL marker; the applier then moves the image over the member's backend. A restart
+//! that finds the image of the newest snapshot still there finishes that move before it
+//! opens the backend; any other image is left over from a save a crash interrupted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +35,12 @@ const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 24;
 const SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".tmp";
+const DB_SUFFIX: &str = ".snap.db";
+
+/// Where the backend image of the snapshot at `index` waits in the snapshot directory `dir`.
+pub fn snapshot_db_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:016x}{DB_SUFFIX}"))
+}
 
 /// The snapshot directory of one member.
 #[derive(Debug)]
@@ -77,22 +89,59 @@ impl SnapshotFiles {
         bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&payload);
+        self.write_durably(&tmp, &path, &bytes)?;
+        self.purge()
+    }
 
-        let file = self
-            .disk
-            .open(&tmp, true)
-            .map_err(io_error("create", &tmp))?;
-        file.set_len(0).map_err(io_error("truncate", &tmp))?;
-        file.write_at(0, &bytes).map_err(io_error("write", &tmp))?;
-        file.sync_data().map_err(io_error("fdatasync", &tmp))?;
+    /// Writes `bytes` to `tmp`, syncs, renames it to `path` and syncs the directory.
+    fn write_durably(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), WalError> {
+        let file = self.disk.open(tmp, true).map_err(io_error("create", tmp))?;
+        file.set_len(0).map_err(io_error("truncate", tmp))?;
+        file.write_at(0, bytes).map_err(io_error("write", tmp))?;
+        file.sync_data().map_err(io_error("fdatasync", tmp))?;
         drop(file);
         self.disk
-            .rename(&tmp, &path)
-            .map_err(io_error("rename", &tmp))?;
+            .rename(tmp, path)
+            .map_err(io_error("rename", tmp))?;
         self.disk
             .sync_dir(&self.dir)
-            .map_err(io_error("fsync directory", &self.dir))?;
-        self.purge()
+            .map_err(io_error("fsync directory", &self.dir))
+    }
+
+    /// Where the backend image that came with the snapshot at `index` is kept until the
+    /// applier moves it over the backend.
+    pub fn db_path(&self, index: u64) -> PathBuf {
+        snapshot_db_path(&self.dir, index)
+    }
+
+    /// Saves the backend image of the snapshot at `index` durably.
+    pub fn save_db(&self, index: u64, image: &[u8]) -> Result<(), WalError> {
+        let path = self.db_path(index);
+        let tmp = self
+            .dir
+            .join(format!("{index:016x}{DB_SUFFIX}{TMP_SUFFIX}"));
+        self.write_durably(&tmp, &path, image)
+    }
+
+    /// Removes every backend image but the one of the snapshot at `keep` (whose move over
+    /// the backend a crash interrupted). Returns that one's path if it is there.
+    pub fn settle_dbs(&self, keep: Option<u64>) -> Result<Option<PathBuf>, WalError> {
+        let mut kept = None;
+        for name in self
+            .disk
+            .list(&self.dir)
+            .map_err(io_error("list", &self.dir))?
+        {
+            let path = self.dir.join(&name);
+            if Some(&path) == keep.map(|index| self.db_path(index)).as_ref() {
+                kept = Some(path);
+            } else if name.ends_with(DB_SUFFIX)
+                || name.ends_with(&format!("{DB_SUFFIX}{TMP_SUFFIX}"))
+            {
+                self.disk.remove(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(kept)
     }
 
     /// The newest snapshot, or `None` if there is none. A damaged newest snapshot is an

@@ -1,0 +1,391 @@
+//! One seeded run of a multi-member cluster under faults, and its checks.
+//!
+//! A run, all of it drawn from the seed:
+//!
+//! 1. **Plan**: 3 or 5 members, heartbeat and election timeout, snapshot count, the fault
+//!    mix, the operation mix, the number of clients and keys, the watchers.
+//! 2. **Fault phase**: clients and two watchers (one from revision 1, one from the
+//!    current revision) run against random members while the nemesis
+//!    injects faults; the Raft observer checks its invariants on every report.
+//! 3. **Liveness phase**: every fault is healed; within a bound a write through every member
+//!    must succeed.
+//! 4. **End checks**: every acknowledged write is readable at its revision (durability);
+//!    HashKV agrees on every member at one revision; then, outside the simulator,
+//!    jepsen-lite checks the history for linearizability and the watch guarantees.
+//!
+//! A run that injected no fault or completed almost no operation fails: a vacuous pass
+//! proves nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use jepsen_lite::history::TxnOp;
+use jepsen_lite::{CheckOptions, History, Input, Outcome};
+use madsim::rand::{thread_rng, Rng};
+use oxcd::proto::etcdserverpb::kv_client::KvClient;
+use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use oxcd::proto::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest};
+use oxcd::server::observe::set_observer;
+use oxcd::server::transport::set_message_faults;
+use tokio::time::Instant;
+
+use crate::harness::{ClusterSpec, SimMember};
+use crate::nemesis::{Chaos, Fault, Nemesis};
+use crate::observer::{Observed, RaftObserver};
+use crate::workload::{self, Counts, Mix, Recorder};
+
+/// Operations a run must complete at least, or it proves nothing.
+const OPERATIONS_MIN: u64 = 15;
+/// How long the healed cluster has to serve a write through every member.
+const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+
+/// What a run drew from its seed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub spec: ClusterSpec,
+    pub clients: usize,
+    pub keys: usize,
+    pub mix: Mix,
+    pub faults: Vec<(Fault, u32)>,
+    pub fault_phase: Duration,
+    pub watch_prev_kv: bool,
+}
+
+impl Plan {
+    pub fn from_rng(rng: &mut impl Rng) -> Plan {
+        let heartbeat_ms = rng.gen_range(20..=100);
+        let election_ms = heartbeat_ms * rng.gen_range(5..=12);
+        // Half the runs take snapshots often; of those, half keep almost no log behind
+        // them, so that a member that falls behind must catch up from a snapshot.
+        let frequent_snapshots = rng.gen_bool(0.5);
+        Plan {
+            spec: ClusterSpec {
+                size: if rng.gen_bool(0.7) { 3 } else { 5 },
+                heartbeat_ms,
+                election_ms,
+                snapshot_count: if frequent_snapshots {
+                    rng.gen_range(20..200)
+                } else {
+                    100_000
+                },
+                catch_up_entries: (frequent_snapshots && rng.gen_bool(0.5))
+                    .then(|| rng.gen_range(0..20)),
+            },
+            clients: rng.gen_range(2..=6),
+            keys: rng.gen_range(2..=6),
+            mix: Mix::from_rng(rng),
+            faults: Nemesis::mix_from_rng(rng),
+            fault_phase: Duration::from_millis(rng.gen_range(5_000..12_000)),
+            watch_prev_kv: rng.gen_bool(0.5),
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub seed: u64,
+    pub plan: Plan,
+    pub history: History,
+    pub counts: Counts,
+    pub injected: BTreeMap<Fault, u64>,
+    pub observed: Observed,
+    /// What the in-simulation checks found (serializable reads, liveness, durability,
+    /// HashKV), besides the observer's findings.
+    pub violations: Vec<String>,
+}
+
+impl RunOutcome {
+    /// A digest of the run for the determinism check: equal runs give equal strings.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}\n{:?}\n{:?}\n{:?}\n{:?}",
+            self.history.to_jsonl(),
+            self.counts,
+            self.injected,
+            self.observed,
+            self.violations
+        )
+    }
+}
+
+/// Runs the scenario of `seed`. Call inside the simulator (see `harness::run_seed`).
+pub async fn run(seed: u64) -> RunOutcome {
+    let plan = Plan::from_rng(&mut thread_rng());
+    println!(
+        "seed {seed}: {} members, heartbeat {} ms, election {} ms, snapshot every {} \
+         keeping {:?}, {} clients on {} keys, {:.1} s of faults from {:?}",
+        plan.spec.size,
+        plan.spec.heartbeat_ms,
+        plan.spec.election_ms,
+        plan.spec.snapshot_count,
+        plan.spec.catch_up_entries,
+        plan.clients,
+        plan.keys,
+        plan.fault_phase.as_secs_f64(),
+        plan.faults
+            .iter()
+            .map(|(f, _)| f.name())
+            .collect::<Vec<_>>()
+    );
+    let observer = Arc::new(RaftObserver::default());
+    let chaos = Arc::new(Chaos::default());
+    set_observer(Some(observer.clone()));
+    set_message_faults(Some(chaos.clone()));
+
+    let members: Vec<SimMember> = (1..=plan.spec.size)
+        .map(|index| SimMember::start(index, &plan.spec, seed))
+        .collect();
+    let addresses: Vec<SocketAddr> = members.iter().map(SimMember::client_address).collect();
+    let recorder = Recorder::new();
+    let client_node = madsim::runtime::Handle::current()
+        .create_node()
+        .name("clients")
+        .ip([10, 0, 1, 1].into())
+        .build();
+
+    let start = Instant::now();
+    let deadline = start + plan.fault_phase;
+    let mut tasks = Vec::new();
+    for _ in 0..plan.clients {
+        tasks.push(client_node.spawn(workload::client(
+            recorder.clone(),
+            addresses.clone(),
+            plan.mix.clone(),
+            plan.keys,
+            deadline,
+        )));
+    }
+    for from_start in [true, false] {
+        tasks.push(client_node.spawn(workload::watcher(
+            recorder.clone(),
+            addresses.clone(),
+            from_start,
+            plan.watch_prev_kv,
+            deadline,
+        )));
+    }
+
+    let election = Duration::from_millis(plan.spec.election_ms);
+    let mut nemesis = Nemesis {
+        members,
+        observer: observer.clone(),
+        chaos,
+        mix: plan.faults.clone(),
+        election,
+        injected: BTreeMap::new(),
+    };
+    nemesis.run(deadline).await;
+    nemesis.heal();
+    for task in tasks {
+        let _ = task.await;
+    }
+
+    let mut violations = recorder.violations();
+    let checks = client_node.spawn(end_checks(
+        addresses.clone(),
+        recorder.history(),
+        nemesis.members.iter().map(|m| m.id).collect(),
+    ));
+    violations.extend(checks.await.expect("end checks ran"));
+
+    let counts = recorder.counts();
+    let injected: u64 = nemesis.injected.values().sum();
+    if injected == 0 {
+        violations.push("vacuous run: no fault was injected".into());
+    }
+    if counts.ok < OPERATIONS_MIN {
+        violations.push(format!(
+            "vacuous run: only {} operations completed (at least {OPERATIONS_MIN} needed)",
+            counts.ok
+        ));
+    }
+    set_observer(None);
+    set_message_faults(None);
+    RunOutcome {
+        seed,
+        plan,
+        history: recorder.history(),
+        counts,
+        injected: nemesis.injected,
+        observed: observer.observed(),
+        violations,
+    }
+}
+
+/// Liveness, durability and HashKV, on the healed cluster.
+async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>) -> Vec<String> {
+    let mut violations = Vec::new();
+    let bound = Instant::now() + LIVENESS_BOUND;
+    // Liveness: a write through every member.
+    let mut revision = 0;
+    for (index, &address) in addresses.iter().enumerate() {
+        let key = format!("live/{index}");
+        let mut written = false;
+        while Instant::now() < bound {
+            if let Some(channel) = workload::channel(address).await {
+                let request = PutRequest {
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from_static(b"up"),
+                    ..Default::default()
+                };
+                let mut client = KvClient::new(channel);
+                let call = client.put(request);
+                if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                    revision = response.into_inner().header.map_or(0, |h| h.revision);
+                    written = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !written {
+            violations.push(format!(
+                "liveness: no write through member {:x} within {LIVENESS_BOUND:?} of healing",
+                ids[index]
+            ));
+        }
+    }
+    if !violations.is_empty() {
+        return violations;
+    }
+
+    // HashKV at one revision on every member (each first catches up to it).
+    let mut hashes = Vec::new();
+    for (index, &address) in addresses.iter().enumerate() {
+        let mut hash = None;
+        while Instant::now() < bound + LIVENESS_BOUND {
+            if let Some(channel) = workload::channel(address).await {
+                let mut client = MaintenanceClient::new(channel);
+                let call = client.hash_kv(HashKvRequest { revision });
+                if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                    hash = Some(response.into_inner().hash);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        match hash {
+            Some(hash) => hashes.push((ids[index], hash)),
+            None => violations.push(format!(
+                "liveness: member {:x} never reached revision {revision}",
+                ids[index]
+            )),
+        }
+    }
+    if hashes.windows(2).any(|pair| pair[0].1 != pair[1].1) {
+        violations.push(format!(
+            "HashKV differs between members at revision {revision}: {}",
+            hashes
+                .iter()
+                .map(|(id, hash)| format!("{id:x}={hash:08x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+
+    // Durability: every acknowledged write is there at the revision it was told.
+    let Some(channel) = workload::channel(addresses[0]).await else {
+        violations.push("durability: cannot connect for the final reads".into());
+        return violations;
+    };
+    let mut kv = KvClient::new(channel);
+    for operation in &history.operations {
+        let Some(output) = &operation.output else {
+            continue;
+        };
+        let Some(at) = output.revision else { continue };
+        if operation.return_time.is_none() || output.error.is_some() {
+            continue;
+        }
+        let write = match &operation.input {
+            Input::Put { key, value, .. } => Some((key, value)),
+            Input::Txn { success, .. } if output.succeeded == Some(true) => {
+                success.iter().find_map(|op| match op {
+                    TxnOp::Put { key, value, .. } => Some((key, value)),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
+        let Some((key, value)) = write else { continue };
+        let request = RangeRequest {
+            key: Bytes::from(key.clone()),
+            revision: at,
+            ..Default::default()
+        };
+        let read = tokio::time::timeout(Duration::from_secs(5), kv.range(request)).await;
+        let stored = match read {
+            Ok(Ok(response)) => response
+                .into_inner()
+                .kvs
+                .first()
+                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+            other => {
+                violations.push(format!("durability: read of {key}@{at} failed: {other:?}"));
+                break;
+            }
+        };
+        if stored.as_deref() != Some(value.as_str()) {
+            violations.push(format!(
+                "durability: acknowledged write {key}={value} at revision {at} reads back as \
+                 {stored:?}"
+            ));
+        }
+    }
+    violations
+}
+
+/// Checks a finished run: the in-simulation findings, then the history through
+/// jepsen-lite. `Ok` carries a one-line summary.
+pub fn check(outcome: &RunOutcome) -> Result<String, String> {
+    let mut failures: Vec<String> = outcome.observed.violations.clone();
+    failures.extend(outcome.violations.iter().cloned());
+    let options = CheckOptions {
+        timeout: Some(Duration::from_secs(60)),
+        cache_entries_max: None,
+    };
+    let verdict = match jepsen_lite::check(&outcome.history, &options) {
+        Ok(result) => {
+            match result.outcome() {
+                Outcome::Ok => {}
+                Outcome::Violation => failures.push(format!("jepsen-lite: {result}")),
+                Outcome::Unknown => failures.push(format!("jepsen-lite gave up: {result}")),
+            }
+            format!("checked in {:.2} s", result.elapsed.as_secs_f64())
+        }
+        Err(error) => {
+            failures.push(format!("jepsen-lite rejected the history: {error}"));
+            String::new()
+        }
+    };
+    let summary = format!(
+        "seed {}: {} ok, {} failed, {} unknown, {} serializable reads, {} watch events; \
+         {} elections, {} entries committed, {} member starts, {} snapshots installed; \
+         faults {}; {verdict}",
+        outcome.seed,
+        outcome.counts.ok,
+        outcome.counts.failed,
+        outcome.counts.unknown,
+        outcome.counts.serializable_reads,
+        outcome.counts.watch_events,
+        outcome.observed.elections,
+        outcome.observed.committed_entries,
+        outcome.observed.member_starts,
+        outcome.observed.snapshots_installed,
+        outcome
+            .injected
+            .iter()
+            .map(|(fault, count)| format!("{}={count}", fault.name()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if failures.is_empty() {
+        Ok(summary)
+    } else {
+        Err(format!("{summary}\n{}", failures.join("\n")))
+    }
+}

@@ -1,0 +1,312 @@
+//! The nemesis: the faults of a simulated run, all drawn from the seed.
+//!
+//! Network faults act at two levels. madsim's network clogs links between member nodes
+//! (partitions, one-way links, an isolated leader, flapping); connections over a clogged
+//! link stall and new ones are refused, as with a real partition. Message faults act on the
+//! Raft messages themselves, through oxcd's transport seam: drop, duplicate, and delay with
+//! a long tail (which reorders). Clients are never cut off, so a member on the minority
+//! side keeps answering them — exactly when stale reads would show.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::Handle;
+use oxcd::io::FaultConfig;
+use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use oxcd::proto::etcdserverpb::MoveLeaderRequest;
+use oxcd::raft::{Message, MessageType};
+use oxcd::server::transport::{Delivery, MessageFaults};
+use tokio::time::Instant;
+
+use crate::harness::SimMember;
+use crate::observer::RaftObserver;
+
+/// The kinds of fault, as counted in a run's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    Partition,
+    OneWayLink,
+    IsolateLeader,
+    Flapping,
+    MessageChaos,
+    Crash,
+    CrashAll,
+    Pause,
+    DiskEio,
+    LeaderTransfer,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 10] = [
+        Fault::Partition,
+        Fault::OneWayLink,
+        Fault::IsolateLeader,
+        Fault::Flapping,
+        Fault::MessageChaos,
+        Fault::Crash,
+        Fault::CrashAll,
+        Fault::Pause,
+        Fault::DiskEio,
+        Fault::LeaderTransfer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Partition => "partition",
+            Fault::OneWayLink => "one-way-link",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::Flapping => "flapping",
+            Fault::MessageChaos => "message-drop-dup-delay",
+            Fault::Crash => "crash-restart",
+            Fault::CrashAll => "power-loss-all",
+            Fault::Pause => "pause",
+            Fault::DiskEio => "disk-eio-on-fsync",
+            Fault::LeaderTransfer => "leader-transfer",
+        }
+    }
+}
+
+/// Probabilities of the message faults while a chaos window is open.
+#[derive(Default)]
+pub struct Chaos {
+    window: Mutex<Option<(f64, f64, f64)>>,
+}
+
+impl MessageFaults for Chaos {
+    fn decide(&self, message: &Message) -> Delivery {
+        let Some((drop, duplicate, delay)) = *self.window.lock().unwrap() else {
+            return Delivery::Deliver;
+        };
+        let mut rng = thread_rng();
+        let roll: f64 = rng.gen();
+        if roll < drop {
+            Delivery::Drop
+        } else if roll < drop + duplicate && message.msg_type() != MessageType::Propose {
+            // Every Raft message but a forwarded proposal is idempotent. A proposal is
+            // delivered at most once by the real transport (one HTTP/2 call, never
+            // retried); duplicated, it would be a second client request.
+            Delivery::Duplicate
+        } else if roll < drop + duplicate + delay {
+            // A long tail: mostly a few milliseconds, sometimes beyond an election timeout.
+            let millis = if rng.gen_bool(0.1) {
+                rng.gen_range(500..3_000)
+            } else {
+                rng.gen_range(1..50)
+            };
+            Delivery::Delay(Duration::from_millis(millis))
+        } else {
+            Delivery::Deliver
+        }
+    }
+}
+
+pub struct Nemesis {
+    pub members: Vec<SimMember>,
+    pub observer: Arc<RaftObserver>,
+    pub chaos: Arc<Chaos>,
+    /// Faults this run may inject, with weights.
+    pub mix: Vec<(Fault, u32)>,
+    pub election: Duration,
+    pub injected: BTreeMap<Fault, u64>,
+}
+
+impl Nemesis {
+    /// Draws the fault mix of a run: a random subset of the kinds, never empty.
+    pub fn mix_from_rng(rng: &mut impl Rng) -> Vec<(Fault, u32)> {
+        let mut mix = Vec::new();
+        for fault in Fault::ALL {
+            if rng.gen_bool(0.6) {
+                mix.push((fault, rng.gen_range(1..5)));
+            }
+        }
+        if mix.is_empty() {
+            mix.push((Fault::ALL[rng.gen_range(0..Fault::ALL.len())], 1));
+        }
+        mix
+    }
+
+    /// Injects faults until `deadline`, healing each before the next.
+    pub async fn run(&mut self, deadline: Instant) {
+        let total: u32 = self.mix.iter().map(|(_, weight)| weight).sum();
+        while Instant::now() < deadline {
+            let calm = thread_rng().gen_range(100..1_500);
+            tokio::time::sleep(Duration::from_millis(calm)).await;
+            let mut roll = thread_rng().gen_range(0..total);
+            let mut fault = self.mix[0].0;
+            for &(kind, weight) in &self.mix {
+                if roll < weight {
+                    fault = kind;
+                    break;
+                }
+                roll -= weight;
+            }
+            tracing::info!(fault = fault.name(), "injecting");
+            self.inject(fault).await;
+            *self.injected.entry(fault).or_default() += 1;
+        }
+    }
+
+    fn hold(&self) -> Duration {
+        let max = self.election.as_millis() as u64 * 4;
+        Duration::from_millis(thread_rng().gen_range(50..max))
+    }
+
+    fn net(&self) -> Arc<NetSim> {
+        NetSim::current()
+    }
+
+    fn random_member(&self) -> usize {
+        thread_rng().gen_range(0..self.members.len())
+    }
+
+    fn leader_index(&self) -> Option<usize> {
+        let leader = self.observer.latest_leader()?;
+        self.members.iter().position(|member| member.id == leader)
+    }
+
+    async fn inject(&mut self, fault: Fault) {
+        let net = self.net();
+        match fault {
+            Fault::Partition => {
+                // Split into two sides; every link across is cut both ways.
+                let side: Vec<bool> = (0..self.members.len())
+                    .map(|_| thread_rng().gen_bool(0.5))
+                    .collect();
+                let cut = self.cross_links(&side);
+                for &(a, b) in &cut {
+                    net.clog_link(a, b);
+                }
+                tokio::time::sleep(self.hold()).await;
+                for &(a, b) in &cut {
+                    net.unclog_link(a, b);
+                }
+            }
+            Fault::OneWayLink => {
+                let from = self.random_member();
+                let to =
+                    (from + thread_rng().gen_range(1..self.members.len())) % self.members.len();
+                let (a, b) = (self.members[from].node.id(), self.members[to].node.id());
+                net.clog_link(a, b);
+                tokio::time::sleep(self.hold()).await;
+                net.unclog_link(a, b);
+            }
+            Fault::IsolateLeader => {
+                let index = self.leader_index().unwrap_or_else(|| self.random_member());
+                let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
+                let cut = self.cross_links(&side);
+                for &(a, b) in &cut {
+                    net.clog_link(a, b);
+                }
+                tokio::time::sleep(self.hold() + self.election).await;
+                for &(a, b) in &cut {
+                    net.unclog_link(a, b);
+                }
+            }
+            Fault::Flapping => {
+                let from = self.random_member();
+                let to =
+                    (from + thread_rng().gen_range(1..self.members.len())) % self.members.len();
+                let (a, b) = (self.members[from].node.id(), self.members[to].node.id());
+                for _ in 0..thread_rng().gen_range(3..10) {
+                    net.clog_link(a, b);
+                    net.clog_link(b, a);
+                    tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(20..400)))
+                        .await;
+                    net.unclog_link(a, b);
+                    net.unclog_link(b, a);
+                    tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(20..400)))
+                        .await;
+                }
+            }
+            Fault::MessageChaos => {
+                let drop = thread_rng().gen_range(0.0..0.3);
+                let duplicate = thread_rng().gen_range(0.0..0.2);
+                let delay = thread_rng().gen_range(0.0..0.3);
+                *self.chaos.window.lock().unwrap() = Some((drop, duplicate, delay));
+                tokio::time::sleep(self.hold()).await;
+                *self.chaos.window.lock().unwrap() = None;
+            }
+            Fault::Crash => {
+                let index = if thread_rng().gen_bool(0.5) {
+                    self.leader_index().unwrap_or_else(|| self.random_member())
+                } else {
+                    self.random_member()
+                };
+                self.members[index].crash();
+                tokio::time::sleep(self.hold()).await;
+                self.members[index].restart();
+            }
+            Fault::CrashAll => {
+                for member in &self.members {
+                    member.crash();
+                }
+                tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(10..1_000))).await;
+                for member in &self.members {
+                    member.restart();
+                }
+            }
+            Fault::Pause => {
+                let index = self.leader_index().unwrap_or_else(|| self.random_member());
+                let node = self.members[index].node.id();
+                Handle::current().pause(node);
+                tokio::time::sleep(self.election + self.hold()).await;
+                Handle::current().resume(node);
+            }
+            Fault::DiskEio => {
+                let index = self.random_member();
+                let disk = &self.members[index].disk;
+                disk.set_faults(FaultConfig {
+                    sync_error_probability: thread_rng().gen_range(0.05..0.5),
+                    ..FaultConfig::default()
+                });
+                tokio::time::sleep(self.hold()).await;
+                disk.set_faults(FaultConfig::default());
+            }
+            Fault::LeaderTransfer => {
+                let Some(index) = self.leader_index() else {
+                    return;
+                };
+                let target =
+                    (index + thread_rng().gen_range(1..self.members.len())) % self.members.len();
+                let address = self.members[index].client_address();
+                let target_id = self.members[target].id;
+                if let Some(channel) = crate::workload::channel(address).await {
+                    let request = MoveLeaderRequest { target_id };
+                    let mut client = MaintenanceClient::new(channel);
+                    let call = client.move_leader(request);
+                    let result = tokio::time::timeout(self.election * 3, call).await;
+                    tracing::debug!(?result, "move-leader");
+                }
+            }
+        }
+    }
+
+    /// Every member-to-member link between the two sides of `side`, both directions.
+    fn cross_links(&self, side: &[bool]) -> Vec<(madsim::task::NodeId, madsim::task::NodeId)> {
+        let mut links = Vec::new();
+        for (i, a) in self.members.iter().enumerate() {
+            for (j, b) in self.members.iter().enumerate() {
+                if side[i] != side[j] {
+                    links.push((a.node.id(), b.node.id()));
+                }
+            }
+        }
+        links
+    }
+
+    /// Ends every fault: links unclogged, message faults off, disks healthy.
+    pub fn heal(&self) {
+        let net = self.net();
+        for a in &self.members {
+            net.unclog_node(a.node.id());
+            for b in &self.members {
+                net.unclog_link(a.node.id(), b.node.id());
+            }
+            a.disk.set_faults(FaultConfig::default());
+        }
+        *self.chaos.window.lock().unwrap() = None;
+    }
+}

@@ -1,0 +1,660 @@
+//! The clients of a simulated run, and the history they record.
+//!
+//! Each client loops until its deadline: it picks a member (and now and then moves to
+//! another), picks an operation from the run's mix, and records it in jepsen-lite's format
+//! with the simulator's virtual time. Values are unique (client id and sequence number), so
+//! every read names the write it saw. An operation whose outcome the client could not learn
+//! (a timeout, a dropped connection, a member that lost its leader) is recorded with an
+//! unknown return, and the client continues under a new client id, as in Jepsen.
+//!
+//! Serializable reads may be stale by design, so they are not part of the linearizable
+//! history; each one is checked instead to return only values some client wrote.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use jepsen_lite::history::{
+    Compare as HCompare, CompareOperand, CompareResult, CompareTarget, Event, EventType, KeyValue,
+    TxnOp, Watch, WatchResponse,
+};
+use jepsen_lite::{History, Input, Operation, Output};
+use madsim::rand::{thread_rng, Rng};
+use oxcd::proto::etcdserverpb::compare::{CompareResult as PbResult, CompareTarget as PbTarget};
+use oxcd::proto::etcdserverpb::kv_client::KvClient;
+use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
+use oxcd::proto::etcdserverpb::request_op::Request as PbOp;
+use oxcd::proto::etcdserverpb::response_op::Response as PbOpResponse;
+use oxcd::proto::etcdserverpb::watch_client::WatchClient;
+use oxcd::proto::etcdserverpb::{
+    compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest,
+};
+use oxcd::proto::mvccpb;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How long a client waits for one response before calling its outcome unknown.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The TTL of every lease the workload grants: far beyond a run, because the checker's
+/// model does not expire leases (the workload revokes them instead).
+const LEASE_TTL_SECS: i64 = 3_600;
+
+/// Relative weights of the operations a client picks.
+#[derive(Clone, Debug)]
+pub struct Mix {
+    pub put: u32,
+    pub get: u32,
+    pub serializable_get: u32,
+    pub range: u32,
+    pub delete: u32,
+    pub txn: u32,
+    pub lease: u32,
+}
+
+impl Mix {
+    pub fn from_rng(rng: &mut impl Rng) -> Mix {
+        Mix {
+            put: rng.gen_range(2..8),
+            get: rng.gen_range(2..8),
+            serializable_get: rng.gen_range(0..3),
+            range: rng.gen_range(0..2),
+            delete: rng.gen_range(0..3),
+            txn: rng.gen_range(0..4),
+            lease: rng.gen_range(0..3),
+        }
+    }
+
+    fn total(&self) -> u32 {
+        self.put
+            + self.get
+            + self.serializable_get
+            + self.range
+            + self.delete
+            + self.txn
+            + self.lease
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pick {
+    Put,
+    Get,
+    SerializableGet,
+    Range,
+    Delete,
+    Txn,
+    Lease,
+}
+
+impl Mix {
+    fn pick(&self, rng: &mut impl Rng) -> Pick {
+        let mut roll = rng.gen_range(0..self.total().max(1));
+        for (weight, pick) in [
+            (self.put, Pick::Put),
+            (self.get, Pick::Get),
+            (self.serializable_get, Pick::SerializableGet),
+            (self.range, Pick::Range),
+            (self.delete, Pick::Delete),
+            (self.txn, Pick::Txn),
+            (self.lease, Pick::Lease),
+        ] {
+            if roll < weight {
+                return pick;
+            }
+            roll -= weight;
+        }
+        Pick::Put
+    }
+}
+
+/// Counts over a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub serializable_reads: u64,
+    pub watch_events: u64,
+}
+
+/// The shared record of a run: the history, and what serializable reads saw.
+pub struct Recorder {
+    origin: Instant,
+    history: Mutex<History>,
+    next_client: AtomicU64,
+    /// Every value any client tried to write.
+    written: Mutex<HashSet<String>>,
+    counts: Mutex<Counts>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            origin: Instant::now(),
+            history: Mutex::default(),
+            next_client: AtomicU64::new(1),
+            written: Mutex::default(),
+            counts: Mutex::default(),
+            violations: Mutex::default(),
+        })
+    }
+
+    fn now(&self) -> i64 {
+        self.origin.elapsed().as_nanos() as i64
+    }
+
+    fn new_client(&self) -> u64 {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn push(&self, operation: Operation) {
+        let mut counts = self.counts.lock().unwrap();
+        match (&operation.return_time, &operation.output) {
+            (None, _) => counts.unknown += 1,
+            (Some(_), Some(Output { error: Some(_), .. })) => counts.failed += 1,
+            _ => counts.ok += 1,
+        }
+        drop(counts);
+        self.history.lock().unwrap().push_operation(operation);
+    }
+
+    pub fn history(&self) -> History {
+        self.history.lock().unwrap().clone()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts.lock().unwrap().clone()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
+    }
+}
+
+/// Connects to `address`, or gives up after a second.
+pub async fn channel(address: SocketAddr) -> Option<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).ok()?;
+    let endpoint = endpoint.connect_timeout(Duration::from_secs(1));
+    match tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await {
+        Ok(Ok(channel)) => Some(channel),
+        _ => None,
+    }
+}
+
+/// Errors that say the request had no effect; anything else leaves the outcome unknown.
+fn definite_failure(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::OutOfRange
+    )
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn key_value(kv: &mvccpb::KeyValue) -> KeyValue {
+    KeyValue {
+        key: text(&kv.key),
+        value: Some(text(&kv.value)),
+        version: Some(kv.version),
+        create_revision: Some(kv.create_revision),
+        mod_revision: Some(kv.mod_revision),
+        lease: Some(kv.lease),
+    }
+}
+
+fn range_output(response: &RangeResponse) -> Output {
+    Output {
+        revision: response.header.as_ref().map(|h| h.revision),
+        kvs: Some(response.kvs.iter().map(key_value).collect()),
+        ..Output::default()
+    }
+}
+
+/// One client: operations against random members until `deadline`.
+pub async fn client(
+    recorder: Arc<Recorder>,
+    members: Vec<SocketAddr>,
+    mix: Mix,
+    keys: usize,
+    deadline: Instant,
+) {
+    let mut client_id = recorder.new_client();
+    let mut sequence = 0u64;
+    let mut member = thread_rng().gen_range(0..members.len());
+    let mut channels: HashMap<usize, Channel> = HashMap::new();
+    // The newest mod_revision this client saw per key: the guard of its compare-and-swaps.
+    let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+    let mut leases: Vec<i64> = Vec::new();
+    while Instant::now() < deadline {
+        if thread_rng().gen_bool(0.1) {
+            member = thread_rng().gen_range(0..members.len());
+        }
+        let channel = match channels.get(&member) {
+            Some(channel) => channel.clone(),
+            None => match channel(members[member]).await {
+                Some(channel) => {
+                    channels.insert(member, channel.clone());
+                    channel
+                }
+                None => {
+                    member = thread_rng().gen_range(0..members.len());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        sequence += 1;
+        let key = format!("k{}", thread_rng().gen_range(0..keys));
+        let value = format!("c{client_id}-{sequence}");
+        let pick = mix.pick(&mut thread_rng());
+        let (input, outcome) = match pick {
+            Pick::SerializableGet => {
+                serializable_get(&recorder, channel, &key).await;
+                continue;
+            }
+            Pick::Put => {
+                recorder.written.lock().unwrap().insert(value.clone());
+                let input = Input::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: None,
+                };
+                let call = recorder.now();
+                let request = PutRequest {
+                    key: Bytes::from(key.clone()),
+                    value: Bytes::from(value),
+                    ..Default::default()
+                };
+                let result = within(KvClient::new(channel).put(request)).await;
+                let outcome = result.map(|r| {
+                    r.map(|response| Output {
+                        revision: response.header.map(|h| h.revision),
+                        ..Output::default()
+                    })
+                });
+                (input, (call, outcome))
+            }
+            Pick::Get | Pick::Range => {
+                let (input, request) = if matches!(pick, Pick::Get) {
+                    let input = Input::Get {
+                        key: key.clone(),
+                        range_end: None,
+                        prefix: false,
+                    };
+                    (input, range_request(key.as_bytes(), b""))
+                } else {
+                    let input = Input::Get {
+                        key: "k".into(),
+                        range_end: None,
+                        prefix: true,
+                    };
+                    (input, range_request(b"k", b"l"))
+                };
+                let call = recorder.now();
+                let result = within(KvClient::new(channel).range(request)).await;
+                let outcome = result.map(|r| r.map(|response| range_output(&response)));
+                if let Some(Ok(output)) = &outcome {
+                    for kv in output.kvs.iter().flatten() {
+                        seen.insert(kv.key.clone(), kv.mod_revision.unwrap_or(0));
+                    }
+                }
+                (input, (call, outcome))
+            }
+            Pick::Delete => {
+                let input = Input::Delete {
+                    key: key.clone(),
+                    range_end: None,
+                    prefix: false,
+                };
+                let call = recorder.now();
+                let request = DeleteRangeRequest {
+                    key: Bytes::from(key.clone()),
+                    ..Default::default()
+                };
+                let result = within(KvClient::new(channel).delete_range(request)).await;
+                let outcome = result.map(|r| {
+                    r.map(|response| Output {
+                        revision: response.header.map(|h| h.revision),
+                        deleted: Some(response.deleted),
+                        ..Output::default()
+                    })
+                });
+                (input, (call, outcome))
+            }
+            Pick::Txn => {
+                recorder.written.lock().unwrap().insert(value.clone());
+                let guard = seen.get(&key).copied().unwrap_or(0);
+                let input = Input::Txn {
+                    compare: vec![HCompare {
+                        key: key.clone(),
+                        target: CompareTarget::ModRevision,
+                        result: CompareResult::Equal,
+                        value: CompareOperand::Int(guard),
+                    }],
+                    success: vec![TxnOp::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        lease: None,
+                    }],
+                    failure: vec![TxnOp::Get {
+                        key: key.clone(),
+                        range_end: None,
+                        prefix: false,
+                    }],
+                };
+                let request = TxnRequest {
+                    compare: vec![Compare {
+                        result: PbResult::Equal as i32,
+                        target: PbTarget::Mod as i32,
+                        key: Bytes::from(key.clone()),
+                        range_end: Bytes::new(),
+                        target_union: Some(compare::TargetUnion::ModRevision(guard)),
+                    }],
+                    success: vec![RequestOp {
+                        request: Some(PbOp::RequestPut(PutRequest {
+                            key: Bytes::from(key.clone()),
+                            value: Bytes::from(value),
+                            ..Default::default()
+                        })),
+                    }],
+                    failure: vec![RequestOp {
+                        request: Some(PbOp::RequestRange(range_request(key.as_bytes(), b""))),
+                    }],
+                };
+                let call = recorder.now();
+                let result = within(KvClient::new(channel).txn(request)).await;
+                let outcome = result.map(|r| {
+                    r.map(|response| {
+                        let responses = response
+                            .responses
+                            .iter()
+                            .map(|op| match &op.response {
+                                Some(PbOpResponse::ResponseRange(range)) => {
+                                    for kv in &range.kvs {
+                                        seen.insert(text(&kv.key), kv.mod_revision);
+                                    }
+                                    Output {
+                                        kvs: Some(range.kvs.iter().map(key_value).collect()),
+                                        ..Output::default()
+                                    }
+                                }
+                                _ => Output::default(),
+                            })
+                            .collect();
+                        Output {
+                            revision: response.header.map(|h| h.revision),
+                            succeeded: Some(response.succeeded),
+                            responses: Some(responses),
+                            ..Output::default()
+                        }
+                    })
+                });
+                (input, (call, outcome))
+            }
+            Pick::Lease => {
+                let choice = thread_rng().gen_range(0..3);
+                if choice == 0 || leases.is_empty() {
+                    let id = ((client_id as i64) << 24) | sequence as i64;
+                    let input = Input::LeaseGrant {
+                        id,
+                        ttl: LEASE_TTL_SECS,
+                    };
+                    let call = recorder.now();
+                    let request = LeaseGrantRequest {
+                        ttl: LEASE_TTL_SECS,
+                        id,
+                    };
+                    let result = within(LeaseClient::new(channel).lease_grant(request)).await;
+                    if let Some(Ok(_)) = &result {
+                        leases.push(id);
+                    }
+                    let outcome = result.map(|r| {
+                        r.map(|response| Output {
+                            revision: response.header.map(|h| h.revision),
+                            ..Output::default()
+                        })
+                    });
+                    (input, (call, outcome))
+                } else if choice == 1 {
+                    let lease = leases[thread_rng().gen_range(0..leases.len())];
+                    recorder.written.lock().unwrap().insert(value.clone());
+                    let input = Input::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        lease: Some(lease),
+                    };
+                    let call = recorder.now();
+                    let request = PutRequest {
+                        key: Bytes::from(key.clone()),
+                        value: Bytes::from(value),
+                        lease,
+                        ..Default::default()
+                    };
+                    let result = within(KvClient::new(channel).put(request)).await;
+                    let outcome = result.map(|r| {
+                        r.map(|response| Output {
+                            revision: response.header.map(|h| h.revision),
+                            ..Output::default()
+                        })
+                    });
+                    (input, (call, outcome))
+                } else {
+                    let id = leases.swap_remove(thread_rng().gen_range(0..leases.len()));
+                    let input = Input::LeaseRevoke { id };
+                    let call = recorder.now();
+                    let result =
+                        within(LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id }))
+                            .await;
+                    let outcome = result.map(|r| {
+                        r.map(|response| Output {
+                            revision: response.header.map(|h| h.revision),
+                            ..Output::default()
+                        })
+                    });
+                    (input, (call, outcome))
+                }
+            }
+        };
+        let (call, outcome) = outcome;
+        let read_only = input.is_read_only();
+        match outcome {
+            Some(Ok(output)) => recorder.push(Operation {
+                client: client_id,
+                call,
+                return_time: Some(recorder.now()),
+                input,
+                output: Some(output),
+            }),
+            Some(Err(status)) if definite_failure(&status) => recorder.push(Operation {
+                client: client_id,
+                call,
+                return_time: Some(recorder.now()),
+                input,
+                output: Some(Output {
+                    error: Some(status.message().to_string()),
+                    ..Output::default()
+                }),
+            }),
+            failed => {
+                tracing::debug!(?failed, "operation outcome unknown");
+                // A read that failed constrains nothing; a write may or may not have
+                // happened.
+                if !read_only {
+                    recorder.push(Operation {
+                        client: client_id,
+                        call,
+                        return_time: None,
+                        input,
+                        output: None,
+                    });
+                    client_id = recorder.new_client();
+                }
+                channels.remove(&member);
+                member = thread_rng().gen_range(0..members.len());
+                tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(10..200))).await;
+            }
+        }
+    }
+}
+
+/// A call with the client's timeout: `None` when it ran out.
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Option<Result<T, Status>> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => Some(result.map(tonic::Response::into_inner)),
+        Err(_) => None,
+    }
+}
+
+fn range_request(key: &[u8], range_end: &[u8]) -> RangeRequest {
+    RangeRequest {
+        key: Bytes::copy_from_slice(key),
+        range_end: Bytes::copy_from_slice(range_end),
+        ..Default::default()
+    }
+}
+
+/// A serializable read may be stale, never invented: every value it returns was written by
+/// some client.
+async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
+    let request = RangeRequest {
+        serializable: true,
+        ..range_request(key.as_bytes(), b"")
+    };
+    let Some(Ok(response)) = within(KvClient::new(channel).range(request)).await else {
+        return;
+    };
+    recorder.counts.lock().unwrap().serializable_reads += 1;
+    let written = recorder.written.lock().unwrap();
+    for kv in &response.kvs {
+        let value = text(&kv.value);
+        if !written.contains(&value) {
+            recorder.violations.lock().unwrap().push(format!(
+                "serializable read of {key} returned {value:?}, which no client wrote"
+            ));
+        }
+    }
+}
+
+/// One watcher of every key until `deadline`: from revision 1 (`from_start`: the
+/// checker's reference watch) or from the current revision. A stream that fails or goes
+/// quiet is recorded as it was, and the watcher resumes on another member from the revision
+/// after the last event it saw (the checker chains such records into one).
+pub async fn watcher(
+    recorder: Arc<Recorder>,
+    members: Vec<SocketAddr>,
+    from_start: bool,
+    prev_kv: bool,
+    deadline: Instant,
+) {
+    let mut next_revision = i64::from(from_start);
+    while Instant::now() < deadline {
+        let member = thread_rng().gen_range(0..members.len());
+        let Some(channel) = channel(members[member]).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut watch = Watch {
+            client: recorder.new_client(),
+            watch_id: 0,
+            key: String::new(),
+            range_end: Some("\0".into()),
+            prefix: false,
+            start_revision: next_revision,
+            filters: Vec::new(),
+            prev_kv,
+            responses: Vec::new(),
+            canceled: false,
+            compact_revision: 0,
+        };
+        let (requests, receiver) = tokio::sync::mpsc::channel(1);
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: Bytes::from_static(b"\0"),
+                    range_end: Bytes::from_static(b"\0"),
+                    start_revision: next_revision,
+                    prev_kv,
+                    ..Default::default()
+                },
+            )),
+        };
+        let _ = requests.send(create).await;
+        let stream = oxcd::server::lease::ReceiverStream(receiver);
+        let opened =
+            tokio::time::timeout(CALL_TIMEOUT, WatchClient::new(channel).watch(stream)).await;
+        let Ok(Ok(response)) = opened else {
+            continue;
+        };
+        let mut responses = response.into_inner();
+        let mut created = false;
+        loop {
+            let quiet = Duration::from_secs(3);
+            let next = tokio::time::timeout(quiet, responses.message()).await;
+            let Ok(Ok(Some(message))) = next else { break };
+            if message.created && !created {
+                created = true;
+                watch.watch_id = message.watch_id;
+                if message.canceled {
+                    watch.canceled = true;
+                    watch.compact_revision = message.compact_revision;
+                    break;
+                }
+                continue;
+            }
+            if message.canceled {
+                watch.canceled = true;
+                watch.compact_revision = message.compact_revision;
+                break;
+            }
+            let revision = message.header.as_ref().map_or(0, |h| h.revision);
+            let events: Vec<Event> = message.events.iter().map(event).collect();
+            if let Some(last) = events.last() {
+                next_revision = next_revision.max(last.mod_revision + 1);
+            }
+            recorder.counts.lock().unwrap().watch_events += events.len() as u64;
+            watch.responses.push(WatchResponse {
+                revision,
+                progress_notify: events.is_empty(),
+                events,
+                fragment: message.fragment,
+            });
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        drop(requests);
+        if created {
+            recorder.history.lock().unwrap().push_watch(watch);
+        }
+    }
+}
+
+fn event(event: &mvccpb::Event) -> Event {
+    let kv = event.kv.clone().unwrap_or_default();
+    let put = event.r#type == mvccpb::event::EventType::Put as i32;
+    Event {
+        kind: if put {
+            EventType::Put
+        } else {
+            EventType::Delete
+        },
+        key: text(&kv.key),
+        value: put.then(|| text(&kv.value)),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: (kv.lease != 0).then_some(kv.lease),
+        prev_kv: event.prev_kv.as_ref().map(key_value),
+    }
+}

@@ -1,0 +1,58 @@
+//! Multi-member clusters under seeded faults: every seed draws its own cluster, faults and
+//! workload (see `oxcd_sim::cluster`), and must pass every check. `sim/regressions.txt`
+//! lists seeds that once failed; they run before the sweep, every time.
+
+#![cfg(madsim)]
+
+use oxcd_sim::cluster;
+use oxcd_sim::harness::run_seed;
+
+fn check_seed(seed: u64) {
+    let outcome = run_seed("cluster", seed, cluster::run);
+    match cluster::check(&outcome) {
+        Ok(summary) => println!("{summary}"),
+        Err(failure) => {
+            let saved = oxcd_sim::save_history(seed, &outcome.history);
+            panic!(
+                "{failure}\n{saved}\nreproduce with: {}",
+                oxcd_sim::reproduce_command("cluster", seed)
+            )
+        }
+    }
+}
+
+#[test]
+fn regressions() {
+    for seed in oxcd_sim::regression_seeds() {
+        check_seed(seed);
+    }
+}
+
+#[test]
+fn sweep() {
+    for seed in oxcd_sim::seeds_from_env() {
+        check_seed(seed);
+    }
+}
+
+/// A run is a function of its seed: a sample of seeds, each run twice, must produce the
+/// same history, the same faults and the same observations.
+#[test]
+fn a_seed_replays_identically() {
+    for seed in oxcd_sim::seeds_from_env().take(oxcd_sim::determinism_sample()) {
+        let first = run_seed("cluster", seed, cluster::run).fingerprint();
+        let second = run_seed("cluster", seed, cluster::run).fingerprint();
+        if first != second {
+            let line = first
+                .lines()
+                .zip(second.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!(
+                "seed {seed} is not deterministic; first difference at line {line}:\n{}\n{}",
+                first.lines().nth(line).unwrap_or(""),
+                second.lines().nth(line).unwrap_or("")
+            );
+        }
+    }
+}
