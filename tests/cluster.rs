@@ -135,3 +135,123 @@ fn three_members_replicate_list_each_other_and_survive_losing_the_leader() {
     assert!(stdout.contains(&format!("to {target_id}")), "{stdout}");
     assert_eq!(wait_for_leader(&members), target);
 }
+
+/// The id (hex) of the member named `name` in `etcdctl member list` output.
+fn member_id(list: &str, name: &str) -> String {
+    list.lines()
+        .find(|line| line.contains(&format!(", {name}, ")))
+        .and_then(|line| line.split(',').next())
+        .unwrap_or_else(|| panic!("no member {name} in {list}"))
+        .to_string()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn members_are_added_as_learners_promoted_and_removed() {
+    let mut members = start_cluster(3);
+    members[0].ok(&["put", "before", "1"]);
+    let list = members[0].ok(&["member", "list"]);
+    let m1_peer = list
+        .lines()
+        .find(|line| line.contains(", m1, "))
+        .and_then(|line| line.split(", ").nth(3))
+        .unwrap()
+        .to_string();
+
+    // etcd's errors for bad requests.
+    assert_eq!(
+        members[0].err(&["member", "add", "dup", &format!("--peer-urls={m1_peer}")]),
+        "Error: etcdserver: Peer URLs already exists"
+    );
+    assert_eq!(
+        members[0].err(&["member", "remove", "1234"]),
+        "Error: etcdserver: member not found"
+    );
+    let m1 = member_id(&list, "m1");
+    assert_eq!(
+        members[0].err(&["member", "promote", &m1]),
+        "Error: etcdserver: can only promote a learner member"
+    );
+
+    // Add a learner; start it with the environment etcdctl prints.
+    let peer_port = common::free_port();
+    let added = members[1].ok(&[
+        "member",
+        "add",
+        "m4",
+        &format!("--peer-urls=http://127.0.0.1:{peer_port}"),
+        "--learner",
+    ]);
+    assert!(added.contains("added to cluster"), "{added}");
+    let initial = added
+        .lines()
+        .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no ETCD_INITIAL_CLUSTER in {added}"))
+        .to_string();
+    assert!(
+        added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{added}"
+    );
+    let mut m4 = common::member_server("m4", peer_port, &initial, "existing");
+    common::start_member(&mut m4);
+    // The learner catches up and serves serializable reads of what was written before.
+    wait_until("the learner has the data", || {
+        m4.ctl(&["get", "before", "--print-value-only", "--consistency=s"])
+            .stdout
+            == b"1\n"
+    });
+    // It published its name once it started.
+    wait_until("m4 is listed by name", || {
+        members[0].ok(&["member", "list"]).contains(", m4, ")
+    });
+    let list = members[0].ok(&["member", "list"]);
+    let m4_id = member_id(&list, "m4");
+    assert!(
+        list.lines()
+            .any(|line| line.starts_with(&m4_id) && line.ends_with(", true")),
+        "m4 should be a learner: {list}"
+    );
+
+    // Promote through whichever member: followers ask the leader.
+    for member in &members {
+        let promoted = member.ctl(&["member", "promote", &m4_id]);
+        if promoted.status.success() {
+            break;
+        }
+    }
+    wait_until("m4 is a voter", || {
+        let list = members[2].ok(&["member", "list"]);
+        list.lines()
+            .any(|line| line.starts_with(&m4_id) && line.ends_with(", false"))
+    });
+
+    // Remove m2: it stops, the others keep serving, m4 included.
+    let m2 = member_id(&list, "m2");
+    let removed = members[0].ok(&["member", "remove", &m2]);
+    assert!(
+        removed.contains(&format!("Member {m2} removed from cluster")),
+        "{removed}"
+    );
+    wait_until("m2 exits", || {
+        members[1]
+            .child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_some())
+    });
+    let list = members[0].ok(&["member", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(!list.contains(", m2, "), "{list}");
+    assert_eq!(m4.ok(&["put", "after", "2"]), "OK\n");
+    assert_eq!(
+        members[2].ok(&["get", "after", "--print-value-only"]),
+        "2\n"
+    );
+}

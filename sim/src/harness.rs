@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::task::NodeId;
 use oxcd::io::SimDisk;
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::server::Config;
@@ -154,6 +155,8 @@ impl SimMember {
         let disk = Arc::new(SimDisk::new(seed ^ u64::from(index)));
         let config = spec.config(index);
         let node_disk = disk.clone();
+        let own_id: Arc<std::sync::OnceLock<NodeId>> = Arc::default();
+        let node_id = own_id.clone();
         let node = Handle::current()
             .create_node()
             .name(format!("m{index}"))
@@ -161,20 +164,26 @@ impl SimMember {
             .init(move || {
                 let config = config.clone();
                 let disk = node_disk.clone();
+                let node_id = node_id.clone();
                 async move {
-                    loop {
-                        let stop = std::future::pending::<()>();
-                        let result =
-                            oxcd::server::start::run_on(config.clone(), disk.clone(), seed, stop)
-                                .await;
-                        let Err(error) = result else { return };
-                        tracing::warn!(%error, "member stopped; restarting it");
-                        disk.crash();
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    let stop = std::future::pending::<()>();
+                    let result =
+                        oxcd::server::start::run_on(config, disk.clone(), seed, stop).await;
+                    let Err(error) = result else { return };
+                    // The process exits and its supervisor starts it again: the node is
+                    // restarted, which closes every socket the old process held.
+                    tracing::warn!(%error, "member stopped; restarting it");
+                    disk.crash();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Some(&id) = node_id.get() {
+                        // `kill` closes the node's sockets; `restart` alone would not.
+                        Handle::current().kill(id);
+                        Handle::current().restart(id);
                     }
                 }
             })
             .build();
+        let _ = own_id.set(node.id());
         SimMember {
             node,
             disk,

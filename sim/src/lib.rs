@@ -78,3 +78,65 @@ pub fn save_history(seed: u64, history: &jepsen_lite::History) -> String {
         Err(error) => format!("history not saved to {}: {error}", path.display()),
     }
 }
+
+/// What a sweep of cluster runs did in all, for its report.
+#[cfg(madsim)]
+#[derive(Default)]
+pub struct SweepTotals {
+    seeds: u64,
+    faults: std::collections::BTreeMap<&'static str, u64>,
+    operations: u64,
+    unknown: u64,
+    watch_events: u64,
+    elections: u64,
+    snapshots_installed: u64,
+    member_starts: u64,
+}
+
+#[cfg(madsim)]
+impl SweepTotals {
+    pub fn add(&mut self, outcome: &cluster::RunOutcome) {
+        self.seeds += 1;
+        for (fault, count) in &outcome.injected {
+            *self.faults.entry(fault.name()).or_default() += count;
+        }
+        self.operations += outcome.counts.ok + outcome.counts.failed;
+        self.unknown += outcome.counts.unknown;
+        self.watch_events += outcome.counts.watch_events;
+        self.elections += outcome.observed.elections as u64;
+        self.snapshots_installed += outcome.observed.snapshots_installed;
+        self.member_starts += outcome.observed.member_starts;
+    }
+
+    /// Prints the totals and writes them to `target/sim-sweep-summary.txt` (the test
+    /// script shows that file, since a passing test's output is captured).
+    pub fn report(&self, elapsed: std::time::Duration) {
+        let minutes = elapsed.as_secs_f64() / 60.0;
+        let mut text = format!(
+            "cluster sweep: {} seeds in {:.1} s ({:.0} seeds/min); {} operations with a known \
+             outcome, {} unknown, {} watch events, {} elections, {} snapshots installed, {} \
+             member starts\nfaults injected:",
+            self.seeds,
+            elapsed.as_secs_f64(),
+            self.seeds as f64 / minutes.max(1e-9),
+            self.operations,
+            self.unknown,
+            self.watch_events,
+            self.elections,
+            self.snapshots_installed,
+            self.member_starts
+        );
+        for (fault, count) in &self.faults {
+            text.push_str(&format!(" {fault}={count}"));
+        }
+        text.push('\n');
+        println!("{text}");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/sim-sweep-summary.txt"
+        );
+        if let Err(error) = std::fs::write(path, &text) {
+            println!("cannot write {path}: {error}");
+        }
+    }
+}

@@ -7,10 +7,13 @@
 use oxcd_sim::cluster;
 use oxcd_sim::harness::run_seed;
 
-fn check_seed(seed: u64) {
+fn check_seed(seed: u64) -> cluster::RunOutcome {
     let outcome = run_seed("cluster", seed, cluster::run);
     match cluster::check(&outcome) {
-        Ok(summary) => println!("{summary}"),
+        Ok(summary) => {
+            println!("{summary}");
+            outcome
+        }
         Err(failure) => {
             let saved = oxcd_sim::save_history(seed, &outcome.history);
             panic!(
@@ -30,9 +33,12 @@ fn regressions() {
 
 #[test]
 fn sweep() {
+    let started = std::time::Instant::now();
+    let mut totals = oxcd_sim::SweepTotals::default();
     for seed in oxcd_sim::seeds_from_env() {
-        check_seed(seed);
+        totals.add(&check_seed(seed));
     }
+    totals.report(started.elapsed());
 }
 
 /// A run is a function of its seed: a sample of seeds, each run twice, must produce the

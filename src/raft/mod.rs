@@ -400,6 +400,14 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
+    /// On the leader, the highest log index known to be replicated on member `id`.
+    pub fn match_index(&self, id: u64) -> Option<u64> {
+        if self.raft.role != Role::Leader {
+            return None;
+        }
+        self.raft.tracker.progress.get(&id).map(|p| p.matched)
+    }
+
     /// The membership the core currently uses.
     pub fn conf_state(&self) -> ConfState {
         self.raft.conf_state()

@@ -26,8 +26,8 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutResponse, TxnResponse,
 };
-use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
-use crate::raft::{Entry, EntryType};
+use crate::proto::oxcdpb::{internal_request::Request, ConfChangeContext, InternalRequest};
+use crate::raft::{ConfChangeType, ConfChangeV2, Entry, EntryType};
 
 /// The response to one applied request, before the member fills in the header.
 #[derive(Debug, Clone)]
@@ -127,7 +127,9 @@ impl Applier {
         self.snapshot_index = index;
         self.backend_index = self.backend.consistent_index();
         self.uncommitted_entries = 0;
-        for record in self.backend.members() {
+        let records = self.backend.member_records();
+        self.member.set_removed(records.removed);
+        for record in records.members {
             self.member.set_member(record);
         }
         self.member.replace_alarms(self.backend.alarms());
@@ -137,6 +139,50 @@ impl Applier {
             revision = self.backend.current_revision(),
             "restored the store from the leader's snapshot"
         );
+        Ok(())
+    }
+
+    fn save_members(&self) {
+        self.backend
+            .save_members(&self.member.members(), &self.member.removed());
+    }
+
+    /// The membership side of a committed configuration change: the member list (kept in
+    /// the backend), the transport's peers, and the client waiting for it. A member that
+    /// learns it was removed stops.
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), EtcdError> {
+        let change = ConfChangeV2::decode(entry.data.clone()).map_err(|error| {
+            EtcdError::Internal(format!("entry {} does not decode: {error}", entry.index))
+        })?;
+        // Bootstrap entries and the leader's automatic leave of a joint configuration carry
+        // no context: there is no record to change and nobody waiting.
+        let Ok(context) = ConfChangeContext::decode(change.context.clone()) else {
+            return Ok(());
+        };
+        let Some(record) = context.member else {
+            return Ok(());
+        };
+        let mut removed_self = false;
+        if entry.index > self.backend_index {
+            for single in &change.changes {
+                let Ok(kind) = ConfChangeType::try_from(single.change_type) else {
+                    continue;
+                };
+                removed_self |= self.member.apply_membership(kind, &record);
+            }
+            self.save_members();
+        }
+        let revision = self.backend.current_revision();
+        self.member.waiters.complete(
+            context.request_id,
+            Ok((Applied::MemberAttributes, revision)),
+        );
+        if removed_self {
+            // Make the removal durable before stopping, so a restart does not rejoin.
+            self.commit()?;
+            self.member
+                .stop_with_error(super::peer::REMOVED.to_string());
+        }
         Ok(())
     }
 
@@ -176,7 +222,9 @@ impl Applier {
                 );
             }
             Ok(EntryType::ConfChangeV2) => {
-                // Applied to the core by the Raft task before it handed the entry over.
+                // Applied to the core by the Raft task before it handed the entry over;
+                // here the member list, the transport and the waiting client follow.
+                self.apply_conf_change(&entry)?;
             }
             Err(_) => {
                 return Err(EtcdError::Internal(format!(
@@ -255,8 +303,18 @@ impl Applier {
                 ))
             }
             Some(Request::MemberAttributes(record)) => {
-                self.member.set_member(record);
-                self.backend.save_members(&self.member.members());
+                // A member removed meanwhile does not come back by publishing.
+                if !self.member.is_removed(record.id) {
+                    self.member.set_member(record);
+                    self.save_members();
+                }
+                Ok((Applied::MemberAttributes, self.backend.current_revision()))
+            }
+            Some(Request::MemberUpdate(record)) => {
+                if !self.member.update_peer_urls(record.id, record.peer_urls) {
+                    return Err(EtcdError::MemberNotFound);
+                }
+                self.save_members();
                 Ok((Applied::MemberAttributes, self.backend.current_revision()))
             }
             None => Err(EtcdError::Internal("empty request in the log".into())),

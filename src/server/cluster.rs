@@ -1,70 +1,208 @@
-//! The Cluster service.
+//! The Cluster service: membership changes through Raft configuration changes.
 //!
-//! Membership lives in the Raft configuration; the member records (names and URLs) are what
-//! MemberList reports. Changing membership (add, remove, update, promote) needs the peer
-//! transport of a multi-member cluster; until a member has one it answers those calls with
-//! etcd's "not capable" error rather than pretending to succeed.
+//! MemberAdd, MemberRemove and MemberPromote propose a configuration change whose context
+//! carries the member's record; every member applies it to its member list and transport
+//! when the entry is applied (`apply.rs`), and the proposer answers once it is. MemberUpdate
+//! changes only addresses, so it goes through the log as an ordinary request. A member
+//! added here joins by starting with `--initial-cluster-state existing`, learning its id and
+//! the cluster from its peers.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
+use super::apply::Applied;
 use super::error::EtcdError;
 use super::member::Member;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
     Member as MemberInfo, MemberAddRequest, MemberAddResponse, MemberListRequest,
     MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
+use crate::proto::oxcdpb::{internal_request::Request as Internal, MemberRecord};
+use crate::raft::ConfChangeType;
+
+/// A learner may be promoted once it has this share of the leader's log (etcd: 90%).
+const LEARNER_READY_PERCENT: u64 = 90;
 
 pub struct ClusterService {
     pub member: Arc<Member>,
 }
 
-impl ClusterService {
-    fn members(&self) -> Vec<MemberInfo> {
-        self.member
-            .members()
-            .into_iter()
-            .map(|record| MemberInfo {
-                id: record.id,
-                name: record.name,
-                peer_ur_ls: record.peer_urls,
-                client_ur_ls: record.client_urls,
-                is_learner: record.is_learner,
-            })
-            .collect()
+fn info(record: MemberRecord) -> MemberInfo {
+    MemberInfo {
+        id: record.id,
+        name: record.name,
+        peer_ur_ls: record.peer_urls,
+        client_ur_ls: record.client_urls,
+        is_learner: record.is_learner,
     }
+}
+
+fn members(member: &Member) -> Vec<MemberInfo> {
+    member.members().into_iter().map(info).collect()
+}
+
+/// The header and member list once a change applied at `revision`.
+fn applied(member: &Member, outcome: (Applied, i64)) -> (Option<ResponseHeader>, Vec<MemberInfo>) {
+    (Some(member.header(outcome.1)), members(member))
+}
+
+/// Peer URLs must be absolute http(s) URLs with a host and a port.
+fn validate_urls(urls: &[String]) -> Result<(), EtcdError> {
+    let valid = |url: &String| {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        rest.and_then(|host_port| host_port.trim_end_matches('/').rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    if urls.is_empty() || !urls.iter().all(valid) {
+        return Err(EtcdError::InvalidPeerUrls);
+    }
+    Ok(())
+}
+
+/// Promotes learner `id`: on the leader, once it has caught up; elsewhere, by asking the
+/// leader (only it knows how far the learner got).
+pub async fn promote(member: &Member, id: u64) -> Result<MemberPromoteResponse, Status> {
+    let record = member
+        .members()
+        .into_iter()
+        .find(|record| record.id == id)
+        .ok_or(EtcdError::MemberNotFound)?;
+    if !record.is_learner {
+        return Err(EtcdError::NotLearner.into());
+    }
+    if !member.raft_status().is_leader {
+        let mut leader = super::peer::leader_client(member).await?;
+        let forwarded = leader
+            .promote_member(MemberPromoteRequest { id })
+            .await
+            .map_err(|status| {
+                if status.code() == tonic::Code::Unavailable {
+                    super::peer::leader_call_failed(member).into()
+                } else {
+                    status
+                }
+            })?;
+        return Ok(forwarded.into_inner());
+    }
+    let (matched, last) = member.learner_progress(id).await?;
+    if matched * 100 < last * LEARNER_READY_PERCENT {
+        return Err(EtcdError::LearnerNotReady.into());
+    }
+    let outcome = member
+        .propose_membership(ConfChangeType::AddNode, record)
+        .await?;
+    let (header, members) = applied(member, outcome);
+    Ok(MemberPromoteResponse { header, members })
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(EtcdError::NotCapable.into())
+        let request = request.into_inner();
+        validate_urls(&request.peer_ur_ls)?;
+        let known = self.member.members();
+        let taken = known.iter().any(|record| {
+            record
+                .peer_urls
+                .iter()
+                .any(|u| request.peer_ur_ls.contains(u))
+        });
+        if taken {
+            return Err(EtcdError::PeerUrlExists.into());
+        }
+        // As etcd does: the id hashes the URLs, the cluster token and the time, so a member
+        // added again at the same URLs after a removal gets a new id.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        let id = super::ids::new_member_id(
+            &request.peer_ur_ls,
+            &self.member.config.initial_cluster_token,
+            now,
+        );
+        if known.iter().any(|record| record.id == id) || self.member.is_removed(id) {
+            return Err(EtcdError::MemberIdExists.into());
+        }
+        let record = MemberRecord {
+            id,
+            name: String::new(),
+            peer_urls: request.peer_ur_ls,
+            client_urls: Vec::new(),
+            is_learner: request.is_learner,
+        };
+        let change = if request.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let outcome = self
+            .member
+            .propose_membership(change, record.clone())
+            .await?;
+        let (header, members) = applied(&self.member, outcome);
+        Ok(Response::new(MemberAddResponse {
+            header,
+            member: Some(info(record)),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        if request.into_inner().id != self.member.id {
-            return Err(EtcdError::MemberNotFound.into());
-        }
-        Err(EtcdError::NotCapable.into())
+        let id = request.into_inner().id;
+        let record = self
+            .member
+            .members()
+            .into_iter()
+            .find(|record| record.id == id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        let outcome = self
+            .member
+            .propose_membership(ConfChangeType::RemoveNode, record)
+            .await?;
+        let (header, members) = applied(&self.member, outcome);
+        Ok(Response::new(MemberRemoveResponse { header, members }))
     }
 
     async fn member_update(
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        if request.into_inner().id != self.member.id {
+        let request = request.into_inner();
+        validate_urls(&request.peer_ur_ls)?;
+        let known = self.member.members();
+        let Some(record) = known.iter().find(|record| record.id == request.id) else {
             return Err(EtcdError::MemberNotFound.into());
+        };
+        let taken = known.iter().any(|other| {
+            other.id != request.id
+                && other
+                    .peer_urls
+                    .iter()
+                    .any(|u| request.peer_ur_ls.contains(u))
+        });
+        if taken {
+            return Err(EtcdError::PeerUrlExists.into());
         }
-        Err(EtcdError::NotCapable.into())
+        let update = MemberRecord {
+            peer_urls: request.peer_ur_ls,
+            ..record.clone()
+        };
+        let outcome = self.member.propose(Internal::MemberUpdate(update)).await?;
+        let (header, members) = applied(&self.member, outcome);
+        Ok(Response::new(MemberUpdateResponse { header, members }))
     }
 
     async fn member_list(
@@ -73,7 +211,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
             header: Some(self.member.header(self.member.store.current_revision())),
-            members: self.members(),
+            members: members(&self.member),
         }))
     }
 
@@ -81,11 +219,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        if request.into_inner().id != self.member.id {
-            return Err(EtcdError::MemberNotFound.into());
-        }
-        Err(Status::failed_precondition(
-            "etcdserver: can only promote a learner member",
-        ))
+        let response = promote(&self.member, request.into_inner().id).await?;
+        Ok(Response::new(response))
     }
 }

@@ -39,6 +39,16 @@ pub enum EtcdError {
     LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: member ID already exist")]
+    MemberIdExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    InvalidPeerUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -76,13 +86,12 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | RequestTooLarge => Code::InvalidArgument,
+            | RequestTooLarge | InvalidPeerUrls => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | BadLeaderTransferee | NotLeader | AuthNotEnabled => {
-                Code::FailedPrecondition
-            }
+            LeaseExists | BadLeaderTransferee | NotLeader | AuthNotEnabled | PeerUrlExists
+            | MemberIdExists | NotLearner | LearnerNotReady => Code::FailedPrecondition,
             NoLeader
             | LeaderChanged
             | Stopped

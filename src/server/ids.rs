@@ -7,6 +7,16 @@ use sha1::{Digest, Sha1};
 
 /// The id of a member with these peer URLs in the cluster named by `token`.
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    hash_member(peer_urls, token, None)
+}
+
+/// The id of a member added to a running cluster: etcd mixes in the time (Unix seconds),
+/// so that a member added again at the same URLs gets a new id.
+pub fn new_member_id(peer_urls: &[String], token: &str, unix_seconds: u64) -> u64 {
+    hash_member(peer_urls, token, Some(unix_seconds))
+}
+
+fn hash_member(peer_urls: &[String], token: &str, unix_seconds: Option<u64>) -> u64 {
     let mut sorted: Vec<&String> = peer_urls.iter().collect();
     sorted.sort();
     let mut hasher = Sha1::new();
@@ -14,6 +24,9 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
         hasher.update(url.as_bytes());
     }
     hasher.update(token.as_bytes());
+    if let Some(seconds) = unix_seconds {
+        hasher.update(seconds.to_string().as_bytes());
+    }
     first_8_bytes(&hasher.finalize())
 }
 

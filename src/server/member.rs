@@ -23,9 +23,12 @@ use super::read::ReadBatcher;
 use super::store::Store;
 use super::transport::Transport;
 use crate::proto::etcdserverpb::{AlarmMember, AlarmType, ResponseHeader};
+use crate::proto::oxcdpb::ConfChangeContext;
 use crate::proto::oxcdpb::MemberRecord;
 use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
-use crate::raft::ConfState;
+use crate::raft::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+};
 
 /// What the Raft task last published about the core.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +100,7 @@ pub struct Member {
     pub store: Store,
     pub waiters: Waiters,
     pub reads: Arc<ReadBatcher>,
-    pub transport: Box<dyn Transport>,
+    pub transport: Arc<dyn Transport>,
     /// To the Raft task. Bounded: a full queue makes handlers wait, which is the back-pressure
     /// that keeps a flood of clients from growing memory without limit.
     node: mpsc::Sender<NodeInput>,
@@ -109,6 +112,8 @@ pub struct Member {
     alarms: Mutex<Vec<AlarmMember>>,
     /// Every member's name and URLs: the initial cluster, updated by what members publish.
     members: Mutex<std::collections::BTreeMap<u64, MemberRecord>>,
+    /// Members removed from the cluster.
+    removed: Mutex<std::collections::BTreeSet<u64>>,
     /// The connection to the leader's peer service (leader id, client), reused across the
     /// requests a follower forwards.
     pub leader_connection: Mutex<Option<(u64, super::peer::PeerClient)>>,
@@ -125,7 +130,7 @@ impl Member {
         id: u64,
         cluster_id: u64,
         store: Store,
-        transport: Box<dyn Transport>,
+        transport: Arc<dyn Transport>,
         node: mpsc::Sender<NodeInput>,
         applied_index: u64,
         conf_state: ConfState,
@@ -150,6 +155,7 @@ impl Member {
             conf_state: Mutex::new(conf_state),
             alarms: Mutex::new(alarms),
             members: Mutex::new(Default::default()),
+            removed: Mutex::new(Default::default()),
             leader_connection: Mutex::new(None),
             applied: Progress::new(applied_index),
             stopping: Progress::new(0),
@@ -182,12 +188,154 @@ impl Member {
                 if !record.client_urls.is_empty() {
                     known.client_urls = record.client_urls;
                 }
-                known.is_learner = record.is_learner;
+                // Learner status changes only through a membership change
+                // (`apply_membership`), never through what a member publishes.
             }
             None => {
                 members.insert(record.id, record);
             }
         }
+    }
+
+    /// Applies a committed membership change about `record` to the member list and the
+    /// transport. Returns whether this member was removed.
+    pub fn apply_membership(&self, change: ConfChangeType, record: &MemberRecord) -> bool {
+        let mut members = self.members.lock().expect("members lock poisoned");
+        match change {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let learner = change == ConfChangeType::AddLearnerNode;
+                let entry = members.entry(record.id).or_insert_with(|| record.clone());
+                entry.is_learner = learner;
+                if entry.peer_urls.is_empty() {
+                    entry.peer_urls = record.peer_urls.clone();
+                }
+                let url = entry.peer_urls.first().cloned();
+                drop(members);
+                if let (Some(url), true) = (url, record.id != self.id) {
+                    self.transport.add_peer(record.id, url);
+                }
+                false
+            }
+            ConfChangeType::RemoveNode => {
+                members.remove(&record.id);
+                drop(members);
+                self.removed
+                    .lock()
+                    .expect("removed lock poisoned")
+                    .insert(record.id);
+                self.transport.remove_peer(record.id);
+                record.id == self.id
+            }
+        }
+    }
+
+    /// New peer URLs for a member (MemberUpdate).
+    pub fn update_peer_urls(&self, id: u64, peer_urls: Vec<String>) -> bool {
+        let mut members = self.members.lock().expect("members lock poisoned");
+        let Some(known) = members.get_mut(&id) else {
+            return false;
+        };
+        known.peer_urls = peer_urls.clone();
+        drop(members);
+        if id != self.id {
+            if let Some(url) = peer_urls.first() {
+                self.transport.remove_peer(id);
+                self.transport.add_peer(id, url.clone());
+            }
+        }
+        true
+    }
+
+    /// Members removed from the cluster (their ids may never return).
+    pub fn removed(&self) -> Vec<u64> {
+        self.removed
+            .lock()
+            .expect("removed lock poisoned")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed
+            .lock()
+            .expect("removed lock poisoned")
+            .contains(&id)
+    }
+
+    pub fn set_removed(&self, removed: impl IntoIterator<Item = u64>) {
+        self.removed
+            .lock()
+            .expect("removed lock poisoned")
+            .extend(removed);
+    }
+
+    /// Proposes a membership change about `record` and waits until it is applied.
+    pub async fn propose_membership(
+        &self,
+        change: ConfChangeType,
+        record: MemberRecord,
+    ) -> Result<(Applied, i64), EtcdError> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let context = ConfChangeContext {
+            request_id: id,
+            member: Some(record.clone()),
+        };
+        let change = ConfChangeV2 {
+            transition: ConfChangeTransition::Auto as i32,
+            changes: vec![ConfChangeSingle {
+                change_type: change as i32,
+                node_id: record.id,
+            }],
+            context: context.encode_to_vec().into(),
+        };
+        let wait = self.waiters.register(id);
+        let (accepted, acceptance) = oneshot::channel();
+        let input = NodeInput::ProposeConfChange {
+            change,
+            done: accepted,
+        };
+        self.await_applied(id, input, acceptance, wait).await
+    }
+
+    /// Hands `input` to the Raft task and waits for the entry of request `id` to apply.
+    async fn await_applied(
+        &self,
+        id: u64,
+        input: NodeInput,
+        acceptance: oneshot::Receiver<Result<(), EtcdError>>,
+        wait: oneshot::Receiver<ApplyResult>,
+    ) -> Result<(Applied, i64), EtcdError> {
+        let sent = self.send_to_node_async(input);
+        let outcome = tokio::time::timeout(self.request_timeout(), async {
+            sent.await?;
+            acceptance.await.map_err(|_| EtcdError::Stopped)??;
+            wait.await.map_err(|_| EtcdError::Stopped)?
+        })
+        .await;
+        match outcome {
+            Ok(result) => {
+                if result.is_err() {
+                    self.waiters.forget(id);
+                }
+                result
+            }
+            Err(_) => {
+                self.waiters.forget(id);
+                Err(EtcdError::Timeout)
+            }
+        }
+    }
+
+    /// On the leader: how far learner `id` has replicated the log, and the log's last index.
+    pub async fn learner_progress(&self, id: u64) -> Result<(u64, u64), EtcdError> {
+        let (reply, answer) = oneshot::channel();
+        self.send_to_node_async(NodeInput::Progress { id, reply })
+            .await?;
+        answer
+            .await
+            .map_err(|_| EtcdError::Stopped)?
+            .ok_or(EtcdError::NotLeader)
     }
 
     /// This member's own record, as it publishes it.
@@ -231,28 +379,11 @@ impl Member {
         }
         let wait = self.waiters.register(id);
         let (accepted, acceptance) = oneshot::channel();
-        let sent = self.send_to_node_async(NodeInput::Propose {
+        let input = NodeInput::Propose {
             data: data.into(),
             done: accepted,
-        });
-        let outcome = tokio::time::timeout(self.request_timeout(), async {
-            sent.await?;
-            acceptance.await.map_err(|_| EtcdError::Stopped)??;
-            wait.await.map_err(|_| EtcdError::Stopped)?
-        })
-        .await;
-        match outcome {
-            Ok(result) => {
-                if result.is_err() {
-                    self.waiters.forget(id);
-                }
-                result
-            }
-            Err(_) => {
-                self.waiters.forget(id);
-                Err(EtcdError::Timeout)
-            }
-        }
+        };
+        self.await_applied(id, input, acceptance, wait).await
     }
 
     fn send_to_node_async(

@@ -53,6 +53,11 @@ pub enum NodeInput {
     Unreachable { to: u64 },
     /// The transport finished sending a snapshot to `to`.
     SnapshotSent { to: u64, failed: bool },
+    /// On the leader: how far member `id` has replicated the log, and the log's last index.
+    Progress {
+        id: u64,
+        reply: oneshot::Sender<Option<(u64, u64)>>,
+    },
 }
 
 /// Committed work for the applier, in log order.
@@ -139,6 +144,13 @@ impl Node {
             NodeInput::TransferLeader { to } => self.raw_node.transfer_leader(to),
             NodeInput::Unreachable { to } => self.raw_node.report_unreachable(to),
             NodeInput::SnapshotSent { to, failed } => self.raw_node.report_snapshot(to, failed),
+            NodeInput::Progress { id, reply } => {
+                let progress = self
+                    .raw_node
+                    .match_index(id)
+                    .map(|matched| (matched, self.raw_node.status().last_index));
+                let _ = reply.send(progress);
+            }
         }
     }
 

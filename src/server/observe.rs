@@ -1,11 +1,13 @@
 //! Hooks through which the simulator watches every member's Raft core and applier.
 //!
-//! Only in simulation builds (`--cfg madsim`): there all members run in one process, so one
-//! observer sees the whole cluster and can check invariants across members (one leader per
-//! term, the same entry at every committed index, the same revision after applying it).
-//! Production builds have no observer and pay nothing.
+//! Only in simulation builds (`--cfg madsim`): there all members of a simulated world run
+//! on one thread, so one observer sees the whole cluster and can check invariants across
+//! members (one leader per term, the same entry at every committed index, the same revision
+//! after applying it). The observer is per thread, so that worlds simulated side by side
+//! (parallel tests) do not see each other. Production builds have no observer.
 
-use std::sync::{Arc, RwLock};
+use std::cell::RefCell;
+use std::sync::Arc;
 
 /// What a member reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,16 +30,18 @@ pub trait Observer: Send + Sync {
     fn observe(&self, member: u64, observation: Observation);
 }
 
-static OBSERVER: RwLock<Option<Arc<dyn Observer>>> = RwLock::new(None);
+thread_local! {
+    static OBSERVER: RefCell<Option<Arc<dyn Observer>>> = const { RefCell::new(None) };
+}
 
-/// Installs `observer` for every member of the process (`None` removes it).
+/// Installs `observer` for every member simulated on this thread (`None` removes it).
 pub fn set_observer(observer: Option<Arc<dyn Observer>>) {
-    *OBSERVER.write().expect("observer lock poisoned") = observer;
+    OBSERVER.with(|slot| *slot.borrow_mut() = observer);
 }
 
 /// Reports `observation` of `member` to the installed observer, if any.
 pub fn report(member: u64, observation: Observation) {
-    let observer = OBSERVER.read().expect("observer lock poisoned").clone();
+    let observer = OBSERVER.with(|slot| slot.borrow().clone());
     if let Some(observer) = observer {
         observer.observe(member, observation);
     }

@@ -22,11 +22,14 @@ use super::error::EtcdError;
 use super::member::Member;
 use super::node::NodeInput;
 use super::transport::Transport;
-use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use crate::proto::etcdserverpb::{
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberPromoteRequest, MemberPromoteResponse,
+};
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
 use crate::proto::oxcdpb::raft_transport_server::RaftTransport;
 use crate::proto::oxcdpb::{
-    LeaseRenewRequest, LeaseRenewResponse, RaftAck, RaftBatch, SnapshotChunk,
+    LeaseRenewRequest, LeaseRenewResponse, MembersRequest, MembersResponse, RaftAck, RaftBatch,
+    SnapshotChunk,
 };
 use crate::raft::{Message, MessageType};
 
@@ -36,19 +39,62 @@ const PEER_QUEUE_MAX: usize = 4_096;
 const BATCH_MAX: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// What a member answers a removed member, which then stops (etcd's words).
+pub const REMOVED: &str = "the member has been permanently removed from the cluster";
 /// Bytes of backend image per snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// One queue and one sender task per peer. Peers are added and removed as membership
+/// changes; a removed peer's queue is dropped, which ends its sender task.
+#[derive(Default)]
 pub struct PeerTransport {
-    queues: HashMap<u64, mpsc::Sender<Message>>,
+    queues: std::sync::Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Set once the member exists; sender tasks need it.
+    member: std::sync::OnceLock<std::sync::Weak<Member>>,
+    /// Peers added before the member existed, started by [`PeerTransport::start`].
+    waiting: std::sync::Mutex<Vec<(u64, String, mpsc::Receiver<Message>)>>,
 }
 
 impl Transport for PeerTransport {
+    fn add_peer(&self, id: u64, url: String) {
+        let mut queues = self.queues.lock().expect("peer queues lock poisoned");
+        if queues.contains_key(&id) {
+            return;
+        }
+        let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+        queues.insert(id, sender);
+        drop(queues);
+        match self.member.get().and_then(std::sync::Weak::upgrade) {
+            Some(member) => {
+                tokio::spawn(send_loop(member, id, url, receiver));
+            }
+            None => self
+                .waiting
+                .lock()
+                .expect("peer queues lock poisoned")
+                .push((id, url, receiver)),
+        }
+    }
+
+    fn remove_peer(&self, id: u64) {
+        self.queues
+            .lock()
+            .expect("peer queues lock poisoned")
+            .remove(&id);
+    }
+
     fn send(&self, message: Message) {
-        let Some(queue) = self.queues.get(&message.to) else {
+        let queue = self
+            .queues
+            .lock()
+            .expect("peer queues lock poisoned")
+            .get(&message.to)
+            .cloned();
+        let Some(queue) = queue else {
             tracing::debug!(to = message.to, "no route to member; message dropped");
             return;
         };
+        let queue = &queue;
         #[cfg(madsim)]
         match super::transport::delivery(&message) {
             super::transport::Delivery::Deliver => {}
@@ -74,27 +120,18 @@ fn enqueue(queue: &mpsc::Sender<Message>, message: Message) {
 }
 
 impl PeerTransport {
-    /// Queues for `peers` (member id → peer URL); the sender tasks start with [`Self::start`].
-    pub fn new(peers: &[(u64, String)]) -> (Self, Vec<(u64, String, mpsc::Receiver<Message>)>) {
-        let mut queues = HashMap::new();
-        let mut receivers = Vec::new();
-        for (id, url) in peers {
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
-            queues.insert(*id, sender);
-            receivers.push((*id, url.clone(), receiver));
-        }
-        (Self { queues }, receivers)
-    }
-
-    /// Starts one sender task per peer.
-    pub fn start(member: Arc<Member>, receivers: Vec<(u64, String, mpsc::Receiver<Message>)>) {
-        for (id, url, receiver) in receivers {
+    /// Starts the sender tasks of the peers added so far; later peers start when added.
+    pub fn start(&self, member: &Arc<Member>) {
+        let _ = self.member.set(Arc::downgrade(member));
+        let waiting = std::mem::take(&mut *self.waiting.lock().expect("peer queues lock poisoned"));
+        for (id, url, receiver) in waiting {
             tokio::spawn(send_loop(member.clone(), id, url, receiver));
         }
     }
 }
 
-async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
+/// A client of the peer service at `url`, or `None` if it cannot be reached.
+pub async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_string()).ok()?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(1));
     endpoint.connect().await.ok().map(RaftTransportClient::new)
@@ -146,7 +183,15 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
                 // A peer that stops answering (a partition, a paused process) must not hold
                 // the queue: after the timeout the batch is dropped and the peer reported.
                 let call = tokio::time::timeout(member.config.election(), connected.send(request));
-                matches!(call.await, Ok(Ok(_)))
+                match call.await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(status)) if status.message() == REMOVED => {
+                        tracing::error!("this member was removed from the cluster; stopping");
+                        member.stop_with_error(REMOVED.into());
+                        return;
+                    }
+                    _ => false,
+                }
             }
             None => false,
         };
@@ -229,6 +274,9 @@ pub struct RaftTransportService {
 impl RaftTransport for RaftTransportService {
     async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
         let batch = request.into_inner();
+        if self.member.is_removed(batch.from) {
+            return Err(Status::failed_precondition(REMOVED));
+        }
         for bytes in batch.messages {
             let message = Message::decode(bytes)
                 .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
@@ -294,6 +342,24 @@ impl RaftTransport for RaftTransportService {
             .send_to_node(NodeInput::Step(message))
             .map_err(Status::from)?;
         Ok(Response::new(RaftAck {}))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.member.cluster_id,
+            members: self.member.members(),
+        }))
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let response = super::cluster::promote(&self.member, request.into_inner().id).await?;
+        Ok(Response::new(response))
     }
 
     async fn lease_renew(

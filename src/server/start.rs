@@ -22,7 +22,7 @@ use super::member::Member;
 use super::node::Node;
 use super::peer::PeerTransport;
 use super::store::Store;
-use super::transport::NoPeers;
+use super::transport::Transport as _;
 use crate::io::{Disk, StdDisk};
 use crate::raft::{self, ConfState, MemStorage, RawNode};
 use crate::wal::{SnapshotFiles, Wal, WalMetadata, WalOptions};
@@ -47,6 +47,8 @@ pub enum StartError {
     },
     #[error("the member stopped: {0}")]
     Stopped(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
 }
 
 /// Runs a member on the real disk until `shutdown` completes or the member fails.
@@ -82,13 +84,26 @@ pub async fn run_on(
         .map_err(|error| storage_error("data dir", &error))?;
     let wal_dir = config.wal_dir();
     let wal_options = WalOptions::default();
-    let (mut wal, recovered) = if Wal::exists(disk.as_ref(), &wal_dir) {
+    let existing = Wal::exists(disk.as_ref(), &wal_dir);
+    // A new member of a running cluster learns its id and the cluster from its peers.
+    let joined = if !existing && config.initial_cluster_state == "existing" {
+        Some(join_cluster(&config, &initial_members).await?)
+    } else {
+        None
+    };
+    let (mut wal, recovered) = if existing {
         Wal::open(disk.clone(), &wal_dir, wal_options)
             .map_err(|error| storage_error("WAL", &error))?
     } else {
-        let metadata = WalMetadata {
-            member_id: configured_id,
-            cluster_id: ids::cluster_id(&member_ids),
+        let metadata = match &joined {
+            Some(joined) => WalMetadata {
+                member_id: joined.member_id,
+                cluster_id: joined.cluster_id,
+            },
+            None => WalMetadata {
+                member_id: configured_id,
+                cluster_id: ids::cluster_id(&member_ids),
+            },
         };
         Wal::create(disk.clone(), &wal_dir, metadata, wal_options)
             .map_err(|error| storage_error("WAL", &error))?
@@ -138,7 +153,7 @@ pub async fn run_on(
         }
         log.apply_snapshot(snapshot)
             .map_err(|error| storage_error("log snapshot", &error))?;
-    } else if fresh {
+    } else if fresh && joined.is_none() {
         // A brand-new member of a new cluster: the log starts with one committed entry per
         // initial member, made durable before anything else (a member that joins later
         // learns the initial membership from them).
@@ -191,24 +206,13 @@ pub async fn run_on(
     let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
     let (applier_batches, batches) = mpsc::unbounded_channel();
     let alarms = store.alarms();
-    let peers: Vec<(u64, String)> = initial_members
-        .iter()
-        .zip(&member_ids)
-        .filter(|(_, &id)| id != member_id)
-        .filter_map(|((_, urls), &id)| urls.first().map(|url| (id, url.clone())))
-        .collect();
-    let (transport, peer_queues): (Box<dyn super::transport::Transport>, _) = if peers.is_empty() {
-        (Box::new(NoPeers), Vec::new())
-    } else {
-        let (transport, queues) = PeerTransport::new(&peers);
-        (Box::new(transport), queues)
-    };
+    let transport = Arc::new(PeerTransport::default());
     let member = Arc::new(Member::new(
         config.clone(),
         member_id,
         cluster_id,
         store.clone(),
-        transport,
+        transport.clone(),
         node_inputs,
         applied,
         conf_state,
@@ -223,6 +227,40 @@ pub async fn run_on(
         replay = recovered.entries.len(),
         "starting member"
     );
+
+    // What is known of every member, before anything is applied: what the backend recorded
+    // (membership changes and publications), or what the peers said when this member
+    // joined, or else the initial cluster.
+    let saved = store.member_records();
+    if saved.removed.contains(&member_id) {
+        return Err(StartError::Stopped(super::peer::REMOVED.into()));
+    }
+    member.set_removed(saved.removed.iter().copied());
+    if let Some(joined) = &joined {
+        for record in &joined.members {
+            member.set_member(record.clone());
+        }
+    } else if saved.members.is_empty() {
+        for ((name, urls), &id) in initial_members.iter().zip(&member_ids) {
+            member.set_member(crate::proto::oxcdpb::MemberRecord {
+                id,
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: Vec::new(),
+                is_learner: false,
+            });
+        }
+    }
+    for record in saved.members {
+        member.set_member(record);
+    }
+    member.set_member(member.own_record());
+    for record in member.members() {
+        if let (Some(url), true) = (record.peer_urls.first(), record.id != member_id) {
+            transport.add_peer(record.id, url.clone());
+        }
+    }
+    transport.start(&member);
 
     let node = Node {
         raw_node,
@@ -248,27 +286,9 @@ pub async fn run_on(
     tokio::spawn(member.reads.clone().run(member.clone()));
     tokio::spawn(expiry_loop(member.clone()));
 
-    // What is known of every member: the initial cluster, then what the backend recorded
-    // of their publications.
-    for ((name, urls), &id) in initial_members.iter().zip(&member_ids) {
-        member.set_member(crate::proto::oxcdpb::MemberRecord {
-            id,
-            name: name.clone(),
-            peer_urls: urls.clone(),
-            client_urls: Vec::new(),
-            is_learner: false,
-        });
-    }
-    for record in store.members() {
-        member.set_member(record);
-    }
-    member.set_member(member.own_record());
     tokio::spawn(publish(member.clone()));
-    PeerTransport::start(member.clone(), peer_queues);
     let mut servers = serve(member.clone(), Listeners::Clients).await?;
-    if !peers.is_empty() {
-        servers.extend(serve(member.clone(), Listeners::Peers).await?);
-    }
+    servers.extend(serve(member.clone(), Listeners::Peers).await?);
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
     tokio::select! {
         biased;
@@ -288,6 +308,66 @@ pub async fn run_on(
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What a member joining a running cluster learns from its peers.
+struct Joined {
+    member_id: u64,
+    cluster_id: u64,
+    members: Vec<crate::proto::oxcdpb::MemberRecord>,
+}
+
+/// How long a joining member keeps asking its peers for the cluster's membership.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks the peers of `--initial-cluster` for the cluster's members, and finds this member
+/// among them by its advertised peer URLs (it must have been added with MemberAdd).
+async fn join_cluster(
+    config: &Config,
+    initial_members: &[(String, Vec<String>)],
+) -> Result<Joined, StartError> {
+    let own_urls = config.advertise_peer_urls();
+    let peers: Vec<&String> = initial_members
+        .iter()
+        .flat_map(|(_, urls)| urls)
+        .filter(|url| !own_urls.contains(url))
+        .collect();
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        for url in &peers {
+            let Some(mut client) = super::peer::connect(url).await else {
+                continue;
+            };
+            let call = client.members(crate::proto::oxcdpb::MembersRequest {});
+            let Ok(Ok(response)) =
+                tokio::time::timeout(std::time::Duration::from_secs(2), call).await
+            else {
+                continue;
+            };
+            let response = response.into_inner();
+            let own = response
+                .members
+                .iter()
+                .find(|record| record.peer_urls.iter().any(|url| own_urls.contains(url)));
+            let Some(own) = own else {
+                return Err(StartError::Join(format!(
+                    "no member with peer URLs {own_urls:?} in the cluster at {url}; add it \
+                     first (etcdctl member add)"
+                )));
+            };
+            return Ok(Joined {
+                member_id: own.id,
+                cluster_id: response.cluster_id,
+                members: response.members.clone(),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Join(format!(
+                "no peer of --initial-cluster answered ({peers:?})"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Which services a listener serves.

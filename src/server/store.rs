@@ -173,17 +173,20 @@ impl Store {
         self.lock().kv.backend.set_alarms(encoded);
     }
 
-    /// The member records saved by [`Store::save_members`].
-    pub fn members(&self) -> Vec<MemberRecord> {
+    /// The member records and removed member ids saved by [`Store::save_members`].
+    pub fn member_records(&self) -> MemberRecords {
         let encoded = self.lock().kv.backend.members().unwrap_or_default();
-        MemberRecords::decode(encoded.as_slice())
-            .map(|records| records.members)
-            .unwrap_or_default()
+        MemberRecords::decode(encoded.as_slice()).unwrap_or_default()
     }
 
-    pub fn save_members(&self, members: &[MemberRecord]) {
+    pub fn members(&self) -> Vec<MemberRecord> {
+        self.member_records().members
+    }
+
+    pub fn save_members(&self, members: &[MemberRecord], removed: &[u64]) {
         let encoded = MemberRecords {
             members: members.to_vec(),
+            removed: removed.to_vec(),
         }
         .encode_to_vec();
         self.lock().kv.backend.set_members(encoded);

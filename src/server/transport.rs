@@ -1,23 +1,18 @@
 //! The Transport seam: how Raft messages reach other members.
 //!
 //! The Raft task hands every outgoing message to a `Transport`; delivery is best effort
-//! (Raft retransmits what is lost), so `send` never blocks and never fails. A one-member
-//! cluster has no peers, and its core never addresses a message to anyone else.
+//! (Raft retransmits what is lost), so `send` never blocks and never fails. Peers come and
+//! go with membership changes.
 
 use crate::raft::Message;
 
 pub trait Transport: Send + Sync {
     /// Queues `message` for its destination. A full queue or an unknown destination drops it.
     fn send(&self, message: Message);
-}
-
-/// The transport of a member that has no peers.
-pub struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(&self, message: Message) {
-        tracing::warn!(to = message.to, "no route to member; message dropped");
-    }
+    /// Starts carrying messages to member `id` at `url` (a member joined).
+    fn add_peer(&self, id: u64, url: String);
+    /// Stops carrying messages to member `id` (it was removed, or moved to new URLs).
+    fn remove_peer(&self, id: u64);
 }
 
 /// What the simulator does with one Raft message between members.

@@ -245,6 +245,32 @@ impl Drop for Server {
     }
 }
 
+/// An oxcd member (not yet started) named `name` with its peer URL on `peer_port`,
+/// bootstrapped with `initial_cluster` in `state` ("new" or "existing").
+pub fn member_server(name: &str, peer_port: u16, initial_cluster: &str, state: &str) -> Server {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    Server {
+        child: None,
+        port: free_port(),
+        data_dir: dir.path().join("data"),
+        kind_is_etcd: false,
+        extra: vec![
+            format!("--name={name}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster={initial_cluster}"),
+            format!("--initial-cluster-state={state}"),
+        ],
+        _dir: Some(dir),
+    }
+}
+
+/// Starts a member made by [`member_server`] and waits until it answers.
+pub fn start_member(server: &mut Server) {
+    server.spawn_only();
+    server.wait_ready();
+}
+
 /// Starts an `n`-member oxcd cluster on loopback (members named m1, m2, …).
 pub fn start_cluster(n: usize) -> Vec<Server> {
     ensure_etcd_tools();
@@ -256,25 +282,7 @@ pub fn start_cluster(n: usize) -> Vec<Server> {
         .collect::<Vec<_>>()
         .join(",");
     let mut members: Vec<Server> = (0..n)
-        .map(|i| {
-            let dir = tempfile::tempdir().expect("a temp dir");
-            Server {
-                child: None,
-                port: free_port(),
-                data_dir: dir.path().join("data"),
-                kind_is_etcd: false,
-                extra: vec![
-                    format!("--name=m{}", i + 1),
-                    format!("--listen-peer-urls=http://127.0.0.1:{}", peers[i]),
-                    format!(
-                        "--initial-advertise-peer-urls=http://127.0.0.1:{}",
-                        peers[i]
-                    ),
-                    format!("--initial-cluster={initial}"),
-                ],
-                _dir: Some(dir),
-            }
-        })
+        .map(|i| member_server(&format!("m{}", i + 1), peers[i], &initial, "new"))
         .collect();
     // All members must run before any can answer: start them, then wait for each.
     for member in &mut members {
