@@ -7,8 +7,8 @@
 //! 2. **Fault phase**: clients and two watchers (one from revision 1, one from the
 //!    current revision) run against random members while the nemesis
 //!    injects faults; the Raft observer checks its invariants on every report.
-//! 3. **Liveness phase**: every fault is healed; within a bound a write through every member
-//!    must succeed.
+//! 3. **Liveness phase**: every fault is healed; the clients run on for a few seconds, and
+//!    within a bound a write through every member must succeed.
 //! 4. **End checks**: every acknowledged write is readable at its revision (durability);
 //!    HashKV agrees on every member at one revision; then, outside the simulator,
 //!    jepsen-lite checks the history for linearizability and the watch guarantees.
@@ -39,6 +39,8 @@ use crate::workload::{self, Counts, Mix, Recorder};
 
 /// Operations a run must complete at least, or it proves nothing.
 const OPERATIONS_MIN: u64 = 15;
+/// How long clients keep running after the faults are healed.
+const CALM_PHASE: Duration = Duration::from_secs(3);
 /// How long the healed cluster has to serve a write through every member.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
 
@@ -139,7 +141,9 @@ pub async fn run(seed: u64) -> RunOutcome {
     let members: Vec<SimMember> = (1..=plan.spec.size)
         .map(|index| SimMember::start(index, &plan.spec, seed))
         .collect();
-    let addresses: Vec<SocketAddr> = members.iter().map(SimMember::client_address).collect();
+    let addresses: workload::Members = Arc::new(std::sync::Mutex::new(
+        members.iter().map(SimMember::client_address).collect(),
+    ));
     let recorder = Recorder::new();
     let client_node = madsim::runtime::Handle::current()
         .create_node()
@@ -149,6 +153,9 @@ pub async fn run(seed: u64) -> RunOutcome {
 
     let start = Instant::now();
     let deadline = start + plan.fault_phase;
+    // Clients keep going for a while after the faults are healed: the cluster must serve
+    // them again, and a run always ends with some operations on a healthy cluster.
+    let clients_deadline = deadline + CALM_PHASE;
     let mut tasks = Vec::new();
     for _ in 0..plan.clients {
         tasks.push(client_node.spawn(workload::client(
@@ -156,7 +163,7 @@ pub async fn run(seed: u64) -> RunOutcome {
             addresses.clone(),
             plan.mix.clone(),
             plan.keys,
-            deadline,
+            clients_deadline,
         )));
     }
     for from_start in [true, false] {
@@ -165,20 +172,38 @@ pub async fn run(seed: u64) -> RunOutcome {
             addresses.clone(),
             from_start,
             plan.watch_prev_kv,
-            deadline,
+            clients_deadline,
         )));
     }
 
     let election = Duration::from_millis(plan.spec.election_ms);
-    let mut nemesis = Nemesis {
+    let nemesis = Nemesis {
         members,
+        addresses: addresses.clone(),
+        spec: plan.spec.clone(),
+        seed,
+        next_index: plan.spec.size + 1,
         observer: observer.clone(),
         chaos,
         mix: plan.faults.clone(),
         election,
         injected: BTreeMap::new(),
     };
-    nemesis.run(deadline).await;
+    // On a node of its own with an address: the nemesis calls the cluster's API too
+    // (MoveLeader, MemberRemove, MemberAdd, MemberPromote).
+    let nemesis_node = madsim::runtime::Handle::current()
+        .create_node()
+        .name("nemesis")
+        .ip([10, 0, 1, 2].into())
+        .build();
+    let nemesis = nemesis_node
+        .spawn(async move {
+            let mut nemesis = nemesis;
+            nemesis.run(deadline).await;
+            nemesis
+        })
+        .await
+        .expect("the nemesis ran");
     nemesis.heal();
     for task in tasks {
         let _ = task.await;
@@ -186,7 +211,7 @@ pub async fn run(seed: u64) -> RunOutcome {
 
     let mut violations = recorder.violations();
     let checks = client_node.spawn(end_checks(
-        addresses.clone(),
+        addresses.lock().unwrap().clone(),
         recorder.history(),
         nemesis.members.iter().map(|m| m.id).collect(),
     ));

@@ -59,6 +59,8 @@ pub struct SimMember {
     pub ip: IpAddr,
     /// The member's Raft id.
     pub id: u64,
+    /// Its number: name `m{index}`, address 10.0.0.{index}.
+    pub index: u8,
 }
 
 /// How the members of a simulated cluster are configured.
@@ -94,10 +96,21 @@ impl ClusterSpec {
     }
 
     fn initial_cluster(&self) -> String {
-        (1..=self.size)
+        Self::cluster_of(1..=self.size)
+    }
+
+    /// The `--initial-cluster` value naming the members with these indexes.
+    pub fn cluster_of(indexes: impl IntoIterator<Item = u8>) -> String {
+        indexes
+            .into_iter()
             .map(|index| format!("m{index}={}", Self::peer_url(index)))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The peer URL of member `index`.
+    pub fn peer_url_of(index: u8) -> String {
+        Self::peer_url(index)
     }
 
     /// The Raft id member `index` gets (derived from its peer URL, as etcd derives it).
@@ -106,6 +119,10 @@ impl ClusterSpec {
     }
 
     fn config(&self, index: u8) -> Config {
+        self.config_in(index, &self.initial_cluster(), "new")
+    }
+
+    fn config_in(&self, index: u8, initial_cluster: &str, state: &str) -> Config {
         let ip = Self::ip(index);
         let peer = Self::peer_url(index);
         let client = format!("http://{ip}:{CLIENT_PORT}");
@@ -125,7 +142,9 @@ impl ClusterSpec {
             "--initial-advertise-peer-urls".into(),
             peer,
             "--initial-cluster".into(),
-            self.initial_cluster(),
+            initial_cluster.to_string(),
+            "--initial-cluster-state".into(),
+            state.to_string(),
             "--heartbeat-interval".into(),
             self.heartbeat_ms.to_string(),
             "--election-timeout".into(),
@@ -151,9 +170,30 @@ impl SimMember {
     /// stops on a storage failure (EIO on fsync) is restarted after a power cut of its disk,
     /// as a supervisor would restart the process.
     pub fn start(index: u8, spec: &ClusterSpec, seed: u64) -> SimMember {
+        SimMember::launch(
+            index,
+            spec.config(index),
+            seed,
+            ClusterSpec::member_id(index),
+        )
+    }
+
+    /// Starts member `index` joining a running cluster (`--initial-cluster-state
+    /// existing`) after MemberAdd gave it the id `id`.
+    pub fn join(
+        index: u8,
+        spec: &ClusterSpec,
+        initial_cluster: &str,
+        seed: u64,
+        id: u64,
+    ) -> SimMember {
+        let config = spec.config_in(index, initial_cluster, "existing");
+        SimMember::launch(index, config, seed, id)
+    }
+
+    fn launch(index: u8, config: Config, seed: u64, id: u64) -> SimMember {
         let ip = ClusterSpec::ip(index);
         let disk = Arc::new(SimDisk::new(seed ^ u64::from(index)));
-        let config = spec.config(index);
         let node_disk = disk.clone();
         let own_id: Arc<std::sync::OnceLock<NodeId>> = Arc::default();
         let node_id = own_id.clone();
@@ -170,6 +210,11 @@ impl SimMember {
                     let result =
                         oxcd::server::start::run_on(config, disk.clone(), seed, stop).await;
                     let Err(error) = result else { return };
+                    if error.to_string().contains(oxcd::server::peer::REMOVED) {
+                        // Removed from the cluster: its supervisor lets it go.
+                        tracing::warn!(%error, "member removed; not restarting it");
+                        return;
+                    }
                     // The process exits and its supervisor starts it again: the node is
                     // restarted, which closes every socket the old process held.
                     tracing::warn!(%error, "member stopped; restarting it");
@@ -188,7 +233,8 @@ impl SimMember {
             node,
             disk,
             ip,
-            id: ClusterSpec::member_id(index),
+            id,
+            index,
         }
     }
 

@@ -15,13 +15,17 @@ use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
 use oxcd::io::FaultConfig;
+use oxcd::proto::etcdserverpb::cluster_client::ClusterClient;
 use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use oxcd::proto::etcdserverpb::MoveLeaderRequest;
+use oxcd::proto::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MoveLeaderRequest,
+};
 use oxcd::raft::{Message, MessageType};
 use oxcd::server::transport::{Delivery, MessageFaults};
 use tokio::time::Instant;
 
-use crate::harness::SimMember;
+use crate::harness::{ClusterSpec, SimMember};
 use crate::observer::RaftObserver;
 
 /// The kinds of fault, as counted in a run's report.
@@ -37,10 +41,11 @@ pub enum Fault {
     Pause,
     DiskEio,
     LeaderTransfer,
+    ReplaceMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Partition,
         Fault::OneWayLink,
         Fault::IsolateLeader,
@@ -51,6 +56,7 @@ impl Fault {
         Fault::Pause,
         Fault::DiskEio,
         Fault::LeaderTransfer,
+        Fault::ReplaceMember,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +71,7 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::DiskEio => "disk-eio-on-fsync",
             Fault::LeaderTransfer => "leader-transfer",
+            Fault::ReplaceMember => "replace-member",
         }
     }
 }
@@ -105,6 +112,12 @@ impl MessageFaults for Chaos {
 
 pub struct Nemesis {
     pub members: Vec<SimMember>,
+    /// The client addresses the workload picks from; kept in step with `members`.
+    pub addresses: crate::workload::Members,
+    pub spec: ClusterSpec,
+    pub seed: u64,
+    /// The index the next added member gets.
+    pub next_index: u8,
     pub observer: Arc<RaftObserver>,
     pub chaos: Arc<Chaos>,
     /// Faults this run may inject, with weights.
@@ -144,8 +157,9 @@ impl Nemesis {
                 roll -= weight;
             }
             tracing::info!(fault = fault.name(), "injecting");
-            self.inject(fault).await;
-            *self.injected.entry(fault).or_default() += 1;
+            if self.inject(fault).await {
+                *self.injected.entry(fault).or_default() += 1;
+            }
         }
     }
 
@@ -167,7 +181,8 @@ impl Nemesis {
         self.members.iter().position(|member| member.id == leader)
     }
 
-    async fn inject(&mut self, fault: Fault) {
+    /// Injects `fault` and heals it; returns whether it could be injected at all.
+    async fn inject(&mut self, fault: Fault) -> bool {
         let net = self.net();
         match fault {
             Fault::Partition => {
@@ -265,9 +280,10 @@ impl Nemesis {
                 tokio::time::sleep(self.hold()).await;
                 disk.set_faults(FaultConfig::default());
             }
+            Fault::ReplaceMember => return self.replace_member().await,
             Fault::LeaderTransfer => {
                 let Some(index) = self.leader_index() else {
-                    return;
+                    return false;
                 };
                 let target =
                     (index + thread_rng().gen_range(1..self.members.len())) % self.members.len();
@@ -282,6 +298,121 @@ impl Nemesis {
                 }
             }
         }
+        true
+    }
+
+    /// Removes a member (MemberRemove), then adds a new one in its place (MemberAdd, as a
+    /// voter or as a learner promoted once it caught up) and starts it with
+    /// `--initial-cluster-state existing`. Returns whether the member was replaced.
+    async fn replace_member(&mut self) -> bool {
+        let index = self.random_member();
+        let old = self.members[index].id;
+        let removed = self
+            .cluster_call(|mut cluster| async move {
+                cluster.member_remove(MemberRemoveRequest { id: old }).await
+            })
+            .await;
+        if removed.is_none() {
+            // The answer may have been lost (the removed member itself stops as it
+            // answers), or the change may still commit: ask until the list is known.
+            let mut gone = None;
+            for _ in 0..10 {
+                let listed = self
+                    .cluster_call(|mut cluster| async move {
+                        cluster
+                            .member_list(MemberListRequest { linearizable: true })
+                            .await
+                    })
+                    .await;
+                if let Some(list) = listed {
+                    gone = Some(list.members.iter().all(|m| m.id != old));
+                    break;
+                }
+                tokio::time::sleep(self.election).await;
+            }
+            if gone != Some(true) {
+                return false;
+            }
+        }
+        let gone = self.members.remove(index);
+        Handle::current().kill(gone.node.id());
+        self.sync_addresses();
+
+        let new_index = self.next_index;
+        self.next_index += 1;
+        let learner = thread_rng().gen_bool(0.5);
+        let peer_url = ClusterSpec::peer_url_of(new_index);
+        // The removal may have cost the cluster its leader: give it a few tries.
+        let mut added = None;
+        for _ in 0..10 {
+            added = self
+                .cluster_call(|mut cluster| {
+                    let peer_url = peer_url.clone();
+                    async move {
+                        let request = MemberAddRequest {
+                            peer_ur_ls: vec![peer_url],
+                            is_learner: learner,
+                        };
+                        cluster.member_add(request).await
+                    }
+                })
+                .await;
+            if added.is_some() {
+                break;
+            }
+            tokio::time::sleep(self.election).await;
+        }
+        let Some(added) = added.and_then(|response| response.member) else {
+            return true;
+        };
+        let indexes: Vec<u8> = self.members.iter().map(|m| m.index).collect();
+        let initial = ClusterSpec::cluster_of(indexes.into_iter().chain([new_index]));
+        let joined = SimMember::join(new_index, &self.spec, &initial, self.seed, added.id);
+        self.members.push(joined);
+        self.sync_addresses();
+        if learner {
+            // Promotion is refused until the learner has caught up; keep asking a while.
+            for _ in 0..20 {
+                tokio::time::sleep(self.election).await;
+                let promoted = self
+                    .cluster_call(|mut cluster| async move {
+                        cluster
+                            .member_promote(MemberPromoteRequest { id: added.id })
+                            .await
+                    })
+                    .await;
+                if promoted.is_some() {
+                    break;
+                }
+            }
+        }
+        true
+    }
+
+    /// Calls the Cluster service of members in turn until one answers `Ok`.
+    async fn cluster_call<T, F, Fut>(&self, call: F) -> Option<T>
+    where
+        F: Fn(ClusterClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        for member in &self.members {
+            let Some(channel) = crate::workload::channel(member.client_address()).await else {
+                continue;
+            };
+            let attempt =
+                tokio::time::timeout(self.election * 10, call(ClusterClient::new(channel)));
+            match attempt.await {
+                Ok(Ok(response)) => return Some(response.into_inner()),
+                Ok(Err(status)) => tracing::info!(%status, "membership call failed"),
+                Err(_) => tracing::info!("membership call timed out"),
+            }
+        }
+        None
+    }
+
+    fn sync_addresses(&self) {
+        *self.addresses.lock().unwrap() =
+            self.members.iter().map(SimMember::client_address).collect();
     }
 
     /// Every member-to-member link between the two sides of `side`, both directions.

@@ -219,34 +219,43 @@ fn range_output(response: &RangeResponse) -> Output {
     }
 }
 
+/// The client addresses of the cluster's current members (membership changes update it).
+pub type Members = Arc<Mutex<Vec<SocketAddr>>>;
+
+/// A random current member.
+fn any_member(members: &Members) -> SocketAddr {
+    let members = members.lock().unwrap();
+    members[thread_rng().gen_range(0..members.len())]
+}
+
 /// One client: operations against random members until `deadline`.
 pub async fn client(
     recorder: Arc<Recorder>,
-    members: Vec<SocketAddr>,
+    members: Members,
     mix: Mix,
     keys: usize,
     deadline: Instant,
 ) {
     let mut client_id = recorder.new_client();
     let mut sequence = 0u64;
-    let mut member = thread_rng().gen_range(0..members.len());
-    let mut channels: HashMap<usize, Channel> = HashMap::new();
+    let mut member = any_member(&members);
+    let mut channels: HashMap<SocketAddr, Channel> = HashMap::new();
     // The newest mod_revision this client saw per key: the guard of its compare-and-swaps.
     let mut seen: BTreeMap<String, i64> = BTreeMap::new();
     let mut leases: Vec<i64> = Vec::new();
     while Instant::now() < deadline {
         if thread_rng().gen_bool(0.1) {
-            member = thread_rng().gen_range(0..members.len());
+            member = any_member(&members);
         }
         let channel = match channels.get(&member) {
             Some(channel) => channel.clone(),
-            None => match channel(members[member]).await {
+            None => match channel(member).await {
                 Some(channel) => {
                     channels.insert(member, channel.clone());
                     channel
                 }
                 None => {
-                    member = thread_rng().gen_range(0..members.len());
+                    member = any_member(&members);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -499,7 +508,7 @@ pub async fn client(
                     client_id = recorder.new_client();
                 }
                 channels.remove(&member);
-                member = thread_rng().gen_range(0..members.len());
+                member = any_member(&members);
                 tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(10..200))).await;
             }
         }
@@ -552,15 +561,14 @@ async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
 /// after the last event it saw (the checker chains such records into one).
 pub async fn watcher(
     recorder: Arc<Recorder>,
-    members: Vec<SocketAddr>,
+    members: Members,
     from_start: bool,
     prev_kv: bool,
     deadline: Instant,
 ) {
     let mut next_revision = i64::from(from_start);
     while Instant::now() < deadline {
-        let member = thread_rng().gen_range(0..members.len());
-        let Some(channel) = channel(members[member]).await else {
+        let Some(channel) = channel(any_member(&members)).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };

@@ -207,8 +207,11 @@ impl Cluster for ClusterService {
 
     async fn member_list(
         &self,
-        _request: Request<MemberListRequest>,
+        request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        if request.into_inner().linearizable {
+            self.member.read_barrier().await?;
+        }
         Ok(Response::new(MemberListResponse {
             header: Some(self.member.header(self.member.store.current_revision())),
             members: members(&self.member),

@@ -90,6 +90,9 @@ impl Waiters {
 /// bound keeps memory and apply latency in check when clients outrun the disk.
 pub const PROPOSALS_PENDING_MAX: usize = 50_000;
 
+/// Membership changes remembered by log index (see `Member::conf_state_at`).
+const CONF_HISTORY_MAX: usize = 64;
+
 pub struct Member {
     pub id: u64,
     pub cluster_id: u64,
@@ -114,6 +117,12 @@ pub struct Member {
     members: Mutex<std::collections::BTreeMap<u64, MemberRecord>>,
     /// Members removed from the cluster.
     removed: Mutex<std::collections::BTreeSet<u64>>,
+    /// The membership after each recent configuration change, by log index: a snapshot
+    /// sent to a peer carries the membership as of the backend image it ships.
+    conf_history: Mutex<std::collections::BTreeMap<u64, ConfState>>,
+    /// The Raft log (shared with the Raft task), for the terms of the entries a snapshot
+    /// sent to a peer stops at.
+    pub raft_log: std::sync::OnceLock<crate::raft::MemStorage>,
     /// The connection to the leader's peer service (leader id, client), reused across the
     /// requests a follower forwards.
     pub leader_connection: Mutex<Option<(u64, super::peer::PeerClient)>>,
@@ -156,6 +165,8 @@ impl Member {
             alarms: Mutex::new(alarms),
             members: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
+            conf_history: Mutex::new(Default::default()),
+            raft_log: std::sync::OnceLock::new(),
             leader_connection: Mutex::new(None),
             applied: Progress::new(applied_index),
             stopping: Progress::new(0),
@@ -436,6 +447,32 @@ impl Member {
             .lock()
             .expect("conf state lock poisoned")
             .clone()
+    }
+
+    /// Records the membership in force from log index `index` on.
+    pub fn record_conf_state(&self, index: u64, conf_state: ConfState) {
+        let mut history = self
+            .conf_history
+            .lock()
+            .expect("conf history lock poisoned");
+        history.insert(index, conf_state);
+        // Only recent changes matter: a snapshot ships an image at or after the newest
+        // applied index, never far behind the newest change.
+        while history.len() > CONF_HISTORY_MAX {
+            history.pop_first();
+        }
+    }
+
+    /// The membership in force at log index `index`.
+    pub fn conf_state_at(&self, index: u64) -> Option<ConfState> {
+        let history = self
+            .conf_history
+            .lock()
+            .expect("conf history lock poisoned");
+        history
+            .range(..=index)
+            .next_back()
+            .map(|(_, cs)| cs.clone())
     }
 
     pub fn set_conf_state(&self, conf_state: ConfState) {

@@ -277,6 +277,8 @@ impl Node {
             .apply_snapshot(stored.clone())
             .map_err(|error| self.fatal("log snapshot", error.to_string()))?;
         if let Some(conf_state) = metadata.conf_state {
+            self.member
+                .record_conf_state(metadata.index, conf_state.clone());
             self.member.set_conf_state(conf_state);
         }
         Ok(Some(stored))
@@ -331,7 +333,12 @@ impl Node {
                 continue;
             }
             match ConfChangeV2::decode(entry.data.clone()) {
-                Ok(change) => changed = Some(self.raw_node.apply_conf_change(&change)),
+                Ok(change) => {
+                    let conf_state = self.raw_node.apply_conf_change(&change);
+                    self.member
+                        .record_conf_state(entry.index, conf_state.clone());
+                    changed = Some(conf_state);
+                }
                 Err(error) => {
                     tracing::error!(%error, index = entry.index, "undecodable membership change");
                 }

@@ -217,10 +217,10 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
 /// Raft core how it went (the core keeps the peer in snapshot state until then).
 async fn send_snapshot(member: Arc<Member>, url: String, message: Message) {
     let to = message.to;
-    let delivered = match member.store.snapshot_image() {
-        Ok(image) => deliver_snapshot(&member, &url, message, image).await,
+    let delivered = match merged_snapshot(&member, message) {
+        Ok((message, image)) => deliver_snapshot(&member, &url, message, image).await,
         Err(error) => {
-            tracing::warn!(%error, "cannot read the backend image for a snapshot");
+            tracing::warn!(%error, "cannot prepare a snapshot");
             false
         }
     };
@@ -229,6 +229,35 @@ async fn send_snapshot(member: Arc<Member>, url: String, message: Message) {
         to,
         failed: !delivered,
     });
+}
+
+/// What is sent in place of the core's snapshot, as etcd does: the backend image as it is
+/// now, described by the index it was applied through, that entry's term and the membership
+/// in force there. The core's own snapshot may be older than a member added since, and a
+/// member refuses a snapshot whose membership does not include it.
+fn merged_snapshot(member: &Member, mut message: Message) -> Result<(Message, Bytes), String> {
+    let (image, index) = member
+        .store
+        .snapshot_image_at()
+        .map_err(|error| error.to_string())?;
+    let log = member.raft_log.get().ok_or("no raft log yet")?;
+    let term = crate::raft::Storage::term(log, index)
+        .map_err(|error| format!("term of index {index}: {error}"))?;
+    let conf_state = member
+        .conf_state_at(index)
+        .ok_or_else(|| format!("no membership known at index {index}"))?;
+    let snapshot = message.snapshot.get_or_insert_with(Default::default);
+    let metadata = snapshot.metadata.get_or_insert_with(Default::default);
+    if index < metadata.index {
+        return Err(format!(
+            "backend image at {index} is older than the snapshot at {}",
+            metadata.index
+        ));
+    }
+    metadata.index = index;
+    metadata.term = term;
+    metadata.conf_state = Some(conf_state);
+    Ok((message, image))
 }
 
 async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: Bytes) -> bool {

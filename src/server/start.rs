@@ -206,6 +206,7 @@ pub async fn run_on(
     let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
     let (applier_batches, batches) = mpsc::unbounded_channel();
     let alarms = store.alarms();
+    let conf_state_at_start = conf_state.clone();
     let transport = Arc::new(PeerTransport::default());
     let member = Arc::new(Member::new(
         config.clone(),
@@ -231,6 +232,8 @@ pub async fn run_on(
     // What is known of every member, before anything is applied: what the backend recorded
     // (membership changes and publications), or what the peers said when this member
     // joined, or else the initial cluster.
+    member.record_conf_state(snapshot_index, conf_state_at_start.clone());
+    let _ = member.raft_log.set(log.clone());
     let saved = store.member_records();
     if saved.removed.contains(&member_id) {
         return Err(StartError::Stopped(super::peer::REMOVED.into()));

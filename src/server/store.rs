@@ -331,8 +331,15 @@ impl Store {
     }
 
     pub fn snapshot_image(&self) -> Result<Bytes, EtcdError> {
-        let image = self.lock().kv.backend.image().map_err(backend_error)?;
-        Ok(Bytes::from(image))
+        Ok(self.snapshot_image_at()?.0)
+    }
+
+    /// The backend image and the applied index it holds, read at one instant.
+    pub fn snapshot_image_at(&self) -> Result<(Bytes, u64), EtcdError> {
+        let mut state = self.lock();
+        let image = state.kv.backend.image().map_err(backend_error)?;
+        let index = state.kv.backend.consistent_index().map_err(backend_error)?;
+        Ok((Bytes::from(image), index))
     }
 
     pub fn new_watch_stream(&self) -> WatchStream {
