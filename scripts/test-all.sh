@@ -44,9 +44,11 @@ if [ "${SKIP_SIM:-0}" != "1" ]; then
         cargo test --locked -p oxcd-sim --release -- --test-threads=1
     cat target/sim-sweep-summary.txt
 
-    step "planted bugs: each must be caught by the simulation"
+    step "planted bugs: each must be caught (cluster simulation, Raft property test)"
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
         cargo test --locked -p oxcd-sim --release --features planted-bugs --test planted \
+        -- --nocapture 2>&1 | grep -E '^planted bug|test result|panicked|not caught'
+    cargo test --locked --lib --features planted-bugs planted_raft_bugs_are_caught \
         -- --nocapture 2>&1 | grep -E '^planted bug|test result|panicked|not caught'
 fi
 

@@ -42,10 +42,11 @@ pub enum Fault {
     DiskEio,
     LeaderTransfer,
     ReplaceMember,
+    StaleFollowerTakeover,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Partition,
         Fault::OneWayLink,
         Fault::IsolateLeader,
@@ -57,6 +58,7 @@ impl Fault {
         Fault::DiskEio,
         Fault::LeaderTransfer,
         Fault::ReplaceMember,
+        Fault::StaleFollowerTakeover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +74,7 @@ impl Fault {
             Fault::DiskEio => "disk-eio-on-fsync",
             Fault::LeaderTransfer => "leader-transfer",
             Fault::ReplaceMember => "replace-member",
+            Fault::StaleFollowerTakeover => "stale-follower-then-leader-crash",
         }
     }
 }
@@ -281,6 +284,29 @@ impl Nemesis {
                 disk.set_faults(FaultConfig::default());
             }
             Fault::ReplaceMember => return self.replace_member().await,
+            Fault::StaleFollowerTakeover => {
+                // A follower is cut off while writes go on, then comes back just as the
+                // leader dies: only the vote's log check keeps it from leading with a
+                // stale log.
+                let Some(leader) = self.leader_index() else {
+                    return false;
+                };
+                let stale =
+                    (leader + thread_rng().gen_range(1..self.members.len())) % self.members.len();
+                let side: Vec<bool> = (0..self.members.len()).map(|i| i == stale).collect();
+                let cut = self.cross_links(&side);
+                for &(a, b) in &cut {
+                    net.clog_link(a, b);
+                }
+                tokio::time::sleep(self.election * thread_rng().gen_range(2..6)).await;
+                for &(a, b) in &cut {
+                    net.unclog_link(a, b);
+                }
+                let leader = self.leader_index().unwrap_or(leader);
+                self.members[leader].crash();
+                tokio::time::sleep(self.hold() + self.election).await;
+                self.members[leader].restart();
+            }
             Fault::LeaderTransfer => {
                 let Some(index) = self.leader_index() else {
                     return false;

@@ -5,6 +5,8 @@
 //! that the observer checks:
 //!
 //! - **Election safety**: at most one leader per term.
+//! - **Leader commit rule**: a leader moves its commit index only to an entry of its own
+//!   term (Raft §5.4.2); older entries commit with it.
 //! - **Log matching and state-machine safety**: every member that commits index `i` commits
 //!   the same entry there (same term, same data digest), across restarts too.
 //! - **Deterministic apply**: every member that applies index `i` reaches the same revision.
@@ -115,6 +117,18 @@ impl Observer for RaftObserver {
                         "state-machine safety: index {index} committed as term {} digest {:08x} \
                          by {:x} but as term {term} digest {digest:08x} by {member:x}",
                         first.0, first.1, first.2
+                    ));
+                }
+            }
+            Observation::LeaderCommit {
+                term,
+                index,
+                entry_term,
+            } => {
+                if entry_term != term {
+                    state.violations.push(format!(
+                        "leader commit rule: {member:x}, leader of term {term}, committed index \
+                         {index} of term {entry_term} by counting replicas (Raft §5.4.2)"
                     ));
                 }
             }

@@ -73,7 +73,14 @@ impl Applier {
                 biased;
                 batch = self.batches.recv() => {
                     let Some(batch) = batch else { break };
-                    self.apply_batch(batch).await?;
+                    if let Err(error) = self.apply_batch(batch).await {
+                        // The state machine cannot go on from here (a snapshot that would
+                        // not install, an entry that does not decode): stop the member
+                        // rather than serve from a state that stopped following the log.
+                        tracing::error!(%error, "applying failed; stopping the member");
+                        self.member.stop_with_error(error.to_string());
+                        return Err(error);
+                    }
                 }
                 _ = commit_timer.tick() => self.commit()?,
                 _ = self.member.stopped() => break,

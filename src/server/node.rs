@@ -196,6 +196,19 @@ impl Node {
             if !ready.committed_entries.is_empty() {
                 let entries = std::mem::take(&mut ready.committed_entries);
                 #[cfg(madsim)]
+                if let (Some(last), status) = (entries.last(), self.raw_node.status()) {
+                    if status.leader == self.member.id {
+                        super::observe::report(
+                            self.member.id,
+                            super::observe::Observation::LeaderCommit {
+                                term: status.term,
+                                index: last.index,
+                                entry_term: last.term,
+                            },
+                        );
+                    }
+                }
+                #[cfg(madsim)]
                 for entry in &entries {
                     super::observe::report(
                         self.member.id,
@@ -208,6 +221,8 @@ impl Node {
                 }
                 self.apply_conf_changes(&entries);
                 if self.applier.send(ApplyBatch::Entries(entries)).is_err() {
+                    self.member
+                        .stop_with_error("the applier stopped".to_string());
                     return Err(EtcdError::Stopped);
                 }
             }

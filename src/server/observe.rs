@@ -19,6 +19,13 @@ pub enum Observation {
     /// The Raft core handed out the committed entry at `index`, of `term`, whose data has
     /// CRC32C `digest`. Within one life, indexes arrive in order without gaps.
     Committed { index: u64, term: u64, digest: u32 },
+    /// The member, leader of `term`, moved its commit index to `index`, an entry of
+    /// `entry_term`.
+    LeaderCommit {
+        term: u64,
+        index: u64,
+        entry_term: u64,
+    },
     /// The member installed a snapshot from the leader at `index`: committed entries
     /// continue after it.
     Snapshot { index: u64 },
