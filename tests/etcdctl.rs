@@ -190,7 +190,7 @@ fn an_expired_lease_deletes_its_keys() {
     let id = granted.split_whitespace().nth(1).unwrap().to_string();
     server.ok(&["put", "short", "v", &format!("--lease={id}")]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.ok(&["get", "short"]) != "" {
+    while !server.ok(&["get", "short"]).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the lease never expired"

@@ -84,6 +84,10 @@ impl Waiters {
     pub fn len(&self) -> usize {
         self.pending.lock().expect("waiters lock poisoned").len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Proposals in flight at most before new ones are refused with "too many requests"; the
@@ -397,11 +401,8 @@ impl Member {
         self.await_applied(id, input, acceptance, wait).await
     }
 
-    fn send_to_node_async(
-        &self,
-        input: NodeInput,
-    ) -> impl std::future::Future<Output = Result<(), EtcdError>> + '_ {
-        async move { self.node.send(input).await.map_err(|_| EtcdError::Stopped) }
+    async fn send_to_node_async(&self, input: NodeInput) -> Result<(), EtcdError> {
+        self.node.send(input).await.map_err(|_| EtcdError::Stopped)
     }
 
     /// Sends to the Raft task without waiting for room (for tasks that must not block on it;
