@@ -2,9 +2,10 @@
 //! URLs.
 //!
 //! Each peer has a bounded queue and one sender task. The task takes whatever is queued
-//! (up to a batch limit) and delivers it in one `RaftTransport.Send` call; when the peer is
-//! unreachable it reports that to the Raft core (which falls back to probing the peer),
-//! drops the batch and reconnects with exponential backoff. Nothing here retries a
+//! (up to a batch limit) and writes it as one batch to a long-lived `RaftTransport.Stream`
+//! call; when the peer is unreachable, or stops reading for an election timeout, it reports
+//! that to the Raft core (which falls back to probing the peer), drops the stream and
+//! reconnects with exponential backoff. Snapshots go in chunks on calls of their own. Nothing here retries a
 //! message: Raft retransmits what is lost, and a full queue simply drops, so a slow or dead
 //! peer never holds up the Raft task.
 
@@ -41,6 +42,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// What a member answers a removed member, which then stops (etcd's words).
 pub const REMOVED: &str = "the member has been permanently removed from the cluster";
+/// Batches queued on a peer stream before it counts as stalled.
+const STREAM_BATCHES_MAX: usize = 64;
 /// Bytes of backend image per snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -137,8 +140,96 @@ pub async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
     endpoint.connect().await.ok().map(RaftTransportClient::new)
 }
 
+/// How far the receiving end has read a peer stream: the sender compares it with what it
+/// queued to tell a stalled peer (partitioned, paused) from a quiet one.
+#[derive(Default)]
+struct StreamProgress {
+    queued: u64,
+    read: u64,
+    /// Since when the oldest unread batch has waited; `None` while everything is read.
+    waiting_since: Option<tokio::time::Instant>,
+}
+
+/// The request side of a peer stream: batches from the send loop, with the reading
+/// recorded in the shared progress.
+struct PeerStream {
+    batches: mpsc::Receiver<RaftBatch>,
+    progress: Arc<std::sync::Mutex<StreamProgress>>,
+}
+
+impl futures_core::Stream for PeerStream {
+    type Item = RaftBatch;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<RaftBatch>> {
+        let polled = self.batches.poll_recv(context);
+        if let std::task::Poll::Ready(Some(_)) = &polled {
+            let mut progress = self.progress.lock().expect("stream progress lock poisoned");
+            progress.read += 1;
+            progress.waiting_since =
+                (progress.read < progress.queued).then(tokio::time::Instant::now);
+        }
+        polled
+    }
+}
+
+/// One long-lived stream to a peer, and the call that carries it.
+struct OpenStream {
+    batches: mpsc::Sender<RaftBatch>,
+    progress: Arc<std::sync::Mutex<StreamProgress>>,
+    call: tokio::task::JoinHandle<Result<(), Status>>,
+}
+
+impl OpenStream {
+    async fn open(url: &str) -> Option<OpenStream> {
+        let mut client = connect(url).await?;
+        let (batches, receiver) = mpsc::channel(STREAM_BATCHES_MAX);
+        let progress: Arc<std::sync::Mutex<StreamProgress>> = Arc::default();
+        let stream = PeerStream {
+            batches: receiver,
+            progress: progress.clone(),
+        };
+        let call = tokio::spawn(async move { client.stream(stream).await.map(|_| ()) });
+        Some(OpenStream {
+            batches,
+            progress,
+            call,
+        })
+    }
+
+    /// Queues `batch`; `Err` with the reason when the stream is gone or stalled.
+    fn push(&self, batch: RaftBatch, stall: Duration) -> Result<(), &'static str> {
+        let mut progress = self.progress.lock().expect("stream progress lock poisoned");
+        if progress
+            .waiting_since
+            .is_some_and(|since| since.elapsed() > stall)
+        {
+            return Err("stalled");
+        }
+        match self.batches.try_send(batch) {
+            Ok(()) => {
+                progress.queued += 1;
+                if progress.waiting_since.is_none() {
+                    progress.waiting_since = Some(tokio::time::Instant::now());
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err("stalled"),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err("closed"),
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.call.abort();
+    }
+}
+
 async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::Receiver<Message>) {
-    let mut client: Option<RaftTransportClient<Channel>> = None;
+    let mut stream: Option<OpenStream> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
         let first = tokio::select! {
@@ -156,8 +247,8 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
                 Err(_) => break,
             }
         }
-        // Snapshots go on a call of their own, beside this loop, so that a large image does
-        // not hold up the heartbeats behind it.
+        // Snapshots go on a call of their own, beside the stream, so that a large image
+        // does not hold up the heartbeats behind it.
         let (snapshots, messages): (Vec<Message>, Vec<Message>) = batch
             .into_iter()
             .partition(|m| m.msg_type() == MessageType::Snapshot);
@@ -167,41 +258,41 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
         if messages.is_empty() {
             continue;
         }
-        let batch = messages;
-        if client.is_none() {
-            client = connect(&url).await;
-        }
-        let delivered = match client.as_mut() {
-            Some(connected) => {
-                let request = RaftBatch {
-                    from: member.id,
-                    messages: batch
-                        .iter()
-                        .map(|m| Bytes::from(m.encode_to_vec()))
-                        .collect(),
-                };
-                // A peer that stops answering (a partition, a paused process) must not hold
-                // the queue: after the timeout the batch is dropped and the peer reported.
-                let call = tokio::time::timeout(member.config.election(), connected.send(request));
-                match call.await {
-                    Ok(Ok(_)) => true,
-                    Ok(Err(status)) if status.message() == REMOVED => {
-                        tracing::error!("this member was removed from the cluster; stopping");
-                        member.stop_with_error(REMOVED.into());
-                        return;
-                    }
-                    _ => false,
+        // A stream whose call ended: the peer refused this member for good, or the
+        // connection broke.
+        if let Some(open) = stream.as_mut().filter(|open| open.call.is_finished()) {
+            if let Ok(Err(status)) = (&mut open.call).await {
+                if status.message() == REMOVED {
+                    tracing::error!("this member was removed from the cluster; stopping");
+                    member.stop_with_error(REMOVED.into());
+                    return;
                 }
             }
-            None => false,
+            stream = None;
+        }
+        if stream.is_none() {
+            stream = OpenStream::open(&url).await;
+        }
+        let request = RaftBatch {
+            from: member.id,
+            messages: messages
+                .iter()
+                .map(|m| Bytes::from(m.encode_to_vec()))
+                .collect(),
         };
-        if delivered {
+        // A peer that stops reading (a partition, a paused process) must not hold the
+        // queue: after an election timeout its stream is dropped and the peer reported.
+        let pushed = match &stream {
+            Some(open) => open.push(request, member.config.election()),
+            None => Err("unreachable"),
+        };
+        if pushed.is_ok() {
             backoff = BACKOFF_MIN;
             continue;
         }
-        client = None;
+        stream = None;
         let _ = member.send_to_node(NodeInput::Unreachable { to });
-        tracing::debug!(peer = %format!("{to:x}"), %url, "peer unreachable; backing off");
+        tracing::debug!(peer = %format!("{to:x}"), %url, reason = ?pushed, "peer unreachable; backing off");
         // Drop what queued up meanwhile: it is stale by the time the peer is back.
         tokio::select! {
             biased;
@@ -299,10 +390,9 @@ pub struct RaftTransportService {
     pub member: Arc<Member>,
 }
 
-#[tonic::async_trait]
-impl RaftTransport for RaftTransportService {
-    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
-        let batch = request.into_inner();
+impl RaftTransportService {
+    /// Hands a batch of messages from a peer to the Raft task.
+    fn deliver(&self, batch: RaftBatch) -> Result<(), Status> {
         if self.member.is_removed(batch.from) {
             return Err(Status::failed_precondition(REMOVED));
         }
@@ -315,9 +405,25 @@ impl RaftTransport for RaftTransportService {
                     message.to, self.member.id
                 )));
             }
-            self.member
-                .send_to_node(NodeInput::Step(message))
-                .map_err(Status::from)?;
+            match self.member.send_to_node(NodeInput::Step(message)) {
+                // A full queue drops the message, as a lossy network would; Raft resends.
+                Ok(()) | Err(EtcdError::TooManyRequests) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftTransportService {
+    async fn stream(
+        &self,
+        request: Request<tonic::Streaming<RaftBatch>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        let mut batches = request.into_inner();
+        while let Some(batch) = batches.message().await? {
+            self.deliver(batch)?;
         }
         Ok(Response::new(RaftAck {}))
     }

@@ -208,6 +208,14 @@ pub async fn run_on(
     let alarms = store.alarms();
     let conf_state_at_start = conf_state.clone();
     let transport = Arc::new(PeerTransport::default());
+    // Request ids must not repeat across restarts: an entry of the previous life still
+    // waiting in the log would otherwise answer a new request with its own result. The
+    // clock (virtual, hence deterministic, in the simulator) makes every start different
+    // even when the caller passes the same seed each time.
+    let started_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
     let member = Arc::new(Member::new(
         config.clone(),
         member_id,
@@ -218,7 +226,7 @@ pub async fn run_on(
         applied,
         conf_state,
         alarms,
-        seed,
+        seed ^ started_nanos,
     ));
     tracing::info!(
         name = %config.name,
