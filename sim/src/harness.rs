@@ -91,7 +91,8 @@ impl ClusterSpec {
         [10, 0, 0, index].into()
     }
 
-    fn peer_url(index: u8) -> String {
+    /// The peer URL of member `index`.
+    pub fn peer_url(index: u8) -> String {
         format!("http://{}:2380", Self::ip(index))
     }
 
@@ -106,11 +107,6 @@ impl ClusterSpec {
             .map(|index| format!("m{index}={}", Self::peer_url(index)))
             .collect::<Vec<_>>()
             .join(",")
-    }
-
-    /// The peer URL of member `index`.
-    pub fn peer_url_of(index: u8) -> String {
-        Self::peer_url(index)
     }
 
     /// The Raft id member `index` gets (derived from its peer URL, as etcd derives it).

@@ -179,6 +179,18 @@ impl Nemesis {
         thread_rng().gen_range(0..self.members.len())
     }
 
+    /// A member other than `index`, at random.
+    fn other_member(&self, index: usize) -> usize {
+        (index + thread_rng().gen_range(1..self.members.len())) % self.members.len()
+    }
+
+    /// The nodes at the two ends of a random link between two members.
+    fn random_link(&self) -> (madsim::task::NodeId, madsim::task::NodeId) {
+        let from = self.random_member();
+        let to = self.other_member(from);
+        (self.members[from].node.id(), self.members[to].node.id())
+    }
+
     fn leader_index(&self) -> Option<usize> {
         let leader = self.observer.latest_leader()?;
         self.members.iter().position(|member| member.id == leader)
@@ -203,10 +215,7 @@ impl Nemesis {
                 }
             }
             Fault::OneWayLink => {
-                let from = self.random_member();
-                let to =
-                    (from + thread_rng().gen_range(1..self.members.len())) % self.members.len();
-                let (a, b) = (self.members[from].node.id(), self.members[to].node.id());
+                let (a, b) = self.random_link();
                 net.clog_link(a, b);
                 tokio::time::sleep(self.hold()).await;
                 net.unclog_link(a, b);
@@ -224,10 +233,7 @@ impl Nemesis {
                 }
             }
             Fault::Flapping => {
-                let from = self.random_member();
-                let to =
-                    (from + thread_rng().gen_range(1..self.members.len())) % self.members.len();
-                let (a, b) = (self.members[from].node.id(), self.members[to].node.id());
+                let (a, b) = self.random_link();
                 for _ in 0..thread_rng().gen_range(3..10) {
                     net.clog_link(a, b);
                     net.clog_link(b, a);
@@ -291,8 +297,7 @@ impl Nemesis {
                 let Some(leader) = self.leader_index() else {
                     return false;
                 };
-                let stale =
-                    (leader + thread_rng().gen_range(1..self.members.len())) % self.members.len();
+                let stale = self.other_member(leader);
                 let side: Vec<bool> = (0..self.members.len()).map(|i| i == stale).collect();
                 let cut = self.cross_links(&side);
                 for &(a, b) in &cut {
@@ -311,8 +316,7 @@ impl Nemesis {
                 let Some(index) = self.leader_index() else {
                     return false;
                 };
-                let target =
-                    (index + thread_rng().gen_range(1..self.members.len())) % self.members.len();
+                let target = self.other_member(index);
                 let address = self.members[index].client_address();
                 let target_id = self.members[target].id;
                 if let Some(channel) = crate::workload::channel(address).await {
@@ -367,7 +371,7 @@ impl Nemesis {
         let new_index = self.next_index;
         self.next_index += 1;
         let learner = thread_rng().gen_bool(0.5);
-        let peer_url = ClusterSpec::peer_url_of(new_index);
+        let peer_url = ClusterSpec::peer_url(new_index);
         // The removal may have cost the cluster its leader: give it a few tries.
         let mut added = None;
         for _ in 0..10 {

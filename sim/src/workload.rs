@@ -31,8 +31,8 @@ use oxcd::proto::etcdserverpb::response_op::Response as PbOpResponse;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::{
     compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
-    PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest,
+    PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
+    WatchCreateRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
 use tokio::time::Instant;
@@ -270,28 +270,7 @@ pub async fn client(
                 serializable_get(&recorder, channel, &key).await;
                 continue;
             }
-            Pick::Put => {
-                recorder.written.lock().unwrap().insert(value.clone());
-                let input = Input::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                    lease: None,
-                };
-                let call = recorder.now();
-                let request = PutRequest {
-                    key: Bytes::from(key.clone()),
-                    value: Bytes::from(value),
-                    ..Default::default()
-                };
-                let result = within(KvClient::new(channel).put(request)).await;
-                let outcome = result.map(|r| {
-                    r.map(|response| Output {
-                        revision: response.header.map(|h| h.revision),
-                        ..Output::default()
-                    })
-                });
-                (input, (call, outcome))
-            }
+            Pick::Put => put(&recorder, channel, &key, value, None).await,
             Pick::Get | Pick::Range => {
                 let (input, request) = if matches!(pick, Pick::Get) {
                     let input = Input::Get {
@@ -332,9 +311,8 @@ pub async fn client(
                 let result = within(KvClient::new(channel).delete_range(request)).await;
                 let outcome = result.map(|r| {
                     r.map(|response| Output {
-                        revision: response.header.map(|h| h.revision),
                         deleted: Some(response.deleted),
-                        ..Output::default()
+                        ..revision_output(response.header)
                     })
                 });
                 (input, (call, outcome))
@@ -400,10 +378,9 @@ pub async fn client(
                             })
                             .collect();
                         Output {
-                            revision: response.header.map(|h| h.revision),
                             succeeded: Some(response.succeeded),
                             responses: Some(responses),
-                            ..Output::default()
+                            ..revision_output(response.header)
                         }
                     })
                 });
@@ -426,36 +403,12 @@ pub async fn client(
                     if let Some(Ok(_)) = &result {
                         leases.push(id);
                     }
-                    let outcome = result.map(|r| {
-                        r.map(|response| Output {
-                            revision: response.header.map(|h| h.revision),
-                            ..Output::default()
-                        })
-                    });
+                    let outcome =
+                        result.map(|r| r.map(|response| revision_output(response.header)));
                     (input, (call, outcome))
                 } else if choice == 1 {
                     let lease = leases[thread_rng().gen_range(0..leases.len())];
-                    recorder.written.lock().unwrap().insert(value.clone());
-                    let input = Input::Put {
-                        key: key.clone(),
-                        value: value.clone(),
-                        lease: Some(lease),
-                    };
-                    let call = recorder.now();
-                    let request = PutRequest {
-                        key: Bytes::from(key.clone()),
-                        value: Bytes::from(value),
-                        lease,
-                        ..Default::default()
-                    };
-                    let result = within(KvClient::new(channel).put(request)).await;
-                    let outcome = result.map(|r| {
-                        r.map(|response| Output {
-                            revision: response.header.map(|h| h.revision),
-                            ..Output::default()
-                        })
-                    });
-                    (input, (call, outcome))
+                    put(&recorder, channel, &key, value, Some(lease)).await
                 } else {
                     let id = leases.swap_remove(thread_rng().gen_range(0..leases.len()));
                     let input = Input::LeaseRevoke { id };
@@ -463,12 +416,8 @@ pub async fn client(
                     let result =
                         within(LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id }))
                             .await;
-                    let outcome = result.map(|r| {
-                        r.map(|response| Output {
-                            revision: response.header.map(|h| h.revision),
-                            ..Output::default()
-                        })
-                    });
+                    let outcome =
+                        result.map(|r| r.map(|response| revision_output(response.header)));
                     (input, (call, outcome))
                 }
             }
@@ -513,6 +462,40 @@ pub async fn client(
             }
         }
     }
+}
+
+/// What a write answered: the header revision.
+fn revision_output(header: Option<ResponseHeader>) -> Output {
+    Output {
+        revision: header.map(|h| h.revision),
+        ..Output::default()
+    }
+}
+
+/// A put of `value` (unique) under `key`, with `lease` attached if given.
+async fn put(
+    recorder: &Recorder,
+    channel: Channel,
+    key: &str,
+    value: String,
+    lease: Option<i64>,
+) -> (Input, (i64, Option<Result<Output, Status>>)) {
+    recorder.written.lock().unwrap().insert(value.clone());
+    let input = Input::Put {
+        key: key.to_string(),
+        value: value.clone(),
+        lease,
+    };
+    let call = recorder.now();
+    let request = PutRequest {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value),
+        lease: lease.unwrap_or(0),
+        ..Default::default()
+    };
+    let result = within(KvClient::new(channel).put(request)).await;
+    let outcome = result.map(|r| r.map(|response| revision_output(response.header)));
+    (input, (call, outcome))
 }
 
 /// A call with the client's timeout: `None` when it ran out.

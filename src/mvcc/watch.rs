@@ -433,6 +433,24 @@ mod tests {
         txn.end();
     }
 
+    /// A new stream with one watcher of key `k` from `start`, released; and its id.
+    fn watch_k(store: &Arc<Locked>, start: i64) -> (WatchStream, i64) {
+        let hub = store.0.lock().unwrap().hub.clone();
+        let stream = hub.new_stream(store.clone());
+        let control = stream.controller();
+        let id = control
+            .watch(
+                None,
+                Bytes::from_static(b"k"),
+                Bytes::new(),
+                start,
+                WatchFilters::default(),
+            )
+            .unwrap();
+        control.release(id);
+        (stream, id)
+    }
+
     fn revisions(updates: &[WatchUpdate]) -> Vec<i64> {
         updates
             .iter()
@@ -443,19 +461,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_watcher_catches_up_without_gaps_or_duplicates() {
         let store = store();
-        let hub = store.0.lock().unwrap().hub.clone();
-        let mut stream = hub.new_stream(store.clone());
-        let control = stream.controller();
-        let id = control
-            .watch(
-                None,
-                Bytes::from_static(b"k"),
-                Bytes::new(),
-                2,
-                WatchFilters::default(),
-            )
-            .unwrap();
-        control.release(id);
+        let (mut stream, _) = watch_k(&store, 2);
         // The first receive syncs the watcher (nothing to catch up yet), so the writes below
         // go through the live queue until it is full.
         let idle = tokio::time::timeout(std::time::Duration::from_millis(50), stream.recv()).await;
@@ -485,19 +491,7 @@ mod tests {
             put(&store, "k", &i.to_string());
         }
         store.0.lock().unwrap().compact(4).unwrap();
-        let hub = store.0.lock().unwrap().hub.clone();
-        let mut stream = hub.new_stream(store.clone());
-        let control = stream.controller();
-        let id = control
-            .watch(
-                None,
-                Bytes::from_static(b"k"),
-                Bytes::new(),
-                2,
-                WatchFilters::default(),
-            )
-            .unwrap();
-        control.release(id);
+        let (mut stream, id) = watch_k(&store, 2);
         let update = stream.recv().await.unwrap();
         assert_eq!((update.watch_id, update.compact_revision), (id, 4));
         assert!(update.events.is_empty());
@@ -551,19 +545,7 @@ mod tests {
     async fn a_future_start_delivers_nothing_before_it() {
         let store = store();
         put(&store, "k", "0");
-        let hub = store.0.lock().unwrap().hub.clone();
-        let mut stream = hub.new_stream(store.clone());
-        let control = stream.controller();
-        let id = control
-            .watch(
-                None,
-                Bytes::from_static(b"k"),
-                Bytes::new(),
-                5,
-                WatchFilters::default(),
-            )
-            .unwrap();
-        control.release(id);
+        let (mut stream, _) = watch_k(&store, 5);
         let idle = tokio::time::timeout(std::time::Duration::from_millis(50), stream.recv()).await;
         assert!(idle.is_err(), "nothing to deliver yet");
         for i in 1..=4 {

@@ -40,7 +40,8 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     Alarm(AlarmResponse),
     LeaseCheckpoint,
-    MemberAttributes,
+    /// A change of the member list (a publication, an update, a configuration change).
+    Membership,
 }
 
 /// What a waiter receives: the response and the store's revision right after the apply.
@@ -180,10 +181,9 @@ impl Applier {
             self.save_members();
         }
         let revision = self.backend.current_revision();
-        self.member.waiters.complete(
-            context.request_id,
-            Ok((Applied::MemberAttributes, revision)),
-        );
+        self.member
+            .waiters
+            .complete(context.request_id, Ok((Applied::Membership, revision)));
         if removed_self {
             // Make the removal durable before stopping, so a restart does not rejoin.
             self.commit()?;
@@ -315,14 +315,14 @@ impl Applier {
                     self.member.set_member(record);
                     self.save_members();
                 }
-                Ok((Applied::MemberAttributes, self.backend.current_revision()))
+                Ok((Applied::Membership, self.backend.current_revision()))
             }
             Some(Request::MemberUpdate(record)) => {
                 if !self.member.update_peer_urls(record.id, record.peer_urls) {
                     return Err(EtcdError::MemberNotFound);
                 }
                 self.save_members();
-                Ok((Applied::MemberAttributes, self.backend.current_revision()))
+                Ok((Applied::Membership, self.backend.current_revision()))
             }
             None => Err(EtcdError::Internal("empty request in the log".into())),
         }

@@ -65,14 +65,17 @@ fn validate_urls(urls: &[String]) -> Result<(), EtcdError> {
     Ok(())
 }
 
+/// Whether a member other than `except` already uses one of `urls`.
+fn peer_urls_taken(member: &Member, urls: &[String], except: Option<u64>) -> bool {
+    member.members().iter().any(|record| {
+        Some(record.id) != except && record.peer_urls.iter().any(|url| urls.contains(url))
+    })
+}
+
 /// Promotes learner `id`: on the leader, once it has caught up; elsewhere, by asking the
 /// leader (only it knows how far the learner got).
 pub async fn promote(member: &Member, id: u64) -> Result<MemberPromoteResponse, Status> {
-    let record = member
-        .members()
-        .into_iter()
-        .find(|record| record.id == id)
-        .ok_or(EtcdError::MemberNotFound)?;
+    let record = member.member(id).ok_or(EtcdError::MemberNotFound)?;
     if !record.is_learner {
         return Err(EtcdError::NotLearner.into());
     }
@@ -109,14 +112,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
-        let known = self.member.members();
-        let taken = known.iter().any(|record| {
-            record
-                .peer_urls
-                .iter()
-                .any(|u| request.peer_ur_ls.contains(u))
-        });
-        if taken {
+        if peer_urls_taken(&self.member, &request.peer_ur_ls, None) {
             return Err(EtcdError::PeerUrlExists.into());
         }
         // As etcd does: the id hashes the URLs, the cluster token and the time, so a member
@@ -130,7 +126,7 @@ impl Cluster for ClusterService {
             &self.member.config.initial_cluster_token,
             now,
         );
-        if known.iter().any(|record| record.id == id) || self.member.is_removed(id) {
+        if self.member.member(id).is_some() || self.member.is_removed(id) {
             return Err(EtcdError::MemberIdExists.into());
         }
         let record = MemberRecord {
@@ -162,12 +158,7 @@ impl Cluster for ClusterService {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
-        let record = self
-            .member
-            .members()
-            .into_iter()
-            .find(|record| record.id == id)
-            .ok_or(EtcdError::MemberNotFound)?;
+        let record = self.member.member(id).ok_or(EtcdError::MemberNotFound)?;
         let outcome = self
             .member
             .propose_membership(ConfChangeType::RemoveNode, record)
@@ -182,23 +173,16 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
-        let known = self.member.members();
-        let Some(record) = known.iter().find(|record| record.id == request.id) else {
-            return Err(EtcdError::MemberNotFound.into());
-        };
-        let taken = known.iter().any(|other| {
-            other.id != request.id
-                && other
-                    .peer_urls
-                    .iter()
-                    .any(|u| request.peer_ur_ls.contains(u))
-        });
-        if taken {
+        let record = self
+            .member
+            .member(request.id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        if peer_urls_taken(&self.member, &request.peer_ur_ls, Some(request.id)) {
             return Err(EtcdError::PeerUrlExists.into());
         }
         let update = MemberRecord {
             peer_urls: request.peer_ur_ls,
-            ..record.clone()
+            ..record
         };
         let outcome = self.member.propose(Internal::MemberUpdate(update)).await?;
         let (header, members) = applied(&self.member, outcome);

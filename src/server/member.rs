@@ -115,14 +115,14 @@ pub struct Member {
     /// from a start derived from the clock, so ids stay unique across restarts.
     next_request_id: AtomicU64,
     raft_status: Mutex<RaftStatus>,
-    conf_state: Mutex<ConfState>,
     alarms: Mutex<Vec<AlarmMember>>,
     /// Every member's name and URLs: the initial cluster, updated by what members publish.
     members: Mutex<std::collections::BTreeMap<u64, MemberRecord>>,
     /// Members removed from the cluster.
     removed: Mutex<std::collections::BTreeSet<u64>>,
-    /// The membership after each recent configuration change, by log index: a snapshot
-    /// sent to a peer carries the membership as of the backend image it ships.
+    /// The membership after each recent configuration change, by log index; the newest is
+    /// the one in force. A snapshot sent to a peer carries the membership as of the backend
+    /// image it ships.
     conf_history: Mutex<std::collections::BTreeMap<u64, ConfState>>,
     /// The Raft log (shared with the Raft task), for the terms of the entries a snapshot
     /// sent to a peer stops at.
@@ -165,11 +165,10 @@ impl Member {
             node,
             next_request_id: AtomicU64::new(request_id_start),
             raft_status: Mutex::new(RaftStatus::default()),
-            conf_state: Mutex::new(conf_state),
             alarms: Mutex::new(alarms),
             members: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
-            conf_history: Mutex::new(Default::default()),
+            conf_history: Mutex::new([(applied_index, conf_state)].into()),
             raft_log: std::sync::OnceLock::new(),
             leader_connection: Mutex::new(None),
             applied: Progress::new(applied_index),
@@ -186,6 +185,15 @@ impl Member {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The record of member `id`, if it is a member.
+    pub fn member(&self, id: u64) -> Option<MemberRecord> {
+        self.members
+            .lock()
+            .expect("members lock poisoned")
+            .get(&id)
+            .cloned()
     }
 
     /// Records a member (from the initial cluster, the backend, or an applied publication).
@@ -443,11 +451,13 @@ impl Member {
         self.applied.reached(index).await
     }
 
+    /// The membership in force now: the newest one recorded.
     pub fn conf_state(&self) -> ConfState {
-        self.conf_state
+        let history = self
+            .conf_history
             .lock()
-            .expect("conf state lock poisoned")
-            .clone()
+            .expect("conf history lock poisoned");
+        history.values().next_back().cloned().unwrap_or_default()
     }
 
     /// Records the membership in force from log index `index` on.
@@ -474,10 +484,6 @@ impl Member {
             .range(..=index)
             .next_back()
             .map(|(_, cs)| cs.clone())
-    }
-
-    pub fn set_conf_state(&self, conf_state: ConfState) {
-        *self.conf_state.lock().expect("conf state lock poisoned") = conf_state;
     }
 
     pub fn alarms(&self) -> Vec<AlarmMember> {

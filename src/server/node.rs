@@ -292,9 +292,7 @@ impl Node {
             .apply_snapshot(stored.clone())
             .map_err(|error| self.fatal("log snapshot", error.to_string()))?;
         if let Some(conf_state) = metadata.conf_state {
-            self.member
-                .record_conf_state(metadata.index, conf_state.clone());
-            self.member.set_conf_state(conf_state);
+            self.member.record_conf_state(metadata.index, conf_state);
         }
         Ok(Some(stored))
     }
@@ -361,7 +359,6 @@ impl Node {
         }
         let Some(conf_state) = changed else { return };
         self.storage.set_conf_state(conf_state.clone());
-        self.member.set_conf_state(conf_state.clone());
         let alone = conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
         // After `advance`: until then the core counts these changes as unapplied and
         // refuses to campaign.

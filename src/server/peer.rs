@@ -558,9 +558,7 @@ pub async fn leader_client(member: &Member) -> Result<PeerClient, EtcdError> {
         }
     }
     let url = member
-        .members()
-        .into_iter()
-        .find(|record| record.id == leader)
+        .member(leader)
         .and_then(|record| record.peer_urls.into_iter().next())
         .ok_or(EtcdError::NoLeader)?;
     let client = connect(&url).await.ok_or(EtcdError::NoLeader)?;

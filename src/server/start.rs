@@ -128,9 +128,7 @@ pub async fn run_on(
         .settle_dbs(newest_index)
         .map_err(|error| storage_error("snapshot images", &error))?;
     if let Some(image) = pending_image {
-        let backend = config.backend_path();
-        disk.rename(&image, &backend)
-            .and_then(|()| disk.sync_dir(&config.snap_dir()))
+        super::store::install_image(disk.as_ref(), &image, &config.backend_path())
             .map_err(|error| storage_error("snapshot image", &error))?;
         tracing::info!(index = ?newest_index, "moved the leader's snapshot image over the backend");
     }
@@ -206,7 +204,6 @@ pub async fn run_on(
     let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
     let (applier_batches, batches) = mpsc::unbounded_channel();
     let alarms = store.alarms();
-    let conf_state_at_start = conf_state.clone();
     let transport = Arc::new(PeerTransport::default());
     // Request ids must not repeat across restarts: an entry of the previous life still
     // waiting in the log would otherwise answer a new request with its own result. The
@@ -240,7 +237,6 @@ pub async fn run_on(
     // What is known of every member, before anything is applied: what the backend recorded
     // (membership changes and publications), or what the peers said when this member
     // joined, or else the initial cluster.
-    member.record_conf_state(snapshot_index, conf_state_at_start.clone());
     let _ = member.raft_log.set(log.clone());
     let saved = store.member_records();
     if saved.removed.contains(&member_id) {

@@ -75,6 +75,16 @@ pub struct Store {
 /// The applier's view of the store: the same store, named for what it does with it.
 pub type Backend = Store;
 
+/// Moves a leader's backend image over the backend file at `backend`, durably (the
+/// rename is atomic: a crash leaves the old backend or the new one).
+pub fn install_image(disk: &dyn Disk, image: &Path, backend: &Path) -> std::io::Result<()> {
+    disk.rename(image, backend)?;
+    match backend.parent() {
+        Some(dir) => disk.sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 impl Store {
     /// Opens the backend under the member's snap directory and rebuilds the index and the
     /// lessor from it.
@@ -124,11 +134,8 @@ impl Store {
     pub fn restore(&self, image: &Path) -> Result<(), EtcdError> {
         let inner = &self.inner;
         let mut state = self.lock();
-        let storage = |error: std::io::Error| EtcdError::Internal(error.to_string());
-        inner.disk.rename(image, &inner.path).map_err(storage)?;
-        if let Some(dir) = inner.path.parent() {
-            inner.disk.sync_dir(dir).map_err(storage)?;
-        }
+        install_image(inner.disk.as_ref(), image, &inner.path)
+            .map_err(|error| EtcdError::Internal(error.to_string()))?;
         let mut restored = Self::load(inner.disk.clone(), &inner.path, inner.min_lease_ttl)?;
         let hub = state.kv.hub.clone();
         restored.kv.hub = hub.clone();
