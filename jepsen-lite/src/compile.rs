@@ -78,7 +78,8 @@ fn collect_input(input: &Input, keys: &mut Vec<String>, values: &mut Vec<String>
         Input::Get { .. }
         | Input::Delete { .. }
         | Input::LeaseGrant { .. }
-        | Input::LeaseRevoke { .. } => {}
+        | Input::LeaseRevoke { .. }
+        | Input::LeaseKeepAlive { .. } => {}
         Input::Put { key, value, .. } => {
             keys.push(key.clone());
             values.push(value.clone());
@@ -142,6 +143,35 @@ pub enum Request {
     LeaseRevoke {
         id: i64,
     },
+    LeaseKeepAlive {
+        id: i64,
+    },
+}
+
+impl Request {
+    /// Whether the request's outcome depends on whether lease `id` exists, or changes it.
+    pub fn touches_lease(&self, id: i64) -> bool {
+        match self {
+            Request::Put { lease, .. } => *lease == id,
+            Request::Txn {
+                success, failure, ..
+            } => success.iter().chain(failure).any(|r| r.touches_lease(id)),
+            Request::LeaseGrant { id: own }
+            | Request::LeaseRevoke { id: own }
+            | Request::LeaseKeepAlive { id: own } => *own == id,
+            Request::Range { .. } | Request::Delete { .. } => false,
+        }
+    }
+
+    /// The lease whose existence is all this request changes, if that is all it can
+    /// change in `state`: a grant, or a revoke of a lease no key is attached to.
+    pub fn lease_only_change(&self, state: &crate::model::State) -> Option<i64> {
+        match self {
+            Request::LeaseGrant { id } => Some(*id),
+            Request::LeaseRevoke { id } if !state.lease_has_keys(*id) => Some(*id),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -336,6 +366,7 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
             Request::LeaseGrant { id: *id }
         }
         Input::LeaseRevoke { id } => Request::LeaseRevoke { id: *id },
+        Input::LeaseKeepAlive { id } => Request::LeaseKeepAlive { id: *id },
     })
 }
 

@@ -246,6 +246,21 @@ fn intersect(a: &[(i64, i64)], b: &[(i64, i64)]) -> Vec<(i64, i64)> {
 struct ReferenceWatch {
     revisions: BTreeMap<i64, Vec<Event>>,
     vouched: i64,
+    /// For each delete event, by (revision, key): the lease the key was attached to just
+    /// before (0 for none), as its newest put event or its previous key-value said
+    /// (`None` when neither was seen).
+    leases_deleted: HashMap<(i64, String), Option<i64>>,
+}
+
+impl ReferenceWatch {
+    /// Whether the revocation of `lease` could have produced the delete of `key` at
+    /// `revision`: the key was attached to it, or the watch does not say to what.
+    fn revoke_deletes(&self, lease: i64, revision: i64, key: &str) -> bool {
+        match self.leases_deleted.get(&(revision, key.to_string())) {
+            Some(Some(attached)) => *attached == lease,
+            _ => true,
+        }
+    }
 }
 
 /// The reference: watches over every key without filters, chained by start revision —
@@ -284,11 +299,38 @@ fn reference_watch(history: &History) -> Option<ReferenceWatch> {
             }
         }
     }
-    linked.then_some(ReferenceWatch { revisions, vouched })
+    if !linked {
+        return None;
+    }
+    // A put event carries the key's lease (absent: none, as the watch checks read it);
+    // a delete ends it.
+    let mut attached: HashMap<&str, i64> = HashMap::new();
+    let mut leases_deleted = HashMap::new();
+    for (revision, events) in &revisions {
+        for event in events {
+            match event.kind {
+                EventType::Put => {
+                    attached.insert(&event.key, event.lease.unwrap_or(0));
+                }
+                EventType::Delete => {
+                    let before = attached
+                        .remove(event.key.as_str())
+                        .or_else(|| event.prev_kv.as_ref().map(|kv| kv.lease.unwrap_or(0)));
+                    leases_deleted.insert((*revision, event.key.clone()), before);
+                }
+            }
+        }
+    }
+    Some(ReferenceWatch {
+        revisions,
+        vouched,
+        leases_deleted,
+    })
 }
 
-/// Whether the request's writes could have produced exactly `events`.
-fn explains(input: &Input, events: &[Event]) -> bool {
+/// Whether the request's writes could have produced exactly `events`, the events of
+/// `revision` in `reference`.
+fn explains(input: &Input, revision: i64, events: &[Event], reference: &ReferenceWatch) -> bool {
     use {EventType, TxnOp};
     let branch_explains = |ops: &[TxnOp]| {
         let mut puts: Vec<(&str, &str)> = Vec::new();
@@ -336,10 +378,13 @@ fn explains(input: &Input, events: &[Event]) -> bool {
         Input::Txn {
             success, failure, ..
         } => branch_explains(success) || branch_explains(failure),
-        Input::LeaseRevoke { .. } => {
-            !events.is_empty() && events.iter().all(|e| e.kind == EventType::Delete)
+        Input::LeaseRevoke { id } => {
+            !events.is_empty()
+                && events.iter().all(|e| {
+                    e.kind == EventType::Delete && reference.revoke_deletes(*id, revision, &e.key)
+                })
         }
-        Input::Get { .. } | Input::LeaseGrant { .. } => false,
+        Input::Get { .. } | Input::LeaseGrant { .. } | Input::LeaseKeepAlive { .. } => false,
     }
 }
 
@@ -410,7 +455,7 @@ fn watch_evidence(history: &History) -> HashMap<usize, WriteRevisions> {
         }
         let allowed: Vec<i64> = unclaimed
             .iter()
-            .filter(|(_, events)| explains(&op.input, events))
+            .filter(|(revision, events)| explains(&op.input, *revision, events, &reference))
             .map(|(r, _)| *r)
             .collect();
         for revision in &allowed {

@@ -239,6 +239,13 @@ impl Store {
                     Err("etcdserver: lease already exists".into())
                 }
             }
+            Input::LeaseKeepAlive { id } => {
+                if self.leases.contains(id) {
+                    Ok(Output::default())
+                } else {
+                    Err("etcdserver: requested lease not found".into())
+                }
+            }
             Input::LeaseRevoke { id } => {
                 if !self.leases.remove(id) {
                     Err("etcdserver: requested lease not found".into())
@@ -605,7 +612,10 @@ fn random_input(
                 lease: Some(lease),
             }
         }
-        96..=99 if !leases.is_empty() => Input::LeaseRevoke {
+        96..=97 if !leases.is_empty() => Input::LeaseKeepAlive {
+            id: leases[rng.below(leases.len() as u64) as usize],
+        },
+        98..=99 if !leases.is_empty() => Input::LeaseRevoke {
             id: leases[rng.below(leases.len() as u64) as usize],
         },
         _ => Input::Put {

@@ -87,13 +87,19 @@ pub enum Input {
     LeaseRevoke {
         id: i64,
     },
+    /// One keep-alive: answered with an error when the lease is gone. It changes nothing
+    /// the model holds (the model keeps no deadlines), but it says whether the lease
+    /// existed when it took effect.
+    LeaseKeepAlive {
+        id: i64,
+    },
 }
 
 impl Input {
     /// Whether the request can change the store.
     pub fn is_read_only(&self) -> bool {
         match self {
-            Input::Get { .. } => true,
+            Input::Get { .. } | Input::LeaseKeepAlive { .. } => true,
             Input::Txn {
                 success, failure, ..
             } => success

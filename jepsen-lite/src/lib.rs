@@ -190,6 +190,9 @@ impl fmt::Display for CheckResult {
 pub struct Prepared {
     pub symbols: Symbols,
     pub ops: Vec<SearchOp>,
+    /// The newest revision any watch delivered an event at: a linearization
+    /// reaches it at least.
+    pub revision_min: i64,
 }
 
 /// Interns and compiles the history, drops reads with unknown outcomes and
@@ -231,7 +234,19 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
             owed,
         });
     }
-    Ok(Prepared { symbols, ops })
+    let revision_min = history
+        .watches
+        .iter()
+        .flat_map(|watch| &watch.responses)
+        .flat_map(|response| &response.events)
+        .map(|event| event.mod_revision)
+        .max()
+        .unwrap_or(0);
+    Ok(Prepared {
+        symbols,
+        ops,
+        revision_min,
+    })
 }
 
 /// Whether splitting by key is sound for these operations (see the module doc).
@@ -289,7 +304,8 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
                 match to_verdict(
                     history,
                     group,
-                    search(&prepared.symbols, group, deadline, cache_max),
+                    // Per key, revisions are not checked at all (see `partition_keys`).
+                    search(&prepared.symbols, group, 0, deadline, cache_max),
                 ) {
                     (Verdict::Ok, _) => {}
                     (found @ Verdict::Violation { .. }, _) => {
@@ -302,7 +318,13 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
             verdict
         }
         _ => {
-            let outcome = search(&prepared.symbols, &prepared.ops, deadline, cache_max);
+            let outcome = search(
+                &prepared.symbols,
+                &prepared.ops,
+                prepared.revision_min,
+                deadline,
+                cache_max,
+            );
             let (verdict, order) = to_verdict(history, &prepared.ops, outcome);
             linearization = order;
             verdict

@@ -58,6 +58,27 @@
 //! and the etcd robustness suite. An unknown write that the evidence (see
 //! `evidence.rs`) proves landed is owed, with the revisions it may have made.
 //!
+//! # Watches set the final revision
+//!
+//! A revision some watch delivered an event at was reached, and only the
+//! history's operations make revisions. So a linearization must reach at least
+//! the newest such revision (`revision_min`): one whose unknown writes all stay
+//! out when a watch saw one of them land is no explanation. When the evidence
+//! cannot say which of several timed-out writes made a revision, this is what
+//! makes the search place one of them.
+//!
+//! # Lease-only changes wait
+//!
+//! An optional operation whose only effect here is on whether one lease exists
+//! (a grant with an unknown outcome; a lease expiry, which is a revoke with an
+//! unknown outcome, of a lease no key is attached to) is offered only when a
+//! candidate whose outcome depends on that lease could go next. This is
+//! sound: in any linearization, such an operation can move later, to just
+//! before the next operation that touches the lease (or out, if none does),
+//! since nothing in between sees the lease set, the revision is unchanged, and
+//! an unknown outcome has no return to be late for. Without it, every pending
+//! expiry doubles the configurations a backtracking search visits.
+//!
 //! # Budget
 //!
 //! The problem is NP-complete; a deadline turns a long search into
@@ -348,7 +369,23 @@ fn frame_candidates(
     {
         return (Vec::new(), Some(*op));
     }
-    let (candidates, _) = list.candidates(ops);
+    let (mut candidates, _) = list.candidates(ops);
+    let waiting: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&c| {
+            !ops[c].owed
+                && ops[c]
+                    .request
+                    .lease_only_change(state)
+                    .is_some_and(|lease| {
+                        !candidates
+                            .iter()
+                            .any(|&o| o != c && ops[o].request.touches_lease(lease))
+                    })
+        })
+        .collect();
+    candidates.retain(|c| !waiting.contains(c));
     let forced = candidates.iter().copied().find(|&c| {
         preserving[c]
             && state
@@ -361,14 +398,20 @@ fn frame_candidates(
     }
 }
 
-/// Searches for a linearization of `ops` from the empty store, keeping at most
-/// `cache_entries_max` memoized configurations.
+/// Searches for a linearization of `ops` from the empty store that reaches
+/// `revision_min` at least, keeping at most `cache_entries_max` memoized
+/// configurations.
 pub fn search(
     symbols: &Symbols,
     ops: &[SearchOp],
+    revision_min: i64,
     deadline: Option<Instant>,
     cache_entries_max: usize,
 ) -> SearchOutcome {
+    if ops.is_empty() {
+        // Nothing to place; a watch event without a write is the watch check's to name.
+        return SearchOutcome::Linearizable(Vec::new());
+    }
     let owed_total = ops.iter().filter(|o| o.owed).count();
     let preserving: Vec<bool> = ops.iter().map(preserves_state).collect();
     let bounds: Vec<Option<i64>> = ops
@@ -402,7 +445,7 @@ pub fn search(
     let mut until_clock_check = CLOCK_CHECK_STEPS;
 
     loop {
-        if owed_done == owed_total {
+        if owed_done == owed_total && state.revision() >= revision_min {
             return SearchOutcome::Linearizable(
                 stack
                     .iter()
@@ -471,10 +514,19 @@ pub fn search(
                 deepest_unrecorded = false;
                 let (candidates, blocking) = list.candidates(ops);
                 let dead_because = stack.last().and_then(|f| f.dead_because);
+                // Stuck short of `revision_min` with nothing owed left: name the
+                // newest unknown write still unplaced, else the last one placed.
                 let op = dead_because
                     .or(blocking)
                     .or_else(|| candidates.iter().copied().find(|&c| ops[c].owed))
-                    .expect("a stuck search has an owed operation left");
+                    .or_else(|| candidates.first().copied())
+                    .or_else(|| {
+                        stack
+                            .iter()
+                            .rev()
+                            .find_map(|f| f.entered.as_ref().map(|e| e.0))
+                    })
+                    .unwrap_or(0);
                 best = Some(Failure {
                     op,
                     prefix: stack
@@ -582,7 +634,7 @@ mod tests {
                 owed: op.is_known(),
             })
             .collect();
-        search(&symbols, &search_ops, None, CACHE_ENTRIES_MAX_DEFAULT)
+        search(&symbols, &search_ops, 0, None, CACHE_ENTRIES_MAX_DEFAULT)
     }
 
     #[test]

@@ -19,8 +19,11 @@
 //!   missing key as 0;
 //! - a put with a lease that does not exist fails and changes nothing.
 //!
-//! Lease expiry is not modelled: a history must revoke its leases rather than
-//! let them expire, since expiry happens at a time no client observes.
+//! Lease expiry is not modelled as such: a history that lets leases expire
+//! records each expiry as a lease revoke with an unknown outcome, called at the
+//! earliest time the expiry may take effect (the simulator derives it from the
+//! TTL, the last renewal and the clock faults it injected). A keep-alive only
+//! asserts that its lease exists.
 //!
 //! Keys and values arrive interned (see `compile.rs`). The key
 //! table is chunked behind `Arc`s: the checker keeps thousands of states in
@@ -172,6 +175,11 @@ impl State {
         *entry = slot;
     }
 
+    /// Whether some key is attached to lease `id`.
+    pub fn lease_has_keys(&self, id: i64) -> bool {
+        (0..self.key_count() as u32).any(|key| self.slot(key).is_some_and(|s| s.lease == id))
+    }
+
     fn has_lease(&self, id: i64) -> bool {
         self.leases.binary_search(&id).is_ok()
     }
@@ -253,6 +261,15 @@ impl State {
                 let at = leases.partition_point(|l| l < id);
                 leases.insert(at, *id);
                 self.leases_hash ^= mix(*id as u64);
+                Response {
+                    revision: self.revision,
+                    ..Response::default()
+                }
+            }
+            Request::LeaseKeepAlive { id } => {
+                if !self.has_lease(*id) {
+                    return error_response("lease not found");
+                }
                 Response {
                     revision: self.revision,
                     ..Response::default()
@@ -413,7 +430,10 @@ impl State {
                         ..Response::default()
                     });
                 }
-                Request::Txn { .. } | Request::LeaseGrant { .. } | Request::LeaseRevoke { .. } => {
+                Request::Txn { .. }
+                | Request::LeaseGrant { .. }
+                | Request::LeaseRevoke { .. }
+                | Request::LeaseKeepAlive { .. } => {
                     return error_response("nested request not supported in txn");
                 }
             }
