@@ -10,8 +10,11 @@
 //! 3. **Liveness phase**: every fault is healed; the clients run on for a few seconds, and
 //!    within a bound a write through every member must succeed.
 //! 4. **End checks**: every acknowledged write is readable at its revision (durability);
-//!    HashKV agrees on every member at one revision; then, outside the simulator,
-//!    jepsen-lite checks the history for linearizability and the watch guarantees.
+//!    HashKV agrees on every member at one revision; every lease expires once nothing
+//!    keeps it alive; then, outside the simulator, jepsen-lite checks the history for
+//!    linearizability and the watch guarantees. Lease expiries enter the history as
+//!    revokes with an unknown outcome, called at the earliest time each may happen (see
+//!    [`lease_expiries`]): a lease's keys gone before then fail the check.
 //!
 //! A run that injected no fault or completed almost no operation fails: a vacuous pass
 //! proves nothing.
@@ -23,17 +26,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use jepsen_lite::history::TxnOp;
-use jepsen_lite::{CheckOptions, History, Input, Outcome};
+use jepsen_lite::{CheckOptions, History, Input, Operation, Outcome};
 use madsim::rand::{thread_rng, Rng};
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
+use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
 use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use oxcd::proto::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest};
+use oxcd::proto::etcdserverpb::{HashKvRequest, LeaseLeasesRequest, PutRequest, RangeRequest};
 use oxcd::server::observe::set_observer;
 use oxcd::server::transport::set_message_faults;
 use tokio::time::Instant;
 
 use crate::harness::{ClusterSpec, SimMember};
-use crate::nemesis::{Chaos, Fault, Nemesis};
+use crate::nemesis::{Chaos, ClockBound, Fault, Nemesis};
 use crate::observer::{Observed, RaftObserver};
 use crate::workload::{self, Counts, Mix, Recorder};
 
@@ -43,6 +47,8 @@ const OPERATIONS_MIN: u64 = 15;
 const CALM_PHASE: Duration = Duration::from_secs(3);
 /// How long the healed cluster has to serve a write through every member.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+/// Client ids from here on name the lessor's expiries in the history.
+const EXPIRY_CLIENTS: u64 = 1_000_000;
 
 /// What a run drew from its seed.
 #[derive(Clone, Debug)]
@@ -94,6 +100,8 @@ pub struct RunOutcome {
     pub history: History,
     pub counts: Counts,
     pub injected: BTreeMap<Fault, u64>,
+    /// What the clock faults allowed lease expiries to be early by.
+    pub clocks: ClockBound,
     pub observed: Observed,
     /// What the in-simulation checks found (serializable reads, liveness, durability,
     /// HashKV), besides the observer's findings.
@@ -104,10 +112,11 @@ impl RunOutcome {
     /// A digest of the run for the determinism check: equal runs give equal strings.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}\n{:?}\n{:?}\n{:?}\n{:?}",
+            "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
             self.history.to_jsonl(),
             self.counts,
             self.injected,
+            self.clocks,
             self.observed,
             self.violations
         )
@@ -163,6 +172,7 @@ pub async fn run(seed: u64) -> RunOutcome {
             addresses.clone(),
             plan.mix.clone(),
             plan.keys,
+            plan.spec.lease_ttl_min(),
             clients_deadline,
         )));
     }
@@ -188,6 +198,7 @@ pub async fn run(seed: u64) -> RunOutcome {
         mix: plan.faults.clone(),
         election,
         injected: BTreeMap::new(),
+        clocks: ClockBound::default(),
     };
     // On a node of its own with an address: the nemesis calls the cluster's API too
     // (MoveLeader, MemberRemove, MemberAdd, MemberPromote).
@@ -210,9 +221,10 @@ pub async fn run(seed: u64) -> RunOutcome {
     }
 
     let mut violations = recorder.violations();
+    let mut history = recorder.history();
     let checks = client_node.spawn(end_checks(
         addresses.lock().unwrap().clone(),
-        recorder.history(),
+        history.clone(),
         nemesis.members.iter().map(|m| m.id).collect(),
     ));
     violations.extend(checks.await.expect("end checks ran"));
@@ -230,18 +242,65 @@ pub async fn run(seed: u64) -> RunOutcome {
     }
     set_observer(None);
     set_message_faults(None);
+    for expiry in lease_expiries(&history, &nemesis.clocks) {
+        history.push_operation(expiry);
+    }
     RunOutcome {
         seed,
         plan,
-        history: recorder.history(),
+        history,
         counts,
         injected: nemesis.injected,
+        clocks: nemesis.clocks,
         observed: observer.observed(),
         violations,
     }
 }
 
-/// Liveness, durability and HashKV, on the healed cluster.
+/// The lessor's expiries, as jepsen-lite sees them: for every lease granted, a revoke with
+/// an unknown outcome (it may never have happened before the history ends), called at the
+/// earliest time the expiry may take effect.
+///
+/// A leader renews a lease no earlier than a client asked it to (the grant, or a keep-alive
+/// it acknowledged), and revokes it no earlier than when its own clock has measured the
+/// TTL since; a new leader restarts every deadline. So the expiry is no earlier than the
+/// newest such call plus the TTL as the fastest clock measured it, less the most any one
+/// clock jumped forward.
+pub fn lease_expiries(history: &History, clocks: &ClockBound) -> Vec<Operation> {
+    // Lease id → (TTL in seconds, newest call that renewed it).
+    let mut leases: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for operation in &history.operations {
+        match &operation.input {
+            Input::LeaseGrant { id, ttl } => {
+                leases.entry(*id).or_insert((*ttl, operation.call));
+            }
+            Input::LeaseKeepAlive { id } => {
+                let renewed = operation.is_known()
+                    && operation.output.as_ref().is_some_and(|o| o.error.is_none());
+                if let (true, Some(lease)) = (renewed, leases.get_mut(id)) {
+                    lease.1 = lease.1.max(operation.call);
+                }
+            }
+            _ => {}
+        }
+    }
+    leases
+        .into_iter()
+        .enumerate()
+        .map(|(n, (id, (ttl, renewed)))| {
+            let shortest = clocks.shortest(Duration::from_secs(ttl.max(0) as u64));
+            Operation {
+                client: EXPIRY_CLIENTS + n as u64,
+                call: renewed + shortest.as_nanos() as i64,
+                return_time: None,
+                input: Input::LeaseRevoke { id },
+                output: None,
+            }
+        })
+        .collect()
+}
+
+/// Liveness, durability, HashKV and lease expiry, on the healed cluster.
 async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>) -> Vec<String> {
     let mut violations = Vec::new();
     let bound = Instant::now() + LIVENESS_BOUND;
@@ -317,6 +376,7 @@ async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>)
         violations.push("durability: cannot connect for the final reads".into());
         return violations;
     };
+    let kv_channel = channel.clone();
     let mut kv = KvClient::new(channel);
     for operation in &history.operations {
         let Some(output) = &operation.output else {
@@ -360,6 +420,26 @@ async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>)
                  {stored:?}"
             ));
         }
+    }
+
+    // Expiry: with no client left to keep them alive, every lease goes within its TTL
+    // (plus the deadline restart of a leader change).
+    let mut leases = LeaseClient::new(kv_channel.clone());
+    let mut left = None;
+    while Instant::now() < bound + LIVENESS_BOUND * 2 {
+        let call = leases.lease_leases(LeaseLeasesRequest {});
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+            let ids: Vec<i64> = response.into_inner().leases.iter().map(|l| l.id).collect();
+            if ids.is_empty() {
+                left = None;
+                break;
+            }
+            left = Some(ids);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Some(ids) = left {
+        violations.push(format!("liveness: leases never expired: {ids:?}"));
     }
     violations
 }

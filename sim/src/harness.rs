@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use madsim::task::NodeId;
-use oxcd::io::SimDisk;
+use oxcd::io::{SimClock, SimDisk};
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::server::Config;
 use tonic::transport::Channel;
@@ -52,10 +52,12 @@ where
     }
 }
 
-/// One simulated member: its node, its disk (which survives restarts), its address.
+/// One simulated member: its node, its disk and its clock (which survive restarts, as a
+/// machine's do), its address.
 pub struct SimMember {
     pub node: NodeHandle,
     pub disk: Arc<SimDisk>,
+    pub clock: Arc<SimClock>,
     pub ip: IpAddr,
     /// The member's Raft id.
     pub id: u64,
@@ -83,6 +85,11 @@ impl ClusterSpec {
             snapshot_count: 100_000,
             catch_up_entries: None,
         }
+    }
+
+    /// The shortest TTL the members grant.
+    pub fn lease_ttl_min(&self) -> i64 {
+        self.config(1).min_lease_ttl_secs()
     }
 
     /// The address of member `index` (1-based). Not 127.x: madsim treats loopback
@@ -191,6 +198,8 @@ impl SimMember {
         let ip = ClusterSpec::ip(index);
         let disk = Arc::new(SimDisk::new(seed ^ u64::from(index)));
         let node_disk = disk.clone();
+        let clock = Arc::new(SimClock::new());
+        let node_clock = clock.clone();
         let own_id: Arc<std::sync::OnceLock<NodeId>> = Arc::default();
         let node_id = own_id.clone();
         let node = Handle::current()
@@ -200,11 +209,12 @@ impl SimMember {
             .init(move || {
                 let config = config.clone();
                 let disk = node_disk.clone();
+                let clock = node_clock.clone();
                 let node_id = node_id.clone();
                 async move {
                     let stop = std::future::pending::<()>();
                     let result =
-                        oxcd::server::start::run_on(config, disk.clone(), seed, stop).await;
+                        oxcd::server::start::run_on(config, disk.clone(), clock, seed, stop).await;
                     let Err(error) = result else { return };
                     if error.to_string().contains(oxcd::server::peer::REMOVED) {
                         // Removed from the cluster: its supervisor lets it go.
@@ -228,6 +238,7 @@ impl SimMember {
         SimMember {
             node,
             disk,
+            clock,
             ip,
             id,
             index,

@@ -6,6 +6,10 @@
 //! Raft messages themselves, through oxcd's transport seam: drop, duplicate, and delay with
 //! a long tail (which reorders). Clients are never cut off, so a member on the minority
 //! side keeps answering them — exactly when stale reads would show.
+//!
+//! Clock faults act on a member's `SimClock` (its lease deadlines and Raft ticks): it runs
+//! fast or slow for a while, or jumps forward. The nemesis keeps the worst of them in a
+//! [`ClockBound`], which is what the checker allows a lease expiry to be early by.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -43,10 +47,12 @@ pub enum Fault {
     LeaderTransfer,
     ReplaceMember,
     StaleFollowerTakeover,
+    ClockSkew,
+    ClockJump,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Partition,
         Fault::OneWayLink,
         Fault::IsolateLeader,
@@ -59,6 +65,8 @@ impl Fault {
         Fault::LeaderTransfer,
         Fault::ReplaceMember,
         Fault::StaleFollowerTakeover,
+        Fault::ClockSkew,
+        Fault::ClockJump,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +83,8 @@ impl Fault {
             Fault::LeaderTransfer => "leader-transfer",
             Fault::ReplaceMember => "replace-member",
             Fault::StaleFollowerTakeover => "stale-follower-then-leader-crash",
+            Fault::ClockSkew => "clock-rate-skew",
+            Fault::ClockJump => "clock-jump-forward",
         }
     }
 }
@@ -113,6 +123,38 @@ impl MessageFaults for Chaos {
     }
 }
 
+/// The most the clock faults of a run can have shortened a lease: the fastest rate any
+/// member's clock ran at, and the most any one member's clock jumped forward in all.
+/// A leader measures a lease's TTL on its own clock alone (a new leader restarts every
+/// deadline), so one member's jumps are what can cut a lease short.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClockBound {
+    pub rate_max: f64,
+    /// Forward jumps by member index.
+    pub jumped: BTreeMap<u8, Duration>,
+}
+
+impl Default for ClockBound {
+    fn default() -> Self {
+        ClockBound {
+            rate_max: 1.0,
+            jumped: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClockBound {
+    /// The most one member's clock jumped forward.
+    pub fn jumped_max(&self) -> Duration {
+        self.jumped.values().copied().max().unwrap_or_default()
+    }
+
+    /// The least real time a member's clock can take to measure `ttl`.
+    pub fn shortest(&self, ttl: Duration) -> Duration {
+        ttl.div_f64(self.rate_max).saturating_sub(self.jumped_max())
+    }
+}
+
 pub struct Nemesis {
     pub members: Vec<SimMember>,
     /// The client addresses the workload picks from; kept in step with `members`.
@@ -127,6 +169,7 @@ pub struct Nemesis {
     pub mix: Vec<(Fault, u32)>,
     pub election: Duration,
     pub injected: BTreeMap<Fault, u64>,
+    pub clocks: ClockBound,
 }
 
 impl Nemesis {
@@ -189,6 +232,15 @@ impl Nemesis {
         let from = self.random_member();
         let to = self.other_member(from);
         (self.members[from].node.id(), self.members[to].node.id())
+    }
+
+    /// The leader half the time (a random member if there is none), else a random member.
+    fn leader_or_random(&self) -> usize {
+        if thread_rng().gen_bool(0.5) {
+            self.leader_index().unwrap_or_else(|| self.random_member())
+        } else {
+            self.random_member()
+        }
     }
 
     fn leader_index(&self) -> Option<usize> {
@@ -254,11 +306,7 @@ impl Nemesis {
                 *self.chaos.window.lock().unwrap() = None;
             }
             Fault::Crash => {
-                let index = if thread_rng().gen_bool(0.5) {
-                    self.leader_index().unwrap_or_else(|| self.random_member())
-                } else {
-                    self.random_member()
-                };
+                let index = self.leader_or_random();
                 self.members[index].crash();
                 tokio::time::sleep(self.hold()).await;
                 self.members[index].restart();
@@ -311,6 +359,30 @@ impl Nemesis {
                 self.members[leader].crash();
                 tokio::time::sleep(self.hold() + self.election).await;
                 self.members[leader].restart();
+            }
+            Fault::ClockSkew => {
+                // Mostly the leader: its clock is the one lease deadlines run on.
+                let index = self.leader_or_random();
+                let rate = if thread_rng().gen_bool(0.5) {
+                    thread_rng().gen_range(1.05..2.0)
+                } else {
+                    thread_rng().gen_range(0.5..0.95)
+                };
+                self.clocks.rate_max = self.clocks.rate_max.max(rate);
+                let clock = self.members[index].clock.clone();
+                clock.set_rate(rate);
+                tokio::time::sleep(self.hold() * 2).await;
+                clock.set_rate(1.0);
+            }
+            Fault::ClockJump => {
+                let index = self.leader_or_random();
+                let by = Duration::from_millis(thread_rng().gen_range(50..1_000));
+                self.members[index].clock.jump(by);
+                *self
+                    .clocks
+                    .jumped
+                    .entry(self.members[index].index)
+                    .or_default() += by;
             }
             Fault::LeaderTransfer => {
                 let Some(index) = self.leader_index() else {
@@ -458,7 +530,8 @@ impl Nemesis {
         links
     }
 
-    /// Ends every fault: links unclogged, message faults off, disks healthy.
+    /// Ends every fault: links unclogged, message faults off, disks healthy, clocks at the
+    /// runtime's rate (a jump stays: a monotonic clock does not go back).
     pub fn heal(&self) {
         let net = self.net();
         for a in &self.members {
@@ -467,6 +540,7 @@ impl Nemesis {
                 net.unclog_link(a.node.id(), b.node.id());
             }
             a.disk.set_faults(FaultConfig::default());
+            a.clock.set_rate(1.0);
         }
         *self.chaos.window.lock().unwrap() = None;
     }

@@ -30,20 +30,22 @@ use oxcd::proto::etcdserverpb::request_op::Request as PbOp;
 use oxcd::proto::etcdserverpb::response_op::Response as PbOpResponse;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::{
-    compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
-    PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest,
-    WatchCreateRequest, WatchRequest,
+    compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
+use oxcd::server::lease::ReceiverStream;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 /// How long a client waits for one response before calling its outcome unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// The TTL of every lease the workload grants: far beyond a run, because the checker's
-/// model does not expire leases (the workload revokes them instead).
-const LEASE_TTL_SECS: i64 = 3_600;
+/// Leases are granted for the members' minimum TTL plus up to this many seconds: short
+/// enough that many expire within a run (the checker holds each expiry to its TTL, see
+/// `cluster::lease_expiries`), long enough that keep-alives keep some alive.
+const LEASE_TTL_EXTRA_SECS: i64 = 3;
 
 /// Relative weights of the operations a client picks.
 #[derive(Clone, Debug)]
@@ -234,6 +236,7 @@ pub async fn client(
     members: Members,
     mix: Mix,
     keys: usize,
+    lease_ttl_min: i64,
     deadline: Instant,
 ) {
     let mut client_id = recorder.new_client();
@@ -387,18 +390,13 @@ pub async fn client(
                 (input, (call, outcome))
             }
             Pick::Lease => {
-                let choice = thread_rng().gen_range(0..3);
+                let choice = thread_rng().gen_range(0..4);
                 if choice == 0 || leases.is_empty() {
                     let id = ((client_id as i64) << 24) | sequence as i64;
-                    let input = Input::LeaseGrant {
-                        id,
-                        ttl: LEASE_TTL_SECS,
-                    };
+                    let ttl = lease_ttl_min + thread_rng().gen_range(0..=LEASE_TTL_EXTRA_SECS);
+                    let input = Input::LeaseGrant { id, ttl };
                     let call = recorder.now();
-                    let request = LeaseGrantRequest {
-                        ttl: LEASE_TTL_SECS,
-                        id,
-                    };
+                    let request = LeaseGrantRequest { ttl, id };
                     let result = within(LeaseClient::new(channel).lease_grant(request)).await;
                     if let Some(Ok(_)) = &result {
                         leases.push(id);
@@ -409,6 +407,24 @@ pub async fn client(
                 } else if choice == 1 {
                     let lease = leases[thread_rng().gen_range(0..leases.len())];
                     put(&recorder, channel, &key, value, Some(lease)).await
+                } else if choice == 2 {
+                    let at = thread_rng().gen_range(0..leases.len());
+                    let id = leases[at];
+                    let input = Input::LeaseKeepAlive { id };
+                    let call = recorder.now();
+                    let result = within(keep_alive_once(channel, id)).await;
+                    if let Some(Ok(0)) = result {
+                        leases.swap_remove(at);
+                    }
+                    // The header's revision is not recorded: a follower answers with its
+                    // own, which may lag the leader that renewed the lease.
+                    let outcome = result.map(|r| {
+                        r.map(|ttl| Output {
+                            error: (ttl <= 0).then(|| "lease not found".to_string()),
+                            ..Output::default()
+                        })
+                    });
+                    (input, (call, outcome))
                 } else {
                     let id = leases.swap_remove(thread_rng().gen_range(0..leases.len()));
                     let input = Input::LeaseRevoke { id };
@@ -461,6 +477,20 @@ pub async fn client(
                 tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(10..200))).await;
             }
         }
+    }
+}
+
+/// One keep-alive of lease `id` on its own stream; returns the TTL the lease was renewed
+/// for, 0 when it is gone.
+async fn keep_alive_once(channel: Channel, id: i64) -> Result<tonic::Response<i64>, Status> {
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    let _ = requests.send(LeaseKeepAliveRequest { id }).await;
+    let response = LeaseClient::new(channel)
+        .lease_keep_alive(ReceiverStream(receiver))
+        .await?;
+    match response.into_inner().message().await? {
+        Some(response) => Ok(tonic::Response::new(response.ttl)),
+        None => Err(Status::unavailable("keep-alive stream ended")),
     }
 }
 

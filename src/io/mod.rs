@@ -1,6 +1,8 @@
-//! The disk seam: everything oxcd writes goes through [`Disk`] and [`DiskFile`].
+//! The disk and clock seams: everything oxcd writes goes through [`Disk`] and
+//! [`DiskFile`], and every duration a member measures goes through its [`Clock`] (see
+//! `clock.rs`).
 //!
-//! Two implementations sit behind the traits:
+//! Two implementations sit behind the disk traits:
 //!
 //! - [`StdDisk`]: the real file system through `std::fs` (never `tokio::fs`, which does not
 //!   run under madsim). `sync_data` is fdatasync, `sync_dir` fsyncs the directory itself so
@@ -27,6 +29,7 @@
 //! 5. After an error from `sync_data` nothing may be assumed about the unsynced data: the
 //!    kernel may have dropped it while still serving it from the page cache.
 
+mod clock;
 mod redb_backend;
 mod sim_disk;
 mod std_disk;
@@ -35,6 +38,7 @@ use std::fmt::Debug;
 use std::io;
 use std::path::Path;
 
+pub use clock::{Clock, SimClock, SystemClock, Ticker, SIM_RATE_MAX, SIM_RATE_MIN};
 pub use redb_backend::DiskBackend;
 pub use sim_disk::{FaultConfig, SimDisk};
 pub use std_disk::StdDisk;

@@ -29,6 +29,9 @@ pub enum LeaseError {
     NotFound,
     #[error("lease already exists")]
     Exists,
+    /// Past its deadline on the primary: its revocation is due, so it cannot be renewed.
+    #[error("lease expired")]
+    Expired,
 }
 
 #[derive(Debug, Default)]
@@ -88,9 +91,13 @@ impl Lessor {
             .ok_or(LeaseError::NotFound)
     }
 
-    /// Restarts the lease's deadline; returns its TTL.
+    /// Restarts the lease's deadline; returns its TTL. A lease already past its deadline
+    /// is not renewed: it is about to be revoked.
     pub fn renew(&mut self, id: i64, now: Instant) -> Result<i64, LeaseError> {
         let lease = self.leases.get_mut(&id).ok_or(LeaseError::NotFound)?;
+        if lease.deadline.is_some_and(|deadline| deadline <= now) {
+            return Err(LeaseError::Expired);
+        }
         if self.primary {
             lease.deadline = Some(now + Duration::from_secs(lease.ttl as u64));
         }
@@ -183,10 +190,16 @@ mod tests {
             .expired(start + Duration::from_secs(11), 10)
             .is_empty());
         assert_eq!(lessor.expired(start + Duration::from_secs(12), 10), vec![1]);
-        lessor.renew(1, start + Duration::from_secs(12)).unwrap();
+        assert_eq!(
+            lessor.renew(1, start + Duration::from_secs(12)),
+            Err(LeaseError::Expired),
+            "an expired lease is revoked, not renewed"
+        );
+        lessor.renew(1, start + Duration::from_secs(11)).unwrap();
         assert!(lessor
-            .expired(start + Duration::from_secs(13), 10)
+            .expired(start + Duration::from_secs(12), 10)
             .is_empty());
+        assert_eq!(lessor.expired(start + Duration::from_secs(13), 10), vec![1]);
         lessor.attach(1, Bytes::from_static(b"k"));
         assert_eq!(lessor.revoke(1).unwrap().len(), 1);
         assert_eq!(lessor.renew(1, start), Err(LeaseError::NotFound));

@@ -18,6 +18,8 @@ use super::apply::Applied;
 use super::error::EtcdError;
 use super::kv::unexpected;
 use super::member::Member;
+use crate::io::Ticker;
+use crate::lease::LeaseError;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -199,10 +201,7 @@ async fn keep_alive(member: &Member, id: i64) -> Result<LeaseKeepAliveResponse, 
             ttl: renewed.into_inner().ttl,
         });
     }
-    // A lease granted a moment ago may not be applied here yet; wait for the applier to
-    // catch up with what is committed so that a fresh lease is never reported gone.
-    member.read_barrier().await?;
-    let ttl = member.store.renew_lease(id).unwrap_or(0);
+    let ttl = renew_as_leader(member, id).await?;
     Ok(LeaseKeepAliveResponse {
         header: Some(member.header(member.store.current_revision())),
         id,
@@ -210,9 +209,39 @@ async fn keep_alive(member: &Member, id: i64) -> Result<LeaseKeepAliveResponse, 
     })
 }
 
+/// Renews lease `id` on this member, the leader; returns its TTL, or 0 if it is gone.
+/// Keep-alives sent to a follower arrive here through the peer service.
+pub async fn renew_as_leader(member: &Member, id: i64) -> Result<i64, EtcdError> {
+    // The read barrier confirms with a quorum that this member still leads (a deposed
+    // leader that has not heard of its successor must not promise a TTL the new leader
+    // does not know of), and makes it apply everything committed, so a lease granted a
+    // moment ago is never reported gone.
+    member.read_barrier().await?;
+    let give_up = tokio::time::Instant::now() + member.request_timeout();
+    loop {
+        match member.store.renew_lease(id) {
+            Ok(ttl) => return Ok(ttl),
+            Err(LeaseError::NotFound) => return Ok(0),
+            // Past its deadline, the lease's revocation is on its way through Raft;
+            // renewing it now would promise a TTL the revocation is about to cut short
+            // (etcd's rule too). Wait for the revocation and report the lease gone.
+            Err(LeaseError::Expired) => {
+                if !member.raft_status().is_leader {
+                    return Err(EtcdError::NotLeader);
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    return Err(EtcdError::Timeout);
+                }
+                tokio::time::sleep(member.config.heartbeat()).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// Revokes expired leases while this member leads. Runs until the member stops.
 pub async fn expiry_loop(member: Arc<Member>) {
-    let mut ticker = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+    let mut ticker = Ticker::new(member.store.clock(), EXPIRY_CHECK_INTERVAL);
     let mut was_leader = false;
     loop {
         tokio::select! {

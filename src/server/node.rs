@@ -20,6 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::io::Ticker;
+
 use super::error::EtcdError;
 use super::member::{Member, RaftStatus};
 use prost::Message as _;
@@ -87,8 +89,8 @@ impl Node {
     /// Runs the Ready loop until the member stops. Returns an error when the member must stop
     /// because its storage failed.
     pub async fn run(mut self) -> Result<(), EtcdError> {
-        let mut ticker = tokio::time::interval(self.member.config.heartbeat());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One Raft tick per heartbeat interval of this member's clock.
+        let mut ticker = Ticker::new(self.member.store.clock(), self.member.config.heartbeat());
         tracing::trace!(ready = self.raw_node.has_ready(), status = ?self.raw_node.status(), "raft task started");
         loop {
             // Why `select!`: the task waits on three independent sources — time, inputs and

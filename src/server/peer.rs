@@ -504,11 +504,7 @@ impl RaftTransport for RaftTransportService {
         if !self.member.raft_status().is_leader {
             return Err(EtcdError::NotLeader.into());
         }
-        let ttl = self
-            .member
-            .store
-            .renew_lease(request.into_inner().id)
-            .unwrap_or(0);
+        let ttl = super::lease::renew_as_leader(&self.member, request.into_inner().id).await?;
         Ok(Response::new(LeaseRenewResponse { ttl }))
     }
 

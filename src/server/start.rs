@@ -23,7 +23,7 @@ use super::node::Node;
 use super::peer::PeerTransport;
 use super::store::Store;
 use super::transport::Transport as _;
-use crate::io::{Disk, StdDisk};
+use crate::io::{Clock, Disk, StdDisk, SystemClock};
 use crate::raft::{self, ConfState, MemStorage, RawNode};
 use crate::wal::{SnapshotFiles, Wal, WalMetadata, WalOptions};
 
@@ -57,14 +57,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as u64)
         .unwrap_or(0);
-    run_on(config, Arc::new(StdDisk), seed, shutdown).await
+    run_on(
+        config,
+        Arc::new(StdDisk),
+        Arc::new(SystemClock),
+        seed,
+        shutdown,
+    )
+    .await
 }
 
-/// Runs a member on `disk` (the simulator passes its crashable disk) with all randomness
-/// derived from `seed`.
+/// Runs a member on `disk` measuring time by `clock` (the simulator passes its crashable
+/// disk and a clock it skews) with all randomness derived from `seed`.
 pub async fn run_on(
     config: Config,
     disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
     seed: u64,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
@@ -132,7 +140,7 @@ pub async fn run_on(
             .map_err(|error| storage_error("snapshot image", &error))?;
         tracing::info!(index = ?newest_index, "moved the leader's snapshot image over the backend");
     }
-    let store = Store::open(disk.clone(), &config, seed)
+    let store = Store::open(disk.clone(), clock, &config, seed)
         .map_err(|error| storage_error("backend", &error))?;
     let backend_index = store.consistent_index();
 

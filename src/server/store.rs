@@ -11,13 +11,12 @@ use bytes::Bytes;
 use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::Instant;
 
 use super::config::Config;
 use super::error::EtcdError;
 use super::range::{self, KvView, Scan};
 use super::txn::{self, KvWrite};
-use crate::io::Disk;
+use crate::io::{Clock, Disk};
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::watch::History;
 use crate::mvcc::{
@@ -44,6 +43,8 @@ impl From<LeaseError> for EtcdError {
         match error {
             LeaseError::NotFound => EtcdError::LeaseNotFound,
             LeaseError::Exists => EtcdError::LeaseExists,
+            // Only a renewal meets an expired lease, and it waits for the revocation.
+            LeaseError::Expired => EtcdError::LeaseNotFound,
         }
     }
 }
@@ -64,6 +65,8 @@ struct Inner {
     /// The backend file.
     path: std::path::PathBuf,
     min_lease_ttl: i64,
+    /// The member's clock: lease deadlines are measured by it.
+    clock: Arc<dyn Clock>,
 }
 
 /// The member's store. Clones share it.
@@ -88,26 +91,24 @@ pub fn install_image(disk: &dyn Disk, image: &Path, backend: &Path) -> std::io::
 impl Store {
     /// Opens the backend under the member's snap directory and rebuilds the index and the
     /// lessor from it.
-    pub fn open(disk: Arc<dyn Disk>, config: &Config, seed: u64) -> Result<Self, EtcdError> {
-        let path = config.backend_path();
-        Self::open_at(disk, &path, config.min_lease_ttl_secs(), seed)
-    }
-
-    pub fn open_at(
+    pub fn open(
         disk: Arc<dyn Disk>,
-        path: &Path,
-        min_lease_ttl: i64,
+        clock: Arc<dyn Clock>,
+        config: &Config,
         seed: u64,
     ) -> Result<Self, EtcdError> {
-        let state = Self::load(disk.clone(), path, min_lease_ttl)?;
+        let path = config.backend_path();
+        let min_lease_ttl = config.min_lease_ttl_secs();
+        let state = Self::load(disk.clone(), &path, min_lease_ttl)?;
         state.kv.hub.set_revision(state.kv.revision);
         Ok(Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 lease_ids: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x1ea5e)),
                 disk,
-                path: path.to_path_buf(),
+                path,
                 min_lease_ttl,
+                clock,
             }),
         })
     }
@@ -255,7 +256,7 @@ impl Store {
 
     pub fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64, EtcdError> {
         let mut state = self.lock();
-        let granted = state.lessor.grant(id, ttl, Instant::now())?;
+        let granted = state.lessor.grant(id, ttl, self.inner.clock.now())?;
         state.kv.backend.put_lease(id, granted, granted);
         Ok(granted)
     }
@@ -275,17 +276,17 @@ impl Store {
 
     pub fn checkpoint_lease(&self, id: i64, remaining_ttl: i64) {
         let mut state = self.lock();
-        if let Some((_, ttl, _)) = state.lessor.time_to_live(id, Instant::now()) {
+        if let Some((_, ttl, _)) = state.lessor.time_to_live(id, self.inner.clock.now()) {
             state.kv.backend.put_lease(id, ttl, remaining_ttl);
         }
     }
 
-    pub fn renew_lease(&self, id: i64) -> Result<i64, EtcdError> {
-        Ok(self.lock().lessor.renew(id, Instant::now())?)
+    pub fn renew_lease(&self, id: i64) -> Result<i64, LeaseError> {
+        self.lock().lessor.renew(id, self.inner.clock.now())
     }
 
     pub fn promote_lessor(&self) {
-        self.lock().lessor.promote(Instant::now());
+        self.lock().lessor.promote(self.inner.clock.now());
     }
 
     pub fn demote_lessor(&self) {
@@ -293,7 +294,12 @@ impl Store {
     }
 
     pub fn expired_leases(&self, max: usize) -> Vec<i64> {
-        self.lock().lessor.expired(Instant::now(), max)
+        self.lock().lessor.expired(self.inner.clock.now(), max)
+    }
+
+    /// The member's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
     }
 
     pub fn lease_ids(&self) -> Vec<i64> {
@@ -301,7 +307,10 @@ impl Store {
     }
 
     pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Option<(i64, i64, Vec<Bytes>)> {
-        let (ttl, granted, attached) = self.lock().lessor.time_to_live(id, Instant::now())?;
+        let (ttl, granted, attached) = self
+            .lock()
+            .lessor
+            .time_to_live(id, self.inner.clock.now())?;
         Some((ttl, granted, if keys { attached } else { Vec::new() }))
     }
 
