@@ -22,14 +22,18 @@ pub enum Bug {
     /// A vote (and a pre-vote) is granted without checking that the candidate's log is at
     /// least as up to date: a leader may be elected without committed entries.
     VoteWithoutLogCheck = 4,
+    /// A keep-alive renews a lease already past its deadline: the revocation on its way
+    /// through Raft then cuts short the TTL the client was just promised.
+    RenewExpiredLease = 5,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::StaleRead,
         Bug::SkipFsync,
         Bug::CommitOldTerm,
         Bug::VoteWithoutLogCheck,
+        Bug::RenewExpiredLease,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Bug {
             Bug::SkipFsync => "skip-fsync",
             Bug::CommitOldTerm => "commit-old-term",
             Bug::VoteWithoutLogCheck => "vote-without-log-check",
+            Bug::RenewExpiredLease => "renew-expired-lease",
         }
     }
 }

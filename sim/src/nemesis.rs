@@ -407,6 +407,11 @@ impl Nemesis {
     /// voter or as a learner promoted once it caught up) and starts it with
     /// `--initial-cluster-state existing`. Returns whether the member was replaced.
     async fn replace_member(&mut self) -> bool {
+        // A replacement whose addition keeps failing leaves one member fewer; never go
+        // below two, which the faults that cut links between members need.
+        if self.members.len() < 3 {
+            return false;
+        }
         let index = self.random_member();
         let old = self.members[index].id;
         let removed = self
@@ -444,9 +449,12 @@ impl Nemesis {
         self.next_index += 1;
         let learner = thread_rng().gen_bool(0.5);
         let peer_url = ClusterSpec::peer_url(new_index);
-        // The removal may have cost the cluster its leader: give it a few tries.
+        // The removal may have cost the cluster its leader, and the leader refuses additions
+        // until it has been in touch with every member for five seconds (the strict
+        // reconfiguration check): keep trying a while.
         let mut added = None;
-        for _ in 0..10 {
+        let give_up = Instant::now() + Duration::from_secs(10) + self.election * 10;
+        while Instant::now() < give_up {
             added = self
                 .cluster_call(|mut cluster| {
                     let peer_url = peer_url.clone();

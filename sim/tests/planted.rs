@@ -7,7 +7,8 @@
 //!     cargo test --release -p oxcd-sim --features planted-bugs --test planted -- --nocapture
 //! ```
 //!
-//! `SIM_PLANTED_SEEDS` bounds the seeds tried per bug (default 100).
+//! `SIM_PLANTED_SEEDS` bounds the seeds tried per bug (default 200);
+//! `SIM_PLANTED_BUG=NAME SIM_SEED=N` replays one bug on one seed.
 //!
 //! The fourth planted bug, committing an old-term entry by counting replicas, is caught by
 //! the Raft property test (`raft::tests::planted_raft_bugs_are_caught`), which checks the
@@ -27,12 +28,29 @@ fn every_planted_bug_is_caught() {
     let budget: u64 = std::env::var("SIM_PLANTED_SEEDS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(200);
+    // SIM_PLANTED_BUG=NAME SIM_SEED=N replays one bug on one seed.
+    let only_bug = std::env::var("SIM_PLANTED_BUG").ok();
+    let seeds = match std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(seed) => seed..=seed,
+        None => 1..=budget,
+    };
     let mut missed = Vec::new();
-    for bug in [Bug::StaleRead, Bug::SkipFsync, Bug::VoteWithoutLogCheck] {
+    for bug in [
+        Bug::StaleRead,
+        Bug::SkipFsync,
+        Bug::VoteWithoutLogCheck,
+        Bug::RenewExpiredLease,
+    ] {
+        if only_bug.as_deref().is_some_and(|name| name != bug.name()) {
+            continue;
+        }
         activate(Some(bug));
         let mut caught = None;
-        for seed in 1..=budget {
+        for seed in seeds.clone() {
             // A member that trips one of its own assertions (say, a commit index beyond its
             // log after a lost fsync) has caught the bug as surely as a checker.
             let run = std::panic::catch_unwind(|| run_seed("planted", seed, cluster::run));

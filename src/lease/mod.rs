@@ -95,7 +95,9 @@ impl Lessor {
     /// is not renewed: it is about to be revoked.
     pub fn renew(&mut self, id: i64, now: Instant) -> Result<i64, LeaseError> {
         let lease = self.leases.get_mut(&id).ok_or(LeaseError::NotFound)?;
-        if lease.deadline.is_some_and(|deadline| deadline <= now) {
+        if lease.deadline.is_some_and(|deadline| deadline <= now)
+            && !crate::planted::active(crate::planted::Bug::RenewExpiredLease)
+        {
             return Err(LeaseError::Expired);
         }
         if self.primary {

@@ -6,9 +6,16 @@
 //! changes only addresses, so it goes through the log as an ordinary request. A member
 //! added here joins by starting with `--initial-cluster-state existing`, learning its id and
 //! the cluster from its peers.
+//!
+//! As etcd's `--strict-reconfig-check` (on by default), a change that would leave fewer
+//! started voting members than a quorum is refused, and so is one the leader cannot vouch
+//! for: an addition while it has not been in touch with every voting member for five
+//! seconds, a removal that would leave too few members in touch. A follower hears from the
+//! leader only, so that second check is the leader's; a follower that receives the request
+//! makes the first alone. One learner at a time, as in etcd 3.4.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
@@ -26,6 +33,98 @@ use crate::raft::ConfChangeType;
 
 /// A learner may be promoted once it has this share of the leader's log (etcd: 90%).
 const LEARNER_READY_PERCENT: u64 = 90;
+/// Learners a cluster may have at once (etcd 3.4).
+const LEARNERS_MAX: usize = 1;
+/// How long the leader must have been in touch with a member for it to count as healthy
+/// in a reconfiguration (etcd's HealthInterval).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// A member that has published its name; members added but never started have none.
+fn started(record: &MemberRecord) -> bool {
+    !record.name.is_empty()
+}
+
+fn voters(member: &Member) -> Vec<MemberRecord> {
+    member
+        .members()
+        .into_iter()
+        .filter(|record| !record.is_learner)
+        .collect()
+}
+
+/// Whether the leader has been in touch with member `id` for the whole health interval
+/// (itself always).
+fn healthy(member: &Member, id: u64) -> bool {
+    id == member.id
+        || member
+            .in_contact_since(id)
+            .is_some_and(|since| since.elapsed() >= HEALTH_INTERVAL)
+}
+
+/// May a member be added (a voter, or a learner)?
+fn may_add(member: &Member, learner: bool) -> Result<(), EtcdError> {
+    let members = member.members();
+    if learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
+        return Err(EtcdError::TooManyLearners);
+    }
+    if !member.config.strict_reconfig_check {
+        return Ok(());
+    }
+    let voters = voters(member);
+    if !learner {
+        let after = voters.len() + 1;
+        let started = voters.iter().filter(|m| started(m)).count();
+        // One started member may gain a second: how a cluster restored from a backup grows.
+        if !(started == 1 && after == 2) && started < quorum(after) {
+            return Err(EtcdError::NotEnoughStartedMembers);
+        }
+    }
+    if member.raft_status().is_leader && !voters.iter().all(|m| healthy(member, m.id)) {
+        return Err(EtcdError::Unhealthy);
+    }
+    Ok(())
+}
+
+/// May member `record` be removed?
+fn may_remove(member: &Member, record: &MemberRecord) -> Result<(), EtcdError> {
+    if !member.config.strict_reconfig_check || record.is_learner {
+        return Ok(());
+    }
+    let voters = voters(member);
+    let remaining: Vec<&MemberRecord> = voters.iter().filter(|m| m.id != record.id).collect();
+    if remaining.iter().filter(|m| started(m)).count() < quorum(remaining.len()) {
+        return Err(EtcdError::NotEnoughStartedMembers);
+    }
+    if !member.raft_status().is_leader {
+        return Ok(());
+    }
+    // A member out of touch is not part of the quorum that keeps the cluster going.
+    if record.id != member.id && member.in_contact_since(record.id).is_none() {
+        return Ok(());
+    }
+    let healthy_count = voters.iter().filter(|m| healthy(member, m.id)).count();
+    if healthy_count.saturating_sub(1) < quorum(voters.len() - 1) {
+        return Err(EtcdError::Unhealthy);
+    }
+    Ok(())
+}
+
+/// May a learner be promoted (it counts as started)?
+fn may_promote(member: &Member) -> Result<(), EtcdError> {
+    if !member.config.strict_reconfig_check {
+        return Ok(());
+    }
+    let voters = voters(member);
+    let started = 1 + voters.iter().filter(|m| started(m)).count();
+    if started < quorum(voters.len() + 1) {
+        return Err(EtcdError::NotEnoughStartedMembers);
+    }
+    Ok(())
+}
 
 pub struct ClusterService {
     pub member: Arc<Member>,
@@ -97,6 +196,7 @@ pub async fn promote(member: &Member, id: u64) -> Result<MemberPromoteResponse, 
     if matched * 100 < last * LEARNER_READY_PERCENT {
         return Err(EtcdError::LearnerNotReady.into());
     }
+    may_promote(member)?;
     let outcome = member
         .propose_membership(ConfChangeType::AddNode, record)
         .await?;
@@ -129,6 +229,7 @@ impl Cluster for ClusterService {
         if self.member.member(id).is_some() || self.member.is_removed(id) {
             return Err(EtcdError::MemberIdExists.into());
         }
+        may_add(&self.member, request.is_learner)?;
         let record = MemberRecord {
             id,
             name: String::new(),
@@ -159,6 +260,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
         let record = self.member.member(id).ok_or(EtcdError::MemberNotFound)?;
+        may_remove(&self.member, &record)?;
         let outcome = self
             .member
             .propose_membership(ConfChangeType::RemoveNode, record)

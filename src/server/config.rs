@@ -108,6 +108,10 @@ pub struct Config {
     #[arg(long, env = "OXCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "OXCD_STRICT_RECONFIG_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_reconfig_check: bool,
+
     /// Enable the Raft pre-vote phase.
     #[arg(long, env = "OXCD_PRE_VOTE", default_value_t = true, action = clap::ArgAction::Set)]
     pub pre_vote: bool,

@@ -49,6 +49,10 @@ pub enum EtcdError {
     NotLearner,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: not leader")]
@@ -90,8 +94,16 @@ impl EtcdError {
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | BadLeaderTransferee | NotLeader | AuthNotEnabled | PeerUrlExists
-            | MemberIdExists | NotLearner | LearnerNotReady => Code::FailedPrecondition,
+            LeaseExists
+            | BadLeaderTransferee
+            | NotLeader
+            | AuthNotEnabled
+            | PeerUrlExists
+            | MemberIdExists
+            | NotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotEnoughStartedMembers => Code::FailedPrecondition,
             NoLeader
             | LeaderChanged
             | Stopped
@@ -175,6 +187,21 @@ mod tests {
                 EtcdError::NoLeader,
                 Code::Unavailable,
                 "etcdserver: no leader",
+            ),
+            (
+                EtcdError::TooManyLearners,
+                Code::FailedPrecondition,
+                "etcdserver: too many learner members in cluster",
+            ),
+            (
+                EtcdError::NotEnoughStartedMembers,
+                Code::FailedPrecondition,
+                "etcdserver: re-configuration failed due to not enough started members",
+            ),
+            (
+                EtcdError::Unhealthy,
+                Code::Unavailable,
+                "etcdserver: unhealthy cluster",
             ),
             (
                 EtcdError::BadLeaderTransferee,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::apply::{Applied, ApplyResult};
 use super::config::Config;
@@ -130,6 +131,8 @@ pub struct Member {
     /// The connection to the leader's peer service (leader id, client), reused across the
     /// requests a follower forwards.
     pub leader_connection: Mutex<Option<(u64, super::peer::PeerClient)>>,
+    /// When each peer's current run of contact began, and when it was last heard from.
+    peer_contact: Mutex<HashMap<u64, (Instant, Instant)>>,
     applied: Progress,
     /// Flips to true once when the member stops; every task watches it.
     stopping: Progress,
@@ -171,6 +174,7 @@ impl Member {
             conf_history: Mutex::new([(applied_index, conf_state)].into()),
             raft_log: std::sync::OnceLock::new(),
             leader_connection: Mutex::new(None),
+            peer_contact: Mutex::new(HashMap::new()),
             applied: Progress::new(applied_index),
             stopping: Progress::new(0),
             stop_reason: Mutex::new(None),
@@ -359,6 +363,33 @@ impl Member {
             .await
             .map_err(|_| EtcdError::Stopped)?
             .ok_or(EtcdError::NotLeader)
+    }
+
+    /// Records that Raft messages arrived from peer `id`.
+    pub fn heard_from(&self, id: u64) {
+        let now = Instant::now();
+        let silence = self.config.election();
+        let mut contact = self
+            .peer_contact
+            .lock()
+            .expect("peer contact lock poisoned");
+        let entry = contact.entry(id).or_insert((now, now));
+        if now.duration_since(entry.1) > silence {
+            // Silent for longer than an election timeout: contact was lost in between.
+            entry.0 = now;
+        }
+        entry.1 = now;
+    }
+
+    /// Since when peer `id` has been heard from without a break of an election timeout;
+    /// `None` if it is not heard from now. The leader hears from every member.
+    pub fn in_contact_since(&self, id: u64) -> Option<Instant> {
+        let contact = self
+            .peer_contact
+            .lock()
+            .expect("peer contact lock poisoned");
+        let (since, last) = *contact.get(&id)?;
+        (last.elapsed() <= self.config.election()).then_some(since)
     }
 
     /// This member's own record, as it publishes it.

@@ -101,24 +101,52 @@ impl Transport for PeerTransport {
         #[cfg(madsim)]
         match super::transport::delivery(&message) {
             super::transport::Delivery::Deliver => {}
-            super::transport::Delivery::Drop => return,
-            super::transport::Delivery::Duplicate => enqueue(queue, message.clone()),
+            super::transport::Delivery::Drop => {
+                // A snapshot lost on the wire fails its call, and the sender reports it.
+                if let Some(member) = self.member.get().and_then(std::sync::Weak::upgrade) {
+                    report_if_snapshot(&member, &message);
+                }
+                return;
+            }
+            super::transport::Delivery::Duplicate => self.enqueue(queue, message.clone()),
             super::transport::Delivery::Delay(delay) => {
                 let queue = queue.clone();
+                let member = self.member.get().cloned();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    enqueue(&queue, message);
+                    if let Err(error) = queue.try_send(message) {
+                        if let Some(member) = member.as_ref().and_then(std::sync::Weak::upgrade) {
+                            report_if_snapshot(&member, &error.into_inner());
+                        }
+                    }
                 });
                 return;
             }
         }
-        enqueue(queue, message);
+        self.enqueue(queue, message);
     }
 }
 
-fn enqueue(queue: &mpsc::Sender<Message>, message: Message) {
-    if queue.try_send(message).is_err() {
-        tracing::debug!("peer queue full; message dropped");
+impl PeerTransport {
+    fn enqueue(&self, queue: &mpsc::Sender<Message>, message: Message) {
+        if let Err(error) = queue.try_send(message) {
+            tracing::debug!("peer queue full; message dropped");
+            if let Some(member) = self.member.get().and_then(std::sync::Weak::upgrade) {
+                report_if_snapshot(&member, &error.into_inner());
+            }
+        }
+    }
+}
+
+/// Tells the Raft core that a snapshot message was dropped unsent. The core keeps the
+/// peer in snapshot state, sending it nothing but heartbeats, until it hears how the
+/// snapshot went; a snapshot lost without a word would leave the peer behind for good.
+fn report_if_snapshot(member: &Member, message: &Message) {
+    if message.msg_type() == MessageType::Snapshot {
+        let _ = member.send_to_node(NodeInput::SnapshotSent {
+            to: message.to,
+            failed: true,
+        });
     }
 }
 
@@ -299,7 +327,9 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
             _ = tokio::time::sleep(backoff) => {}
             _ = member.stopped() => return,
         }
-        while queue.try_recv().is_ok() {}
+        while let Ok(stale) = queue.try_recv() {
+            report_if_snapshot(&member, &stale);
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -396,6 +426,7 @@ impl RaftTransportService {
         if self.member.is_removed(batch.from) {
             return Err(Status::failed_precondition(REMOVED));
         }
+        self.member.heard_from(batch.from);
         for bytes in batch.messages {
             let message = Message::decode(bytes)
                 .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
