@@ -65,6 +65,40 @@ fn three_members_replicate_list_each_other_and_survive_losing_the_leader() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // `--cluster` dials every listed client URL with the URL itself as the HTTP/2
+    // `:authority` (scheme included), which h2 used to refuse: every member must answer.
+    let output = members[0].ctl(&["endpoint", "status", "--cluster", "-w", "json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("Failed"),
+        "{stdout}{stderr}"
+    );
+    for member in &members {
+        let endpoint = format!("\"Endpoint\":\"http://127.0.0.1:{}\"", member.port);
+        assert_eq!(stdout.matches(&endpoint).count(), 1, "{stdout}");
+    }
+    let ids = json_numbers(&stdout, "member_id");
+    let leaders = json_numbers(&stdout, "leader");
+    assert_eq!(ids.len(), 3, "{stdout}");
+    assert_eq!(leaders.len(), 3, "{stdout}");
+    assert!(
+        leaders.iter().all(|&leader| leader == leaders[0]),
+        "{stdout}"
+    );
+    assert_eq!(
+        ids.iter().filter(|&&id| id == leaders[0]).count(),
+        1,
+        "{stdout}"
+    );
+    // etcdctl 3.4 reports health on stderr.
+    let health = members[1].ok_all(&["endpoint", "health", "--cluster"]);
+    for member in &members {
+        let line = format!("http://127.0.0.1:{} is healthy", member.port);
+        assert!(health.contains(&line), "{health}");
+    }
+    assert!(!health.contains("unhealthy"), "{health}");
+
     // Leases through a follower: keep-alives and time-to-live are answered by the leader,
     // which keeps the deadlines.
     let leader_index = wait_for_leader(&members);
@@ -134,6 +168,19 @@ fn three_members_replicate_list_each_other_and_survive_losing_the_leader() {
     );
     assert!(stdout.contains(&format!("to {target_id}")), "{stdout}");
     assert_eq!(wait_for_leader(&members), target);
+}
+
+/// Every number that follows `"key":` in `json`.
+fn json_numbers(json: &str, key: &str) -> Vec<u64> {
+    json.split(&format!("\"{key}\":"))
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("no number for {key} in {json}"))
+        })
+        .collect()
 }
 
 /// The id (hex) of the member named `name` in `etcdctl member list` output.

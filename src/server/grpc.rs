@@ -61,10 +61,9 @@ pub async fn serve(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // Not the plain TcpIncoming: etcdctl's `--cluster` commands send a URL as the
+        // `:authority`, which h2 refuses unless it is mended first (see `authority`).
+        .serve_with_incoming_shutdown(super::authority::Incoming::new(listener), shutdown)
         .await
 }
 

@@ -38,9 +38,12 @@
 //! - `kv.rs`, `watch.rs`, `lease.rs`, `maintenance.rs`, `cluster.rs`: the gRPC services.
 //! - `error.rs`: etcd's error codes and messages; `validate.rs`: edge validation.
 //! - `ids.rs`: etcd-compatible member and cluster ids.
-//! - `grpc.rs`: serving the services on the client listeners.
+//! - `grpc.rs`: serving the services on the client listeners; `authority/` (production
+//!   builds only): mending client connections whose `:authority` is a URL, for h2.
 
 pub mod apply;
+#[cfg(not(madsim))]
+pub mod authority;
 pub mod cluster;
 pub mod config;
 pub mod error;
