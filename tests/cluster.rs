@@ -192,6 +192,24 @@ fn member_id(list: &str, name: &str) -> String {
         .to_string()
 }
 
+/// Runs a membership command until the leader stops refusing it as "unhealthy cluster":
+/// a leader in touch with every member for less than five seconds refuses changes (etcd's
+/// strict reconfiguration check), as right after the cluster starts.
+fn reconfigure(member: &Server, args: &[&str]) -> String {
+    let mut stdout = String::new();
+    wait_until("the leader accepts the reconfiguration", || {
+        let output = member.ctl(args);
+        stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() || stderr.contains("etcdserver: unhealthy cluster"),
+            "etcdctl {args:?} failed: {stderr}"
+        );
+        output.status.success()
+    });
+    stdout
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -228,27 +246,17 @@ fn members_are_added_as_learners_promoted_and_removed() {
     );
 
     // Add a learner; start it with the environment etcdctl prints.
-    // A leader in touch with every member for less than five seconds refuses it (etcd's
-    // strict reconfiguration check), so this may take a few tries right after start.
     let peer_port = common::free_port();
-    let add_learner = [
-        "member",
-        "add",
-        "m4",
-        &format!("--peer-urls=http://127.0.0.1:{peer_port}"),
-        "--learner",
-    ];
-    let mut added = String::new();
-    wait_until("the learner is added", || {
-        let output = members[1].ctl(&add_learner);
-        added = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() || stderr.contains("etcdserver: unhealthy cluster"),
-            "{stderr}"
-        );
-        output.status.success()
-    });
+    let added = reconfigure(
+        &members[1],
+        &[
+            "member",
+            "add",
+            "m4",
+            &format!("--peer-urls=http://127.0.0.1:{peer_port}"),
+            "--learner",
+        ],
+    );
     assert!(added.contains("added to cluster"), "{added}");
     // One learner at a time.
     assert_eq!(
@@ -306,7 +314,7 @@ fn members_are_added_as_learners_promoted_and_removed() {
 
     // Remove m2: it stops, the others keep serving, m4 included.
     let m2 = member_id(&list, "m2");
-    let removed = members[0].ok(&["member", "remove", &m2]);
+    let removed = reconfigure(&members[0], &["member", "remove", &m2]);
     // etcdctl pads the id to 16 columns.
     assert!(
         removed.contains(&format!("{m2} removed from cluster")),
