@@ -447,7 +447,20 @@ impl Nemesis {
 
         let new_index = self.next_index;
         self.next_index += 1;
-        let learner = thread_rng().gen_bool(0.5);
+        let mut learner = thread_rng().gen_bool(0.5);
+        if learner {
+            // One learner at a time: a learner never promoted is still there.
+            let listed = self
+                .cluster_call(|mut cluster| async move {
+                    cluster
+                        .member_list(MemberListRequest {
+                            linearizable: false,
+                        })
+                        .await
+                })
+                .await;
+            learner = listed.is_some_and(|list| list.members.iter().all(|m| !m.is_learner));
+        }
         let peer_url = ClusterSpec::peer_url(new_index);
         // The removal may have cost the cluster its leader, and the leader refuses additions
         // until it has been in touch with every member for five seconds (the strict

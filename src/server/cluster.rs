@@ -11,8 +11,8 @@
 //! started voting members than a quorum is refused, and so is one the leader cannot vouch
 //! for: an addition while it has not been in touch with every voting member for five
 //! seconds, a removal that would leave too few members in touch. A follower hears from the
-//! leader only, so that second check is the leader's; a follower that receives the request
-//! makes the first alone. One learner at a time, as in etcd 3.4.
+//! leader only, so it asks the leader for that second check. One learner at a time, as in
+//! etcd 3.4.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +28,9 @@ use crate::proto::etcdserverpb::{
     MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
     MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
-use crate::proto::oxcdpb::{internal_request::Request as Internal, MemberRecord};
+use crate::proto::oxcdpb::{
+    internal_request::Request as Internal, MemberRecord, ReconfigurationCheck,
+};
 use crate::raft::ConfChangeType;
 
 /// A learner may be promoted once it has this share of the leader's log (etcd: 90%).
@@ -65,8 +67,64 @@ fn healthy(member: &Member, id: u64) -> bool {
             .is_some_and(|since| since.elapsed() >= HEALTH_INTERVAL)
 }
 
+/// A membership change, as the leader's reachability check sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Change {
+    Add,
+    Remove(u64),
+}
+
+/// The reachability half of the strict check, on the leader: has it been in touch long
+/// enough with the members the cluster will rest on after `change`?
+pub fn leader_may_change(member: &Member, change: Change) -> Result<(), EtcdError> {
+    if !member.raft_status().is_leader {
+        return Err(EtcdError::NotLeader);
+    }
+    let voters = voters(member);
+    match change {
+        Change::Add => {
+            if !voters.iter().all(|m| healthy(member, m.id)) {
+                return Err(EtcdError::Unhealthy);
+            }
+        }
+        Change::Remove(id) => {
+            // A member out of touch is not part of the quorum that keeps the cluster going.
+            if id != member.id && member.in_contact_since(id).is_none() {
+                return Ok(());
+            }
+            let healthy_count = voters.iter().filter(|m| healthy(member, m.id)).count();
+            if healthy_count.saturating_sub(1) < quorum(voters.len().saturating_sub(1)) {
+                return Err(EtcdError::Unhealthy);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reachability check, here on the leader or asked of it.
+async fn check_with_leader(member: &Member, change: Change) -> Result<(), EtcdError> {
+    if member.raft_status().is_leader {
+        return leader_may_change(member, change);
+    }
+    let mut leader = super::peer::leader_client(member).await?;
+    let request = ReconfigurationCheck {
+        add: matches!(change, Change::Add),
+        remove: match change {
+            Change::Remove(id) => id,
+            Change::Add => 0,
+        },
+    };
+    match leader.check_reconfiguration(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.message() == EtcdError::Unhealthy.to_string() => {
+            Err(EtcdError::Unhealthy)
+        }
+        Err(_) => Err(super::peer::leader_call_failed(member)),
+    }
+}
+
 /// May a member be added (a voter, or a learner)?
-fn may_add(member: &Member, learner: bool) -> Result<(), EtcdError> {
+async fn may_add(member: &Member, learner: bool) -> Result<(), EtcdError> {
     let members = member.members();
     if learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
         return Err(EtcdError::TooManyLearners);
@@ -83,14 +141,11 @@ fn may_add(member: &Member, learner: bool) -> Result<(), EtcdError> {
             return Err(EtcdError::NotEnoughStartedMembers);
         }
     }
-    if member.raft_status().is_leader && !voters.iter().all(|m| healthy(member, m.id)) {
-        return Err(EtcdError::Unhealthy);
-    }
-    Ok(())
+    check_with_leader(member, Change::Add).await
 }
 
 /// May member `record` be removed?
-fn may_remove(member: &Member, record: &MemberRecord) -> Result<(), EtcdError> {
+async fn may_remove(member: &Member, record: &MemberRecord) -> Result<(), EtcdError> {
     if !member.config.strict_reconfig_check || record.is_learner {
         return Ok(());
     }
@@ -99,18 +154,7 @@ fn may_remove(member: &Member, record: &MemberRecord) -> Result<(), EtcdError> {
     if remaining.iter().filter(|m| started(m)).count() < quorum(remaining.len()) {
         return Err(EtcdError::NotEnoughStartedMembers);
     }
-    if !member.raft_status().is_leader {
-        return Ok(());
-    }
-    // A member out of touch is not part of the quorum that keeps the cluster going.
-    if record.id != member.id && member.in_contact_since(record.id).is_none() {
-        return Ok(());
-    }
-    let healthy_count = voters.iter().filter(|m| healthy(member, m.id)).count();
-    if healthy_count.saturating_sub(1) < quorum(voters.len() - 1) {
-        return Err(EtcdError::Unhealthy);
-    }
-    Ok(())
+    check_with_leader(member, Change::Remove(record.id)).await
 }
 
 /// May a learner be promoted (it counts as started)?
@@ -229,7 +273,7 @@ impl Cluster for ClusterService {
         if self.member.member(id).is_some() || self.member.is_removed(id) {
             return Err(EtcdError::MemberIdExists.into());
         }
-        may_add(&self.member, request.is_learner)?;
+        may_add(&self.member, request.is_learner).await?;
         let record = MemberRecord {
             id,
             name: String::new(),
@@ -260,7 +304,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
         let record = self.member.member(id).ok_or(EtcdError::MemberNotFound)?;
-        may_remove(&self.member, &record)?;
+        may_remove(&self.member, &record).await?;
         let outcome = self
             .member
             .propose_membership(ConfChangeType::RemoveNode, record)

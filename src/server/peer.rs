@@ -30,7 +30,7 @@ use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
 use crate::proto::oxcdpb::raft_transport_server::RaftTransport;
 use crate::proto::oxcdpb::{
     LeaseRenewRequest, LeaseRenewResponse, MembersRequest, MembersResponse, RaftAck, RaftBatch,
-    SnapshotChunk,
+    ReconfigurationCheck, SnapshotChunk,
 };
 use crate::raft::{Message, MessageType};
 
@@ -526,6 +526,20 @@ impl RaftTransport for RaftTransportService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let response = super::cluster::promote(&self.member, request.into_inner().id).await?;
         Ok(Response::new(response))
+    }
+
+    async fn check_reconfiguration(
+        &self,
+        request: Request<ReconfigurationCheck>,
+    ) -> Result<Response<RaftAck>, Status> {
+        let request = request.into_inner();
+        let change = if request.add {
+            super::cluster::Change::Add
+        } else {
+            super::cluster::Change::Remove(request.remove)
+        };
+        super::cluster::leader_may_change(&self.member, change)?;
+        Ok(Response::new(RaftAck {}))
     }
 
     async fn lease_renew(
