@@ -221,11 +221,22 @@ fn maintenance_status_health_members_snapshot_defrag_alarms() {
             && members.contains(&format!("http://127.0.0.1:{}", server.port)),
         "{members}"
     );
+    // Enough data for the snapshot to span many chunks, the digest at an arbitrary offset.
+    let big = "v".repeat(100_000);
+    for key in ["big1", "big2", "big3", "big4"] {
+        server.ok(&["put", key, &big]);
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap.db");
     let saved = server.ok(&["snapshot", "save", file.to_str().unwrap()]);
     assert_eq!(saved, format!("Snapshot saved at {}\n", file.display()));
-    assert!(std::fs::metadata(&file).unwrap().len() > 0);
+    // The stream, as saved, is the image and then its SHA-256 (what `snapshot restore`
+    // checks).
+    let saved_bytes = std::fs::read(&file).unwrap();
+    assert!(saved_bytes.len() > 400_000, "{}", saved_bytes.len());
+    let (image, digest) = saved_bytes.split_at(saved_bytes.len() - 32);
+    use sha2::Digest as _;
+    assert_eq!(sha2::Sha256::digest(image).as_slice(), digest);
     let defrag = server.ok(&["defrag"]);
     assert_eq!(
         defrag,

@@ -385,11 +385,21 @@ impl Backend {
         Ok(())
     }
 
-    /// The whole database file, committed first: a consistent image.
-    pub fn image(&mut self) -> Result<Vec<u8>, BackendError> {
+    /// Copies the whole database file, committed first (a consistent image), into `out`
+    /// a piece at a time; returns its length.
+    pub fn copy_image(&mut self, out: &dyn DiskFile) -> Result<u64, BackendError> {
+        const PIECE_BYTES: u64 = 1 << 20;
         self.commit()?;
-        let mut image = vec![0; self.file.len()? as usize];
-        self.file.read_exact_at(0, &mut image)?;
-        Ok(image)
+        let len = self.file.len()?;
+        out.set_len(0)?;
+        let mut piece = vec![0; PIECE_BYTES.min(len) as usize];
+        let mut offset = 0;
+        while offset < len {
+            let n = PIECE_BYTES.min(len - offset) as usize;
+            self.file.read_exact_at(offset, &mut piece[..n])?;
+            out.write_at(offset, &piece[..n])?;
+            offset += n as u64;
+        }
+        Ok(len)
     }
 }

@@ -127,10 +127,16 @@ impl Applier {
     /// snapshot at `index` (the Raft task saved it). The image was taken at or after
     /// `index`; entries up to its own applied index only re-apply membership.
     fn restore(&mut self, index: u64) -> Result<(), EtcdError> {
-        let image = crate::wal::snapshot_db_path(&self.member.config.snap_dir(), index);
+        let dir = self.member.config.snap_dir();
+        let image = crate::wal::snapshot_db_path(&dir, index);
         self.backend.restore(&image).map_err(|error| {
             EtcdError::Internal(format!("restoring the snapshot at index {index}: {error}"))
         })?;
+        if let Err(error) =
+            crate::wal::remove_images_before(self.backend.disk().as_ref(), &dir, index)
+        {
+            tracing::warn!(%error, "cannot remove older snapshot images");
+        }
         self.applied_index = index;
         self.snapshot_index = index;
         self.backend_index = self.backend.consistent_index();

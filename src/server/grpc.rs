@@ -103,7 +103,7 @@ pub async fn serve_peers(
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
     tonic::transport::Server::builder()
         .add_service(
-            RaftTransportServer::new(super::peer::RaftTransportService { member })
+            RaftTransportServer::new(super::peer::RaftTransportService::new(member))
                 .max_decoding_message_size(usize::MAX),
         )
         .serve_with_incoming_shutdown(
@@ -123,7 +123,7 @@ pub async fn serve_peers(
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
     tonic::transport::Server::builder()
         .add_service(RaftTransportServer::new(
-            super::peer::RaftTransportService { member },
+            super::peer::RaftTransportService::new(member),
         ))
         .serve_with_shutdown(address, shutdown)
         .await

@@ -27,6 +27,8 @@ use crate::proto::oxcdpb::internal_request::Request as Internal;
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// Chunks buffered ahead of a slow snapshot reader.
 const SNAPSHOT_CHUNKS_BUFFERED: usize = 8;
+/// The digest etcd appends to a snapshot stream.
+const SHA256_BYTES: u64 = 32;
 
 pub struct MaintenanceService {
     pub member: Arc<Member>,
@@ -126,28 +128,44 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let image: Bytes = self.member.store.snapshot_image()?;
-        // etcd ends the stream with the SHA-256 of the image; etcdctl checks it.
-        let image: Bytes = {
-            use sha2::Digest as _;
-            let digest = sha2::Sha256::digest(&image);
-            let mut with_digest = Vec::with_capacity(image.len() + digest.len());
-            with_digest.extend_from_slice(&image);
-            with_digest.extend_from_slice(&digest);
-            Bytes::from(with_digest)
-        };
+        // A copy on disk, read a chunk at a time as the client takes them: the image is
+        // never in memory whole.
+        let image = self.member.store.copy_image()?;
         let header = self.member.header(self.member.store.current_revision());
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED);
         tokio::spawn(async move {
-            let total = image.len();
+            use sha2::Digest as _;
+            // etcd ends the stream with the SHA-256 of the image; etcdctl checks it. The
+            // stream is the image and then the digest.
+            let mut hasher = sha2::Sha256::new();
+            let mut digest = None;
+            let total = image.len + SHA256_BYTES;
             let mut sent = 0;
             // An empty image still needs one message so the client sees the end.
             loop {
-                let end = (sent + SNAPSHOT_CHUNK_BYTES).min(total);
+                let end = (sent + SNAPSHOT_CHUNK_BYTES as u64).min(total);
+                let mut blob = Vec::with_capacity((end - sent) as usize);
+                if sent < image.len {
+                    let read = image.read(sent, (end.min(image.len) - sent) as usize);
+                    let piece = match read {
+                        Ok(piece) => piece,
+                        Err(error) => {
+                            let _ = chunks.send(Err(error.into())).await;
+                            return;
+                        }
+                    };
+                    hasher.update(&piece);
+                    blob.extend_from_slice(&piece);
+                }
+                if end > image.len {
+                    let digest = digest.get_or_insert_with(|| hasher.clone().finalize());
+                    let from = sent.max(image.len) - image.len;
+                    blob.extend_from_slice(&digest[from as usize..(end - image.len) as usize]);
+                }
                 let response = SnapshotResponse {
                     header: Some(header),
-                    remaining_bytes: (total - end) as u64,
-                    blob: image.slice(sent..end),
+                    remaining_bytes: total - end,
+                    blob: Bytes::from(blob),
                     version: ETCD_API_VERSION.to_string(),
                 };
                 if chunks.send(Ok(response)).await.is_err() {

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use super::error::EtcdError;
 use super::member::Member;
 use super::node::NodeInput;
+use super::store::ImageCopy;
 use super::transport::Transport;
 use crate::proto::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberPromoteRequest, MemberPromoteResponse,
@@ -356,11 +357,12 @@ async fn send_snapshot(member: Arc<Member>, url: String, message: Message) {
 /// now, described by the index it was applied through, that entry's term and the membership
 /// in force there. The core's own snapshot may be older than a member added since, and a
 /// member refuses a snapshot whose membership does not include it.
-fn merged_snapshot(member: &Member, mut message: Message) -> Result<(Message, Bytes), String> {
-    let (image, index) = member
+fn merged_snapshot(member: &Member, mut message: Message) -> Result<(Message, ImageCopy), String> {
+    let image = member
         .store
-        .snapshot_image_at()
+        .copy_image()
         .map_err(|error| error.to_string())?;
+    let index = image.index;
     let log = member.raft_log.get().ok_or("no raft log yet")?;
     let term = crate::raft::Storage::term(log, index)
         .map_err(|error| format!("term of index {index}: {error}"))?;
@@ -381,36 +383,44 @@ fn merged_snapshot(member: &Member, mut message: Message) -> Result<(Message, By
     Ok((message, image))
 }
 
-async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: Bytes) -> bool {
+async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: ImageCopy) -> bool {
     let Some(mut client) = connect(url).await else {
         return false;
     };
     let (chunks, receiver) = mpsc::channel(4);
-    let total = image.len();
+    let total = image.len;
     let head = SnapshotChunk {
         message: Bytes::from(message.encode_to_vec()),
-        image_bytes: total as u64,
+        image_bytes: total,
         data: Bytes::new(),
     };
+    // Read from the copy a chunk at a time, as the peer takes them: a large image is never
+    // in memory whole.
     tokio::spawn(async move {
         if chunks.send(head).await.is_err() {
             return;
         }
         let mut offset = 0;
         while offset < total {
-            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(total);
+            let data = match image.read(offset, SNAPSHOT_CHUNK_BYTES) {
+                Ok(data) => data,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the snapshot image");
+                    return;
+                }
+            };
+            offset += data.len() as u64;
             let chunk = SnapshotChunk {
-                data: image.slice(offset..end),
+                data,
                 ..SnapshotChunk::default()
             };
             if chunks.send(chunk).await.is_err() {
                 return;
             }
-            offset = end;
         }
     });
     // Generous, but bounded: a peer that stops reading must not pin the image forever.
-    let timeout = member.config.election() * 10 + Duration::from_secs(total as u64 >> 20);
+    let timeout = member.config.election() * 10 + Duration::from_secs(total >> 20);
     let call = client.send_snapshot(super::lease::ReceiverStream(receiver));
     matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_)))
 }
@@ -418,6 +428,18 @@ async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: B
 /// The receiving side, served on the peer URLs.
 pub struct RaftTransportService {
     pub member: Arc<Member>,
+    /// Numbers the snapshot transfers received, so that concurrent ones write files of
+    /// their own.
+    pub transfers: std::sync::atomic::AtomicU64,
+}
+
+impl RaftTransportService {
+    pub fn new(member: Arc<Member>) -> Self {
+        RaftTransportService {
+            member,
+            transfers: Default::default(),
+        }
+    }
 }
 
 impl RaftTransportService {
@@ -484,25 +506,44 @@ impl RaftTransport for RaftTransportService {
                 head.image_bytes
             )));
         }
-        let mut image = Vec::with_capacity(head.image_bytes as usize);
-        image.extend_from_slice(&head.data);
+        let index = message
+            .snapshot
+            .as_ref()
+            .and_then(|snapshot| snapshot.metadata.as_ref())
+            .map(|metadata| metadata.index)
+            .ok_or_else(|| Status::invalid_argument("snapshot without metadata"))?;
+        // The image goes to disk as it arrives, and is made durable under its snapshot's
+        // name before the Raft core hears of the snapshot (`Node::persist_snapshot`).
+        let storage = |error: crate::wal::WalError| Status::internal(error.to_string());
+        let transfer = self
+            .transfers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut image = crate::wal::IncomingImage::create(
+            self.member.store.disk(),
+            &self.member.config.snap_dir(),
+            index,
+            transfer,
+        )
+        .map_err(storage)?;
+        image.append(&head.data).map_err(storage)?;
         while let Some(chunk) = chunks.message().await? {
-            if image.len() + chunk.data.len() > head.image_bytes as usize {
+            if image.len() + chunk.data.len() as u64 > head.image_bytes {
                 return Err(Status::invalid_argument(
                     "snapshot image longer than announced",
                 ));
             }
-            image.extend_from_slice(&chunk.data);
+            image.append(&chunk.data).map_err(storage)?;
         }
-        if image.len() as u64 != head.image_bytes {
+        if image.len() != head.image_bytes {
             return Err(Status::invalid_argument(format!(
                 "snapshot image of {} bytes, {} announced",
                 image.len(),
                 head.image_bytes
             )));
         }
+        image.finish().map_err(storage)?;
         if let Some(snapshot) = message.snapshot.as_mut() {
-            snapshot.data = Bytes::from(image);
+            snapshot.data = Bytes::new();
         }
         self.member
             .send_to_node(NodeInput::Step(message))

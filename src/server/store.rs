@@ -5,6 +5,7 @@
 //! The applier is the only writer; reads take the same lock briefly.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -58,6 +59,37 @@ struct State {
     lessor: Lessor,
 }
 
+/// A backend image copied to a file of its own; the file goes when the copy is dropped.
+pub struct ImageCopy {
+    disk: Arc<dyn Disk>,
+    path: std::path::PathBuf,
+    file: Box<dyn crate::io::DiskFile>,
+    /// Its length in bytes.
+    pub len: u64,
+    /// The Raft index the backend was applied through.
+    pub index: u64,
+}
+
+impl ImageCopy {
+    /// Up to `max` bytes of the image from `offset` (none at the end).
+    pub fn read(&self, offset: u64, max: usize) -> Result<Bytes, EtcdError> {
+        let n = (self.len.saturating_sub(offset)).min(max as u64) as usize;
+        let mut piece = vec![0; n];
+        self.file
+            .read_exact_at(offset, &mut piece)
+            .map_err(|error| EtcdError::Internal(format!("backend image copy: {error}")))?;
+        Ok(Bytes::from(piece))
+    }
+}
+
+impl Drop for ImageCopy {
+    fn drop(&mut self) {
+        if let Err(error) = self.disk.remove(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove a backend image copy");
+        }
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
     lease_ids: Mutex<SmallRng>,
@@ -67,6 +99,8 @@ struct Inner {
     min_lease_ttl: i64,
     /// The member's clock: lease deadlines are measured by it.
     clock: Arc<dyn Clock>,
+    /// Numbers the image copies, so that concurrent ones have files of their own.
+    image_copies: AtomicU64,
 }
 
 /// The member's store. Clones share it.
@@ -109,6 +143,7 @@ impl Store {
                 path,
                 min_lease_ttl,
                 clock,
+                image_copies: AtomicU64::new(0),
             }),
         })
     }
@@ -297,6 +332,11 @@ impl Store {
         self.lock().lessor.expired(self.inner.clock.now(), max)
     }
 
+    /// The member's disk.
+    pub fn disk(&self) -> Arc<dyn Disk> {
+        self.inner.disk.clone()
+    }
+
     /// The member's clock.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
@@ -346,16 +386,34 @@ impl Store {
         Ok((hash, state.kv.compact_revision, at))
     }
 
-    pub fn snapshot_image(&self) -> Result<Bytes, EtcdError> {
-        Ok(self.snapshot_image_at()?.0)
-    }
-
-    /// The backend image and the applied index it holds, read at one instant.
-    pub fn snapshot_image_at(&self) -> Result<(Bytes, u64), EtcdError> {
+    /// A copy of the backend image on disk, with the applied index it holds, taken at one
+    /// instant under the store's lock, to be streamed (to a client, to a peer) without
+    /// holding the lock or the whole image in memory.
+    pub fn copy_image(&self) -> Result<ImageCopy, EtcdError> {
+        let inner = &self.inner;
+        let nonce = inner.image_copies.fetch_add(1, Ordering::Relaxed);
+        let dir = inner.path.parent().unwrap_or(Path::new("."));
+        // Named like an interrupted image save, so a restart clears a copy a crash left.
+        let path = dir.join(format!("copy-{nonce}.snap.db.tmp"));
+        let io =
+            |error: std::io::Error| EtcdError::Internal(format!("backend image copy: {error}"));
+        let file = inner.disk.open(&path, true).map_err(io)?;
+        // Made first, so that a failed copy removes its file.
+        let mut copy = ImageCopy {
+            disk: inner.disk.clone(),
+            path,
+            file,
+            len: 0,
+            index: 0,
+        };
         let mut state = self.lock();
-        let image = state.kv.backend.image().map_err(backend_error)?;
-        let index = state.kv.backend.consistent_index().map_err(backend_error)?;
-        Ok((Bytes::from(image), index))
+        copy.len = state
+            .kv
+            .backend
+            .copy_image(copy.file.as_ref())
+            .map_err(backend_error)?;
+        copy.index = state.kv.backend.consistent_index().map_err(backend_error)?;
+        Ok(copy)
     }
 
     pub fn new_watch_stream(&self) -> WatchStream {

@@ -36,7 +36,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use log::Wal;
-pub use snapshot::{snapshot_db_path, SnapshotFiles};
+pub use snapshot::{remove_images_before, snapshot_db_path, IncomingImage, SnapshotFiles};
 
 use crate::raft::{Entry, HardState};
 

@@ -16,10 +16,12 @@
 //! fails rather than fall back to an older one silently.
 //!
 //! A snapshot received from the leader comes with the leader's backend image. The image is
-//! saved first, as `{index:016x}.snap.db` (same durable write), then the snapshot file and
-//! the WAL marker; the applier then moves the image over the member's backend. A restart
-//! that finds the image of the newest snapshot still there finishes that move before it
-//! opens the backend; any other image is left over from a save a crash interrupted.
+//! saved first, as `{index:016x}.snap.db`: written as it arrives to a `.snap.db.tmp` file of
+//! its own ([`IncomingImage`]), synced, renamed and the directory synced. Then come the
+//! snapshot file and the WAL marker; the applier then moves the image over the member's
+//! backend. A restart that finds the image of the newest snapshot still there finishes that
+//! move before it opens the backend; any other image is left over from a save a crash
+//! interrupted, or from a snapshot the Raft core turned down.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +42,100 @@ const DB_SUFFIX: &str = ".snap.db";
 /// Where the backend image of the snapshot at `index` waits in the snapshot directory `dir`.
 pub fn snapshot_db_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:016x}{DB_SUFFIX}"))
+}
+
+/// A backend image being received, written piece by piece to a temporary file; `finish`
+/// makes it the image of its snapshot. Dropped unfinished, the file is removed.
+pub struct IncomingImage {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    index: u64,
+    tmp: PathBuf,
+    file: Option<Box<dyn crate::io::DiskFile>>,
+    written: u64,
+}
+
+impl IncomingImage {
+    /// Starts receiving the image of the snapshot at `index` into `dir`. `transfer` tells
+    /// concurrent transfers of one snapshot apart.
+    pub fn create(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        index: u64,
+        transfer: u64,
+    ) -> Result<IncomingImage, WalError> {
+        let tmp = dir.join(format!("{index:016x}-{transfer}{DB_SUFFIX}{TMP_SUFFIX}"));
+        let file = disk.open(&tmp, true).map_err(io_error("create", &tmp))?;
+        file.set_len(0).map_err(io_error("truncate", &tmp))?;
+        Ok(IncomingImage {
+            disk,
+            dir: dir.to_path_buf(),
+            index,
+            tmp,
+            file: Some(file),
+            written: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    /// Writes the next piece.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), WalError> {
+        let file = self
+            .file
+            .as_ref()
+            .expect("an image is written until finished");
+        file.write_at(self.written, data)
+            .map_err(io_error("write", &self.tmp))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the image durable under its snapshot's name.
+    pub fn finish(mut self) -> Result<(), WalError> {
+        let file = self.file.take().expect("an image is finished once");
+        file.sync_data().map_err(io_error("fdatasync", &self.tmp))?;
+        drop(file);
+        let path = snapshot_db_path(&self.dir, self.index);
+        self.disk
+            .rename(&self.tmp, &path)
+            .map_err(io_error("rename", &self.tmp))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(io_error("fsync directory", &self.dir))
+    }
+}
+
+impl Drop for IncomingImage {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = self.disk.remove(&self.tmp);
+        }
+    }
+}
+
+/// Removes the backend images in `dir` of snapshots before `index`, once the image of the
+/// snapshot at `index` is installed: a snapshot the Raft core turned down leaves its image
+/// behind. Later ones may belong to snapshots on their way.
+pub fn remove_images_before(disk: &dyn Disk, dir: &Path, index: u64) -> Result<(), WalError> {
+    for name in disk.list(dir).map_err(io_error("list", dir))? {
+        let older = name
+            .strip_suffix(DB_SUFFIX)
+            .and_then(|stem| u64::from_str_radix(stem, 16).ok())
+            .is_some_and(|at| at < index);
+        if older {
+            let path = dir.join(&name);
+            disk.remove(&path).map_err(io_error("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// The snapshot directory of one member.

@@ -273,6 +273,11 @@ pub fn start_member(server: &mut Server) {
 
 /// Starts an `n`-member oxcd cluster on loopback (members named m1, m2, …).
 pub fn start_cluster(n: usize) -> Vec<Server> {
+    start_cluster_with(n, &[])
+}
+
+/// Starts an `n`-member oxcd cluster whose members all get the flags `extra` too.
+pub fn start_cluster_with(n: usize, extra: &[&str]) -> Vec<Server> {
     ensure_etcd_tools();
     let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let initial = peers
@@ -282,7 +287,13 @@ pub fn start_cluster(n: usize) -> Vec<Server> {
         .collect::<Vec<_>>()
         .join(",");
     let mut members: Vec<Server> = (0..n)
-        .map(|i| member_server(&format!("m{}", i + 1), peers[i], &initial, "new"))
+        .map(|i| {
+            let mut member = member_server(&format!("m{}", i + 1), peers[i], &initial, "new");
+            member
+                .extra
+                .extend(extra.iter().map(|flag| flag.to_string()));
+            member
+        })
         .collect();
     // All members must run before any can answer: start them, then wait for each.
     for member in &mut members {
