@@ -1043,15 +1043,20 @@ impl<S: Storage> Raft<S> {
 
     /// Applies a committed configuration change; returns the new membership.
     pub fn apply_conf_change(&mut self, change: &ConfChangeV2) -> ConfState {
-        let config = match confchange::apply(&self.tracker.config, change) {
-            Ok(config) => config,
+        match self.try_apply_conf_change(change) {
+            Ok(conf_state) => conf_state,
             Err(error) => {
-                // Every node refuses the same change the same way, so skipping keeps them
-                // in agreement.
                 tracing::warn!(id = self.id, %error, "committed configuration change refused");
-                return self.conf_state();
+                self.conf_state()
             }
-        };
+        }
+    }
+
+    /// Applies a committed membership change, or refuses it (and changes nothing) if it
+    /// does not fit the current configuration. Every node refuses the same change the same
+    /// way, so a refusal keeps them in agreement.
+    pub fn try_apply_conf_change(&mut self, change: &ConfChangeV2) -> Result<ConfState, Error> {
+        let config = confchange::apply(&self.tracker.config, change)?;
         self.apply_config(config);
         let removed = !self.tracker.progress.contains_key(&self.id);
         if self.role == Role::Leader {
@@ -1059,7 +1064,7 @@ impl<S: Storage> Raft<S> {
                 // This leader was removed or demoted: step down; the others elect a new
                 // leader after an election timeout.
                 self.become_follower(self.term, 0);
-                return self.conf_state();
+                return Ok(self.conf_state());
             }
             if self.maybe_commit() {
                 self.broadcast_append();
@@ -1075,7 +1080,7 @@ impl<S: Storage> Raft<S> {
             }
             self.maybe_auto_leave();
         }
-        self.conf_state()
+        Ok(self.conf_state())
     }
 
     /// The application applied the log through `index`.

@@ -298,6 +298,12 @@ impl<S: Storage> RawNode<S> {
         self.raft.apply_conf_change(change)
     }
 
+    /// As [`RawNode::apply_conf_change`], but says why a change that does not fit the
+    /// current configuration was refused.
+    pub fn try_apply_conf_change(&mut self, change: &ConfChangeV2) -> Result<ConfState, Error> {
+        self.raft.try_apply_conf_change(change)
+    }
+
     /// Tells the leader that `to` could not be reached (its progress falls back to probe).
     pub fn report_unreachable(&mut self, to: u64) {
         let _ = self.raft.step(Message {

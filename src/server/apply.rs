@@ -168,6 +168,7 @@ impl Applier {
         let change = ConfChangeV2::decode(entry.data.clone()).map_err(|error| {
             EtcdError::Internal(format!("entry {} does not decode: {error}", entry.index))
         })?;
+        let refusal = self.member.conf_change_refusal(entry.index);
         // Bootstrap entries and the leader's automatic leave of a joint configuration carry
         // no context: there is no record to change and nobody waiting.
         let Ok(context) = ConfChangeContext::decode(change.context.clone()) else {
@@ -176,6 +177,11 @@ impl Applier {
         let Some(record) = context.member else {
             return Ok(());
         };
+        if let Some(error) = refusal {
+            // The Raft task refused it: the membership stays as it was.
+            self.member.waiters.complete(context.request_id, Err(error));
+            return Ok(());
+        }
         let mut removed_self = false;
         if entry.index > self.backend_index {
             for single in &change.changes {

@@ -36,7 +36,7 @@ use crate::raft::ConfChangeType;
 /// A learner may be promoted once it has this share of the leader's log (etcd: 90%).
 const LEARNER_READY_PERCENT: u64 = 90;
 /// Learners a cluster may have at once (etcd 3.4).
-const LEARNERS_MAX: usize = 1;
+pub const LEARNERS_MAX: usize = 1;
 /// How long the leader must have been in touch with a member for it to count as healthy
 /// in a reconfiguration (etcd's HealthInterval).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);

@@ -131,6 +131,9 @@ pub struct Member {
     /// The connection to the leader's peer service (leader id, client), reused across the
     /// requests a follower forwards.
     pub leader_connection: Mutex<Option<(u64, super::peer::PeerClient)>>,
+    /// Committed membership changes the Raft task refused, by log index, with why; the
+    /// applier answers their proposers with it.
+    conf_refusals: Mutex<HashMap<u64, EtcdError>>,
     /// When each peer's current run of contact began, and when it was last heard from.
     peer_contact: Mutex<HashMap<u64, (Instant, Instant)>>,
     applied: Progress,
@@ -175,6 +178,7 @@ impl Member {
             raft_log: std::sync::OnceLock::new(),
             leader_connection: Mutex::new(None),
             peer_contact: Mutex::new(HashMap::new()),
+            conf_refusals: Mutex::new(HashMap::new()),
             applied: Progress::new(applied_index),
             stopping: Progress::new(0),
             stop_reason: Mutex::new(None),
@@ -363,6 +367,23 @@ impl Member {
             .await
             .map_err(|_| EtcdError::Stopped)?
             .ok_or(EtcdError::NotLeader)
+    }
+
+    /// Records that the membership change at `index` was refused (by the Raft task, before
+    /// the applier reaches it).
+    pub fn refuse_conf_change(&self, index: u64, error: EtcdError) {
+        self.conf_refusals
+            .lock()
+            .expect("refusals lock poisoned")
+            .insert(index, error);
+    }
+
+    /// Why the membership change at `index` was refused, if it was (asked once).
+    pub fn conf_change_refusal(&self, index: u64) -> Option<EtcdError> {
+        self.conf_refusals
+            .lock()
+            .expect("refusals lock poisoned")
+            .remove(&index)
     }
 
     /// Records that Raft messages arrived from peer `id`.

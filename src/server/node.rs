@@ -349,10 +349,24 @@ impl Node {
             }
             match ConfChangeV2::decode(entry.data.clone()) {
                 Ok(change) => {
-                    let conf_state = self.raw_node.apply_conf_change(&change);
-                    self.member
-                        .record_conf_state(entry.index, conf_state.clone());
-                    changed = Some(conf_state);
+                    let refused = match refusal(&change, &self.raw_node.conf_state()) {
+                        Some(error) => Err(error),
+                        None => self
+                            .raw_node
+                            .try_apply_conf_change(&change)
+                            .map_err(|error| EtcdError::Internal(error.to_string())),
+                    };
+                    match refused {
+                        Ok(conf_state) => {
+                            self.member
+                                .record_conf_state(entry.index, conf_state.clone());
+                            changed = Some(conf_state);
+                        }
+                        Err(error) => {
+                            tracing::warn!(index = entry.index, %error, "membership change refused");
+                            self.member.refuse_conf_change(entry.index, error);
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::error!(%error, index = entry.index, "undecodable membership change");
@@ -389,5 +403,87 @@ fn proposal_error(error: raft::Error) -> EtcdError {
     match error {
         raft::Error::ProposalDropped => EtcdError::NoLeader,
         other => EtcdError::Internal(other.to_string()),
+    }
+}
+
+/// Why a committed membership change must not take effect, judged from the configuration
+/// it would change alone, so that every member judges alike (etcd checks at apply time,
+/// too: two requests may pass the proposer's checks together).
+fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<EtcdError> {
+    use crate::raft::ConfChangeType;
+    for single in &change.changes {
+        let id = single.node_id;
+        let voter = current.voters.contains(&id);
+        let learner = current.learners.contains(&id) || current.learners_next.contains(&id);
+        match ConfChangeType::try_from(single.change_type) {
+            Ok(ConfChangeType::AddNode) if voter => return Some(EtcdError::MemberIdExists),
+            Ok(ConfChangeType::AddLearnerNode) if voter || learner => {
+                return Some(EtcdError::MemberIdExists)
+            }
+            Ok(ConfChangeType::AddLearnerNode)
+                if current.learners.len() >= super::cluster::LEARNERS_MAX =>
+            {
+                return Some(EtcdError::TooManyLearners)
+            }
+            Ok(ConfChangeType::RemoveNode) if !voter && !learner => {
+                return Some(EtcdError::MemberNotFound)
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{ConfChangeSingle, ConfChangeType};
+
+    fn change(kind: ConfChangeType, node_id: u64) -> ConfChangeV2 {
+        ConfChangeV2 {
+            changes: vec![ConfChangeSingle {
+                change_type: kind as i32,
+                node_id,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn membership_changes_that_no_longer_fit_are_refused_at_apply() {
+        let current = ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..Default::default()
+        };
+        let refused = |kind, id| refusal(&change(kind, id), &current);
+        assert_eq!(
+            refused(ConfChangeType::AddLearnerNode, 5),
+            Some(EtcdError::TooManyLearners),
+            "a second learner, added concurrently with the first"
+        );
+        assert_eq!(
+            refused(ConfChangeType::AddNode, 2),
+            Some(EtcdError::MemberIdExists)
+        );
+        assert_eq!(
+            refused(ConfChangeType::AddLearnerNode, 4),
+            Some(EtcdError::MemberIdExists)
+        );
+        assert_eq!(
+            refused(ConfChangeType::RemoveNode, 9),
+            Some(EtcdError::MemberNotFound)
+        );
+        assert_eq!(refused(ConfChangeType::AddNode, 4), None, "promotion");
+        assert_eq!(refused(ConfChangeType::AddNode, 5), None);
+        assert_eq!(refused(ConfChangeType::RemoveNode, 4), None);
+        let no_learner = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        assert_eq!(
+            refusal(&change(ConfChangeType::AddLearnerNode, 5), &no_learner),
+            None
+        );
     }
 }
