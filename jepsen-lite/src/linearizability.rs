@@ -72,12 +72,13 @@
 //! An optional operation whose only effect here is on whether one lease exists
 //! (a grant with an unknown outcome; a lease expiry, which is a revoke with an
 //! unknown outcome, of a lease no key is attached to) is offered only when a
-//! candidate whose outcome depends on that lease could go next. This is
-//! sound: in any linearization, such an operation can move later, to just
-//! before the next operation that touches the lease (or out, if none does),
-//! since nothing in between sees the lease set, the revision is unchanged, and
-//! an unknown outcome has no return to be late for. Without it, every pending
-//! expiry doubles the configurations a backtracking search visits.
+//! candidate that depends on that lease, and is not such an optional operation
+//! itself, could go next. This is sound: in any linearization, such operations can
+//! move later, in their order, to just before the next other operation that
+//! touches the lease (or out, if none does), since nothing in between sees the
+//! lease set, the revision is unchanged, and an unknown outcome has no return
+//! to be late for. Without it, every pending expiry, and every grant that timed
+//! out, doubles the configurations a backtracking search visits.
 //!
 //! # Budget
 //!
@@ -379,9 +380,12 @@ fn frame_candidates(
                     .request
                     .lease_only_change(state)
                     .is_some_and(|lease| {
-                        !candidates
-                            .iter()
-                            .any(|&o| o != c && ops[o].request.touches_lease(lease))
+                        !candidates.iter().any(|&o| {
+                            o != c
+                                && ops[o].request.touches_lease(lease)
+                                && (ops[o].owed
+                                    || ops[o].request.lease_only_change(state) != Some(lease))
+                        })
                     })
         })
         .collect();
