@@ -74,7 +74,7 @@ impl Applier {
                 biased;
                 batch = self.batches.recv() => {
                     let Some(batch) = batch else { break };
-                    if let Err(error) = self.apply_batch(batch).await {
+                    if let Err(error) = self.apply_batch(batch) {
                         // The state machine cannot go on from here (a snapshot that would
                         // not install, an entry that does not decode): stop the member
                         // rather than serve from a state that stopped following the log.
@@ -91,11 +91,16 @@ impl Applier {
         self.commit()
     }
 
-    async fn apply_batch(&mut self, batch: ApplyBatch) -> Result<(), EtcdError> {
+    fn apply_batch(&mut self, batch: ApplyBatch) -> Result<(), EtcdError> {
+        // A copy of the backend (a snapshot for a peer or a client) waits for the batch to
+        // end: it then holds the effects of every entry up to the consistent index and of
+        // none after it.
+        let gate = self.backend.batch_gate();
+        let _batch = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match batch {
             ApplyBatch::Entries(entries) => {
                 for entry in entries {
-                    self.apply_entry(entry).await?;
+                    self.apply_entry(entry)?;
                 }
             }
             ApplyBatch::Snapshot(snapshot) => {
@@ -142,10 +147,8 @@ impl Applier {
         self.backend_index = self.backend.consistent_index();
         self.uncommitted_entries = 0;
         let records = self.backend.member_records();
-        self.member.set_removed(records.removed);
-        for record in records.members {
-            self.member.set_member(record);
-        }
+        self.member
+            .replace_members(records.members, records.removed);
         self.member.replace_alarms(self.backend.alarms());
         tracing::info!(
             index,
@@ -205,7 +208,7 @@ impl Applier {
         Ok(())
     }
 
-    async fn apply_entry(&mut self, entry: Entry) -> Result<(), EtcdError> {
+    fn apply_entry(&mut self, entry: Entry) -> Result<(), EtcdError> {
         assert!(
             entry.index > self.applied_index,
             "entry {} applied twice (applied index {})",

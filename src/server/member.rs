@@ -294,6 +294,50 @@ impl Member {
             .contains(&id)
     }
 
+    /// Replaces the member list with the one of a leader's snapshot (`records`, `removed`):
+    /// members it does not list are gone, and the transport follows. The changes that made
+    /// the difference were folded into the snapshot, so they never apply here one by one.
+    pub fn replace_members(&self, records: Vec<MemberRecord>, removed: Vec<u64>) {
+        self.set_removed(removed);
+        let listed: std::collections::BTreeSet<u64> = records.iter().map(|r| r.id).collect();
+        let dropped: Vec<u64> = self
+            .members
+            .lock()
+            .expect("members lock poisoned")
+            .keys()
+            .copied()
+            .filter(|id| !listed.contains(id))
+            .collect();
+        for id in dropped {
+            self.members
+                .lock()
+                .expect("members lock poisoned")
+                .remove(&id);
+            if id != self.id {
+                self.transport.remove_peer(id);
+            }
+        }
+        for record in records {
+            let (id, learner, url) = (
+                record.id,
+                record.is_learner,
+                record.peer_urls.first().cloned(),
+            );
+            self.set_member(record);
+            if let Some(known) = self
+                .members
+                .lock()
+                .expect("members lock poisoned")
+                .get_mut(&id)
+            {
+                known.is_learner = learner;
+            }
+            if let (Some(url), true) = (url, id != self.id) {
+                self.transport.add_peer(id, url);
+            }
+        }
+    }
+
     pub fn set_removed(&self, removed: impl IntoIterator<Item = u64>) {
         self.removed
             .lock()

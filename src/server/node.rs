@@ -406,11 +406,15 @@ fn proposal_error(error: raft::Error) -> EtcdError {
     }
 }
 
-/// Why a committed membership change must not take effect, judged from the configuration
-/// it would change alone, so that every member judges alike (etcd checks at apply time,
-/// too: two requests may pass the proposer's checks together).
+/// Why a committed membership change a client asked for must not take effect, judged from
+/// the configuration it would change alone, so that every member judges alike (etcd checks
+/// at apply time, too: two requests may pass the proposer's checks together). The
+/// bootstrap entries, which carry no request, are the core's alone to judge.
 fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<EtcdError> {
     use crate::raft::ConfChangeType;
+    if change.context.is_empty() {
+        return None;
+    }
     for single in &change.changes {
         let id = single.node_id;
         let voter = current.voters.contains(&id);
@@ -445,6 +449,7 @@ mod tests {
                 change_type: kind as i32,
                 node_id,
             }],
+            context: Bytes::from_static(b"a request"),
             ..Default::default()
         }
     }
@@ -484,6 +489,15 @@ mod tests {
         assert_eq!(
             refusal(&change(ConfChangeType::AddLearnerNode, 5), &no_learner),
             None
+        );
+        let bootstrap = ConfChangeV2 {
+            context: Bytes::new(),
+            ..change(ConfChangeType::AddNode, 2)
+        };
+        assert_eq!(
+            refusal(&bootstrap, &current),
+            None,
+            "replayed bootstrap entry"
         );
     }
 }

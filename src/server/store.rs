@@ -101,6 +101,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Numbers the image copies, so that concurrent ones have files of their own.
     image_copies: AtomicU64,
+    /// Held by the applier while it applies a batch and by an image copy while it copies,
+    /// so that a copy never catches a batch half applied. Taken before the state lock.
+    batch: Arc<Mutex<()>>,
 }
 
 /// The member's store. Clones share it.
@@ -144,6 +147,7 @@ impl Store {
                 min_lease_ttl,
                 clock,
                 image_copies: AtomicU64::new(0),
+                batch: Arc::default(),
             }),
         })
     }
@@ -332,6 +336,11 @@ impl Store {
         self.lock().lessor.expired(self.inner.clock.now(), max)
     }
 
+    /// The lock the applier holds while it applies a batch (see `copy_image`).
+    pub fn batch_gate(&self) -> Arc<Mutex<()>> {
+        self.inner.batch.clone()
+    }
+
     /// The member's disk.
     pub fn disk(&self) -> Arc<dyn Disk> {
         self.inner.disk.clone()
@@ -386,9 +395,10 @@ impl Store {
         Ok((hash, state.kv.compact_revision, at))
     }
 
-    /// A copy of the backend image on disk, with the applied index it holds, taken at one
-    /// instant under the store's lock, to be streamed (to a client, to a peer) without
-    /// holding the lock or the whole image in memory.
+    /// A copy of the backend image on disk, with the applied index it holds, taken between
+    /// two of the applier's batches under the store's lock (so the image holds exactly the
+    /// entries up to that index), to be streamed (to a client, to a peer) without holding
+    /// the lock or the whole image in memory.
     pub fn copy_image(&self) -> Result<ImageCopy, EtcdError> {
         let inner = &self.inner;
         let nonce = inner.image_copies.fetch_add(1, Ordering::Relaxed);
@@ -406,6 +416,10 @@ impl Store {
             len: 0,
             index: 0,
         };
+        let _batch = inner
+            .batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut state = self.lock();
         copy.len = state
             .kv

@@ -34,23 +34,23 @@ pub trait MessageFaults: Send + Sync {
 }
 
 #[cfg(madsim)]
-static MESSAGE_FAULTS: std::sync::RwLock<Option<std::sync::Arc<dyn MessageFaults>>> =
-    std::sync::RwLock::new(None);
+thread_local! {
+    /// Per thread, since each simulated world runs on a thread of its own: a process-wide
+    /// value would let worlds simulated side by side install each other's faults.
+    static MESSAGE_FAULTS: std::cell::RefCell<Option<std::sync::Arc<dyn MessageFaults>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
-/// Installs the faults every member's transport applies (`None`: deliver everything).
+/// Installs the faults every member's transport applies (`None`: deliver everything), for
+/// the world simulated on this thread.
 #[cfg(madsim)]
 pub fn set_message_faults(faults: Option<std::sync::Arc<dyn MessageFaults>>) {
-    *MESSAGE_FAULTS
-        .write()
-        .expect("message faults lock poisoned") = faults;
+    MESSAGE_FAULTS.with(|cell| *cell.borrow_mut() = faults);
 }
 
 /// How `message` is to be delivered.
 #[cfg(madsim)]
 pub fn delivery(message: &Message) -> Delivery {
-    let faults = MESSAGE_FAULTS
-        .read()
-        .expect("message faults lock poisoned")
-        .clone();
+    let faults = MESSAGE_FAULTS.with(|cell| cell.borrow().clone());
     faults.map_or(Delivery::Deliver, |faults| faults.decide(message))
 }
