@@ -8,7 +8,8 @@
 #      sim/regressions.txt, and a sample of seeds run twice for determinism;
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
 #      of seeds.
-# Environment: SIM_SEEDS (default 300) seeds per sweep; SKIP_SIM=1 skips steps 3 and 4.
+# Environment: SIM_SEEDS (default 500) seeds per sweep, SIM_THREADS (default: the cores)
+# worlds side by side; SKIP_SIM=1 skips steps 3 and 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,12 +37,11 @@ step "checker on the recorded histories"
 cargo run -q --locked -p jepsen-lite -- selftest jepsen-lite/testdata
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
-    step "deterministic simulation sweep (${SIM_SEEDS:-300} seeds)"
+    step "deterministic simulation sweep (${SIM_SEEDS:-500} seeds)"
     rm -f target/sim-sweep-summary.txt
-    # One simulated world at a time (--test-threads=1): runs side by side in one process
-    # have been seen to differ from the same seeds run alone.
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-300}" \
-        cargo test --locked -p oxcd-sim --release -- --test-threads=1
+    # The sweep simulates as many worlds side by side as there are cores (SIM_THREADS).
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-500}" \
+        cargo test --locked -p oxcd-sim --release
     cat target/sim-sweep-summary.txt
 
     step "planted bugs: each must be caught (cluster simulation, Raft property test)"

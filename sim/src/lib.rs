@@ -34,6 +34,55 @@ pub fn seeds_from_env() -> std::ops::Range<u64> {
     first..first + count
 }
 
+/// How many seeds a sweep simulates side by side (`SIM_THREADS`, default: the machine's
+/// cores). Each world runs on a thread of its own and shares nothing with the others, so
+/// a seed plays out the same whatever runs beside it.
+pub fn sweep_threads() -> usize {
+    std::env::var("SIM_THREADS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Runs `each` on every seed of `seeds`, `threads` at a time, and returns what it gave, in
+/// seed order. A panic (a failed seed) stops the others from starting new seeds and is
+/// passed on.
+pub fn for_each_seed<T: Send>(
+    seeds: std::ops::Range<u64>,
+    threads: usize,
+    each: impl Fn(u64) -> T + Sync,
+) -> Vec<T> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicU64::new(seeds.start);
+    let failed = AtomicBool::new(false);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= seeds.end {
+                    return;
+                }
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(seed))) {
+                    Ok(result) => results.lock().unwrap().push((seed, result)),
+                    Err(panic) => {
+                        failed.store(true, Ordering::SeqCst);
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(seed, _)| *seed);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
 /// The command that replays one seed of a simulation test.
 pub fn reproduce_command(test: &str, seed: u64) -> String {
     format!(

@@ -433,6 +433,7 @@ impl Nemesis {
                     .await;
                 if let Some(list) = listed {
                     gone = Some(list.members.iter().all(|m| m.id != old));
+                    tracing::info!(removed = ?gone, members = ?list.members.iter().map(|m| m.id).collect::<Vec<_>>(), "member list after a removal without an answer");
                     break;
                 }
                 tokio::time::sleep(self.election).await;

@@ -35,30 +35,44 @@ fn regressions() {
 fn sweep() {
     let started = std::time::Instant::now();
     let mut totals = oxcd_sim::SweepTotals::default();
-    for seed in oxcd_sim::seeds_from_env() {
-        totals.add(&check_seed(seed));
+    let outcomes = oxcd_sim::for_each_seed(
+        oxcd_sim::seeds_from_env(),
+        oxcd_sim::sweep_threads(),
+        check_seed,
+    );
+    for outcome in &outcomes {
+        totals.add(outcome);
     }
     totals.report(started.elapsed());
 }
 
-/// A run is a function of its seed: a sample of seeds, each run twice, must produce the
-/// same history, the same faults and the same observations.
+/// A run is a function of its seed: a sample of seeds, each run alone and then twice side
+/// by side (as the sweep runs seeds), must produce the same history, the same faults and
+/// the same observations every time.
 #[test]
 fn a_seed_replays_identically() {
     for seed in oxcd_sim::seeds_from_env().take(oxcd_sim::determinism_sample()) {
         let first = run_seed("cluster", seed, cluster::run).fingerprint();
-        let second = run_seed("cluster", seed, cluster::run).fingerprint();
-        if first != second {
-            let line = first
-                .lines()
-                .zip(second.lines())
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            panic!(
-                "seed {seed} is not deterministic; first difference at line {line}:\n{}\n{}",
-                first.lines().nth(line).unwrap_or(""),
-                second.lines().nth(line).unwrap_or("")
-            );
+        let beside = oxcd_sim::for_each_seed(0..2, 2, |_| {
+            run_seed("cluster", seed, cluster::run).fingerprint()
+        });
+        for second in beside {
+            compare(seed, &first, &second);
         }
+    }
+}
+
+fn compare(seed: u64, first: &str, second: &str) {
+    if first != second {
+        let line = first
+            .lines()
+            .zip(second.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!(
+            "seed {seed} is not deterministic; first difference at line {line}:\n{}\n{}",
+            first.lines().nth(line).unwrap_or(""),
+            second.lines().nth(line).unwrap_or("")
+        );
     }
 }

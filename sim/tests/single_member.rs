@@ -16,9 +16,11 @@ use oxcd_sim::harness::{kv_client, run_seed, SimMember};
 
 #[test]
 fn acknowledged_writes_survive_crashes() {
-    for seed in oxcd_sim::seeds_from_env() {
-        run_seed("single_member", seed, scenario);
-    }
+    oxcd_sim::for_each_seed(
+        oxcd_sim::seeds_from_env(),
+        oxcd_sim::sweep_threads(),
+        |seed| run_seed("single_member", seed, scenario),
+    );
 }
 
 /// A run is a function of its seed: a sample of seeds, each run twice, must end the same
