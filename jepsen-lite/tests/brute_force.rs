@@ -74,6 +74,25 @@ fn explore(ops: &[Op], placed: &mut [bool], state: &State) -> bool {
     false
 }
 
+/// Checks `history` both ways and fails the test if the verdicts differ; returns whether
+/// it is linearizable.
+fn check_agrees_with_brute_force(seed: u64, history: &History) -> bool {
+    let expected = brute_force(history);
+    let result = check(history, &CheckOptions::default()).unwrap();
+    let got = match result.outcome() {
+        Outcome::Ok => true,
+        Outcome::Violation => false,
+        Outcome::Unknown => panic!("seed {seed}: unknown"),
+    };
+    assert_eq!(
+        got,
+        expected,
+        "seed {seed}: brute force says {expected}\n{}\n{result}",
+        history.to_jsonl()
+    );
+    expected
+}
+
 fn mutate(rng: &mut Rng, history: &mut History) {
     let values: Vec<String> = history
         .operations
@@ -148,20 +167,7 @@ fn search_agrees_with_brute_force() {
                 }
             }
         }
-        let expected = brute_force(&history);
-        let result = check(&history, &CheckOptions::default()).unwrap();
-        let got = match result.outcome() {
-            Outcome::Ok => true,
-            Outcome::Violation => false,
-            Outcome::Unknown => panic!("seed {seed}: unknown"),
-        };
-        assert_eq!(
-            got,
-            expected,
-            "seed {seed}: brute force says {expected}\n{}\n{result}",
-            history.to_jsonl()
-        );
-        if expected {
+        if check_agrees_with_brute_force(seed, &history) {
             agreed_ok += 1;
         } else {
             agreed_bad += 1;
@@ -274,20 +280,7 @@ fn lease_expiries_agree_with_brute_force() {
                 op.output = None;
             }
         }
-        let expected = brute_force(&history);
-        let result = check(&history, &CheckOptions::default()).unwrap();
-        let got = match result.outcome() {
-            Outcome::Ok => true,
-            Outcome::Violation => false,
-            Outcome::Unknown => panic!("seed {seed}: unknown"),
-        };
-        assert_eq!(
-            got,
-            expected,
-            "seed {seed}: brute force says {expected}\n{}\n{result}",
-            history.to_jsonl()
-        );
-        if expected {
+        if check_agrees_with_brute_force(seed, &history) {
             agreed_ok += 1;
         } else {
             agreed_bad += 1;

@@ -300,22 +300,20 @@ impl Member {
     pub fn replace_members(&self, records: Vec<MemberRecord>, removed: Vec<u64>) {
         self.set_removed(removed);
         let listed: std::collections::BTreeSet<u64> = records.iter().map(|r| r.id).collect();
-        let dropped: Vec<u64> = self
-            .members
-            .lock()
-            .expect("members lock poisoned")
-            .keys()
-            .copied()
-            .filter(|id| !listed.contains(id))
-            .collect();
-        for id in dropped {
-            self.members
-                .lock()
-                .expect("members lock poisoned")
-                .remove(&id);
-            if id != self.id {
-                self.transport.remove_peer(id);
+        let dropped: Vec<u64> = {
+            let mut members = self.members.lock().expect("members lock poisoned");
+            let dropped: Vec<u64> = members
+                .keys()
+                .copied()
+                .filter(|id| !listed.contains(id))
+                .collect();
+            for id in &dropped {
+                members.remove(id);
             }
+            dropped
+        };
+        for id in dropped.into_iter().filter(|&id| id != self.id) {
+            self.transport.remove_peer(id);
         }
         for record in records {
             let (id, learner, url) = (

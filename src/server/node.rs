@@ -270,9 +270,9 @@ impl Node {
         }
     }
 
-    /// Persists a snapshot received from the leader: its backend image first, then the
-    /// snapshot (without the image) and the WAL marker. Returns the snapshot as stored, for
-    /// the applier, which moves the image over the backend.
+    /// Persists a snapshot received from the leader: the snapshot and the WAL marker (the
+    /// peer service saved its backend image durably before the core heard of it). Returns
+    /// the snapshot as stored, for the applier, which moves the image over the backend.
     fn persist_snapshot(
         &mut self,
         snapshot: raft::Snapshot,
@@ -280,11 +280,6 @@ impl Node {
         let Some(metadata) = snapshot.metadata else {
             return Ok(None);
         };
-        if !snapshot.data.is_empty() {
-            self.snapshots
-                .save_db(metadata.index, &snapshot.data)
-                .map_err(|error| self.fatal("snapshot backend image", error.to_string()))?;
-        }
         let stored = raft::Snapshot {
             metadata: Some(metadata.clone()),
             data: Bytes::new(),

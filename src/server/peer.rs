@@ -104,9 +104,7 @@ impl Transport for PeerTransport {
             super::transport::Delivery::Deliver => {}
             super::transport::Delivery::Drop => {
                 // A snapshot lost on the wire fails its call, and the sender reports it.
-                if let Some(member) = self.member.get().and_then(std::sync::Weak::upgrade) {
-                    report_if_snapshot(&member, &message);
-                }
+                self.report_dropped(&message);
                 return;
             }
             super::transport::Delivery::Duplicate => self.enqueue(queue, message.clone()),
@@ -132,9 +130,13 @@ impl PeerTransport {
     fn enqueue(&self, queue: &mpsc::Sender<Message>, message: Message) {
         if let Err(error) = queue.try_send(message) {
             tracing::debug!("peer queue full; message dropped");
-            if let Some(member) = self.member.get().and_then(std::sync::Weak::upgrade) {
-                report_if_snapshot(&member, &error.into_inner());
-            }
+            self.report_dropped(&error.into_inner());
+        }
+    }
+
+    fn report_dropped(&self, message: &Message) {
+        if let Some(member) = self.member.get().and_then(std::sync::Weak::upgrade) {
+            report_if_snapshot(&member, message);
         }
     }
 }
@@ -457,6 +459,12 @@ impl RaftTransportService {
                     "message for member {:x} sent to member {:x}",
                     message.to, self.member.id
                 )));
+            }
+            if message.msg_type() == MessageType::Snapshot {
+                // Its backend image must be on disk before the core hears of it.
+                return Err(Status::invalid_argument(
+                    "snapshots travel on SendSnapshot, with their image",
+                ));
             }
             match self.member.send_to_node(NodeInput::Step(message)) {
                 // A full queue drops the message, as a lossy network would; Raft resends.

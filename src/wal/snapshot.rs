@@ -210,15 +210,6 @@ impl SnapshotFiles {
         snapshot_db_path(&self.dir, index)
     }
 
-    /// Saves the backend image of the snapshot at `index` durably.
-    pub fn save_db(&self, index: u64, image: &[u8]) -> Result<(), WalError> {
-        let path = self.db_path(index);
-        let tmp = self
-            .dir
-            .join(format!("{index:016x}{DB_SUFFIX}{TMP_SUFFIX}"));
-        self.write_durably(&tmp, &path, image)
-    }
-
     /// Removes every backend image but the one of the snapshot at `keep` (whose move over
     /// the backend a crash interrupted). Returns that one's path if it is there.
     pub fn settle_dbs(&self, keep: Option<u64>) -> Result<Option<PathBuf>, WalError> {
