@@ -7,7 +7,10 @@
 //! - [`wal`]: the write-ahead log and snapshot files, over the disk seam.
 //! - [`mvcc`]: revisions, the key index, the KV store on redb, the watch hub.
 //! - [`lease`]: the lessor.
-//! - [`server`]: one member: the Ready loop, the applier, the gRPC services.
+//! - [`server`]: one member, in layers: shared types, state owners, tasks (the Ready
+//!   loop, the applier), the gRPC services, and the wiring that starts them.
+//! - `net` (production builds only): connection adapters beneath HTTP/2 (the `:authority`
+//!   mending that etcdctl's `--cluster` commands need).
 //! - [`planted`]: bugs planted on purpose (only with the `planted-bugs` feature), which
 //!   the simulator must catch.
 //! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.
@@ -18,6 +21,8 @@
 pub mod io;
 pub mod lease;
 pub mod mvcc;
+#[cfg(not(madsim))]
+mod net;
 pub mod planted;
 pub mod proto;
 pub mod raft;

@@ -123,7 +123,7 @@ impl ClusterSpec {
 
     /// The Raft id member `index` gets (derived from its peer URL, as etcd derives it).
     pub fn member_id(index: u8) -> u64 {
-        oxcd::server::ids::member_id(&[Self::peer_url(index)], "etcd-cluster")
+        oxcd::server::member_id(&[Self::peer_url(index)], "etcd-cluster")
     }
 
     fn config(&self, index: u8) -> Config {
@@ -220,9 +220,9 @@ impl SimMember {
                 async move {
                     let stop = std::future::pending::<()>();
                     let result =
-                        oxcd::server::start::run_on(config, disk.clone(), clock, seed, stop).await;
+                        oxcd::server::run_on(config, disk.clone(), clock, seed, stop).await;
                     let Err(error) = result else { return };
-                    if error.to_string().contains(oxcd::server::peer::REMOVED) {
+                    if error.to_string().contains(oxcd::server::REMOVED) {
                         // Removed from the cluster: its supervisor lets it go.
                         tracing::warn!(%error, "member removed; not restarting it");
                         return;

@@ -35,7 +35,7 @@ use oxcd::proto::etcdserverpb::{
     TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
-use oxcd::server::lease::ReceiverStream;
+use oxcd::server::ReceiverStream;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -611,7 +611,7 @@ pub async fn watcher(
             )),
         };
         let _ = requests.send(create).await;
-        let stream = oxcd::server::lease::ReceiverStream(receiver);
+        let stream = oxcd::server::ReceiverStream(receiver);
         let opened =
             tokio::time::timeout(CALL_TIMEOUT, WatchClient::new(channel).watch(stream)).await;
         let Ok(Ok(response)) = opened else {

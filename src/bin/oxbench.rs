@@ -253,7 +253,7 @@ mod bench {
             })
             .await
             .map_err(|e| e.to_string())?;
-        let stream = oxcd::server::lease::ReceiverStream(receiver);
+        let stream = oxcd::server::ReceiverStream(receiver);
         let mut responses = watch
             .watch(stream)
             .await

@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(oxcd::server::start::run(config, shutdown_signal())) {
+    match runtime.block_on(oxcd::server::run(config, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "oxcd stopped");

@@ -17,23 +17,16 @@ use bytes::Bytes;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use super::error::EtcdError;
-use super::member::Member;
-use super::node::NodeInput;
-use super::store::ImageCopy;
-use super::transport::Transport;
-use crate::proto::etcdserverpb::{
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberPromoteRequest, MemberPromoteResponse,
-};
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
-use crate::proto::oxcdpb::raft_transport_server::RaftTransport;
-use crate::proto::oxcdpb::{
-    LeaseRenewRequest, LeaseRenewResponse, MembersRequest, MembersResponse, RaftAck, RaftBatch,
-    ReconfigurationCheck, SnapshotChunk,
-};
+use crate::proto::oxcdpb::{RaftBatch, SnapshotChunk};
 use crate::raft::{Message, MessageType};
+use crate::server::state::server::Server;
+use crate::server::state::store::ImageCopy;
+use crate::server::types::request::NodeInput;
+use crate::server::types::request::REMOVED;
+use crate::server::types::transport::Transport;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE_MAX: usize = 4_096;
@@ -41,8 +34,6 @@ const PEER_QUEUE_MAX: usize = 4_096;
 const BATCH_MAX: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// What a member answers a removed member, which then stops (etcd's words).
-pub const REMOVED: &str = "the member has been permanently removed from the cluster";
 /// Batches queued on a peer stream before it counts as stalled.
 const STREAM_BATCHES_MAX: usize = 64;
 /// Bytes of backend image per snapshot chunk.
@@ -54,7 +45,7 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub struct PeerTransport {
     queues: std::sync::Mutex<HashMap<u64, mpsc::Sender<Message>>>,
     /// Set once the member exists; sender tasks need it.
-    member: std::sync::OnceLock<std::sync::Weak<Member>>,
+    server: std::sync::OnceLock<std::sync::Weak<Server>>,
     /// Peers added before the member existed, started by [`PeerTransport::start`].
     waiting: std::sync::Mutex<Vec<(u64, String, mpsc::Receiver<Message>)>>,
 }
@@ -68,9 +59,9 @@ impl Transport for PeerTransport {
         let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
         queues.insert(id, sender);
         drop(queues);
-        match self.member.get().and_then(std::sync::Weak::upgrade) {
-            Some(member) => {
-                tokio::spawn(send_loop(member, id, url, receiver));
+        match self.server.get().and_then(std::sync::Weak::upgrade) {
+            Some(server) => {
+                tokio::spawn(send_loop(server, id, url, receiver));
             }
             None => self
                 .waiting
@@ -100,22 +91,24 @@ impl Transport for PeerTransport {
         };
         let queue = &queue;
         #[cfg(madsim)]
-        match super::transport::delivery(&message) {
-            super::transport::Delivery::Deliver => {}
-            super::transport::Delivery::Drop => {
+        match crate::server::types::transport::delivery(&message) {
+            crate::server::types::transport::Delivery::Deliver => {}
+            crate::server::types::transport::Delivery::Drop => {
                 // A snapshot lost on the wire fails its call, and the sender reports it.
                 self.report_dropped(&message);
                 return;
             }
-            super::transport::Delivery::Duplicate => self.enqueue(queue, message.clone()),
-            super::transport::Delivery::Delay(delay) => {
+            crate::server::types::transport::Delivery::Duplicate => {
+                self.enqueue(queue, message.clone())
+            }
+            crate::server::types::transport::Delivery::Delay(delay) => {
                 let queue = queue.clone();
-                let member = self.member.get().cloned();
+                let server = self.server.get().cloned();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     if let Err(error) = queue.try_send(message) {
-                        if let Some(member) = member.as_ref().and_then(std::sync::Weak::upgrade) {
-                            report_if_snapshot(&member, &error.into_inner());
+                        if let Some(server) = server.as_ref().and_then(std::sync::Weak::upgrade) {
+                            report_if_snapshot(&server, &error.into_inner());
                         }
                     }
                 });
@@ -135,8 +128,8 @@ impl PeerTransport {
     }
 
     fn report_dropped(&self, message: &Message) {
-        if let Some(member) = self.member.get().and_then(std::sync::Weak::upgrade) {
-            report_if_snapshot(&member, message);
+        if let Some(server) = self.server.get().and_then(std::sync::Weak::upgrade) {
+            report_if_snapshot(&server, message);
         }
     }
 }
@@ -144,9 +137,9 @@ impl PeerTransport {
 /// Tells the Raft core that a snapshot message was dropped unsent. The core keeps the
 /// peer in snapshot state, sending it nothing but heartbeats, until it hears how the
 /// snapshot went; a snapshot lost without a word would leave the peer behind for good.
-fn report_if_snapshot(member: &Member, message: &Message) {
+fn report_if_snapshot(server: &Server, message: &Message) {
     if message.msg_type() == MessageType::Snapshot {
-        let _ = member.send_to_node(NodeInput::SnapshotSent {
+        let _ = server.proposer.try_send(NodeInput::SnapshotSent {
             to: message.to,
             failed: true,
         });
@@ -155,11 +148,11 @@ fn report_if_snapshot(member: &Member, message: &Message) {
 
 impl PeerTransport {
     /// Starts the sender tasks of the peers added so far; later peers start when added.
-    pub fn start(&self, member: &Arc<Member>) {
-        let _ = self.member.set(Arc::downgrade(member));
+    pub fn start(&self, server: &Arc<Server>) {
+        let _ = self.server.set(Arc::downgrade(server));
         let waiting = std::mem::take(&mut *self.waiting.lock().expect("peer queues lock poisoned"));
         for (id, url, receiver) in waiting {
-            tokio::spawn(send_loop(member.clone(), id, url, receiver));
+            tokio::spawn(send_loop(server.clone(), id, url, receiver));
         }
     }
 }
@@ -259,7 +252,7 @@ impl Drop for OpenStream {
     }
 }
 
-async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::Receiver<Message>) {
+async fn send_loop(server: Arc<Server>, to: u64, url: String, mut queue: mpsc::Receiver<Message>) {
     let mut stream: Option<OpenStream> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -269,7 +262,7 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
                 Some(message) => message,
                 None => return,
             },
-            _ = member.stopped() => return,
+            _ = server.lifecycle.stopped() => return,
         };
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -284,7 +277,7 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
             .into_iter()
             .partition(|m| m.msg_type() == MessageType::Snapshot);
         for snapshot in snapshots {
-            tokio::spawn(send_snapshot(member.clone(), url.clone(), snapshot));
+            tokio::spawn(send_snapshot(server.clone(), url.clone(), snapshot));
         }
         if messages.is_empty() {
             continue;
@@ -295,7 +288,7 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
             if let Ok(Err(status)) = (&mut open.call).await {
                 if status.message() == REMOVED {
                     tracing::error!("this member was removed from the cluster; stopping");
-                    member.stop_with_error(REMOVED.into());
+                    server.lifecycle.stop_with_error(REMOVED.into());
                     return;
                 }
             }
@@ -305,7 +298,7 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
             stream = OpenStream::open(&url).await;
         }
         let request = RaftBatch {
-            from: member.id,
+            from: server.id,
             messages: messages
                 .iter()
                 .map(|m| Bytes::from(m.encode_to_vec()))
@@ -314,7 +307,7 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
         // A peer that stops reading (a partition, a paused process) must not hold the
         // queue: after an election timeout its stream is dropped and the peer reported.
         let pushed = match &stream {
-            Some(open) => open.push(request, member.config.election()),
+            Some(open) => open.push(request, server.config.election()),
             None => Err("unreachable"),
         };
         if pushed.is_ok() {
@@ -322,16 +315,16 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
             continue;
         }
         stream = None;
-        let _ = member.send_to_node(NodeInput::Unreachable { to });
+        let _ = server.proposer.try_send(NodeInput::Unreachable { to });
         tracing::debug!(peer = %format!("{to:x}"), %url, reason = ?pushed, "peer unreachable; backing off");
         // Drop what queued up meanwhile: it is stale by the time the peer is back.
         tokio::select! {
             biased;
             _ = tokio::time::sleep(backoff) => {}
-            _ = member.stopped() => return,
+            _ = server.lifecycle.stopped() => return,
         }
         while let Ok(stale) = queue.try_recv() {
-            report_if_snapshot(&member, &stale);
+            report_if_snapshot(&server, &stale);
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -339,17 +332,17 @@ async fn send_loop(member: Arc<Member>, to: u64, url: String, mut queue: mpsc::R
 
 /// Sends a snapshot message with this member's backend image in chunks, then tells the
 /// Raft core how it went (the core keeps the peer in snapshot state until then).
-async fn send_snapshot(member: Arc<Member>, url: String, message: Message) {
+async fn send_snapshot(server: Arc<Server>, url: String, message: Message) {
     let to = message.to;
-    let delivered = match merged_snapshot(&member, message) {
-        Ok((message, image)) => deliver_snapshot(&member, &url, message, image).await,
+    let delivered = match merged_snapshot(&server, message) {
+        Ok((message, image)) => deliver_snapshot(&server, &url, message, image).await,
         Err(error) => {
             tracing::warn!(%error, "cannot prepare a snapshot");
             false
         }
     };
     tracing::info!(peer = %format!("{to:x}"), delivered, "sent a snapshot");
-    let _ = member.send_to_node(NodeInput::SnapshotSent {
+    let _ = server.proposer.try_send(NodeInput::SnapshotSent {
         to,
         failed: !delivered,
     });
@@ -359,16 +352,17 @@ async fn send_snapshot(member: Arc<Member>, url: String, message: Message) {
 /// now, described by the index it was applied through, that entry's term and the membership
 /// in force there. The core's own snapshot may be older than a member added since, and a
 /// member refuses a snapshot whose membership does not include it.
-fn merged_snapshot(member: &Member, mut message: Message) -> Result<(Message, ImageCopy), String> {
-    let image = member
+fn merged_snapshot(server: &Server, mut message: Message) -> Result<(Message, ImageCopy), String> {
+    let image = server
         .store
         .copy_image()
         .map_err(|error| error.to_string())?;
     let index = image.index;
-    let log = member.raft_log.get().ok_or("no raft log yet")?;
+    let log = server.raft_log.get().ok_or("no raft log yet")?;
     let term = crate::raft::Storage::term(log, index)
         .map_err(|error| format!("term of index {index}: {error}"))?;
-    let conf_state = member
+    let conf_state = server
+        .membership
         .conf_state_at(index)
         .ok_or_else(|| format!("no membership known at index {index}"))?;
     let snapshot = message.snapshot.get_or_insert_with(Default::default);
@@ -385,7 +379,7 @@ fn merged_snapshot(member: &Member, mut message: Message) -> Result<(Message, Im
     Ok((message, image))
 }
 
-async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: ImageCopy) -> bool {
+async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: ImageCopy) -> bool {
     let Some(mut client) = connect(url).await else {
         return false;
     };
@@ -422,239 +416,7 @@ async fn deliver_snapshot(member: &Member, url: &str, message: Message, image: I
         }
     });
     // Generous, but bounded: a peer that stops reading must not pin the image forever.
-    let timeout = member.config.election() * 10 + Duration::from_secs(total >> 20);
-    let call = client.send_snapshot(super::lease::ReceiverStream(receiver));
+    let timeout = server.config.election() * 10 + Duration::from_secs(total >> 20);
+    let call = client.send_snapshot(crate::server::types::stream::ReceiverStream(receiver));
     matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_)))
-}
-
-/// The receiving side, served on the peer URLs.
-pub struct RaftTransportService {
-    pub member: Arc<Member>,
-    /// Numbers the snapshot transfers received, so that concurrent ones write files of
-    /// their own.
-    pub transfers: std::sync::atomic::AtomicU64,
-}
-
-impl RaftTransportService {
-    pub fn new(member: Arc<Member>) -> Self {
-        RaftTransportService {
-            member,
-            transfers: Default::default(),
-        }
-    }
-}
-
-impl RaftTransportService {
-    /// Hands a batch of messages from a peer to the Raft task.
-    fn deliver(&self, batch: RaftBatch) -> Result<(), Status> {
-        if self.member.is_removed(batch.from) {
-            return Err(Status::failed_precondition(REMOVED));
-        }
-        self.member.heard_from(batch.from);
-        for bytes in batch.messages {
-            let message = Message::decode(bytes)
-                .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
-            if message.to != self.member.id {
-                return Err(Status::invalid_argument(format!(
-                    "message for member {:x} sent to member {:x}",
-                    message.to, self.member.id
-                )));
-            }
-            if message.msg_type() == MessageType::Snapshot {
-                // Its backend image must be on disk before the core hears of it.
-                return Err(Status::invalid_argument(
-                    "snapshots travel on SendSnapshot, with their image",
-                ));
-            }
-            match self.member.send_to_node(NodeInput::Step(message)) {
-                // A full queue drops the message, as a lossy network would; Raft resends.
-                Ok(()) | Err(EtcdError::TooManyRequests) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(())
-    }
-}
-
-#[tonic::async_trait]
-impl RaftTransport for RaftTransportService {
-    async fn stream(
-        &self,
-        request: Request<tonic::Streaming<RaftBatch>>,
-    ) -> Result<Response<RaftAck>, Status> {
-        let mut batches = request.into_inner();
-        while let Some(batch) = batches.message().await? {
-            self.deliver(batch)?;
-        }
-        Ok(Response::new(RaftAck {}))
-    }
-
-    async fn send_snapshot(
-        &self,
-        request: Request<tonic::Streaming<SnapshotChunk>>,
-    ) -> Result<Response<RaftAck>, Status> {
-        let mut chunks = request.into_inner();
-        let head = chunks
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let mut message = Message::decode(head.message)
-            .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
-        if message.to != self.member.id || message.msg_type() != MessageType::Snapshot {
-            return Err(Status::invalid_argument(format!(
-                "expected a snapshot for member {:x}",
-                self.member.id
-            )));
-        }
-        // The image can be no larger than the backend quota allows a database to grow.
-        let limit = self.member.config.quota_bytes().saturating_mul(2);
-        if head.image_bytes > limit {
-            return Err(Status::invalid_argument(format!(
-                "snapshot image of {} bytes exceeds {limit}",
-                head.image_bytes
-            )));
-        }
-        let index = message
-            .snapshot
-            .as_ref()
-            .and_then(|snapshot| snapshot.metadata.as_ref())
-            .map(|metadata| metadata.index)
-            .ok_or_else(|| Status::invalid_argument("snapshot without metadata"))?;
-        // The image goes to disk as it arrives, and is made durable under its snapshot's
-        // name before the Raft core hears of the snapshot (`Node::persist_snapshot`).
-        let storage = |error: crate::wal::WalError| Status::internal(error.to_string());
-        let transfer = self
-            .transfers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut image = crate::wal::IncomingImage::create(
-            self.member.store.disk(),
-            &self.member.config.snap_dir(),
-            index,
-            transfer,
-        )
-        .map_err(storage)?;
-        image.append(&head.data).map_err(storage)?;
-        while let Some(chunk) = chunks.message().await? {
-            if image.len() + chunk.data.len() as u64 > head.image_bytes {
-                return Err(Status::invalid_argument(
-                    "snapshot image longer than announced",
-                ));
-            }
-            image.append(&chunk.data).map_err(storage)?;
-        }
-        if image.len() != head.image_bytes {
-            return Err(Status::invalid_argument(format!(
-                "snapshot image of {} bytes, {} announced",
-                image.len(),
-                head.image_bytes
-            )));
-        }
-        image.finish().map_err(storage)?;
-        if let Some(snapshot) = message.snapshot.as_mut() {
-            snapshot.data = Bytes::new();
-        }
-        self.member
-            .send_to_node(NodeInput::Step(message))
-            .map_err(Status::from)?;
-        Ok(Response::new(RaftAck {}))
-    }
-
-    async fn members(
-        &self,
-        _request: Request<MembersRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
-        Ok(Response::new(MembersResponse {
-            cluster_id: self.member.cluster_id,
-            members: self.member.members(),
-        }))
-    }
-
-    async fn promote_member(
-        &self,
-        request: Request<MemberPromoteRequest>,
-    ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let response = super::cluster::promote(&self.member, request.into_inner().id).await?;
-        Ok(Response::new(response))
-    }
-
-    async fn check_reconfiguration(
-        &self,
-        request: Request<ReconfigurationCheck>,
-    ) -> Result<Response<RaftAck>, Status> {
-        let request = request.into_inner();
-        let change = if request.add {
-            super::cluster::Change::Add
-        } else {
-            super::cluster::Change::Remove(request.remove)
-        };
-        super::cluster::leader_may_change(&self.member, change)?;
-        Ok(Response::new(RaftAck {}))
-    }
-
-    async fn lease_renew(
-        &self,
-        request: Request<LeaseRenewRequest>,
-    ) -> Result<Response<LeaseRenewResponse>, Status> {
-        if !self.member.raft_status().is_leader {
-            return Err(EtcdError::NotLeader.into());
-        }
-        let ttl = super::lease::renew_as_leader(&self.member, request.into_inner().id).await?;
-        Ok(Response::new(LeaseRenewResponse { ttl }))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        request: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        if !self.member.raft_status().is_leader {
-            return Err(EtcdError::NotLeader.into());
-        }
-        let request = request.into_inner();
-        Ok(Response::new(super::lease::time_to_live(
-            &self.member,
-            &request,
-        )))
-    }
-}
-
-/// A call to the leader failed: forget the connection (the leader may have changed or
-/// died) and tell the client to retry.
-pub fn leader_call_failed(member: &Member) -> EtcdError {
-    *member
-        .leader_connection
-        .lock()
-        .expect("leader connection lock poisoned") = None;
-    EtcdError::LeaderChanged
-}
-
-/// A client of another member's peer service.
-pub type PeerClient = RaftTransportClient<Channel>;
-
-/// A client of the current leader's peer service, for the few requests only the leader can
-/// answer (lease deadlines live there). The connection is kept while the leader stays.
-pub async fn leader_client(member: &Member) -> Result<PeerClient, EtcdError> {
-    let leader = member.raft_status().leader;
-    if leader == 0 {
-        return Err(EtcdError::NoLeader);
-    }
-    let cached = member
-        .leader_connection
-        .lock()
-        .expect("leader connection lock poisoned")
-        .clone();
-    if let Some((id, client)) = cached {
-        if id == leader {
-            return Ok(client);
-        }
-    }
-    let url = member
-        .member(leader)
-        .and_then(|record| record.peer_urls.into_iter().next())
-        .ok_or(EtcdError::NoLeader)?;
-    let client = connect(&url).await.ok_or(EtcdError::NoLeader)?;
-    *member
-        .leader_connection
-        .lock()
-        .expect("leader connection lock poisoned") = Some((leader, client.clone()));
-    Ok(client)
 }

@@ -13,10 +13,6 @@ use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::config::Config;
-use super::error::EtcdError;
-use super::range::{self, KvView, Scan};
-use super::txn::{self, KvWrite};
 use crate::io::{Clock, Disk};
 use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::watch::History;
@@ -28,6 +24,10 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::proto::oxcdpb::{MemberRecord, MemberRecords};
+use crate::server::state::range::{self, KvView, Scan};
+use crate::server::state::txn::{self, KvWrite};
+use crate::server::types::config::Config;
+use crate::server::types::error::EtcdError;
 
 impl From<MvccError> for EtcdError {
     fn from(error: MvccError) -> Self {
@@ -112,9 +112,6 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// The applier's view of the store: the same store, named for what it does with it.
-pub type Backend = Store;
-
 /// Moves a leader's backend image over the backend file at `backend`, durably (the
 /// rename is atomic: a crash leaves the old backend or the new one).
 pub fn install_image(disk: &dyn Disk, image: &Path, backend: &Path) -> std::io::Result<()> {
@@ -188,10 +185,6 @@ impl Store {
         self.inner.state.lock().expect("store lock poisoned")
     }
 
-    pub fn backend(&self) -> Backend {
-        self.clone()
-    }
-
     pub fn consistent_index(&self) -> u64 {
         self.lock().kv.backend.consistent_index().unwrap_or(0)
     }
@@ -224,10 +217,6 @@ impl Store {
     pub fn member_records(&self) -> MemberRecords {
         let encoded = self.lock().kv.backend.members().unwrap_or_default();
         MemberRecords::decode(encoded.as_slice()).unwrap_or_default()
-    }
-
-    pub fn members(&self) -> Vec<MemberRecord> {
-        self.member_records().members
     }
 
     pub fn save_members(&self, members: &[MemberRecord], removed: &[u64]) {

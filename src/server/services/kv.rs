@@ -9,11 +9,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::apply::Applied;
-use super::error::EtcdError;
-use super::member::Member;
-use super::txn;
-use super::validate;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmType, CompactionRequest, CompactionResponse,
@@ -21,12 +16,16 @@ use crate::proto::etcdserverpb::{
     TxnRequest, TxnResponse,
 };
 use crate::proto::oxcdpb::internal_request::Request as Internal;
+use crate::server::services::validate;
+use crate::server::state::server::Server;
+use crate::server::state::txn;
+use crate::server::types::error::EtcdError;
 
 /// What etcd adds to a key-value's size when estimating its cost in the backend.
 const KV_OVERHEAD_BYTES: u64 = 256;
 
 pub struct KvService {
-    pub member: Arc<Member>,
+    pub server: Arc<Server>,
 }
 
 impl KvService {
@@ -36,19 +35,19 @@ impl KvService {
         if cost_bytes == 0 {
             return Ok(());
         }
-        if self.member.alarm_active(AlarmType::Nospace) {
+        if self.server.alarms.is_active(AlarmType::Nospace) {
             return Err(EtcdError::NoSpace);
         }
-        let size = self.member.store.db_size_bytes();
-        if size + cost_bytes <= self.member.config.quota_bytes() {
+        let size = self.server.store.db_size_bytes();
+        if size + cost_bytes <= self.server.config.quota_bytes() {
             return Ok(());
         }
         let alarm = AlarmRequest {
             action: AlarmAction::Activate as i32,
-            member_id: self.member.id,
+            member_id: self.server.id,
             alarm: AlarmType::Nospace as i32,
         };
-        if let Err(error) = self.member.propose(Internal::Alarm(alarm)).await {
+        if let Err(error) = self.server.proposer.propose(Internal::Alarm(alarm)).await {
             tracing::warn!(%error, "could not raise the NOSPACE alarm");
         }
         Err(EtcdError::NoSpace)
@@ -82,11 +81,11 @@ impl Kv for KvService {
         let request = request.into_inner();
         validate::check_range(&request)?;
         if !request.serializable {
-            self.member.read_barrier().await?;
+            self.server.read_barrier().await?;
         }
-        let mut response = self.member.store.range(&request)?;
+        let mut response = self.server.store.range(&request)?;
         let revision = response.header.as_ref().map_or(0, |header| header.revision);
-        response.header = Some(self.member.header(revision));
+        response.header = Some(self.server.header(revision));
         Ok(Response::new(response))
     }
 
@@ -94,13 +93,13 @@ impl Kv for KvService {
         let request = request.into_inner();
         validate::check_put(&request)?;
         self.check_quota(put_cost(&request)).await?;
-        match self.member.propose(Internal::Put(request)).await? {
-            (Applied::Put(mut response), revision) => {
-                response.header = Some(self.member.header(revision));
-                Ok(Response::new(response))
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        let (mut response, revision) = self
+            .server
+            .proposer
+            .propose_as::<PutResponse>(Internal::Put(request))
+            .await?;
+        response.header = Some(self.server.header(revision));
+        Ok(Response::new(response))
     }
 
     async fn delete_range(
@@ -109,36 +108,36 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let request = request.into_inner();
         validate::check_delete(&request)?;
-        match self.member.propose(Internal::DeleteRange(request)).await? {
-            (Applied::DeleteRange(mut response), revision) => {
-                response.header = Some(self.member.header(revision));
-                Ok(Response::new(response))
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        let (mut response, revision) = self
+            .server
+            .proposer
+            .propose_as::<DeleteRangeResponse>(Internal::DeleteRange(request))
+            .await?;
+        response.header = Some(self.server.header(revision));
+        Ok(Response::new(response))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
-        validate::check_txn(&request, self.member.config.max_txn_ops)?;
+        validate::check_txn(&request, self.server.config.max_txn_ops)?;
         if txn::txn_is_read_only(&request) {
             if !txn_is_serializable(&request) {
-                self.member.read_barrier().await?;
+                self.server.read_barrier().await?;
             }
-            let (mut response, revision) = self.member.store.read_txn(&request)?;
-            response.header = Some(self.member.header(revision));
-            fill_headers(&mut response, &self.member, revision);
+            let (mut response, revision) = self.server.store.read_txn(&request)?;
+            response.header = Some(self.server.header(revision));
+            fill_headers(&mut response, &self.server, revision);
             return Ok(Response::new(response));
         }
         self.check_quota(txn_cost(&request)).await?;
-        match self.member.propose(Internal::Txn(request)).await? {
-            (Applied::Txn(mut response), revision) => {
-                response.header = Some(self.member.header(revision));
-                fill_headers(&mut response, &self.member, revision);
-                Ok(Response::new(response))
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        let (mut response, revision) = self
+            .server
+            .proposer
+            .propose_as::<TxnResponse>(Internal::Txn(request))
+            .await?;
+        response.header = Some(self.server.header(revision));
+        fill_headers(&mut response, &self.server, revision);
+        Ok(Response::new(response))
     }
 
     async fn compact(
@@ -148,13 +147,13 @@ impl Kv for KvService {
         let request = request.into_inner();
         // The compaction itself happens while the entry is applied, so a successful answer is
         // already "physical": the old revisions are gone from the backend batch.
-        match self.member.propose(Internal::Compaction(request)).await? {
-            (Applied::Compaction(mut response), revision) => {
-                response.header = Some(self.member.header(revision));
-                Ok(Response::new(response))
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        let (mut response, revision) = self
+            .server
+            .proposer
+            .propose_as::<CompactionResponse>(Internal::Compaction(request))
+            .await?;
+        response.header = Some(self.server.header(revision));
+        Ok(Response::new(response))
     }
 }
 
@@ -173,7 +172,7 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
 }
 
 /// etcd puts the full header on every response nested in a transaction.
-fn fill_headers(response: &mut TxnResponse, member: &Member, revision: i64) {
+fn fill_headers(response: &mut TxnResponse, server: &Server, revision: i64) {
     use crate::proto::etcdserverpb::response_op::Response as Op;
     use crate::proto::etcdserverpb::ResponseHeader;
     // etcd fills only the revision in the headers of the responses inside a Txn.
@@ -181,7 +180,7 @@ fn fill_headers(response: &mut TxnResponse, member: &Member, revision: i64) {
         revision,
         ..Default::default()
     });
-    let _ = member;
+    let _ = server;
     for op in &mut response.responses {
         match &mut op.response {
             Some(Op::ResponseRange(inner)) => inner.header = header,
@@ -189,16 +188,9 @@ fn fill_headers(response: &mut TxnResponse, member: &Member, revision: i64) {
             Some(Op::ResponseDeleteRange(inner)) => inner.header = header,
             Some(Op::ResponseTxn(inner)) => {
                 inner.header = header;
-                fill_headers(inner, member, revision);
+                fill_headers(inner, server, revision);
             }
             None => {}
         }
     }
-}
-
-/// The applier answered a request with a response of another kind: a broken invariant of
-/// this member, reported rather than panicking the handler.
-pub fn unexpected(applied: Applied) -> Status {
-    tracing::error!(?applied, "applier answered with the wrong response kind");
-    EtcdError::Internal("etcdserver: unexpected response kind".into()).into()
 }

@@ -11,15 +11,11 @@ use clap::Parser;
 /// The etcd API level oxcd implements. Clients (Kubernetes, Cilium) gate features on the
 /// version in `Maintenance.Status`, so it reports the etcd release whose behaviour it matches.
 pub const ETCD_API_VERSION: &str = "3.4.23";
-/// The cluster version reported next to the server version.
-pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 /// etcd's default request limit: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 /// etcd's default backend quota when `--quota-backend-bytes` is 0: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// The largest quota etcd accepts without a warning: 8 GiB.
-pub const MAX_QUOTA_BACKEND_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
 #[derive(Parser, Debug, Clone)]
 #[command(

@@ -9,32 +9,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
-pub struct Progress {
+pub(crate) struct Progress {
     value: AtomicU64,
     changed: Notify,
 }
 
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::new(0)
+    }
+}
+
 impl Progress {
-    pub fn new(value: u64) -> Progress {
+    pub(crate) fn new(value: u64) -> Progress {
         Progress {
             value: AtomicU64::new(value),
             changed: Notify::new(),
         }
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.value.load(Ordering::Acquire)
     }
 
     /// Raises the value to `value` (a lower value changes nothing) and wakes the waiters.
-    pub fn advance(&self, value: u64) {
+    pub(crate) fn advance(&self, value: u64) {
         if self.value.fetch_max(value, Ordering::AcqRel) < value {
             self.changed.notify_waiters();
         }
     }
 
     /// Returns once the value is at least `target`.
-    pub async fn reached(&self, target: u64) {
+    pub(crate) async fn reached(&self, target: u64) {
         loop {
             // Registered before the check: an `advance` between the check and the await
             // still wakes this waiter.

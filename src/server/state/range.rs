@@ -9,10 +9,10 @@
 
 use std::cmp::Ordering;
 
-use super::error::EtcdError;
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::proto::mvccpb::KeyValue;
+use crate::server::types::error::EtcdError;
 
 /// What the store returns for a plain range scan.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -18,9 +18,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::error::EtcdError;
-use super::lease::ChannelStream;
-use super::member::Member;
 use crate::mvcc::{WatchFilters, WatchStream};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
@@ -28,6 +25,9 @@ use crate::proto::etcdserverpb::{
     watch_create_request::FilterType, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::proto::mvccpb::Event;
+use crate::server::state::server::Server;
+use crate::server::types::error::EtcdError;
+use crate::server::types::stream::ChannelStream;
 
 /// Responses buffered per gRPC stream before the senders wait for the client.
 const RESPONSES_BUFFERED: usize = 128;
@@ -36,7 +36,7 @@ const RESPONSES_BUFFERED: usize = 128;
 const NO_WATCH_ID: i64 = -1;
 
 pub struct WatchService {
-    pub member: Arc<Member>,
+    pub server: Arc<Server>,
 }
 
 /// What the response half needs to know about each watcher of the stream.
@@ -59,18 +59,18 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let requests = request.into_inner();
         let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
-        let hub_stream = self.member.store.new_watch_stream();
+        let hub_stream = self.server.store.new_watch_stream();
         // A std mutex: the two halves only insert, remove or copy one entry at a time.
         let watchers: Watchers = Arc::default();
         let control = hub_stream.controller();
         tokio::spawn(forward_hub(
-            self.member.clone(),
+            self.server.clone(),
             hub_stream,
             watchers.clone(),
             responses.clone(),
         ));
         tokio::spawn(read_requests(
-            self.member.clone(),
+            self.server.clone(),
             requests,
             control,
             watchers,
@@ -82,7 +82,7 @@ impl Watch for WatchService {
 
 /// The request half.
 async fn read_requests(
-    member: Arc<Member>,
+    server: Arc<Server>,
     mut requests: Streaming<WatchRequest>,
     control: crate::mvcc::WatchController,
     watchers: Watchers,
@@ -92,7 +92,7 @@ async fn read_requests(
         let request = tokio::select! {
             biased;
             request = requests.message() => request,
-            _ = member.stopped() => {
+            _ = server.lifecycle.stopped() => {
                 let _ = responses.send(Err(EtcdError::Stopped.into())).await;
                 break;
             }
@@ -103,7 +103,7 @@ async fn read_requests(
         };
         let reply = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
-                let created = create_watcher(&member, &control, &watchers, create);
+                let created = create_watcher(&server, &control, &watchers, create);
                 let id = created.watch_id;
                 let ok = !created.canceled;
                 if responses.send(Ok(created)).await.is_err() {
@@ -122,7 +122,7 @@ async fn read_requests(
                         .expect("watchers lock poisoned")
                         .remove(&cancel.watch_id);
                     Some(WatchResponse {
-                        header: Some(member.header(member.store.current_revision())),
+                        header: Some(server.header(server.store.current_revision())),
                         watch_id: cancel.watch_id,
                         canceled: true,
                         ..Default::default()
@@ -148,12 +148,12 @@ async fn read_requests(
 }
 
 fn create_watcher(
-    member: &Member,
+    server: &Server,
     control: &crate::mvcc::WatchController,
     watchers: &Watchers,
     create: WatchCreateRequest,
 ) -> WatchResponse {
-    let current = member.store.current_revision();
+    let current = server.store.current_revision();
     let start_revision = match create.start_revision {
         0 => current + 1,
         revision => revision,
@@ -185,13 +185,13 @@ fn create_watcher(
     };
     match result {
         Ok(id) => WatchResponse {
-            header: Some(member.header(current)),
+            header: Some(server.header(current)),
             watch_id: id,
             created: true,
             ..Default::default()
         },
         Err(error) => WatchResponse {
-            header: Some(member.header(current)),
+            header: Some(server.header(current)),
             watch_id: NO_WATCH_ID,
             created: true,
             canceled: true,
@@ -203,13 +203,13 @@ fn create_watcher(
 
 /// The response half: hub output → gRPC responses.
 async fn forward_hub(
-    member: Arc<Member>,
+    server: Arc<Server>,
     mut hub: WatchStream,
     watchers: Watchers,
     responses: mpsc::Sender<Result<WatchResponse, Status>>,
 ) {
     let progress_every =
-        Duration::from_millis(member.config.watch_progress_notify_interval_ms.max(100));
+        Duration::from_millis(server.config.watch_progress_notify_interval_ms.max(100));
     let mut progress = tokio::time::interval(progress_every);
     progress.tick().await;
     loop {
@@ -244,14 +244,14 @@ async fn forward_hub(
         let canceled = update.compact_revision != 0;
         let mut events = update.events;
         if options.prev_kv {
-            member.store.fill_prev_kvs(&mut events);
+            server.store.fill_prev_kvs(&mut events);
         } else {
             for event in &mut events {
                 event.prev_kv = None;
             }
         }
         let response = WatchResponse {
-            header: Some(member.header(update.revision)),
+            header: Some(server.header(update.revision)),
             watch_id: update.watch_id,
             created: false,
             canceled,
@@ -266,7 +266,7 @@ async fn forward_hub(
                 .expect("watchers lock poisoned")
                 .remove(&update.watch_id);
         }
-        let limit = member.config.max_request_bytes as usize;
+        let limit = server.config.max_request_bytes as usize;
         for part in fragments(response, options.fragment, limit) {
             if responses.send(Ok(part)).await.is_err() {
                 return;

@@ -18,56 +18,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::io::Ticker;
 
-use super::error::EtcdError;
-use super::member::{Member, RaftStatus};
+use crate::server::state::server::Server;
+use crate::server::types::error::EtcdError;
+use crate::server::types::request::{ApplyBatch, NodeInput, RaftStatus};
 use prost::Message as _;
 
 use crate::raft::{self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, RawNode};
 use crate::wal::{SnapshotFiles, Wal};
-
-/// What the rest of the member asks of the Raft task.
-pub enum NodeInput {
-    /// Propose an encoded `InternalRequest`; `done` says whether the core accepted it (it may
-    /// still be lost before commit: the waiter's timeout covers that).
-    Propose {
-        data: Bytes,
-        done: oneshot::Sender<Result<(), EtcdError>>,
-    },
-    /// Start a ReadIndex round; the answer arrives as a read state carrying `context`.
-    ReadIndex { context: Bytes },
-    /// Propose a membership change.
-    ProposeConfChange {
-        change: ConfChangeV2,
-        done: oneshot::Sender<Result<(), EtcdError>>,
-    },
-    /// The applier committed the backend through `index`: the log before it may be compacted
-    /// and a snapshot recorded.
-    Snapshot { index: u64, conf_state: ConfState },
-    /// A message from a peer.
-    Step(Message),
-    /// Hand leadership to `to`.
-    TransferLeader { to: u64 },
-    /// The transport could not reach `to`.
-    Unreachable { to: u64 },
-    /// The transport finished sending a snapshot to `to`.
-    SnapshotSent { to: u64, failed: bool },
-    /// On the leader: how far member `id` has replicated the log, and the log's last index.
-    Progress {
-        id: u64,
-        reply: oneshot::Sender<Option<(u64, u64)>>,
-    },
-}
-
-/// Committed work for the applier, in log order.
-pub enum ApplyBatch {
-    Entries(Vec<Entry>),
-    /// Restore the state machine from a snapshot received from the leader.
-    Snapshot(raft::Snapshot),
-}
 
 /// How many queued inputs one loop turn drains before producing a Ready. Bounded so that a
 /// flood of proposals cannot starve ticks, and so one WAL write stays a reasonable size.
@@ -78,7 +39,7 @@ pub struct Node {
     pub storage: MemStorage,
     pub wal: Wal,
     pub snapshots: SnapshotFiles,
-    pub member: Arc<Member>,
+    pub server: Arc<Server>,
     pub inputs: mpsc::Receiver<NodeInput>,
     pub applier: mpsc::UnboundedSender<ApplyBatch>,
     /// The configuration just applied has this member as its only voter.
@@ -90,7 +51,7 @@ impl Node {
     /// because its storage failed.
     pub async fn run(mut self) -> Result<(), EtcdError> {
         // One Raft tick per heartbeat interval of this member's clock.
-        let mut ticker = Ticker::new(self.member.store.clock(), self.member.config.heartbeat());
+        let mut ticker = Ticker::new(self.server.store.clock(), self.server.config.heartbeat());
         tracing::trace!(ready = self.raw_node.has_ready(), status = ?self.raw_node.status(), "raft task started");
         loop {
             // Why `select!`: the task waits on three independent sources — time, inputs and
@@ -108,7 +69,7 @@ impl Node {
                         }
                     }
                 }
-                _ = self.member.stopped() => return Ok(()),
+                _ = self.server.lifecycle.stopped() => return Ok(()),
             }
             self.process_ready()?;
         }
@@ -122,7 +83,7 @@ impl Node {
             }
             NodeInput::ReadIndex { context } => {
                 if let Err(error) = self.raw_node.read_index(context.clone()) {
-                    self.member.reads.fail(&context, proposal_error(error));
+                    self.server.reads.fail(&context, proposal_error(error));
                 }
             }
             NodeInput::ProposeConfChange { change, done } => {
@@ -135,7 +96,7 @@ impl Node {
             NodeInput::Snapshot { index, conf_state } => {
                 if let Err(error) = self.snapshot(index, conf_state) {
                     tracing::error!(%error, index, "failed to record a raft snapshot");
-                    self.member.stop_with_error(error.to_string());
+                    self.server.lifecycle.stop_with_error(error.to_string());
                 }
             }
             NodeInput::Step(message) => {
@@ -170,9 +131,9 @@ impl Node {
             if let Some(snapshot) = ready.snapshot.take() {
                 if let Some(stored) = self.persist_snapshot(snapshot)? {
                     #[cfg(madsim)]
-                    super::observe::report(
-                        self.member.id,
-                        super::observe::Observation::Snapshot {
+                    crate::server::types::observe::report(
+                        self.server.id,
+                        crate::server::types::observe::Observation::Snapshot {
                             index: stored.metadata.as_ref().map_or(0, |m| m.index),
                         },
                     );
@@ -199,10 +160,10 @@ impl Node {
                 let entries = std::mem::take(&mut ready.committed_entries);
                 #[cfg(madsim)]
                 if let (Some(last), status) = (entries.last(), self.raw_node.status()) {
-                    if status.leader == self.member.id {
-                        super::observe::report(
-                            self.member.id,
-                            super::observe::Observation::LeaderCommit {
+                    if status.leader == self.server.id {
+                        crate::server::types::observe::report(
+                            self.server.id,
+                            crate::server::types::observe::Observation::LeaderCommit {
                                 term: status.term,
                                 index: last.index,
                                 entry_term: last.term,
@@ -212,9 +173,9 @@ impl Node {
                 }
                 #[cfg(madsim)]
                 for entry in &entries {
-                    super::observe::report(
-                        self.member.id,
-                        super::observe::Observation::Committed {
+                    crate::server::types::observe::report(
+                        self.server.id,
+                        crate::server::types::observe::Observation::Committed {
                             index: entry.index,
                             term: entry.term,
                             digest: crc32c::crc32c(&entry.data),
@@ -223,22 +184,23 @@ impl Node {
                 }
                 self.apply_conf_changes(&entries);
                 if self.applier.send(ApplyBatch::Entries(entries)).is_err() {
-                    self.member
+                    self.server
+                        .lifecycle
                         .stop_with_error("the applier stopped".to_string());
                     return Err(EtcdError::Stopped);
                 }
             }
             for read_state in std::mem::take(&mut ready.read_states) {
-                self.member
+                self.server
                     .reads
                     .confirm(&read_state.request_ctx, read_state.index);
             }
             if let Some(soft_state) = ready.soft_state.take() {
                 #[cfg(madsim)]
-                if soft_state.leader_id == self.member.id {
-                    super::observe::report(
-                        self.member.id,
-                        super::observe::Observation::Leader {
+                if soft_state.leader_id == self.server.id {
+                    crate::server::types::observe::report(
+                        self.server.id,
+                        crate::server::types::observe::Observation::Leader {
                             term: self.raw_node.status().term,
                         },
                     );
@@ -264,8 +226,8 @@ impl Node {
     /// them in a multi-member cluster.
     fn send(&self, messages: Vec<Message>) {
         for message in messages {
-            if message.to != self.member.id {
-                self.member.transport.send(message);
+            if message.to != self.server.id {
+                self.server.transport.send(message);
             }
         }
     }
@@ -289,7 +251,9 @@ impl Node {
             .apply_snapshot(stored.clone())
             .map_err(|error| self.fatal("log snapshot", error.to_string()))?;
         if let Some(conf_state) = metadata.conf_state {
-            self.member.record_conf_state(metadata.index, conf_state);
+            self.server
+                .membership
+                .record_conf_state(metadata.index, conf_state);
         }
         Ok(Some(stored))
     }
@@ -310,7 +274,7 @@ impl Node {
             .map_err(|error| self.fatal("WAL release", error.to_string()))?;
         // Entries kept behind the snapshot let a slightly lagging follower catch up from the
         // log instead of a whole snapshot.
-        let compact_to = index.saturating_sub(self.member.config.snapshot_catchup_entries);
+        let compact_to = index.saturating_sub(self.server.config.snapshot_catchup_entries);
         if compact_to > 0 {
             if let Err(error) = self.storage.compact(compact_to) {
                 tracing::debug!(%error, compact_to, "log compaction skipped");
@@ -353,13 +317,16 @@ impl Node {
                     };
                     match refused {
                         Ok(conf_state) => {
-                            self.member
+                            self.server
+                                .membership
                                 .record_conf_state(entry.index, conf_state.clone());
                             changed = Some(conf_state);
                         }
                         Err(error) => {
                             tracing::warn!(index = entry.index, %error, "membership change refused");
-                            self.member.refuse_conf_change(entry.index, error);
+                            self.server
+                                .membership
+                                .refuse_conf_change(entry.index, error);
                         }
                     }
                 }
@@ -370,7 +337,7 @@ impl Node {
         }
         let Some(conf_state) = changed else { return };
         self.storage.set_conf_state(conf_state.clone());
-        let alone = conf_state.voters == [self.member.id] && conf_state.voters_outgoing.is_empty();
+        let alone = conf_state.voters == [self.server.id] && conf_state.voters_outgoing.is_empty();
         // After `advance`: until then the core counts these changes as unapplied and
         // refuses to campaign.
         self.campaign_after_advance = alone && self.raw_node.status().leader == 0;
@@ -378,17 +345,19 @@ impl Node {
 
     fn publish_status(&self) {
         let status = self.raw_node.status();
-        self.member.set_raft_status(RaftStatus {
+        self.server.set_raft_status(RaftStatus {
             term: status.term,
             leader: status.leader,
             commit: status.commit,
-            is_leader: status.leader == self.member.id,
+            is_leader: status.leader == self.server.id,
         });
     }
 
     fn fatal(&self, what: &str, error: String) -> EtcdError {
         tracing::error!(what, %error, "storage failed; stopping the member");
-        self.member.stop_with_error(format!("{what}: {error}"));
+        self.server
+            .lifecycle
+            .stop_with_error(format!("{what}: {error}"));
         EtcdError::Stopped
     }
 }
@@ -420,7 +389,7 @@ fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<EtcdError> {
                 return Some(EtcdError::MemberIdExists)
             }
             Ok(ConfChangeType::AddLearnerNode)
-                if current.learners.len() >= super::cluster::LEARNERS_MAX =>
+                if current.learners.len() >= crate::server::types::request::LEARNERS_MAX =>
             {
                 return Some(EtcdError::TooManyLearners)
             }

@@ -6,13 +6,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::apply::Applied;
-use super::config::ETCD_API_VERSION;
-use super::error::EtcdError;
-use super::kv::unexpected;
-use super::lease::ChannelStream;
-use super::member::Member;
-use super::node::NodeInput;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
@@ -22,6 +15,11 @@ use crate::proto::etcdserverpb::{
     StatusResponse,
 };
 use crate::proto::oxcdpb::internal_request::Request as Internal;
+use crate::server::state::server::Server;
+use crate::server::types::config::ETCD_API_VERSION;
+use crate::server::types::error::EtcdError;
+use crate::server::types::request::NodeInput;
+use crate::server::types::stream::ChannelStream;
 
 /// Bytes per Snapshot message (etcd sends 32 KiB chunks).
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
@@ -31,7 +29,7 @@ const SNAPSHOT_CHUNKS_BUFFERED: usize = 8;
 const SHA256_BYTES: u64 = 32;
 
 pub struct MaintenanceService {
-    pub member: Arc<Member>,
+    pub server: Arc<Server>,
 }
 
 #[tonic::async_trait]
@@ -43,46 +41,47 @@ impl Maintenance for MaintenanceService {
         let request = request.into_inner();
         if request.action == AlarmAction::Get as i32 {
             let alarms = self
-                .member
-                .alarms()
+                .server
+                .alarms
+                .list()
                 .into_iter()
                 .filter(|alarm| {
                     request.alarm == AlarmType::None as i32 || alarm.alarm == request.alarm
                 })
                 .collect();
-            let revision = self.member.store.current_revision();
+            let revision = self.server.store.current_revision();
             return Ok(Response::new(AlarmResponse {
-                header: Some(self.member.header(revision)),
+                header: Some(self.server.header(revision)),
                 alarms,
             }));
         }
-        match self.member.propose(Internal::Alarm(request)).await? {
-            (Applied::Alarm(mut response), revision) => {
-                response.header = Some(self.member.header(revision));
-                Ok(Response::new(response))
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        let (mut response, revision) = self
+            .server
+            .proposer
+            .propose_as::<AlarmResponse>(Internal::Alarm(request))
+            .await?;
+        response.header = Some(self.server.header(revision));
+        Ok(Response::new(response))
     }
 
     async fn status(
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let raft = self.member.raft_status();
-        let store = &self.member.store;
+        let raft = self.server.raft_status();
+        let store = &self.server.store;
         let mut errors = Vec::new();
-        if self.member.alarm_active(AlarmType::Nospace) {
-            errors.push(format!("memberID:{} alarm:NOSPACE ", self.member.id));
+        if self.server.alarms.is_active(AlarmType::Nospace) {
+            errors.push(format!("memberID:{} alarm:NOSPACE ", self.server.id));
         }
         Ok(Response::new(StatusResponse {
-            header: Some(self.member.header(store.current_revision())),
+            header: Some(self.server.header(store.current_revision())),
             version: ETCD_API_VERSION.to_string(),
             db_size: store.db_size_bytes() as i64,
             leader: raft.leader,
             raft_index: raft.commit,
             raft_term: raft.term,
-            raft_applied_index: self.member.applied_index(),
+            raft_applied_index: self.server.applied_index(),
             errors,
             db_size_in_use: store.db_size_in_use_bytes() as i64,
             is_learner: false,
@@ -93,16 +92,16 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        self.member.store.defragment()?;
+        self.server.store.defragment()?;
         Ok(Response::new(DefragmentResponse {
-            header: Some(self.member.header(self.member.store.current_revision())),
+            header: Some(self.server.header(self.server.store.current_revision())),
         }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let hash = self.member.store.hash()?;
+        let hash = self.server.store.hash()?;
         Ok(Response::new(HashResponse {
-            header: Some(self.member.header(self.member.store.current_revision())),
+            header: Some(self.server.header(self.server.store.current_revision())),
             hash,
         }))
     }
@@ -113,9 +112,9 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<HashKvResponse>, Status> {
         let request = request.into_inner();
         let (hash, compact_revision, hash_revision) =
-            self.member.store.hash_kv(request.revision)?;
+            self.server.store.hash_kv(request.revision)?;
         Ok(Response::new(HashKvResponse {
-            header: Some(self.member.header(self.member.store.current_revision())),
+            header: Some(self.server.header(self.server.store.current_revision())),
             hash,
             compact_revision,
             hash_revision,
@@ -130,8 +129,8 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         // A copy on disk, read a chunk at a time as the client takes them: the image is
         // never in memory whole.
-        let image = self.member.store.copy_image()?;
-        let header = self.member.header(self.member.store.current_revision());
+        let image = self.server.store.copy_image()?;
+        let header = self.server.header(self.server.store.current_revision());
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED);
         tokio::spawn(async move {
             use sha2::Digest as _;
@@ -185,22 +184,22 @@ impl Maintenance for MaintenanceService {
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let request = request.into_inner();
-        let raft = self.member.raft_status();
+        let raft = self.server.raft_status();
         if !raft.is_leader {
             return Err(EtcdError::NotLeader.into());
         }
-        let conf_state = self.member.conf_state();
+        let conf_state = self.server.membership.conf_state();
         if !conf_state.voters.contains(&request.target_id) {
             return Err(EtcdError::BadLeaderTransferee.into());
         }
-        if request.target_id != self.member.id {
-            self.member.send_to_node(NodeInput::TransferLeader {
+        if request.target_id != self.server.id {
+            self.server.proposer.try_send(NodeInput::TransferLeader {
                 to: request.target_id,
             })?;
-            wait_for_leader(&self.member, request.target_id).await?;
+            wait_for_leader(&self.server, request.target_id).await?;
         }
         Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.member.header(self.member.store.current_revision())),
+            header: Some(self.server.header(self.server.store.current_revision())),
         }))
     }
 
@@ -216,13 +215,13 @@ impl Maintenance for MaintenanceService {
 }
 
 /// Waits until `target` leads, for at most the request timeout.
-async fn wait_for_leader(member: &Member, target: u64) -> Result<(), EtcdError> {
-    let deadline = tokio::time::Instant::now() + member.request_timeout();
-    while member.raft_status().leader != target {
+async fn wait_for_leader(server: &Server, target: u64) -> Result<(), EtcdError> {
+    let deadline = tokio::time::Instant::now() + server.request_timeout();
+    while server.raft_status().leader != target {
         if tokio::time::Instant::now() >= deadline {
             return Err(EtcdError::Timeout);
         }
-        tokio::time::sleep(member.config.heartbeat()).await;
+        tokio::time::sleep(server.config.heartbeat()).await;
     }
     Ok(())
 }

@@ -8,8 +8,6 @@
 
 use bytes::Bytes;
 
-use super::error::EtcdError;
-use super::range::{self, KvView, Scan};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
@@ -18,6 +16,8 @@ use crate::proto::etcdserverpb::{
     ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
+use crate::server::state::range::{self, KvView, Scan};
+use crate::server::types::error::EtcdError;
 
 /// A write transaction: reads see its own earlier writes; everything it does lands at one
 /// revision when it ends.

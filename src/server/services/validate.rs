@@ -10,10 +10,10 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::error::EtcdError;
 use crate::proto::etcdserverpb::{
     request_op::Request, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use crate::server::types::error::EtcdError;
 
 pub fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {

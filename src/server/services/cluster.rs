@@ -2,7 +2,7 @@
 //!
 //! MemberAdd, MemberRemove and MemberPromote propose a configuration change whose context
 //! carries the member's record; every member applies it to its member list and transport
-//! when the entry is applied (`apply.rs`), and the proposer answers once it is. MemberUpdate
+//! when the entry is applied (`tasks::apply`), and the proposer answers once it is. MemberUpdate
 //! changes only addresses, so it goes through the log as an ordinary request. A member
 //! added here joins by starting with `--initial-cluster-state existing`, learning its id and
 //! the cluster from its peers.
@@ -19,9 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
-use super::apply::Applied;
-use super::error::EtcdError;
-use super::member::Member;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::{
     Member as MemberInfo, MemberAddRequest, MemberAddResponse, MemberListRequest,
@@ -32,11 +29,12 @@ use crate::proto::oxcdpb::{
     internal_request::Request as Internal, MemberRecord, ReconfigurationCheck,
 };
 use crate::raft::ConfChangeType;
+use crate::server::state::server::Server;
+use crate::server::types::error::EtcdError;
+use crate::server::types::request::LEARNERS_MAX;
 
 /// A learner may be promoted once it has this share of the leader's log (etcd: 90%).
 const LEARNER_READY_PERCENT: u64 = 90;
-/// Learners a cluster may have at once (etcd 3.4).
-pub const LEARNERS_MAX: usize = 1;
 /// How long the leader must have been in touch with a member for it to count as healthy
 /// in a reconfiguration (etcd's HealthInterval).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -50,8 +48,9 @@ fn started(record: &MemberRecord) -> bool {
     !record.name.is_empty()
 }
 
-fn voters(member: &Member) -> Vec<MemberRecord> {
-    member
+fn voters(server: &Server) -> Vec<MemberRecord> {
+    server
+        .membership
         .members()
         .into_iter()
         .filter(|record| !record.is_learner)
@@ -60,9 +59,10 @@ fn voters(member: &Member) -> Vec<MemberRecord> {
 
 /// Whether the leader has been in touch with member `id` for the whole health interval
 /// (itself always).
-fn healthy(member: &Member, id: u64) -> bool {
-    id == member.id
-        || member
+fn healthy(server: &Server, id: u64) -> bool {
+    id == server.id
+        || server
+            .membership
             .in_contact_since(id)
             .is_some_and(|since| since.elapsed() >= HEALTH_INTERVAL)
 }
@@ -76,23 +76,23 @@ pub enum Change {
 
 /// The reachability half of the strict check, on the leader: has it been in touch long
 /// enough with the members the cluster will rest on after `change`?
-pub fn leader_may_change(member: &Member, change: Change) -> Result<(), EtcdError> {
-    if !member.raft_status().is_leader {
+pub fn leader_may_change(server: &Server, change: Change) -> Result<(), EtcdError> {
+    if !server.raft_status().is_leader {
         return Err(EtcdError::NotLeader);
     }
-    let voters = voters(member);
+    let voters = voters(server);
     match change {
         Change::Add => {
-            if !voters.iter().all(|m| healthy(member, m.id)) {
+            if !voters.iter().all(|m| healthy(server, m.id)) {
                 return Err(EtcdError::Unhealthy);
             }
         }
         Change::Remove(id) => {
             // A member out of touch is not part of the quorum that keeps the cluster going.
-            if id != member.id && member.in_contact_since(id).is_none() {
+            if id != server.id && server.membership.in_contact_since(id).is_none() {
                 return Ok(());
             }
-            let healthy_count = voters.iter().filter(|m| healthy(member, m.id)).count();
+            let healthy_count = voters.iter().filter(|m| healthy(server, m.id)).count();
             if healthy_count.saturating_sub(1) < quorum(voters.len().saturating_sub(1)) {
                 return Err(EtcdError::Unhealthy);
             }
@@ -102,11 +102,11 @@ pub fn leader_may_change(member: &Member, change: Change) -> Result<(), EtcdErro
 }
 
 /// The reachability check, here on the leader or asked of it.
-async fn check_with_leader(member: &Member, change: Change) -> Result<(), EtcdError> {
-    if member.raft_status().is_leader {
-        return leader_may_change(member, change);
+async fn check_with_leader(server: &Server, change: Change) -> Result<(), EtcdError> {
+    if server.raft_status().is_leader {
+        return leader_may_change(server, change);
     }
-    let mut leader = super::peer::leader_client(member).await?;
+    let mut leader = crate::server::services::forward::leader_client(server).await?;
     let request = ReconfigurationCheck {
         add: matches!(change, Change::Add),
         remove: match change {
@@ -119,20 +119,20 @@ async fn check_with_leader(member: &Member, change: Change) -> Result<(), EtcdEr
         Err(status) if status.message() == EtcdError::Unhealthy.to_string() => {
             Err(EtcdError::Unhealthy)
         }
-        Err(_) => Err(super::peer::leader_call_failed(member)),
+        Err(_) => Err(crate::server::services::forward::leader_call_failed(server)),
     }
 }
 
 /// May a member be added (a voter, or a learner)?
-async fn may_add(member: &Member, learner: bool) -> Result<(), EtcdError> {
-    let members = member.members();
+async fn may_add(server: &Server, learner: bool) -> Result<(), EtcdError> {
+    let members = server.membership.members();
     if learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
         return Err(EtcdError::TooManyLearners);
     }
-    if !member.config.strict_reconfig_check {
+    if !server.config.strict_reconfig_check {
         return Ok(());
     }
-    let voters = voters(member);
+    let voters = voters(server);
     if !learner {
         let after = voters.len() + 1;
         let started = voters.iter().filter(|m| started(m)).count();
@@ -141,28 +141,28 @@ async fn may_add(member: &Member, learner: bool) -> Result<(), EtcdError> {
             return Err(EtcdError::NotEnoughStartedMembers);
         }
     }
-    check_with_leader(member, Change::Add).await
+    check_with_leader(server, Change::Add).await
 }
 
 /// May member `record` be removed?
-async fn may_remove(member: &Member, record: &MemberRecord) -> Result<(), EtcdError> {
-    if !member.config.strict_reconfig_check || record.is_learner {
+async fn may_remove(server: &Server, record: &MemberRecord) -> Result<(), EtcdError> {
+    if !server.config.strict_reconfig_check || record.is_learner {
         return Ok(());
     }
-    let voters = voters(member);
+    let voters = voters(server);
     let remaining: Vec<&MemberRecord> = voters.iter().filter(|m| m.id != record.id).collect();
     if remaining.iter().filter(|m| started(m)).count() < quorum(remaining.len()) {
         return Err(EtcdError::NotEnoughStartedMembers);
     }
-    check_with_leader(member, Change::Remove(record.id)).await
+    check_with_leader(server, Change::Remove(record.id)).await
 }
 
 /// May a learner be promoted (it counts as started)?
-fn may_promote(member: &Member) -> Result<(), EtcdError> {
-    if !member.config.strict_reconfig_check {
+fn may_promote(server: &Server) -> Result<(), EtcdError> {
+    if !server.config.strict_reconfig_check {
         return Ok(());
     }
-    let voters = voters(member);
+    let voters = voters(server);
     let started = 1 + voters.iter().filter(|m| started(m)).count();
     if started < quorum(voters.len() + 1) {
         return Err(EtcdError::NotEnoughStartedMembers);
@@ -171,7 +171,7 @@ fn may_promote(member: &Member) -> Result<(), EtcdError> {
 }
 
 pub struct ClusterService {
-    pub member: Arc<Member>,
+    pub server: Arc<Server>,
 }
 
 fn info(record: MemberRecord) -> MemberInfo {
@@ -184,13 +184,13 @@ fn info(record: MemberRecord) -> MemberInfo {
     }
 }
 
-fn members(member: &Member) -> Vec<MemberInfo> {
-    member.members().into_iter().map(info).collect()
+fn members(server: &Server) -> Vec<MemberInfo> {
+    server.membership.members().into_iter().map(info).collect()
 }
 
 /// The header and member list once a change applied at `revision`.
-fn applied(member: &Member, outcome: (Applied, i64)) -> (Option<ResponseHeader>, Vec<MemberInfo>) {
-    (Some(member.header(outcome.1)), members(member))
+fn applied(server: &Server, revision: i64) -> (Option<ResponseHeader>, Vec<MemberInfo>) {
+    (Some(server.header(revision)), members(server))
 }
 
 /// Peer URLs must be absolute http(s) URLs with a host and a port.
@@ -209,42 +209,46 @@ fn validate_urls(urls: &[String]) -> Result<(), EtcdError> {
 }
 
 /// Whether a member other than `except` already uses one of `urls`.
-fn peer_urls_taken(member: &Member, urls: &[String], except: Option<u64>) -> bool {
-    member.members().iter().any(|record| {
+fn peer_urls_taken(server: &Server, urls: &[String], except: Option<u64>) -> bool {
+    server.membership.members().iter().any(|record| {
         Some(record.id) != except && record.peer_urls.iter().any(|url| urls.contains(url))
     })
 }
 
 /// Promotes learner `id`: on the leader, once it has caught up; elsewhere, by asking the
 /// leader (only it knows how far the learner got).
-pub async fn promote(member: &Member, id: u64) -> Result<MemberPromoteResponse, Status> {
-    let record = member.member(id).ok_or(EtcdError::MemberNotFound)?;
+pub async fn promote(server: &Server, id: u64) -> Result<MemberPromoteResponse, Status> {
+    let record = server
+        .membership
+        .member(id)
+        .ok_or(EtcdError::MemberNotFound)?;
     if !record.is_learner {
         return Err(EtcdError::NotLearner.into());
     }
-    if !member.raft_status().is_leader {
-        let mut leader = super::peer::leader_client(member).await?;
+    if !server.raft_status().is_leader {
+        let mut leader = crate::server::services::forward::leader_client(server).await?;
         let forwarded = leader
             .promote_member(MemberPromoteRequest { id })
             .await
             .map_err(|status| {
                 if status.code() == tonic::Code::Unavailable {
-                    super::peer::leader_call_failed(member).into()
+                    crate::server::services::forward::leader_call_failed(server).into()
                 } else {
                     status
                 }
             })?;
         return Ok(forwarded.into_inner());
     }
-    let (matched, last) = member.learner_progress(id).await?;
+    let (matched, last) = server.proposer.learner_progress(id).await?;
     if matched * 100 < last * LEARNER_READY_PERCENT {
         return Err(EtcdError::LearnerNotReady.into());
     }
-    may_promote(member)?;
-    let outcome = member
+    may_promote(server)?;
+    let outcome = server
+        .proposer
         .propose_membership(ConfChangeType::AddNode, record)
         .await?;
-    let (header, members) = applied(member, outcome);
+    let (header, members) = applied(server, outcome);
     Ok(MemberPromoteResponse { header, members })
 }
 
@@ -256,7 +260,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberAddResponse>, Status> {
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
-        if peer_urls_taken(&self.member, &request.peer_ur_ls, None) {
+        if peer_urls_taken(&self.server, &request.peer_ur_ls, None) {
             return Err(EtcdError::PeerUrlExists.into());
         }
         // As etcd does: the id hashes the URLs, the cluster token and the time, so a member
@@ -265,15 +269,15 @@ impl Cluster for ClusterService {
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or(0);
-        let id = super::ids::new_member_id(
+        let id = crate::server::types::ids::new_member_id(
             &request.peer_ur_ls,
-            &self.member.config.initial_cluster_token,
+            &self.server.config.initial_cluster_token,
             now,
         );
-        if self.member.member(id).is_some() || self.member.is_removed(id) {
+        if self.server.membership.member(id).is_some() || self.server.membership.is_removed(id) {
             return Err(EtcdError::MemberIdExists.into());
         }
-        may_add(&self.member, request.is_learner).await?;
+        may_add(&self.server, request.is_learner).await?;
         let record = MemberRecord {
             id,
             name: String::new(),
@@ -287,10 +291,11 @@ impl Cluster for ClusterService {
             ConfChangeType::AddNode
         };
         let outcome = self
-            .member
+            .server
+            .proposer
             .propose_membership(change, record.clone())
             .await?;
-        let (header, members) = applied(&self.member, outcome);
+        let (header, members) = applied(&self.server, outcome);
         Ok(Response::new(MemberAddResponse {
             header,
             member: Some(info(record)),
@@ -303,13 +308,18 @@ impl Cluster for ClusterService {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
-        let record = self.member.member(id).ok_or(EtcdError::MemberNotFound)?;
-        may_remove(&self.member, &record).await?;
+        let record = self
+            .server
+            .membership
+            .member(id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        may_remove(&self.server, &record).await?;
         let outcome = self
-            .member
+            .server
+            .proposer
             .propose_membership(ConfChangeType::RemoveNode, record)
             .await?;
-        let (header, members) = applied(&self.member, outcome);
+        let (header, members) = applied(&self.server, outcome);
         Ok(Response::new(MemberRemoveResponse { header, members }))
     }
 
@@ -320,18 +330,23 @@ impl Cluster for ClusterService {
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
         let record = self
-            .member
+            .server
+            .membership
             .member(request.id)
             .ok_or(EtcdError::MemberNotFound)?;
-        if peer_urls_taken(&self.member, &request.peer_ur_ls, Some(request.id)) {
+        if peer_urls_taken(&self.server, &request.peer_ur_ls, Some(request.id)) {
             return Err(EtcdError::PeerUrlExists.into());
         }
         let update = MemberRecord {
             peer_urls: request.peer_ur_ls,
             ..record
         };
-        let outcome = self.member.propose(Internal::MemberUpdate(update)).await?;
-        let (header, members) = applied(&self.member, outcome);
+        let ((), outcome) = self
+            .server
+            .proposer
+            .propose_as::<()>(Internal::MemberUpdate(update))
+            .await?;
+        let (header, members) = applied(&self.server, outcome);
         Ok(Response::new(MemberUpdateResponse { header, members }))
     }
 
@@ -340,11 +355,11 @@ impl Cluster for ClusterService {
         request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         if request.into_inner().linearizable {
-            self.member.read_barrier().await?;
+            self.server.read_barrier().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.member.header(self.member.store.current_revision())),
-            members: members(&self.member),
+            header: Some(self.server.header(self.server.store.current_revision())),
+            members: members(&self.server),
         }))
     }
 
@@ -352,7 +367,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let response = promote(&self.member, request.into_inner().id).await?;
+        let response = promote(&self.server, request.into_inner().id).await?;
         Ok(Response::new(response))
     }
 }

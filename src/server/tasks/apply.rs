@@ -16,40 +16,22 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::mpsc;
 
-use super::error::EtcdError;
-use super::member::Member;
-use super::node::{ApplyBatch, NodeInput};
-use super::store::Backend;
-use super::txn;
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
-    CompactionRequest, CompactionResponse, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutResponse, TxnResponse,
+    CompactionRequest, CompactionResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse,
 };
 use crate::proto::oxcdpb::{internal_request::Request, ConfChangeContext, InternalRequest};
 use crate::raft::{ConfChangeType, ConfChangeV2, Entry, EntryType};
-
-/// The response to one applied request, before the member fills in the header.
-#[derive(Debug, Clone)]
-pub enum Applied {
-    Put(PutResponse),
-    DeleteRange(DeleteRangeResponse),
-    Txn(TxnResponse),
-    Compaction(CompactionResponse),
-    LeaseGrant(LeaseGrantResponse),
-    LeaseRevoke(LeaseRevokeResponse),
-    Alarm(AlarmResponse),
-    LeaseCheckpoint,
-    /// A change of the member list (a publication, an update, a configuration change).
-    Membership,
-}
-
-/// What a waiter receives: the response and the store's revision right after the apply.
-pub type ApplyResult = Result<(Applied, i64), EtcdError>;
+use crate::server::state::server::Server;
+use crate::server::state::store::Store;
+use crate::server::state::txn;
+use crate::server::types::error::EtcdError;
+use crate::server::types::request::{Applied, ApplyBatch, ApplyResult, NodeInput};
 
 pub struct Applier {
-    pub member: Arc<Member>,
-    pub backend: Backend,
+    pub server: Arc<Server>,
+    pub backend: Store,
     pub batches: mpsc::UnboundedReceiver<ApplyBatch>,
     /// Invariant: only grows; equals the index of the last entry applied.
     pub applied_index: u64,
@@ -64,7 +46,7 @@ pub struct Applier {
 
 impl Applier {
     pub async fn run(mut self) -> Result<(), EtcdError> {
-        let interval = Duration::from_millis(self.member.config.backend_batch_interval.max(1));
+        let interval = Duration::from_millis(self.server.config.backend_batch_interval.max(1));
         let mut commit_timer = tokio::time::interval(interval);
         commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -79,12 +61,12 @@ impl Applier {
                         // not install, an entry that does not decode): stop the member
                         // rather than serve from a state that stopped following the log.
                         tracing::error!(%error, "applying failed; stopping the member");
-                        self.member.stop_with_error(error.to_string());
+                        self.server.lifecycle.stop_with_error(error.to_string());
                         return Err(error);
                     }
                 }
                 _ = commit_timer.tick() => self.commit()?,
-                _ = self.member.stopped() => break,
+                _ = self.server.lifecycle.stopped() => break,
             }
         }
         // A clean stop leaves the backend committed, so the next start replays nothing.
@@ -112,15 +94,15 @@ impl Applier {
         }
         self.backend
             .set_consistent_index(self.applied_index.max(self.backend_index));
-        self.member.set_applied(self.applied_index);
-        if self.uncommitted_entries >= self.member.config.backend_batch_limit {
+        self.server.set_applied(self.applied_index);
+        if self.uncommitted_entries >= self.server.config.backend_batch_limit {
             self.commit()?;
         }
-        if self.applied_index - self.snapshot_index >= self.member.config.snapshot_count {
+        if self.applied_index - self.snapshot_index >= self.server.config.snapshot_count {
             self.commit()?;
             self.snapshot_index = self.applied_index;
-            let conf_state = self.member.conf_state();
-            self.member.send_to_node(NodeInput::Snapshot {
+            let conf_state = self.server.membership.conf_state();
+            self.server.proposer.try_send(NodeInput::Snapshot {
                 index: self.applied_index,
                 conf_state,
             })?;
@@ -132,7 +114,7 @@ impl Applier {
     /// snapshot at `index` (the Raft task saved it). The image was taken at or after
     /// `index`; entries up to its own applied index only re-apply membership.
     fn restore(&mut self, index: u64) -> Result<(), EtcdError> {
-        let dir = self.member.config.snap_dir();
+        let dir = self.server.config.snap_dir();
         let image = crate::wal::snapshot_db_path(&dir, index);
         self.backend.restore(&image).map_err(|error| {
             EtcdError::Internal(format!("restoring the snapshot at index {index}: {error}"))
@@ -147,9 +129,10 @@ impl Applier {
         self.backend_index = self.backend.consistent_index();
         self.uncommitted_entries = 0;
         let records = self.backend.member_records();
-        self.member
-            .replace_members(records.members, records.removed);
-        self.member.replace_alarms(self.backend.alarms());
+        self.server
+            .membership
+            .replace(records.members, records.removed);
+        self.server.alarms.reload();
         tracing::info!(
             index,
             backend_index = self.backend_index,
@@ -159,11 +142,6 @@ impl Applier {
         Ok(())
     }
 
-    fn save_members(&self) {
-        self.backend
-            .save_members(&self.member.members(), &self.member.removed());
-    }
-
     /// The membership side of a committed configuration change: the member list (kept in
     /// the backend), the transport's peers, and the client waiting for it. A member that
     /// learns it was removed stops.
@@ -171,7 +149,7 @@ impl Applier {
         let change = ConfChangeV2::decode(entry.data.clone()).map_err(|error| {
             EtcdError::Internal(format!("entry {} does not decode: {error}", entry.index))
         })?;
-        let refusal = self.member.conf_change_refusal(entry.index);
+        let refusal = self.server.membership.conf_change_refusal(entry.index);
         // Bootstrap entries and the leader's automatic leave of a joint configuration carry
         // no context: there is no record to change and nobody waiting.
         let Ok(context) = ConfChangeContext::decode(change.context.clone()) else {
@@ -182,7 +160,10 @@ impl Applier {
         };
         if let Some(error) = refusal {
             // The Raft task refused it: the membership stays as it was.
-            self.member.waiters.complete(context.request_id, Err(error));
+            self.server
+                .proposer
+                .waiters
+                .complete(context.request_id, Err(error));
             return Ok(());
         }
         let mut removed_self = false;
@@ -191,19 +172,21 @@ impl Applier {
                 let Ok(kind) = ConfChangeType::try_from(single.change_type) else {
                     continue;
                 };
-                removed_self |= self.member.apply_membership(kind, &record);
+                removed_self |= self.server.membership.apply_change(kind, &record);
             }
-            self.save_members();
+            self.server.membership.save();
         }
         let revision = self.backend.current_revision();
-        self.member
+        self.server
+            .proposer
             .waiters
             .complete(context.request_id, Ok((Applied::Membership, revision)));
         if removed_self {
             // Make the removal durable before stopping, so a restart does not rejoin.
             self.commit()?;
-            self.member
-                .stop_with_error(super::peer::REMOVED.to_string());
+            self.server
+                .lifecycle
+                .stop_with_error(crate::server::types::request::REMOVED.to_string());
         }
         Ok(())
     }
@@ -233,11 +216,11 @@ impl Applier {
                     }
                 };
                 let result = self.apply_request(request.request);
-                self.member.waiters.complete(request.id, result);
+                self.server.proposer.waiters.complete(request.id, result);
                 #[cfg(madsim)]
-                super::observe::report(
-                    self.member.id,
-                    super::observe::Observation::Applied {
+                crate::server::types::observe::report(
+                    self.server.id,
+                    crate::server::types::observe::Observation::Applied {
                         index: entry.index,
                         revision: self.backend.current_revision(),
                     },
@@ -259,7 +242,7 @@ impl Applier {
     }
 
     fn apply_request(&mut self, request: Option<Request>) -> ApplyResult {
-        let no_space = self.member.alarm_active(AlarmType::Nospace);
+        let no_space = self.server.alarms.is_active(AlarmType::Nospace);
         match request {
             Some(Request::Put(request)) => {
                 if no_space {
@@ -326,17 +309,17 @@ impl Applier {
             }
             Some(Request::MemberAttributes(record)) => {
                 // A member removed meanwhile does not come back by publishing.
-                if !self.member.is_removed(record.id) {
-                    self.member.set_member(record);
-                    self.save_members();
-                }
+                self.server.membership.publish(record);
                 Ok((Applied::Membership, self.backend.current_revision()))
             }
             Some(Request::MemberUpdate(record)) => {
-                if !self.member.update_peer_urls(record.id, record.peer_urls) {
+                if !self
+                    .server
+                    .membership
+                    .update_peer_urls(record.id, record.peer_urls)
+                {
                     return Err(EtcdError::MemberNotFound);
                 }
-                self.save_members();
                 Ok((Applied::Membership, self.backend.current_revision()))
             }
             None => Err(EtcdError::Internal("empty request in the log".into())),
@@ -350,11 +333,10 @@ impl Applier {
         };
         match AlarmAction::try_from(request.action) {
             Ok(AlarmAction::Activate) if request.alarm != AlarmType::None as i32 => {
-                let changed = self.member.activate_alarm(alarm);
+                let changed = self.server.alarms.activate(alarm);
                 if changed {
-                    self.backend.save_alarms(&self.member.alarms());
                     tracing::warn!(
-                        member = request.member_id,
+                        server = request.member_id,
                         alarm = request.alarm,
                         "alarm raised"
                     );
@@ -362,11 +344,10 @@ impl Applier {
                 vec![alarm]
             }
             Ok(AlarmAction::Deactivate) => {
-                let removed = self.member.deactivate_alarm(alarm);
+                let removed = self.server.alarms.deactivate(alarm);
                 if removed {
-                    self.backend.save_alarms(&self.member.alarms());
                     tracing::info!(
-                        member = request.member_id,
+                        server = request.member_id,
                         alarm = request.alarm,
                         "alarm cleared"
                     );
@@ -385,7 +366,7 @@ impl Applier {
         }
         self.backend.commit().map_err(|error| {
             tracing::error!(%error, "backend commit failed; stopping the member");
-            self.member.stop_with_error(error.to_string());
+            self.server.lifecycle.stop_with_error(error.to_string());
             EtcdError::Stopped
         })?;
         self.uncommitted_entries = 0;

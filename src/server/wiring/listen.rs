@@ -7,16 +7,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::cluster::ClusterService;
-use super::kv::KvService;
-use super::lease::LeaseService;
-use super::maintenance::MaintenanceService;
-use super::member::Member;
-use super::watch::WatchService;
 use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::server::services::cluster::ClusterService;
+use crate::server::services::kv::KvService;
+use crate::server::services::lease::LeaseService;
+use crate::server::services::maintenance::MaintenanceService;
+use crate::server::services::watch::WatchService;
+use crate::server::state::server::Server;
 
 /// grpc-go lets a message be this much larger than `--max-request-bytes` before refusing it
 /// at the transport; the request-size check proper happens on the encoded proposal.
@@ -26,44 +26,44 @@ const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 /// Serves every client service on `listener` until `shutdown` completes.
 #[cfg(not(madsim))]
 pub async fn serve(
-    member: Arc<Member>,
+    server: Arc<Server>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = (member.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
+    let limit = (server.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
     tonic::transport::Server::builder()
         .add_service(
             KvServer::new(KvService {
-                member: member.clone(),
+                server: server.clone(),
             })
             .max_decoding_message_size(limit),
         )
         .add_service(
             WatchServer::new(WatchService {
-                member: member.clone(),
+                server: server.clone(),
             })
             .max_decoding_message_size(limit),
         )
         .add_service(
             LeaseServer::new(LeaseService {
-                member: member.clone(),
+                server: server.clone(),
             })
             .max_decoding_message_size(limit),
         )
         .add_service(
             ClusterServer::new(ClusterService {
-                member: member.clone(),
+                server: server.clone(),
             })
             .max_decoding_message_size(limit),
         )
         .add_service(
-            MaintenanceServer::new(MaintenanceService { member })
+            MaintenanceServer::new(MaintenanceService { server })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         )
         // Not the plain TcpIncoming: etcdctl's `--cluster` commands send a URL as the
         // `:authority`, which h2 refuses unless it is mended first (see `authority`).
-        .serve_with_incoming_shutdown(super::authority::Incoming::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::net::authority::Incoming::new(listener), shutdown)
         .await
 }
 
@@ -71,24 +71,24 @@ pub async fn serve(
 /// madsim's transport passes messages as values, so there are no size limits to set).
 #[cfg(madsim)]
 pub async fn serve(
-    member: Arc<Member>,
+    server: Arc<Server>,
     address: std::net::SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(KvServer::new(KvService {
-            member: member.clone(),
+            server: server.clone(),
         }))
         .add_service(WatchServer::new(WatchService {
-            member: member.clone(),
+            server: server.clone(),
         }))
         .add_service(LeaseServer::new(LeaseService {
-            member: member.clone(),
+            server: server.clone(),
         }))
         .add_service(ClusterServer::new(ClusterService {
-            member: member.clone(),
+            server: server.clone(),
         }))
-        .add_service(MaintenanceServer::new(MaintenanceService { member }))
+        .add_service(MaintenanceServer::new(MaintenanceService { server }))
         .serve_with_shutdown(address, shutdown)
         .await
 }
@@ -96,15 +96,17 @@ pub async fn serve(
 /// Serves the Raft transport on a peer listener until `shutdown` completes.
 #[cfg(not(madsim))]
 pub async fn serve_peers(
-    member: Arc<Member>,
+    server: Arc<Server>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
     tonic::transport::Server::builder()
         .add_service(
-            RaftTransportServer::new(super::peer::RaftTransportService::new(member))
-                .max_decoding_message_size(usize::MAX),
+            RaftTransportServer::new(crate::server::services::peer::RaftTransportService::new(
+                server,
+            ))
+            .max_decoding_message_size(usize::MAX),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -116,14 +118,14 @@ pub async fn serve_peers(
 /// Serves the Raft transport on `address` until `shutdown` completes (simulator build).
 #[cfg(madsim)]
 pub async fn serve_peers(
-    member: Arc<Member>,
+    server: Arc<Server>,
     address: std::net::SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
     tonic::transport::Server::builder()
         .add_service(RaftTransportServer::new(
-            super::peer::RaftTransportService::new(member),
+            crate::server::services::peer::RaftTransportService::new(server),
         ))
         .serve_with_shutdown(address, shutdown)
         .await

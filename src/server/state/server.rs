@@ -1,0 +1,162 @@
+//! The server: what one member's tasks and services share (etcd's `EtcdServer`).
+//!
+//! It is a composition of owners, each with one job: the [`Store`] (keys, leases, the
+//! backend), [`Membership`] (the member list and its persistence), [`Alarms`], the
+//! [`Proposer`] (request ids, waiters, the channel to the Raft task), the [`ReadBatcher`]
+//! (ReadIndex rounds), the [`Lifecycle`] (stopping), and what the Raft task and the applier
+//! publish: the Raft status and the applied index. Tasks and services hold an
+//! `Arc<Server>` and reach the owner they need through it.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use super::alarms::Alarms;
+use super::lifecycle::Lifecycle;
+use super::membership::Membership;
+use super::proposer::Proposer;
+use super::reads::ReadBatcher;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
+use crate::proto::oxcdpb::MemberRecord;
+use crate::raft::MemStorage;
+use crate::server::state::store::Store;
+use crate::server::types::config::Config;
+use crate::server::types::error::EtcdError;
+use crate::server::types::progress::Progress;
+use crate::server::types::request::RaftStatus;
+use crate::server::types::transport::Transport;
+
+pub(crate) struct Server {
+    pub(crate) id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) name: String,
+    pub(crate) config: Config,
+    pub(crate) peer_urls: Vec<String>,
+    pub(crate) client_urls: Vec<String>,
+    pub(crate) store: Store,
+    pub(crate) membership: Membership,
+    pub(crate) alarms: Alarms,
+    pub(crate) proposer: Proposer,
+    pub(crate) reads: ReadBatcher,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) transport: Arc<dyn Transport>,
+    /// The Raft log (shared with the Raft task), for the terms of the entries a snapshot
+    /// sent to a peer stops at.
+    pub(crate) raft_log: OnceLock<MemStorage>,
+    /// The connection to the leader's peer service (leader id, client), reused across the
+    /// requests a follower forwards (`services::forward`).
+    pub(crate) leader_connection: Mutex<Option<(u64, RaftTransportClient<Channel>)>>,
+    /// Published by the Raft task after every Ready. A `std` mutex: copied out at once.
+    raft_status: Mutex<RaftStatus>,
+    /// Published by the applier after every batch.
+    applied: Progress,
+}
+
+/// The parts a server is made of, assembled by the bootstrap.
+pub(crate) struct Parts {
+    pub(crate) config: Config,
+    pub(crate) id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) store: Store,
+    pub(crate) membership: Membership,
+    pub(crate) alarms: Alarms,
+    pub(crate) proposer: Proposer,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) applied_index: u64,
+}
+
+impl Server {
+    pub(crate) fn new(parts: Parts) -> Server {
+        let Parts {
+            config,
+            id,
+            cluster_id,
+            store,
+            membership,
+            alarms,
+            proposer,
+            transport,
+            applied_index,
+        } = parts;
+        Server {
+            id,
+            cluster_id,
+            name: config.name.clone(),
+            peer_urls: config.advertise_peer_urls(),
+            client_urls: config.advertise_client_urls(),
+            config,
+            store,
+            membership,
+            alarms,
+            proposer,
+            reads: ReadBatcher::default(),
+            lifecycle: Lifecycle::default(),
+            transport,
+            raft_log: OnceLock::new(),
+            leader_connection: Mutex::new(None),
+            raft_status: Mutex::new(RaftStatus::default()),
+            applied: Progress::new(applied_index),
+        }
+    }
+
+    /// This member's own record, as it publishes it.
+    pub(crate) fn own_record(&self) -> MemberRecord {
+        MemberRecord {
+            id: self.id,
+            name: self.name.clone(),
+            peer_urls: self.peer_urls.clone(),
+            client_urls: self.client_urls.clone(),
+            is_learner: false,
+        }
+    }
+
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        request_timeout(&self.config)
+    }
+
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.raft_status().term,
+        }
+    }
+
+    /// Waits until a read issued now may be served locally (linearizable reads).
+    pub(crate) async fn read_barrier(&self) -> Result<(), EtcdError> {
+        if crate::planted::active(crate::planted::Bug::StaleRead) {
+            return Ok(());
+        }
+        self.reads.barrier().await
+    }
+
+    pub(crate) fn raft_status(&self) -> RaftStatus {
+        *self.raft_status.lock().expect("raft status lock poisoned")
+    }
+
+    pub(crate) fn set_raft_status(&self, status: RaftStatus) {
+        *self.raft_status.lock().expect("raft status lock poisoned") = status;
+    }
+
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.applied.get()
+    }
+
+    pub(crate) fn set_applied(&self, index: u64) {
+        self.applied.advance(index);
+    }
+
+    /// Returns once the applier has applied `index`.
+    pub(crate) async fn applied_reached(&self, index: u64) {
+        self.applied.reached(index).await
+    }
+}
+
+/// etcd's request timeout: 5 s plus two election timeouts.
+pub(crate) fn request_timeout(config: &Config) -> Duration {
+    Duration::from_secs(5) + 2 * Duration::from_millis(config.election_timeout)
+}

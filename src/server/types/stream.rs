@@ -1,0 +1,33 @@
+//! Streams over channels: how a task feeds a gRPC response stream, and how a client feeds
+//! the request side of a streaming call.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// A stream of responses fed by a task through a bounded channel.
+pub struct ChannelStream<T>(pub(crate) mpsc::Receiver<Result<T, Status>>);
+
+impl<T> Stream for ChannelStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(context)
+    }
+}
+
+/// A stream of whatever arrives on a channel: the request side of a client's streaming
+/// call (watch, keep-alive, a snapshot sent to a peer), for the peer transport, oxbench and
+/// the simulator.
+pub struct ReceiverStream<T>(pub mpsc::Receiver<T>);
+
+impl<T> Stream for ReceiverStream<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.poll_recv(context)
+    }
+}

@@ -1,0 +1,6 @@
+//! Layer 5, wiring: bootstrap (recovering or creating a member's state), spawning the
+//! tasks, the listeners the services are served on, and shutdown.
+
+pub(crate) mod bootstrap;
+pub(crate) mod listen;
+pub(crate) mod start;

@@ -1,0 +1,264 @@
+//! Starting a member: bootstrap its state, build the server, seed its membership, spawn its
+//! tasks, serve, and stop.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+pub use super::bootstrap::StartError;
+use super::bootstrap::{bootstrap, MemberSource, Recovered};
+use crate::io::{Clock, Disk, StdDisk, SystemClock};
+use crate::server::state::alarms::Alarms;
+use crate::server::state::membership::Membership;
+use crate::server::state::proposer::Proposer;
+use crate::server::state::server::{self, Parts, Server};
+use crate::server::tasks::apply::Applier;
+use crate::server::tasks::peer_transport::PeerTransport;
+use crate::server::tasks::raft_node::Node;
+use crate::server::tasks::{lease_expiry, read_index};
+use crate::server::types::config::Config;
+use crate::server::types::error::EtcdError;
+use crate::server::types::request::REMOVED;
+
+/// Inputs queued for the Raft task at most (proposals wait for room beyond that).
+const NODE_INPUTS_QUEUED_MAX: usize = 8_192;
+
+/// Runs a member on the real disk until `shutdown` completes or the member fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    run_on(
+        config,
+        Arc::new(StdDisk),
+        Arc::new(SystemClock),
+        seed,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs a member on `disk` measuring time by `clock` (the simulator passes its crashable
+/// disk and a clock it skews) with all randomness derived from `seed`.
+pub async fn run_on(
+    config: Config,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let mut recovered = bootstrap(&config, disk, clock, seed).await?;
+    let member_id = recovered.member_id;
+    #[cfg(madsim)]
+    crate::server::types::observe::report(
+        member_id,
+        crate::server::types::observe::Observation::Started,
+    );
+    let conf_state = &recovered.conf_state;
+    let single_voter = conf_state.voters == [member_id] && conf_state.voters_outgoing.is_empty();
+    if single_voter {
+        // Nobody else can win; do not wait an election timeout to lead.
+        recovered.raw_node.campaign()?;
+    }
+
+    let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
+    let (applier_batches, batches) = mpsc::unbounded_channel();
+    let transport = Arc::new(PeerTransport::default());
+    // Request ids must not repeat across restarts: an entry of the previous life still
+    // waiting in the log would otherwise answer a new request with its own result. The
+    // clock (virtual, hence deterministic, in the simulator) makes every start different
+    // even when the caller passes the same seed each time.
+    let started_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    let store = recovered.store.clone();
+    let server = Arc::new(Server::new(Parts {
+        config: config.clone(),
+        id: member_id,
+        cluster_id: recovered.cluster_id,
+        store: store.clone(),
+        membership: Membership::new(
+            member_id,
+            store.clone(),
+            transport.clone(),
+            config.election(),
+            recovered.applied_index,
+            recovered.conf_state.clone(),
+        ),
+        alarms: Alarms::load(store.clone()),
+        proposer: Proposer::new(
+            node_inputs,
+            member_id,
+            seed ^ started_nanos,
+            config.max_request_bytes,
+            server::request_timeout(&config),
+        ),
+        transport: transport.clone(),
+        applied_index: recovered.applied_index,
+    }));
+    tracing::info!(
+        name = %config.name,
+        member_id = %format!("{member_id:x}"),
+        cluster_id = %format!("{:x}", recovered.cluster_id),
+        applied = recovered.applied_index,
+        replay = recovered.replayed,
+        "starting member"
+    );
+    let _ = server.raft_log.set(recovered.log.clone());
+    seed_membership(&server, &mut recovered)?;
+    transport.start(&server);
+
+    let node = Node {
+        raw_node: recovered.raw_node,
+        storage: recovered.log,
+        wal: recovered.wal,
+        snapshots: recovered.snapshots,
+        server: server.clone(),
+        inputs,
+        applier: applier_batches,
+        campaign_after_advance: false,
+    };
+    let applier = Applier {
+        server: server.clone(),
+        backend: store,
+        batches,
+        applied_index: recovered.applied_index,
+        backend_index: recovered.backend_index,
+        snapshot_index: recovered.snapshot_index,
+        uncommitted_entries: 0,
+    };
+    let node_task = tokio::spawn(node.run());
+    let applier_task = tokio::spawn(applier.run());
+    tokio::spawn(read_index::run(server.clone()));
+    tokio::spawn(lease_expiry::run(server.clone()));
+
+    tokio::spawn(publish(server.clone()));
+    let mut servers = serve(server.clone(), Listeners::Clients).await?;
+    servers.extend(serve(server.clone(), Listeners::Peers).await?);
+    tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
+    tokio::select! {
+        biased;
+        _ = shutdown => server.lifecycle.stop(),
+        _ = server.lifecycle.stopped() => {}
+    }
+    for listener in servers {
+        listener.abort();
+    }
+    let node_result = node_task.await.unwrap_or(Err(EtcdError::Stopped));
+    let applier_result = applier_task.await.unwrap_or(Err(EtcdError::Stopped));
+    if let Some(reason) = server.lifecycle.stop_reason() {
+        return Err(StartError::Stopped(reason));
+    }
+    if let Err(error) = node_result.and(applier_result) {
+        return Err(StartError::Stopped(error.to_string()));
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// What is known of every member, before anything is applied: what the backend recorded
+/// (membership changes and publications), or what the peers said when this member joined,
+/// or else the initial cluster. Then the transport carries messages to every one of them.
+fn seed_membership(server: &Server, recovered: &mut Recovered) -> Result<(), StartError> {
+    let membership = &server.membership;
+    let saved = recovered.store.member_records();
+    if saved.removed.contains(&server.id) {
+        return Err(StartError::Stopped(REMOVED.into()));
+    }
+    membership.set_removed(saved.removed.iter().copied());
+    match &recovered.member_source {
+        MemberSource::Joined(records) => {
+            for record in records {
+                membership.set_member(record.clone());
+            }
+        }
+        MemberSource::Initial(records) if saved.members.is_empty() => {
+            for record in records {
+                membership.set_member(record.clone());
+            }
+        }
+        MemberSource::Initial(_) => {}
+    }
+    for record in saved.members {
+        membership.set_member(record);
+    }
+    membership.set_member(server.own_record());
+    membership.connect_peers();
+    Ok(())
+}
+
+/// Which services a listener serves.
+#[derive(Clone, Copy)]
+enum Listeners {
+    /// The etcd v3 API, on the client URLs.
+    Clients,
+    /// The Raft transport, on the peer URLs.
+    Peers,
+}
+
+/// Serves `which` on each of its listen addresses until the member stops.
+async fn serve(
+    server: Arc<Server>,
+    which: Listeners,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    let (addresses, what) = match which {
+        Listeners::Clients => (server.config.client_listen_addrs()?, "client"),
+        Listeners::Peers => (server.config.peer_listen_addrs()?, "peer"),
+    };
+    let mut servers = Vec::new();
+    for address in addresses {
+        // The simulator's transport binds by address; production binds here so that a
+        // taken port fails the start instead of a background task.
+        #[cfg(not(madsim))]
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Listen { address, source })?;
+        #[cfg(madsim)]
+        let listener = address;
+        let server = server.clone();
+        servers.push(tokio::spawn(async move {
+            let stopping = server.clone();
+            let shutdown = async move { stopping.lifecycle.stopped().await };
+            let result = match which {
+                Listeners::Clients => {
+                    crate::server::wiring::listen::serve(server.clone(), listener, shutdown).await
+                }
+                Listeners::Peers => {
+                    crate::server::wiring::listen::serve_peers(server.clone(), listener, shutdown)
+                        .await
+                }
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, %address, "{what} listener failed");
+                server
+                    .lifecycle
+                    .stop_with_error(format!("{what} listener {address}: {error}"));
+            }
+        }));
+    }
+    Ok(servers)
+}
+
+/// Publishes this member's name and client URLs through Raft, retrying until it is applied,
+/// so that every member lists it (etcd publishes the same way when a member starts).
+async fn publish(server: Arc<Server>) {
+    use crate::proto::oxcdpb::internal_request::Request;
+    loop {
+        match server
+            .proposer
+            .propose(Request::MemberAttributes(server.own_record()))
+            .await
+        {
+            Ok(_) => return,
+            Err(error) => tracing::debug!(%error, "publishing member attributes; retrying"),
+        }
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(server.config.heartbeat() * 5) => {}
+            _ = server.lifecycle.stopped() => return,
+        }
+    }
+}
