@@ -3,7 +3,8 @@
 //! Entries arrive in log order from the Raft task. Each normal entry carries an
 //! `InternalRequest`; applying it is deterministic, so every member computes the same
 //! revision and the same response from the same entry. The member that proposed the entry
-//! also completes the client's waiter with that response.
+//! also completes the client's waiter with that response. A request reaches the state
+//! through the applier chain (`apply_chain`), whose decorators may refuse it first.
 //!
 //! The applied index is written into the same backend batch as the data it describes, and
 //! the backend commits only between entries, so a crash can never leave the backend with
@@ -16,18 +17,13 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::mpsc;
 
-use crate::proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
-    CompactionRequest, CompactionResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse,
-};
-use crate::proto::oxcdpb::{internal_request::Request, ConfChangeContext, InternalRequest};
+use crate::proto::oxcdpb::{ConfChangeContext, InternalRequest};
 use crate::raft::{ConfChangeType, ConfChangeV2, Entry, EntryType};
 use crate::server::state::server::Server;
 use crate::server::state::store::Store;
-use crate::server::state::txn;
+use crate::server::tasks::apply_chain;
 use crate::server::types::error::EtcdError;
-use crate::server::types::request::{Applied, ApplyBatch, ApplyResult, NodeInput};
+use crate::server::types::request::{Applied, ApplyBatch, NodeInput};
 
 pub struct Applier {
     pub server: Arc<Server>,
@@ -215,7 +211,7 @@ impl Applier {
                         )))
                     }
                 };
-                let result = self.apply_request(request.request);
+                let result = apply_chain::apply(&self.server, &self.backend, request.request);
                 self.server.proposer.waiters.complete(request.id, result);
                 #[cfg(madsim)]
                 crate::server::types::observe::report(
@@ -239,125 +235,6 @@ impl Applier {
             }
         }
         Ok(())
-    }
-
-    fn apply_request(&mut self, request: Option<Request>) -> ApplyResult {
-        let no_space = self.server.alarms.is_active(AlarmType::Nospace);
-        match request {
-            Some(Request::Put(request)) => {
-                if no_space {
-                    return Err(EtcdError::NoSpace);
-                }
-                self.backend
-                    .write(|txn_view| txn::put(txn_view, &request).map(Applied::Put))
-            }
-            Some(Request::DeleteRange(request)) => self
-                .backend
-                .write(|txn_view| txn::delete_range(txn_view, &request).map(Applied::DeleteRange)),
-            Some(Request::Txn(request)) => {
-                if no_space && txn::txn_has_puts(&request) {
-                    return Err(EtcdError::NoSpace);
-                }
-                self.backend
-                    .write(|txn_view| txn::txn(txn_view, &request).map(Applied::Txn))
-            }
-            Some(Request::Compaction(CompactionRequest { revision, .. })) => {
-                self.backend.compact(revision)?;
-                Ok((
-                    Applied::Compaction(CompactionResponse::default()),
-                    self.backend.current_revision(),
-                ))
-            }
-            Some(Request::LeaseGrant(LeaseGrantRequest { ttl, id })) => {
-                if no_space {
-                    return Err(EtcdError::NoSpace);
-                }
-                let granted_ttl = self.backend.grant_lease(id, ttl)?;
-                Ok((
-                    Applied::LeaseGrant(LeaseGrantResponse {
-                        header: None,
-                        id,
-                        ttl: granted_ttl,
-                        error: String::new(),
-                    }),
-                    self.backend.current_revision(),
-                ))
-            }
-            Some(Request::LeaseRevoke(LeaseRevokeRequest { id })) => {
-                let revision = self.backend.revoke_lease(id)?;
-                Ok((
-                    Applied::LeaseRevoke(LeaseRevokeResponse::default()),
-                    revision,
-                ))
-            }
-            Some(Request::LeaseCheckpoint(request)) => {
-                for checkpoint in request.checkpoints {
-                    self.backend
-                        .checkpoint_lease(checkpoint.id, checkpoint.remaining_ttl);
-                }
-                Ok((Applied::LeaseCheckpoint, self.backend.current_revision()))
-            }
-            Some(Request::Alarm(request)) => {
-                let alarms = self.apply_alarm(&request);
-                Ok((
-                    Applied::Alarm(AlarmResponse {
-                        header: None,
-                        alarms,
-                    }),
-                    self.backend.current_revision(),
-                ))
-            }
-            Some(Request::MemberAttributes(record)) => {
-                // A member removed meanwhile does not come back by publishing.
-                self.server.membership.publish(record);
-                Ok((Applied::Membership, self.backend.current_revision()))
-            }
-            Some(Request::MemberUpdate(record)) => {
-                if !self
-                    .server
-                    .membership
-                    .update_peer_urls(record.id, record.peer_urls)
-                {
-                    return Err(EtcdError::MemberNotFound);
-                }
-                Ok((Applied::Membership, self.backend.current_revision()))
-            }
-            None => Err(EtcdError::Internal("empty request in the log".into())),
-        }
-    }
-
-    fn apply_alarm(&mut self, request: &AlarmRequest) -> Vec<AlarmMember> {
-        let alarm = AlarmMember {
-            member_id: request.member_id,
-            alarm: request.alarm,
-        };
-        match AlarmAction::try_from(request.action) {
-            Ok(AlarmAction::Activate) if request.alarm != AlarmType::None as i32 => {
-                let changed = self.server.alarms.activate(alarm);
-                if changed {
-                    tracing::warn!(
-                        server = request.member_id,
-                        alarm = request.alarm,
-                        "alarm raised"
-                    );
-                }
-                vec![alarm]
-            }
-            Ok(AlarmAction::Deactivate) => {
-                let removed = self.server.alarms.deactivate(alarm);
-                if removed {
-                    tracing::info!(
-                        server = request.member_id,
-                        alarm = request.alarm,
-                        "alarm cleared"
-                    );
-                    vec![alarm]
-                } else {
-                    Vec::new()
-                }
-            }
-            _ => Vec::new(),
-        }
     }
 
     fn commit(&mut self) -> Result<(), EtcdError> {

@@ -3,6 +3,7 @@
 //! expiry, and the peer transport that carries Raft messages out.
 
 pub(crate) mod apply;
+pub(crate) mod apply_chain;
 pub(crate) mod lease_expiry;
 pub(crate) mod peer_transport;
 pub(crate) mod raft_node;

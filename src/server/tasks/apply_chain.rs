@@ -1,0 +1,395 @@
+//! The applier chain: one method per kind of request in the log (etcd's `applierV3`),
+//! implemented once against the member's state and wrapped by decorators that may refuse a
+//! request before it reaches the state.
+//!
+//! Today there is one decorator, [`Capped`] (etcd's `applierV3Capped`): while the NOSPACE
+//! alarm is raised it refuses every request that would grow the backend. Authorization
+//! joins as another decorator, checking the proposer's permissions at the revision the
+//! entry applies at (etcd's `authApplierV3`). Every member applies the same entries through
+//! the same chain, so a refusal is as deterministic as a success.
+
+use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, LeaseCheckpointRequest,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    TxnRequest,
+};
+use crate::proto::oxcdpb::{internal_request::Request, MemberRecord};
+use crate::server::state::server::Server;
+use crate::server::state::store::Store;
+use crate::server::state::txn;
+use crate::server::types::error::EtcdError;
+use crate::server::types::request::{Applied, ApplyResult};
+
+/// Applies each kind of request in the log; answers the response and the revision after it.
+pub(crate) trait ApplyRequests {
+    fn put(&mut self, request: &PutRequest) -> ApplyResult;
+    fn delete_range(&mut self, request: &DeleteRangeRequest) -> ApplyResult;
+    fn txn(&mut self, request: &TxnRequest) -> ApplyResult;
+    fn compaction(&mut self, request: &CompactionRequest) -> ApplyResult;
+    fn lease_grant(&mut self, request: &LeaseGrantRequest) -> ApplyResult;
+    fn lease_revoke(&mut self, request: &LeaseRevokeRequest) -> ApplyResult;
+    fn lease_checkpoint(&mut self, request: &LeaseCheckpointRequest) -> ApplyResult;
+    fn alarm(&mut self, request: &AlarmRequest) -> ApplyResult;
+    /// A member publishes its name and client URLs.
+    fn member_attributes(&mut self, record: MemberRecord) -> ApplyResult;
+    /// New peer URLs for a member (MemberUpdate).
+    fn member_update(&mut self, record: MemberRecord) -> ApplyResult;
+}
+
+/// Hands `request` to the method of its kind.
+pub(crate) fn dispatch(applier: &mut dyn ApplyRequests, request: Option<Request>) -> ApplyResult {
+    match request {
+        Some(Request::Put(request)) => applier.put(&request),
+        Some(Request::DeleteRange(request)) => applier.delete_range(&request),
+        Some(Request::Txn(request)) => applier.txn(&request),
+        Some(Request::Compaction(request)) => applier.compaction(&request),
+        Some(Request::LeaseGrant(request)) => applier.lease_grant(&request),
+        Some(Request::LeaseRevoke(request)) => applier.lease_revoke(&request),
+        Some(Request::LeaseCheckpoint(request)) => applier.lease_checkpoint(&request),
+        Some(Request::Alarm(request)) => applier.alarm(&request),
+        Some(Request::MemberAttributes(record)) => applier.member_attributes(record),
+        Some(Request::MemberUpdate(record)) => applier.member_update(record),
+        None => Err(EtcdError::Internal("empty request in the log".into())),
+    }
+}
+
+/// Applies `request` through the chain the member's state calls for now: capped while the
+/// NOSPACE alarm is raised (an alarm applied earlier in the same batch counts).
+pub(crate) fn apply(server: &Server, store: &Store, request: Option<Request>) -> ApplyResult {
+    let mut state = StateApplier { server, store };
+    if server.alarms.is_active(AlarmType::Nospace) {
+        dispatch(&mut Capped { next: &mut state }, request)
+    } else {
+        dispatch(&mut state, request)
+    }
+}
+
+/// The end of the chain: changes the store, the lessor, the alarms and the member list.
+pub(crate) struct StateApplier<'a> {
+    pub(crate) server: &'a Server,
+    pub(crate) store: &'a Store,
+}
+
+impl StateApplier<'_> {
+    fn revision(&self) -> i64 {
+        self.store.current_revision()
+    }
+}
+
+impl ApplyRequests for StateApplier<'_> {
+    fn put(&mut self, request: &PutRequest) -> ApplyResult {
+        self.store
+            .write(|view| txn::put(view, request).map(Applied::Put))
+    }
+
+    fn delete_range(&mut self, request: &DeleteRangeRequest) -> ApplyResult {
+        self.store
+            .write(|view| txn::delete_range(view, request).map(Applied::DeleteRange))
+    }
+
+    fn txn(&mut self, request: &TxnRequest) -> ApplyResult {
+        self.store
+            .write(|view| txn::txn(view, request).map(Applied::Txn))
+    }
+
+    fn compaction(&mut self, request: &CompactionRequest) -> ApplyResult {
+        self.store.compact(request.revision)?;
+        Ok((
+            Applied::Compaction(CompactionResponse::default()),
+            self.revision(),
+        ))
+    }
+
+    fn lease_grant(&mut self, request: &LeaseGrantRequest) -> ApplyResult {
+        let granted_ttl = self.store.grant_lease(request.id, request.ttl)?;
+        let response = LeaseGrantResponse {
+            header: None,
+            id: request.id,
+            ttl: granted_ttl,
+            error: String::new(),
+        };
+        Ok((Applied::LeaseGrant(response), self.revision()))
+    }
+
+    fn lease_revoke(&mut self, request: &LeaseRevokeRequest) -> ApplyResult {
+        let revision = self.store.revoke_lease(request.id)?;
+        Ok((
+            Applied::LeaseRevoke(LeaseRevokeResponse::default()),
+            revision,
+        ))
+    }
+
+    fn lease_checkpoint(&mut self, request: &LeaseCheckpointRequest) -> ApplyResult {
+        for checkpoint in &request.checkpoints {
+            self.store
+                .checkpoint_lease(checkpoint.id, checkpoint.remaining_ttl);
+        }
+        Ok((Applied::LeaseCheckpoint, self.revision()))
+    }
+
+    fn alarm(&mut self, request: &AlarmRequest) -> ApplyResult {
+        let alarm = AlarmMember {
+            member_id: request.member_id,
+            alarm: request.alarm,
+        };
+        let alarms = &self.server.alarms;
+        let changed = match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Activate) if request.alarm != AlarmType::None as i32 => {
+                if alarms.activate(alarm) {
+                    tracing::warn!(
+                        member = request.member_id,
+                        alarm = request.alarm,
+                        "alarm raised"
+                    );
+                }
+                // Raising an alarm already raised still answers it.
+                vec![alarm]
+            }
+            Ok(AlarmAction::Deactivate) => {
+                if alarms.deactivate(alarm) {
+                    tracing::info!(
+                        member = request.member_id,
+                        alarm = request.alarm,
+                        "alarm cleared"
+                    );
+                    vec![alarm]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
+        let response = AlarmResponse {
+            header: None,
+            alarms: changed,
+        };
+        Ok((Applied::Alarm(response), self.revision()))
+    }
+
+    fn member_attributes(&mut self, record: MemberRecord) -> ApplyResult {
+        self.server.membership.publish(record);
+        Ok((Applied::Membership, self.revision()))
+    }
+
+    fn member_update(&mut self, record: MemberRecord) -> ApplyResult {
+        let membership = &self.server.membership;
+        if !membership.update_peer_urls(record.id, record.peer_urls) {
+            return Err(EtcdError::MemberNotFound);
+        }
+        Ok((Applied::Membership, self.revision()))
+    }
+}
+
+/// Refuses what would grow the backend while the NOSPACE alarm is raised: puts, txns that
+/// put, lease grants. Deletes, compactions and revocations still apply, so an operator can
+/// make room (etcd's `applierV3Capped`).
+pub(crate) struct Capped<'a> {
+    pub(crate) next: &'a mut dyn ApplyRequests,
+}
+
+impl ApplyRequests for Capped<'_> {
+    fn put(&mut self, _request: &PutRequest) -> ApplyResult {
+        Err(EtcdError::NoSpace)
+    }
+
+    fn txn(&mut self, request: &TxnRequest) -> ApplyResult {
+        if txn::txn_has_puts(request) {
+            return Err(EtcdError::NoSpace);
+        }
+        self.next.txn(request)
+    }
+
+    fn lease_grant(&mut self, _request: &LeaseGrantRequest) -> ApplyResult {
+        Err(EtcdError::NoSpace)
+    }
+
+    fn delete_range(&mut self, request: &DeleteRangeRequest) -> ApplyResult {
+        self.next.delete_range(request)
+    }
+
+    fn compaction(&mut self, request: &CompactionRequest) -> ApplyResult {
+        self.next.compaction(request)
+    }
+
+    fn lease_revoke(&mut self, request: &LeaseRevokeRequest) -> ApplyResult {
+        self.next.lease_revoke(request)
+    }
+
+    fn lease_checkpoint(&mut self, request: &LeaseCheckpointRequest) -> ApplyResult {
+        self.next.lease_checkpoint(request)
+    }
+
+    fn alarm(&mut self, request: &AlarmRequest) -> ApplyResult {
+        self.next.alarm(request)
+    }
+
+    fn member_attributes(&mut self, record: MemberRecord) -> ApplyResult {
+        self.next.member_attributes(record)
+    }
+
+    fn member_update(&mut self, record: MemberRecord) -> ApplyResult {
+        self.next.member_update(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::{request_op, PutResponse, RequestOp};
+
+    /// The end of a chain that records which method each request reached.
+    #[derive(Default)]
+    struct Recorder(Vec<&'static str>);
+
+    impl Recorder {
+        fn reached(&mut self, method: &'static str) -> ApplyResult {
+            self.0.push(method);
+            Ok((Applied::Put(PutResponse::default()), 1))
+        }
+    }
+
+    impl ApplyRequests for Recorder {
+        fn put(&mut self, _: &PutRequest) -> ApplyResult {
+            self.reached("put")
+        }
+        fn delete_range(&mut self, _: &DeleteRangeRequest) -> ApplyResult {
+            self.reached("delete_range")
+        }
+        fn txn(&mut self, _: &TxnRequest) -> ApplyResult {
+            self.reached("txn")
+        }
+        fn compaction(&mut self, _: &CompactionRequest) -> ApplyResult {
+            self.reached("compaction")
+        }
+        fn lease_grant(&mut self, _: &LeaseGrantRequest) -> ApplyResult {
+            self.reached("lease_grant")
+        }
+        fn lease_revoke(&mut self, _: &LeaseRevokeRequest) -> ApplyResult {
+            self.reached("lease_revoke")
+        }
+        fn lease_checkpoint(&mut self, _: &LeaseCheckpointRequest) -> ApplyResult {
+            self.reached("lease_checkpoint")
+        }
+        fn alarm(&mut self, _: &AlarmRequest) -> ApplyResult {
+            self.reached("alarm")
+        }
+        fn member_attributes(&mut self, _: MemberRecord) -> ApplyResult {
+            self.reached("member_attributes")
+        }
+        fn member_update(&mut self, _: MemberRecord) -> ApplyResult {
+            self.reached("member_update")
+        }
+    }
+
+    fn txn(ops: Vec<request_op::Request>) -> TxnRequest {
+        TxnRequest {
+            success: ops
+                .into_iter()
+                .map(|request| RequestOp {
+                    request: Some(request),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// One request of every kind, with the method it must reach.
+    fn every_kind() -> Vec<(Request, &'static str)> {
+        vec![
+            (Request::Put(PutRequest::default()), "put"),
+            (
+                Request::DeleteRange(DeleteRangeRequest::default()),
+                "delete_range",
+            ),
+            (Request::Txn(TxnRequest::default()), "txn"),
+            (
+                Request::Compaction(CompactionRequest::default()),
+                "compaction",
+            ),
+            (
+                Request::LeaseGrant(LeaseGrantRequest::default()),
+                "lease_grant",
+            ),
+            (
+                Request::LeaseRevoke(LeaseRevokeRequest::default()),
+                "lease_revoke",
+            ),
+            (
+                Request::LeaseCheckpoint(LeaseCheckpointRequest::default()),
+                "lease_checkpoint",
+            ),
+            (Request::Alarm(AlarmRequest::default()), "alarm"),
+            (
+                Request::MemberAttributes(MemberRecord::default()),
+                "member_attributes",
+            ),
+            (
+                Request::MemberUpdate(MemberRecord::default()),
+                "member_update",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_kind_of_request_reaches_its_own_method() {
+        for (request, method) in every_kind() {
+            let mut recorder = Recorder::default();
+            dispatch(&mut recorder, Some(request)).expect("applied");
+            assert_eq!(recorder.0, vec![method]);
+        }
+    }
+
+    #[test]
+    fn an_empty_entry_is_an_internal_error() {
+        let mut recorder = Recorder::default();
+        assert!(matches!(
+            dispatch(&mut recorder, None),
+            Err(EtcdError::Internal(_))
+        ));
+        assert!(recorder.0.is_empty());
+    }
+
+    #[test]
+    fn capped_refuses_only_what_grows_the_backend() {
+        let growing = ["put", "lease_grant"];
+        for (request, method) in every_kind() {
+            let mut recorder = Recorder::default();
+            let result = dispatch(
+                &mut Capped {
+                    next: &mut recorder,
+                },
+                Some(request),
+            );
+            if growing.contains(&method) {
+                assert_eq!(result.unwrap_err(), EtcdError::NoSpace, "{method}");
+                assert!(recorder.0.is_empty(), "{method} reached the state");
+            } else {
+                assert!(result.is_ok(), "{method}");
+                assert_eq!(recorder.0, vec![method]);
+            }
+        }
+    }
+
+    #[test]
+    fn capped_refuses_a_txn_that_puts_and_passes_one_that_does_not() {
+        let put = request_op::Request::RequestPut(PutRequest::default());
+        let delete = request_op::Request::RequestDeleteRange(DeleteRangeRequest::default());
+        let nested_put = request_op::Request::RequestTxn(txn(vec![put.clone()]));
+
+        let mut recorder = Recorder::default();
+        let mut capped = Capped {
+            next: &mut recorder,
+        };
+        assert_eq!(
+            capped.txn(&txn(vec![delete.clone(), put])).unwrap_err(),
+            EtcdError::NoSpace
+        );
+        assert_eq!(
+            capped.txn(&txn(vec![nested_put])).unwrap_err(),
+            EtcdError::NoSpace
+        );
+        assert!(capped.txn(&txn(vec![delete])).is_ok());
+        assert_eq!(recorder.0, vec!["txn"]);
+    }
+}
