@@ -5,6 +5,8 @@
 pub(crate) mod apply;
 pub(crate) mod apply_chain;
 pub(crate) mod lease_expiry;
+#[cfg(madsim)]
+pub(crate) mod message_faults;
 pub(crate) mod peer_transport;
 pub(crate) mod raft_node;
 pub(crate) mod read_index;

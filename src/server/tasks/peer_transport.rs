@@ -79,55 +79,33 @@ impl Transport for PeerTransport {
     }
 
     fn send(&self, message: Message) {
-        let queue = self
-            .queues
-            .lock()
-            .expect("peer queues lock poisoned")
-            .get(&message.to)
-            .cloned();
-        let Some(queue) = queue else {
-            tracing::debug!(to = message.to, "no route to member; message dropped");
-            return;
-        };
-        let queue = &queue;
-        #[cfg(madsim)]
-        match crate::server::types::transport::delivery(&message) {
-            crate::server::types::transport::Delivery::Deliver => {}
-            crate::server::types::transport::Delivery::Drop => {
-                // A snapshot lost on the wire fails its call, and the sender reports it.
-                self.report_dropped(&message);
-                return;
-            }
-            crate::server::types::transport::Delivery::Duplicate => {
-                self.enqueue(queue, message.clone())
-            }
-            crate::server::types::transport::Delivery::Delay(delay) => {
-                let queue = queue.clone();
-                let server = self.server.get().cloned();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    if let Err(error) = queue.try_send(message) {
-                        if let Some(server) = server.as_ref().and_then(std::sync::Weak::upgrade) {
-                            report_if_snapshot(&server, &error.into_inner());
-                        }
-                    }
-                });
-                return;
-            }
+        match self.route(message.to) {
+            Some(queue) => self.enqueue(&queue, message),
+            None => tracing::debug!(to = message.to, "no route to member; message dropped"),
         }
-        self.enqueue(queue, message);
     }
 }
 
 impl PeerTransport {
-    fn enqueue(&self, queue: &mpsc::Sender<Message>, message: Message) {
+    /// The queue of messages to member `to`, if it is a peer.
+    pub(crate) fn route(&self, to: u64) -> Option<mpsc::Sender<Message>> {
+        self.queues
+            .lock()
+            .expect("peer queues lock poisoned")
+            .get(&to)
+            .cloned()
+    }
+
+    /// Queues `message` on `queue`; a full queue drops it.
+    pub(crate) fn enqueue(&self, queue: &mpsc::Sender<Message>, message: Message) {
         if let Err(error) = queue.try_send(message) {
             tracing::debug!("peer queue full; message dropped");
             self.report_dropped(&error.into_inner());
         }
     }
 
-    fn report_dropped(&self, message: &Message) {
+    /// Reports a message dropped unsent (a snapshot's sender waits to hear of it).
+    pub(crate) fn report_dropped(&self, message: &Message) {
         if let Some(server) = self.server.get().and_then(std::sync::Weak::upgrade) {
             report_if_snapshot(&server, message);
         }

@@ -14,12 +14,15 @@ use crate::server::state::membership::Membership;
 use crate::server::state::proposer::Proposer;
 use crate::server::state::server::{self, Parts, Server};
 use crate::server::tasks::apply::Applier;
+#[cfg(madsim)]
+use crate::server::tasks::message_faults::FaultyTransport;
 use crate::server::tasks::peer_transport::PeerTransport;
 use crate::server::tasks::raft_node::Node;
 use crate::server::tasks::{lease_expiry, read_index};
 use crate::server::types::config::Config;
 use crate::server::types::error::EtcdError;
 use crate::server::types::request::REMOVED;
+use crate::server::types::transport::Transport;
 
 /// Inputs queued for the Raft task at most (proposals wait for room beyond that).
 const NODE_INPUTS_QUEUED_MAX: usize = 8_192;
@@ -66,6 +69,12 @@ pub async fn run_on(
     let (node_inputs, inputs) = mpsc::channel(NODE_INPUTS_QUEUED_MAX);
     let (applier_batches, batches) = mpsc::unbounded_channel();
     let transport = Arc::new(PeerTransport::default());
+    // The seam Raft messages leave through: the peer transport, behind the simulator's
+    // message faults in simulation builds.
+    #[cfg(not(madsim))]
+    let seam: Arc<dyn Transport> = transport.clone();
+    #[cfg(madsim)]
+    let seam: Arc<dyn Transport> = Arc::new(FaultyTransport::new(transport.clone()));
     // Request ids must not repeat across restarts: an entry of the previous life still
     // waiting in the log would otherwise answer a new request with its own result. The
     // clock (virtual, hence deterministic, in the simulator) makes every start different
@@ -83,7 +92,7 @@ pub async fn run_on(
         membership: Membership::new(
             member_id,
             store.clone(),
-            transport.clone(),
+            seam.clone(),
             config.election(),
             recovered.applied_index,
             recovered.conf_state.clone(),
@@ -96,7 +105,7 @@ pub async fn run_on(
             config.max_request_bytes,
             server::request_timeout(&config),
         ),
-        transport: transport.clone(),
+        transport: seam,
         applied_index: recovered.applied_index,
     }));
     tracing::info!(
