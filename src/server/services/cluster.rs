@@ -69,14 +69,14 @@ fn healthy(server: &Server, id: u64) -> bool {
 
 /// A membership change, as the leader's reachability check sees it.
 #[derive(Clone, Copy, Debug)]
-pub enum Change {
+pub(crate) enum Change {
     Add,
     Remove(u64),
 }
 
 /// The reachability half of the strict check, on the leader: has it been in touch long
 /// enough with the members the cluster will rest on after `change`?
-pub fn leader_may_change(server: &Server, change: Change) -> Result<(), EtcdError> {
+pub(crate) fn leader_may_change(server: &Server, change: Change) -> Result<(), EtcdError> {
     if !server.raft_status().is_leader {
         return Err(EtcdError::NotLeader);
     }
@@ -170,8 +170,8 @@ fn may_promote(server: &Server) -> Result<(), EtcdError> {
     Ok(())
 }
 
-pub struct ClusterService {
-    pub server: Arc<Server>,
+pub(crate) struct ClusterService {
+    pub(crate) server: Arc<Server>,
 }
 
 fn info(record: MemberRecord) -> MemberInfo {
@@ -217,7 +217,7 @@ fn peer_urls_taken(server: &Server, urls: &[String], except: Option<u64>) -> boo
 
 /// Promotes learner `id`: on the leader, once it has caught up; elsewhere, by asking the
 /// leader (only it knows how far the learner got).
-pub async fn promote(server: &Server, id: u64) -> Result<MemberPromoteResponse, Status> {
+pub(crate) async fn promote(server: &Server, id: u64) -> Result<MemberPromoteResponse, Status> {
     let record = server
         .membership
         .member(id)

@@ -11,7 +11,7 @@ use crate::server::types::error::EtcdError;
 
 /// A call to the leader failed: forget the connection (the leader may have changed or
 /// died) and tell the client to retry.
-pub fn leader_call_failed(server: &Server) -> EtcdError {
+pub(crate) fn leader_call_failed(server: &Server) -> EtcdError {
     *server
         .leader_connection
         .lock()
@@ -20,11 +20,11 @@ pub fn leader_call_failed(server: &Server) -> EtcdError {
 }
 
 /// A client of another member's peer service.
-pub type PeerClient = RaftTransportClient<Channel>;
+pub(crate) type PeerClient = RaftTransportClient<Channel>;
 
 /// A client of the current leader's peer service, for the few requests only the leader can
 /// answer (lease deadlines live there). The connection is kept while the leader stays.
-pub async fn leader_client(server: &Server) -> Result<PeerClient, EtcdError> {
+pub(crate) async fn leader_client(server: &Server) -> Result<PeerClient, EtcdError> {
     let leader = server.raft_status().leader;
     if leader == 0 {
         return Err(EtcdError::NoLeader);

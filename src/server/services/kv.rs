@@ -24,8 +24,8 @@ use crate::server::types::error::EtcdError;
 /// What etcd adds to a key-value's size when estimating its cost in the backend.
 const KV_OVERHEAD_BYTES: u64 = 256;
 
-pub struct KvService {
-    pub server: Arc<Server>,
+pub(crate) struct KvService {
+    pub(crate) server: Arc<Server>,
 }
 
 impl KvService {

@@ -26,8 +26,8 @@ use crate::server::types::stream::ChannelStream;
 /// Responses buffered per keep-alive stream before the stream waits for the client.
 const KEEP_ALIVE_BUFFER: usize = 16;
 
-pub struct LeaseService {
-    pub server: Arc<Server>,
+pub(crate) struct LeaseService {
+    pub(crate) server: Arc<Server>,
 }
 
 #[tonic::async_trait]
@@ -131,7 +131,10 @@ impl Lease for LeaseService {
 }
 
 /// A lease's remaining time on this member (the leader: it keeps the deadlines).
-pub fn time_to_live(server: &Server, request: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+pub(crate) fn time_to_live(
+    server: &Server,
+    request: &LeaseTimeToLiveRequest,
+) -> LeaseTimeToLiveResponse {
     let revision = server.store.current_revision();
     match server.store.lease_time_to_live(request.id, request.keys) {
         Some((ttl, granted_ttl, keys)) => LeaseTimeToLiveResponse {
@@ -177,7 +180,7 @@ async fn keep_alive(server: &Server, id: i64) -> Result<LeaseKeepAliveResponse, 
 
 /// Renews lease `id` on this member, the leader; returns its TTL, or 0 if it is gone.
 /// Keep-alives sent to a follower arrive here through the peer service.
-pub async fn renew_as_leader(server: &Server, id: i64) -> Result<i64, EtcdError> {
+pub(crate) async fn renew_as_leader(server: &Server, id: i64) -> Result<i64, EtcdError> {
     // The read barrier confirms with a quorum that this member still leads (a deposed
     // leader that has not heard of its successor must not promise a TTL the new leader
     // does not know of), and makes it apply everything committed, so a lease granted a

@@ -28,8 +28,8 @@ const SNAPSHOT_CHUNKS_BUFFERED: usize = 8;
 /// The digest etcd appends to a snapshot stream.
 const SHA256_BYTES: u64 = 32;
 
-pub struct MaintenanceService {
-    pub server: Arc<Server>,
+pub(crate) struct MaintenanceService {
+    pub(crate) server: Arc<Server>,
 }
 
 #[tonic::async_trait]

@@ -23,15 +23,15 @@ use crate::server::types::error::EtcdError;
 use crate::server::types::request::{NodeInput, REMOVED};
 
 /// The receiving side, served on the peer URLs.
-pub struct RaftTransportService {
-    pub server: Arc<Server>,
+pub(crate) struct RaftTransportService {
+    pub(crate) server: Arc<Server>,
     /// Numbers the snapshot transfers received, so that concurrent ones write files of
     /// their own.
-    pub transfers: std::sync::atomic::AtomicU64,
+    pub(crate) transfers: std::sync::atomic::AtomicU64,
 }
 
 impl RaftTransportService {
-    pub fn new(server: Arc<Server>) -> Self {
+    pub(crate) fn new(server: Arc<Server>) -> Self {
         RaftTransportService {
             server,
             transfers: Default::default(),

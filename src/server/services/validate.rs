@@ -15,14 +15,14 @@ use crate::proto::etcdserverpb::{
 };
 use crate::server::types::error::EtcdError;
 
-pub fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
+pub(crate) fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::EmptyKey);
     }
     Ok(())
 }
 
-pub fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
+pub(crate) fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::EmptyKey);
     }
@@ -35,14 +35,14 @@ pub fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
-pub fn check_delete(request: &DeleteRangeRequest) -> Result<(), EtcdError> {
+pub(crate) fn check_delete(request: &DeleteRangeRequest) -> Result<(), EtcdError> {
     if request.key.is_empty() {
         return Err(EtcdError::EmptyKey);
     }
     Ok(())
 }
 
-pub fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
+pub(crate) fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
     check_txn_shape(request, max_txn_ops)?;
     check_writes_disjoint(&request.success)?;
     check_writes_disjoint(&request.failure)?;

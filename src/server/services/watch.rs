@@ -35,8 +35,8 @@ const RESPONSES_BUFFERED: usize = 128;
 /// The watch id etcd uses in answers that concern no single watcher (progress of all).
 const NO_WATCH_ID: i64 = -1;
 
-pub struct WatchService {
-    pub server: Arc<Server>,
+pub(crate) struct WatchService {
+    pub(crate) server: Arc<Server>,
 }
 
 /// What the response half needs to know about each watcher of the stream.

@@ -16,18 +16,18 @@ use crate::server::types::error::EtcdError;
 
 /// What the store returns for a plain range scan.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// In ascending key order.
-    pub kvs: Vec<KeyValue>,
+    pub(crate) kvs: Vec<KeyValue>,
     /// Keys in the range at the revision, ignoring the limit.
-    pub count: i64,
+    pub(crate) count: i64,
     /// The store's current revision (not the revision read at).
-    pub revision: i64,
+    pub(crate) revision: i64,
 }
 
 /// A readable view of the store: a read-only snapshot, or a write transaction that sees its
 /// own earlier writes.
-pub trait KvView {
+pub(crate) trait KvView {
     /// The keys in `[key, end)` at `revision` (<= 0: latest); `end` empty means the one key,
     /// `end == [0]` means every key >= `key`. `limit` 0 means no limit. With `count_only`
     /// the store may leave `kvs` empty.
@@ -42,7 +42,10 @@ pub trait KvView {
 }
 
 /// Answers a `RangeRequest` (the header is filled in by the caller, except its revision).
-pub fn range(view: &mut dyn KvView, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+pub(crate) fn range(
+    view: &mut dyn KvView,
+    request: &RangeRequest,
+) -> Result<RangeResponse, EtcdError> {
     let sort_order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
     let sort_target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
     let filtered = request.min_mod_revision != 0

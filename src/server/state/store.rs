@@ -60,19 +60,19 @@ struct State {
 }
 
 /// A backend image copied to a file of its own; the file goes when the copy is dropped.
-pub struct ImageCopy {
+pub(crate) struct ImageCopy {
     disk: Arc<dyn Disk>,
     path: std::path::PathBuf,
     file: Box<dyn crate::io::DiskFile>,
     /// Its length in bytes.
-    pub len: u64,
+    pub(crate) len: u64,
     /// The Raft index the backend was applied through.
-    pub index: u64,
+    pub(crate) index: u64,
 }
 
 impl ImageCopy {
     /// Up to `max` bytes of the image from `offset` (none at the end).
-    pub fn read(&self, offset: u64, max: usize) -> Result<Bytes, EtcdError> {
+    pub(crate) fn read(&self, offset: u64, max: usize) -> Result<Bytes, EtcdError> {
         let n = (self.len.saturating_sub(offset)).min(max as u64) as usize;
         let mut piece = vec![0; n];
         self.file
@@ -108,13 +108,13 @@ struct Inner {
 
 /// The member's store. Clones share it.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     inner: Arc<Inner>,
 }
 
 /// Moves a leader's backend image over the backend file at `backend`, durably (the
 /// rename is atomic: a crash leaves the old backend or the new one).
-pub fn install_image(disk: &dyn Disk, image: &Path, backend: &Path) -> std::io::Result<()> {
+pub(crate) fn install_image(disk: &dyn Disk, image: &Path, backend: &Path) -> std::io::Result<()> {
     disk.rename(image, backend)?;
     match backend.parent() {
         Some(dir) => disk.sync_dir(dir),
@@ -125,7 +125,7 @@ pub fn install_image(disk: &dyn Disk, image: &Path, backend: &Path) -> std::io::
 impl Store {
     /// Opens the backend under the member's snap directory and rebuilds the index and the
     /// lessor from it.
-    pub fn open(
+    pub(crate) fn open(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
         config: &Config,
@@ -168,7 +168,7 @@ impl Store {
     /// Replaces the backend with the image at `image` (a leader's snapshot), moving the
     /// file over the backend's, and rebuilds everything from it. Watchers keep their
     /// streams and catch up from the new store's history.
-    pub fn restore(&self, image: &Path) -> Result<(), EtcdError> {
+    pub(crate) fn restore(&self, image: &Path) -> Result<(), EtcdError> {
         let inner = &self.inner;
         let mut state = self.lock();
         install_image(inner.disk.as_ref(), image, &inner.path)
@@ -185,26 +185,26 @@ impl Store {
         self.inner.state.lock().expect("store lock poisoned")
     }
 
-    pub fn consistent_index(&self) -> u64 {
+    pub(crate) fn consistent_index(&self) -> u64 {
         self.lock().kv.backend.consistent_index().unwrap_or(0)
     }
 
-    pub fn set_consistent_index(&self, index: u64) {
+    pub(crate) fn set_consistent_index(&self, index: u64) {
         self.lock().kv.backend.set_consistent_index(index);
     }
 
-    pub fn current_revision(&self) -> i64 {
+    pub(crate) fn current_revision(&self) -> i64 {
         self.lock().kv.revision
     }
 
-    pub fn alarms(&self) -> Vec<AlarmMember> {
+    pub(crate) fn alarms(&self) -> Vec<AlarmMember> {
         let encoded = self.lock().kv.backend.alarms().unwrap_or_default();
         AlarmResponse::decode(encoded.as_slice())
             .map(|response| response.alarms)
             .unwrap_or_default()
     }
 
-    pub fn save_alarms(&self, alarms: &[AlarmMember]) {
+    pub(crate) fn save_alarms(&self, alarms: &[AlarmMember]) {
         let encoded = AlarmResponse {
             header: None,
             alarms: alarms.to_vec(),
@@ -214,12 +214,12 @@ impl Store {
     }
 
     /// The member records and removed member ids saved by [`Store::save_members`].
-    pub fn member_records(&self) -> MemberRecords {
+    pub(crate) fn member_records(&self) -> MemberRecords {
         let encoded = self.lock().kv.backend.members().unwrap_or_default();
         MemberRecords::decode(encoded.as_slice()).unwrap_or_default()
     }
 
-    pub fn save_members(&self, members: &[MemberRecord], removed: &[u64]) {
+    pub(crate) fn save_members(&self, members: &[MemberRecord], removed: &[u64]) {
         let encoded = MemberRecords {
             members: members.to_vec(),
             removed: removed.to_vec(),
@@ -229,26 +229,26 @@ impl Store {
     }
 
     /// Makes everything applied so far durable in the backend.
-    pub fn commit(&self) -> Result<(), BackendError> {
+    pub(crate) fn commit(&self) -> Result<(), BackendError> {
         self.lock().kv.backend.commit()
     }
 
-    pub fn db_size_bytes(&self) -> u64 {
+    pub(crate) fn db_size_bytes(&self) -> u64 {
         self.lock().kv.backend.size_bytes()
     }
 
-    pub fn db_size_in_use_bytes(&self) -> u64 {
+    pub(crate) fn db_size_in_use_bytes(&self) -> u64 {
         self.db_size_bytes()
     }
 
-    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+    pub(crate) fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
         let state = self.lock();
         let mut view = ReadView { kv: &state.kv };
         range::range(&mut view, request)
     }
 
     /// Answers a Txn that only reads; returns the response and the revision it read at.
-    pub fn read_txn(&self, request: &TxnRequest) -> Result<(TxnResponse, i64), EtcdError> {
+    pub(crate) fn read_txn(&self, request: &TxnRequest) -> Result<(TxnResponse, i64), EtcdError> {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
         let revision = kv.revision;
@@ -262,7 +262,7 @@ impl Store {
     }
 
     /// Runs one write through `apply`; everything it writes lands at one revision.
-    pub fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         apply: impl FnOnce(&mut dyn KvWrite) -> Result<T, EtcdError>,
     ) -> Result<(T, i64), EtcdError> {
@@ -278,11 +278,11 @@ impl Store {
         result.map(|value| (value, revision))
     }
 
-    pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+    pub(crate) fn compact(&self, revision: i64) -> Result<(), EtcdError> {
         Ok(self.lock().kv.compact(revision)?)
     }
 
-    pub fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64, EtcdError> {
+    pub(crate) fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64, EtcdError> {
         let mut state = self.lock();
         let granted = state.lessor.grant(id, ttl, self.inner.clock.now())?;
         state.kv.backend.put_lease(id, granted, granted);
@@ -290,7 +290,7 @@ impl Store {
     }
 
     /// Revokes a lease and deletes its keys at one revision; returns the revision after.
-    pub fn revoke_lease(&self, id: i64) -> Result<i64, EtcdError> {
+    pub(crate) fn revoke_lease(&self, id: i64) -> Result<i64, EtcdError> {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
         let keys = lessor.revoke(id)?;
@@ -302,49 +302,49 @@ impl Store {
         Ok(txn.end())
     }
 
-    pub fn checkpoint_lease(&self, id: i64, remaining_ttl: i64) {
+    pub(crate) fn checkpoint_lease(&self, id: i64, remaining_ttl: i64) {
         let mut state = self.lock();
         if let Some((_, ttl, _)) = state.lessor.time_to_live(id, self.inner.clock.now()) {
             state.kv.backend.put_lease(id, ttl, remaining_ttl);
         }
     }
 
-    pub fn renew_lease(&self, id: i64) -> Result<i64, LeaseError> {
+    pub(crate) fn renew_lease(&self, id: i64) -> Result<i64, LeaseError> {
         self.lock().lessor.renew(id, self.inner.clock.now())
     }
 
-    pub fn promote_lessor(&self) {
+    pub(crate) fn promote_lessor(&self) {
         self.lock().lessor.promote(self.inner.clock.now());
     }
 
-    pub fn demote_lessor(&self) {
+    pub(crate) fn demote_lessor(&self) {
         self.lock().lessor.demote();
     }
 
-    pub fn expired_leases(&self, max: usize) -> Vec<i64> {
+    pub(crate) fn expired_leases(&self, max: usize) -> Vec<i64> {
         self.lock().lessor.expired(self.inner.clock.now(), max)
     }
 
     /// The lock the applier holds while it applies a batch (see `copy_image`).
-    pub fn batch_gate(&self) -> Arc<Mutex<()>> {
+    pub(crate) fn batch_gate(&self) -> Arc<Mutex<()>> {
         self.inner.batch.clone()
     }
 
     /// The member's disk.
-    pub fn disk(&self) -> Arc<dyn Disk> {
+    pub(crate) fn disk(&self) -> Arc<dyn Disk> {
         self.inner.disk.clone()
     }
 
     /// The member's clock.
-    pub fn clock(&self) -> Arc<dyn Clock> {
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
     }
 
-    pub fn lease_ids(&self) -> Vec<i64> {
+    pub(crate) fn lease_ids(&self) -> Vec<i64> {
         self.lock().lessor.ids()
     }
 
-    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Option<(i64, i64, Vec<Bytes>)> {
+    pub(crate) fn lease_time_to_live(&self, id: i64, keys: bool) -> Option<(i64, i64, Vec<Bytes>)> {
         let (ttl, granted, attached) = self
             .lock()
             .lessor
@@ -353,7 +353,7 @@ impl Store {
     }
 
     /// A fresh, unused, positive lease id.
-    pub fn new_lease_id(&self) -> i64 {
+    pub(crate) fn new_lease_id(&self) -> i64 {
         let mut rng = self.inner.lease_ids.lock().expect("lease id lock poisoned");
         loop {
             let id = rng.random::<i64>() & i64::MAX;
@@ -363,17 +363,17 @@ impl Store {
         }
     }
 
-    pub fn defragment(&self) -> Result<(), EtcdError> {
+    pub(crate) fn defragment(&self) -> Result<(), EtcdError> {
         self.lock().kv.backend.defragment().map_err(backend_error)
     }
 
     /// A hash of the whole key space history held (etcd's Hash).
-    pub fn hash(&self) -> Result<u32, EtcdError> {
+    pub(crate) fn hash(&self) -> Result<u32, EtcdError> {
         Ok(self.lock().kv.hash_kv(0)?)
     }
 
     /// etcd's HashKV: (hash, compact revision, revision hashed at).
-    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
+    pub(crate) fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
         let state = self.lock();
         let at = if revision <= 0 {
             state.kv.revision
@@ -388,7 +388,7 @@ impl Store {
     /// two of the applier's batches under the store's lock (so the image holds exactly the
     /// entries up to that index), to be streamed (to a client, to a peer) without holding
     /// the lock or the whole image in memory.
-    pub fn copy_image(&self) -> Result<ImageCopy, EtcdError> {
+    pub(crate) fn copy_image(&self) -> Result<ImageCopy, EtcdError> {
         let inner = &self.inner;
         let nonce = inner.image_copies.fetch_add(1, Ordering::Relaxed);
         let dir = inner.path.parent().unwrap_or(Path::new("."));
@@ -419,12 +419,12 @@ impl Store {
         Ok(copy)
     }
 
-    pub fn new_watch_stream(&self) -> WatchStream {
+    pub(crate) fn new_watch_stream(&self) -> WatchStream {
         let hub = self.lock().kv.hub.clone();
         hub.new_stream(Arc::new(self.clone()))
     }
 
-    pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+    pub(crate) fn fill_prev_kvs(&self, events: &mut [Event]) {
         self.lock().kv.fill_prev_kvs(events);
     }
 }

@@ -21,7 +21,7 @@ use crate::server::types::error::EtcdError;
 
 /// A write transaction: reads see its own earlier writes; everything it does lands at one
 /// revision when it ends.
-pub trait KvWrite: KvView {
+pub(crate) trait KvWrite: KvView {
     /// Puts `key`; returns the previous key-value, if the key existed.
     fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, EtcdError>;
     /// Deletes `[key, end)` (same range rules as a scan); returns what was deleted.
@@ -40,7 +40,7 @@ fn get(txn: &mut dyn KvWrite, key: &[u8]) -> Result<Option<KeyValue>, EtcdError>
     Ok(scan.kvs.into_iter().next())
 }
 
-pub fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, EtcdError> {
+pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, EtcdError> {
     let previous = if request.prev_kv || request.ignore_value || request.ignore_lease {
         let previous = get(txn, &request.key)?;
         if previous.is_none() && (request.ignore_value || request.ignore_lease) {
@@ -72,7 +72,7 @@ pub fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, E
     })
 }
 
-pub fn delete_range(
+pub(crate) fn delete_range(
     txn: &mut dyn KvWrite,
     request: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, EtcdError> {
@@ -84,7 +84,7 @@ pub fn delete_range(
     })
 }
 
-pub fn txn(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+pub(crate) fn txn(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<TxnResponse, EtcdError> {
     let succeeded = compares_hold(txn, &request.compare)?;
     let ops = if succeeded {
         &request.success
@@ -182,7 +182,10 @@ fn check_range_revision(txn: &dyn KvWrite, request: &RangeRequest) -> Result<(),
 }
 
 /// Whether every compare holds, each against every key of its range.
-pub fn compares_hold(txn: &mut dyn KvWrite, compares: &[Compare]) -> Result<bool, EtcdError> {
+pub(crate) fn compares_hold(
+    txn: &mut dyn KvWrite,
+    compares: &[Compare],
+) -> Result<bool, EtcdError> {
     for compare in compares {
         let Scan { kvs, .. } = txn.scan(&compare.key, &compare.range_end, 0, 0, false)?;
         let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
@@ -234,7 +237,7 @@ fn number(union: &Option<TargetUnion>) -> i64 {
 }
 
 /// Whether a transaction puts anything (then it costs quota and is refused under NOSPACE).
-pub fn txn_has_puts(request: &TxnRequest) -> bool {
+pub(crate) fn txn_has_puts(request: &TxnRequest) -> bool {
     request
         .success
         .iter()
@@ -247,7 +250,7 @@ pub fn txn_has_puts(request: &TxnRequest) -> bool {
 }
 
 /// Whether a transaction only reads (then it is served locally, without the Raft log).
-pub fn txn_is_read_only(request: &TxnRequest) -> bool {
+pub(crate) fn txn_is_read_only(request: &TxnRequest) -> bool {
     request
         .success
         .iter()

@@ -25,23 +25,23 @@ use crate::server::tasks::apply_chain;
 use crate::server::types::error::EtcdError;
 use crate::server::types::request::{Applied, ApplyBatch, NodeInput};
 
-pub struct Applier {
-    pub server: Arc<Server>,
-    pub backend: Store,
-    pub batches: mpsc::UnboundedReceiver<ApplyBatch>,
+pub(crate) struct Applier {
+    pub(crate) server: Arc<Server>,
+    pub(crate) backend: Store,
+    pub(crate) batches: mpsc::UnboundedReceiver<ApplyBatch>,
     /// Invariant: only grows; equals the index of the last entry applied.
-    pub applied_index: u64,
+    pub(crate) applied_index: u64,
     /// The backend already holds the effects of every entry up to here (after a restart the
     /// log is replayed from the last snapshot; these entries only re-apply membership).
-    pub backend_index: u64,
+    pub(crate) backend_index: u64,
     /// The index of the newest Raft snapshot.
-    pub snapshot_index: u64,
+    pub(crate) snapshot_index: u64,
     /// Entries applied since the last backend commit.
-    pub uncommitted_entries: u64,
+    pub(crate) uncommitted_entries: u64,
 }
 
 impl Applier {
-    pub async fn run(mut self) -> Result<(), EtcdError> {
+    pub(crate) async fn run(mut self) -> Result<(), EtcdError> {
         let interval = Duration::from_millis(self.server.config.backend_batch_interval.max(1));
         let mut commit_timer = tokio::time::interval(interval);
         commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

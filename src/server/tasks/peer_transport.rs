@@ -42,7 +42,7 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// One queue and one sender task per peer. Peers are added and removed as membership
 /// changes; a removed peer's queue is dropped, which ends its sender task.
 #[derive(Default)]
-pub struct PeerTransport {
+pub(crate) struct PeerTransport {
     queues: std::sync::Mutex<HashMap<u64, mpsc::Sender<Message>>>,
     /// Set once the member exists; sender tasks need it.
     server: std::sync::OnceLock<std::sync::Weak<Server>>,
@@ -126,7 +126,7 @@ fn report_if_snapshot(server: &Server, message: &Message) {
 
 impl PeerTransport {
     /// Starts the sender tasks of the peers added so far; later peers start when added.
-    pub fn start(&self, server: &Arc<Server>) {
+    pub(crate) fn start(&self, server: &Arc<Server>) {
         let _ = self.server.set(Arc::downgrade(server));
         let waiting = std::mem::take(&mut *self.waiting.lock().expect("peer queues lock poisoned"));
         for (id, url, receiver) in waiting {
@@ -136,7 +136,7 @@ impl PeerTransport {
 }
 
 /// A client of the peer service at `url`, or `None` if it cannot be reached.
-pub async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
+pub(crate) async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_string()).ok()?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(1));
     endpoint.connect().await.ok().map(RaftTransportClient::new)

@@ -34,22 +34,22 @@ use crate::wal::{SnapshotFiles, Wal};
 /// flood of proposals cannot starve ticks, and so one WAL write stays a reasonable size.
 const INPUTS_PER_READY_MAX: usize = 4_096;
 
-pub struct Node {
-    pub raw_node: RawNode<MemStorage>,
-    pub storage: MemStorage,
-    pub wal: Wal,
-    pub snapshots: SnapshotFiles,
-    pub server: Arc<Server>,
-    pub inputs: mpsc::Receiver<NodeInput>,
-    pub applier: mpsc::UnboundedSender<ApplyBatch>,
+pub(crate) struct Node {
+    pub(crate) raw_node: RawNode<MemStorage>,
+    pub(crate) storage: MemStorage,
+    pub(crate) wal: Wal,
+    pub(crate) snapshots: SnapshotFiles,
+    pub(crate) server: Arc<Server>,
+    pub(crate) inputs: mpsc::Receiver<NodeInput>,
+    pub(crate) applier: mpsc::UnboundedSender<ApplyBatch>,
     /// The configuration just applied has this member as its only voter.
-    pub campaign_after_advance: bool,
+    pub(crate) campaign_after_advance: bool,
 }
 
 impl Node {
     /// Runs the Ready loop until the member stops. Returns an error when the member must stop
     /// because its storage failed.
-    pub async fn run(mut self) -> Result<(), EtcdError> {
+    pub(crate) async fn run(mut self) -> Result<(), EtcdError> {
         // One Raft tick per heartbeat interval of this member's clock.
         let mut ticker = Ticker::new(self.server.store.clock(), self.server.config.heartbeat());
         tracing::trace!(ready = self.raw_node.has_ready(), status = ?self.raw_node.status(), "raft task started");

@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 
 /// An error answered to a client. The `Display` text is the exact etcd message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EtcdError {
+pub(crate) enum EtcdError {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
     #[error("etcdserver: key not found")]
@@ -65,20 +65,10 @@ pub enum EtcdError {
     Timeout,
     #[error("etcdserver: request timed out, waiting for the applied index took too long")]
     TimeoutWaitAppliedIndex,
-    #[error("etcdserver: not capable")]
-    NotCapable,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
-    #[error("etcdserver: corrupt cluster")]
-    Corrupt,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
-    #[error("etcdserver: permission denied")]
-    PermissionDenied,
-    #[error("etcdserver: authentication is not enabled")]
-    AuthNotEnabled,
-    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
-    DuplicateWatchId,
     /// An internal failure (disk I/O, a broken invariant of the store). The member reports it
     /// as etcd reports unexpected errors: code Unknown with the underlying text.
     #[error("{0}")]
@@ -86,7 +76,7 @@ pub enum EtcdError {
 }
 
 impl EtcdError {
-    pub fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
@@ -97,24 +87,17 @@ impl EtcdError {
             LeaseExists
             | BadLeaderTransferee
             | NotLeader
-            | AuthNotEnabled
             | PeerUrlExists
             | MemberIdExists
             | NotLearner
             | LearnerNotReady
             | TooManyLearners
             | NotEnoughStartedMembers => Code::FailedPrecondition,
-            NoLeader
-            | LeaderChanged
-            | Stopped
-            | Timeout
-            | TimeoutWaitAppliedIndex
-            | NotCapable
-            | Unhealthy => Code::Unavailable,
-            Corrupt => Code::DataLoss,
-            PermissionDenied => Code::PermissionDenied,
+            NoLeader | LeaderChanged | Stopped | Timeout | TimeoutWaitAppliedIndex | Unhealthy => {
+                Code::Unavailable
+            }
             // etcd sends these as plain errors, which gRPC reports as Unknown.
-            TooManyRequests | DuplicateWatchId | Internal(_) => Code::Unknown,
+            TooManyRequests | Internal(_) => Code::Unknown,
         }
     }
 }

@@ -12,7 +12,7 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
 
 /// The id of a member added to a running cluster: etcd mixes in the time (Unix seconds),
 /// so that a member added again at the same URLs gets a new id.
-pub fn new_member_id(peer_urls: &[String], token: &str, unix_seconds: u64) -> u64 {
+pub(crate) fn new_member_id(peer_urls: &[String], token: &str, unix_seconds: u64) -> u64 {
     hash_member(peer_urls, token, Some(unix_seconds))
 }
 
@@ -31,7 +31,7 @@ fn hash_member(peer_urls: &[String], token: &str, unix_seconds: Option<u64>) -> 
 }
 
 /// The id of a cluster made of these members.
-pub fn cluster_id(member_ids: &[u64]) -> u64 {
+pub(crate) fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut sorted = member_ids.to_vec();
     sorted.sort_unstable();
     let mut hasher = Sha1::new();

@@ -25,7 +25,7 @@ const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 
 /// Serves every client service on `listener` until `shutdown` completes.
 #[cfg(not(madsim))]
-pub async fn serve(
+pub(crate) async fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -70,7 +70,7 @@ pub async fn serve(
 /// Serves every client service on `address` until `shutdown` completes (simulator build:
 /// madsim's transport passes messages as values, so there are no size limits to set).
 #[cfg(madsim)]
-pub async fn serve(
+pub(crate) async fn serve(
     server: Arc<Server>,
     address: std::net::SocketAddr,
     shutdown: impl Future<Output = ()>,
@@ -95,7 +95,7 @@ pub async fn serve(
 
 /// Serves the Raft transport on a peer listener until `shutdown` completes.
 #[cfg(not(madsim))]
-pub async fn serve_peers(
+pub(crate) async fn serve_peers(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -117,7 +117,7 @@ pub async fn serve_peers(
 
 /// Serves the Raft transport on `address` until `shutdown` completes (simulator build).
 #[cfg(madsim)]
-pub async fn serve_peers(
+pub(crate) async fn serve_peers(
     server: Arc<Server>,
     address: std::net::SocketAddr,
     shutdown: impl Future<Output = ()>,
