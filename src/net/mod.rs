@@ -1,4 +1,6 @@
-//! Connection adapters that sit beneath HTTP/2 on the client listeners: TCP → (TLS) →
-//! `authority` → HTTP/2. They know nothing of etcd or of the server.
+//! What sits beneath HTTP/2 on the client listeners: the connection stack
+//! (`client_listener`) and its adapters (`authority`, which mends the `:authority` that
+//! etcdctl's `--cluster` commands send). Nothing here knows of etcd or of the server.
 
 pub(crate) mod authority;
+pub(crate) mod client_listener;

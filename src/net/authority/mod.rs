@@ -45,10 +45,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use futures_core::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::{Connected, TcpIncoming};
+use tonic::transport::server::Connected;
 
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -73,30 +71,6 @@ const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 /// Stream dependency (4 bytes) and weight (1 byte) of a HEADERS frame with PRIORITY.
 const PRIORITY_BYTES: usize = 5;
-
-/// The accepted client connections of one listener, with TCP_NODELAY set, each wrapped in
-/// a [`ClientStream`].
-pub struct Incoming {
-    inner: TcpIncoming,
-}
-
-impl Incoming {
-    pub fn new(listener: TcpListener) -> Self {
-        Incoming {
-            inner: TcpIncoming::from(listener).with_nodelay(Some(true)),
-        }
-    }
-}
-
-impl Stream for Incoming {
-    type Item = io::Result<ClientStream<TcpStream>>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner)
-            .poll_next(cx)
-            .map(|accepted| accepted.map(|socket| socket.map(ClientStream::new)))
-    }
-}
 
 /// A client connection whose incoming bytes are rewritten as the module doc describes.
 pub struct ClientStream<S> {

@@ -61,9 +61,13 @@ pub(crate) async fn serve(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         )
-        // Not the plain TcpIncoming: etcdctl's `--cluster` commands send a URL as the
-        // `:authority`, which h2 refuses unless it is mended first (see `authority`).
-        .serve_with_incoming_shutdown(crate::net::authority::Incoming::new(listener), shutdown)
+        // The client connection stack (`net::client_listener`), not the plain TcpIncoming:
+        // etcdctl's `--cluster` commands send a URL as the `:authority`, which h2 refuses
+        // unless it is mended first (`net::authority`); TLS will join the stack there.
+        .serve_with_incoming_shutdown(
+            crate::net::client_listener::Incoming::new(listener),
+            shutdown,
+        )
         .await
 }
 
