@@ -422,3 +422,59 @@ fn members_are_added_as_learners_promoted_and_removed() {
         "{removed}"
     );
 }
+
+/// One Range on `member`, asking for a leader (`hasleader`, as clientv3.WithRequireLeader
+/// and Kubernetes' watches do) when `require_leader`; the gRPC status on failure.
+fn range_requiring_leader(member: &Server, require_leader: bool) -> Result<(), tonic::Status> {
+    use oxcd::proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let url = format!("http://{}", member.endpoint());
+        let mut client = KvClient::connect(url)
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let mut request = tonic::Request::new(RangeRequest {
+            key: b"k".to_vec().into(),
+            serializable: true,
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(3));
+        if require_leader {
+            request
+                .metadata_mut()
+                .insert("hasleader", "true".parse().expect("ascii"));
+        }
+        client.range(request).await.map(|_| ())
+    })
+}
+
+#[test]
+fn a_request_requiring_a_leader_is_refused_while_the_member_has_none() {
+    let mut members = start_cluster(3);
+    wait_for_leader(&members);
+    let survivor = 0;
+    range_requiring_leader(&members[survivor], true).expect("served with a leader");
+    for other in 1..3 {
+        members[other].kill();
+    }
+    // The survivor loses its leader within an election timeout or two (check-quorum makes
+    // a lone leader step down; a follower stops following a leader it no longer hears).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        match range_requiring_leader(&members[survivor], true) {
+            Err(status) if status.message() == "etcdserver: no leader" => break status,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused for want of a leader"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(refusal.code(), tonic::Code::Unavailable);
+    // Without the requirement, a serializable read is still served from the local store.
+    range_requiring_leader(&members[survivor], false).expect("serializable read without a leader");
+}

@@ -2,7 +2,8 @@
 //!
 //! The generated server types differ between the production build and the simulator build
 //! (madsim's carry an extra type parameter and ignore message-size limits), so the router is
-//! built in one small function per build and nothing else names those types.
+//! built in one small function per build and nothing else names those types. Both put the
+//! request middleware (`services::middleware`) in front of every client service.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::server::services::cluster::ClusterService;
 use crate::server::services::kv::KvService;
 use crate::server::services::lease::LeaseService;
 use crate::server::services::maintenance::MaintenanceService;
+use crate::server::services::middleware::RequestGate;
 use crate::server::services::watch::WatchService;
 use crate::server::state::server::Server;
 
@@ -30,37 +32,34 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    use tonic::service::interceptor::InterceptedService;
     let limit = (server.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
+    let gate = RequestGate::new(server.clone());
+    let kv = KvServer::new(KvService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let watch = WatchServer::new(WatchService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let lease = LeaseServer::new(LeaseService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let cluster = ClusterServer::new(ClusterService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let maintenance = MaintenanceServer::new(MaintenanceService { server })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
-        .add_service(
-            KvServer::new(KvService {
-                server: server.clone(),
-            })
-            .max_decoding_message_size(limit),
-        )
-        .add_service(
-            WatchServer::new(WatchService {
-                server: server.clone(),
-            })
-            .max_decoding_message_size(limit),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService {
-                server: server.clone(),
-            })
-            .max_decoding_message_size(limit),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService {
-                server: server.clone(),
-            })
-            .max_decoding_message_size(limit),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService { server })
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-        )
+        .add_service(InterceptedService::new(kv, gate.clone()))
+        .add_service(InterceptedService::new(watch, gate.clone()))
+        .add_service(InterceptedService::new(lease, gate.clone()))
+        .add_service(InterceptedService::new(cluster, gate.clone()))
+        .add_service(InterceptedService::new(maintenance, gate))
         // The client connection stack (`net::client_listener`), not the plain TcpIncoming:
         // etcdctl's `--cluster` commands send a URL as the `:authority`, which h2 refuses
         // unless it is mended first (`net::authority`); TLS will join the stack there.
@@ -79,20 +78,26 @@ pub(crate) async fn serve(
     address: std::net::SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let gate = RequestGate::new(server.clone());
+    let kv = KvService {
+        server: server.clone(),
+    };
+    let watch = WatchService {
+        server: server.clone(),
+    };
+    let lease = LeaseService {
+        server: server.clone(),
+    };
+    let cluster = ClusterService {
+        server: server.clone(),
+    };
+    let maintenance = MaintenanceService { server };
     tonic::transport::Server::builder()
-        .add_service(KvServer::new(KvService {
-            server: server.clone(),
-        }))
-        .add_service(WatchServer::new(WatchService {
-            server: server.clone(),
-        }))
-        .add_service(LeaseServer::new(LeaseService {
-            server: server.clone(),
-        }))
-        .add_service(ClusterServer::new(ClusterService {
-            server: server.clone(),
-        }))
-        .add_service(MaintenanceServer::new(MaintenanceService { server }))
+        .add_service(KvServer::with_interceptor(kv, gate.clone()))
+        .add_service(WatchServer::with_interceptor(watch, gate.clone()))
+        .add_service(LeaseServer::with_interceptor(lease, gate.clone()))
+        .add_service(ClusterServer::with_interceptor(cluster, gate.clone()))
+        .add_service(MaintenanceServer::with_interceptor(maintenance, gate))
         .serve_with_shutdown(address, shutdown)
         .await
 }
