@@ -2,7 +2,9 @@
 //!
 //! The Raft task hands every outgoing message to a `Transport`; delivery is best effort
 //! (Raft retransmits what is lost), so `send` never blocks and never fails. Peers come and
-//! go with membership changes.
+//! go with membership changes. Production sends through the peer transport
+//! (`tasks::peer_transport`); the simulation build wraps it in `tasks::message_faults`,
+//! which applies the faults installed here for the simulated world.
 
 use crate::raft::Message;
 
