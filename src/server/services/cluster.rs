@@ -29,8 +29,10 @@ use crate::proto::oxcdpb::{
     internal_request::Request as Internal, MemberRecord, ReconfigurationCheck,
 };
 use crate::raft::ConfChangeType;
+use crate::server::services::forward;
 use crate::server::state::server::Server;
 use crate::server::types::error::EtcdError;
+use crate::server::types::ids;
 use crate::server::types::request::LEARNERS_MAX;
 
 /// A learner may be promoted once it has this share of the leader's log (etcd: 90%).
@@ -106,7 +108,7 @@ async fn check_with_leader(server: &Server, change: Change) -> Result<(), EtcdEr
     if server.raft_status().is_leader {
         return leader_may_change(server, change);
     }
-    let mut leader = crate::server::services::forward::leader_client(server).await?;
+    let mut leader = forward::leader_client(server).await?;
     let request = ReconfigurationCheck {
         add: matches!(change, Change::Add),
         remove: match change {
@@ -119,7 +121,7 @@ async fn check_with_leader(server: &Server, change: Change) -> Result<(), EtcdEr
         Err(status) if status.message() == EtcdError::Unhealthy.to_string() => {
             Err(EtcdError::Unhealthy)
         }
-        Err(_) => Err(crate::server::services::forward::leader_call_failed(server)),
+        Err(_) => Err(forward::leader_call_failed(server)),
     }
 }
 
@@ -226,13 +228,13 @@ pub(crate) async fn promote(server: &Server, id: u64) -> Result<MemberPromoteRes
         return Err(EtcdError::NotLearner.into());
     }
     if !server.raft_status().is_leader {
-        let mut leader = crate::server::services::forward::leader_client(server).await?;
+        let mut leader = forward::leader_client(server).await?;
         let forwarded = leader
             .promote_member(MemberPromoteRequest { id })
             .await
             .map_err(|status| {
                 if status.code() == tonic::Code::Unavailable {
-                    crate::server::services::forward::leader_call_failed(server).into()
+                    forward::leader_call_failed(server).into()
                 } else {
                     status
                 }
@@ -269,7 +271,7 @@ impl Cluster for ClusterService {
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or(0);
-        let id = crate::server::types::ids::new_member_id(
+        let id = ids::new_member_id(
             &request.peer_ur_ls,
             &self.server.config.initial_cluster_token,
             now,

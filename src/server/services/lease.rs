@@ -18,6 +18,7 @@ use crate::proto::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::proto::oxcdpb::internal_request::Request as Internal;
+use crate::server::services::forward;
 use crate::server::state::server::Server;
 use crate::server::types::error::EtcdError;
 use crate::server::types::request::LEASE_TTL_MAX_SECS;
@@ -98,11 +99,11 @@ impl Lease for LeaseService {
         self.server.read_barrier().await?;
         if !self.server.raft_status().is_leader {
             // Only the leader keeps deadlines: ask it.
-            let mut leader = crate::server::services::forward::leader_client(&self.server).await?;
+            let mut leader = forward::leader_client(&self.server).await?;
             let mut response = leader
                 .lease_time_to_live(request)
                 .await
-                .map_err(|_| crate::server::services::forward::leader_call_failed(&self.server))?
+                .map_err(|_| forward::leader_call_failed(&self.server))?
                 .into_inner();
             response.header = Some(self.server.header(self.server.store.current_revision()));
             return Ok(Response::new(response));
@@ -159,11 +160,11 @@ pub(crate) fn time_to_live(
 /// lease is gone (not an error).
 async fn keep_alive(server: &Server, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
     if !server.raft_status().is_leader {
-        let mut leader = crate::server::services::forward::leader_client(server).await?;
+        let mut leader = forward::leader_client(server).await?;
         let renewed = leader
             .lease_renew(crate::proto::oxcdpb::LeaseRenewRequest { id })
             .await
-            .map_err(|_| crate::server::services::forward::leader_call_failed(server))?;
+            .map_err(|_| forward::leader_call_failed(server))?;
         return Ok(LeaseKeepAliveResponse {
             header: Some(server.header(server.store.current_revision())),
             id,

@@ -18,6 +18,7 @@ use crate::proto::oxcdpb::{
     ReconfigurationCheck, SnapshotChunk,
 };
 use crate::raft::{Message, MessageType};
+use crate::server::services::{cluster, lease};
 use crate::server::state::server::Server;
 use crate::server::types::error::EtcdError;
 use crate::server::types::request::{NodeInput, REMOVED};
@@ -169,9 +170,7 @@ impl RaftTransport for RaftTransportService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let response =
-            crate::server::services::cluster::promote(&self.server, request.into_inner().id)
-                .await?;
+        let response = cluster::promote(&self.server, request.into_inner().id).await?;
         Ok(Response::new(response))
     }
 
@@ -181,11 +180,11 @@ impl RaftTransport for RaftTransportService {
     ) -> Result<Response<RaftAck>, Status> {
         let request = request.into_inner();
         let change = if request.add {
-            crate::server::services::cluster::Change::Add
+            cluster::Change::Add
         } else {
-            crate::server::services::cluster::Change::Remove(request.remove)
+            cluster::Change::Remove(request.remove)
         };
-        crate::server::services::cluster::leader_may_change(&self.server, change)?;
+        cluster::leader_may_change(&self.server, change)?;
         Ok(Response::new(RaftAck {}))
     }
 
@@ -196,9 +195,7 @@ impl RaftTransport for RaftTransportService {
         if !self.server.raft_status().is_leader {
             return Err(EtcdError::NotLeader.into());
         }
-        let ttl =
-            crate::server::services::lease::renew_as_leader(&self.server, request.into_inner().id)
-                .await?;
+        let ttl = lease::renew_as_leader(&self.server, request.into_inner().id).await?;
         Ok(Response::new(LeaseRenewResponse { ttl }))
     }
 
@@ -210,9 +207,6 @@ impl RaftTransport for RaftTransportService {
             return Err(EtcdError::NotLeader.into());
         }
         let request = request.into_inner();
-        Ok(Response::new(crate::server::services::lease::time_to_live(
-            &self.server,
-            &request,
-        )))
+        Ok(Response::new(lease::time_to_live(&self.server, &request)))
     }
 }

@@ -23,7 +23,9 @@ use crate::server::state::server::Server;
 use crate::server::state::store::Store;
 use crate::server::tasks::apply_chain;
 use crate::server::types::error::EtcdError;
-use crate::server::types::request::{Applied, ApplyBatch, NodeInput};
+#[cfg(madsim)]
+use crate::server::types::observe;
+use crate::server::types::request::{Applied, ApplyBatch, NodeInput, REMOVED};
 
 pub(crate) struct Applier {
     pub(crate) server: Arc<Server>,
@@ -180,9 +182,7 @@ impl Applier {
         if removed_self {
             // Make the removal durable before stopping, so a restart does not rejoin.
             self.commit()?;
-            self.server
-                .lifecycle
-                .stop_with_error(crate::server::types::request::REMOVED.to_string());
+            self.server.lifecycle.stop_with_error(REMOVED.to_string());
         }
         Ok(())
     }
@@ -214,9 +214,9 @@ impl Applier {
                 let result = apply_chain::apply(&self.server, &self.backend, request.request);
                 self.server.proposer.waiters.complete(request.id, result);
                 #[cfg(madsim)]
-                crate::server::types::observe::report(
+                observe::report(
                     self.server.id,
-                    crate::server::types::observe::Observation::Applied {
+                    observe::Observation::Applied {
                         index: entry.index,
                         revision: self.backend.current_revision(),
                     },

@@ -26,6 +26,7 @@ use crate::server::state::server::Server;
 use crate::server::state::store::ImageCopy;
 use crate::server::types::request::NodeInput;
 use crate::server::types::request::REMOVED;
+use crate::server::types::stream::ReceiverStream;
 use crate::server::types::transport::Transport;
 
 /// Messages queued per peer before new ones are dropped.
@@ -395,6 +396,6 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
     });
     // Generous, but bounded: a peer that stops reading must not pin the image forever.
     let timeout = server.config.election() * 10 + Duration::from_secs(total >> 20);
-    let call = client.send_snapshot(crate::server::types::stream::ReceiverStream(receiver));
+    let call = client.send_snapshot(ReceiverStream(receiver));
     matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_)))
 }

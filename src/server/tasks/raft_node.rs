@@ -24,7 +24,9 @@ use crate::io::Ticker;
 
 use crate::server::state::server::Server;
 use crate::server::types::error::EtcdError;
-use crate::server::types::request::{ApplyBatch, NodeInput, RaftStatus};
+#[cfg(madsim)]
+use crate::server::types::observe;
+use crate::server::types::request::{ApplyBatch, NodeInput, RaftStatus, LEARNERS_MAX};
 use prost::Message as _;
 
 use crate::raft::{self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, RawNode};
@@ -131,9 +133,9 @@ impl Node {
             if let Some(snapshot) = ready.snapshot.take() {
                 if let Some(stored) = self.persist_snapshot(snapshot)? {
                     #[cfg(madsim)]
-                    crate::server::types::observe::report(
+                    observe::report(
                         self.server.id,
-                        crate::server::types::observe::Observation::Snapshot {
+                        observe::Observation::Snapshot {
                             index: stored.metadata.as_ref().map_or(0, |m| m.index),
                         },
                     );
@@ -161,9 +163,9 @@ impl Node {
                 #[cfg(madsim)]
                 if let (Some(last), status) = (entries.last(), self.raw_node.status()) {
                     if status.leader == self.server.id {
-                        crate::server::types::observe::report(
+                        observe::report(
                             self.server.id,
-                            crate::server::types::observe::Observation::LeaderCommit {
+                            observe::Observation::LeaderCommit {
                                 term: status.term,
                                 index: last.index,
                                 entry_term: last.term,
@@ -173,9 +175,9 @@ impl Node {
                 }
                 #[cfg(madsim)]
                 for entry in &entries {
-                    crate::server::types::observe::report(
+                    observe::report(
                         self.server.id,
-                        crate::server::types::observe::Observation::Committed {
+                        observe::Observation::Committed {
                             index: entry.index,
                             term: entry.term,
                             digest: crc32c::crc32c(&entry.data),
@@ -198,9 +200,9 @@ impl Node {
             if let Some(soft_state) = ready.soft_state.take() {
                 #[cfg(madsim)]
                 if soft_state.leader_id == self.server.id {
-                    crate::server::types::observe::report(
+                    observe::report(
                         self.server.id,
-                        crate::server::types::observe::Observation::Leader {
+                        observe::Observation::Leader {
                             term: self.raw_node.status().term,
                         },
                     );
@@ -388,9 +390,7 @@ fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<EtcdError> {
             Ok(ConfChangeType::AddLearnerNode) if voter || learner => {
                 return Some(EtcdError::MemberIdExists)
             }
-            Ok(ConfChangeType::AddLearnerNode)
-                if current.learners.len() >= crate::server::types::request::LEARNERS_MAX =>
-            {
+            Ok(ConfChangeType::AddLearnerNode) if current.learners.len() >= LEARNERS_MAX => {
                 return Some(EtcdError::TooManyLearners)
             }
             Ok(ConfChangeType::RemoveNode) if !voter && !learner => {

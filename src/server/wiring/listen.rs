@@ -17,6 +17,7 @@ use crate::server::services::kv::KvService;
 use crate::server::services::lease::LeaseService;
 use crate::server::services::maintenance::MaintenanceService;
 use crate::server::services::middleware::RequestGate;
+use crate::server::services::peer::RaftTransportService;
 use crate::server::services::watch::WatchService;
 use crate::server::state::server::Server;
 
@@ -112,10 +113,8 @@ pub(crate) async fn serve_peers(
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
     tonic::transport::Server::builder()
         .add_service(
-            RaftTransportServer::new(crate::server::services::peer::RaftTransportService::new(
-                server,
-            ))
-            .max_decoding_message_size(usize::MAX),
+            RaftTransportServer::new(RaftTransportService::new(server))
+                .max_decoding_message_size(usize::MAX),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -133,9 +132,7 @@ pub(crate) async fn serve_peers(
 ) -> Result<(), tonic::transport::Error> {
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
     tonic::transport::Server::builder()
-        .add_service(RaftTransportServer::new(
-            crate::server::services::peer::RaftTransportService::new(server),
-        ))
+        .add_service(RaftTransportServer::new(RaftTransportService::new(server)))
         .serve_with_shutdown(address, shutdown)
         .await
 }

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 pub use super::bootstrap::StartError;
 use super::bootstrap::{bootstrap, MemberSource, Recovered};
+use super::listen;
 use crate::io::{Clock, Disk, StdDisk, SystemClock};
 use crate::server::state::alarms::Alarms;
 use crate::server::state::membership::Membership;
@@ -21,6 +22,8 @@ use crate::server::tasks::raft_node::Node;
 use crate::server::tasks::{lease_expiry, read_index};
 use crate::server::types::config::Config;
 use crate::server::types::error::EtcdError;
+#[cfg(madsim)]
+use crate::server::types::observe;
 use crate::server::types::request::REMOVED;
 use crate::server::types::transport::Transport;
 
@@ -55,10 +58,7 @@ pub async fn run_on(
     let mut recovered = bootstrap(&config, disk, clock, seed).await?;
     let member_id = recovered.member_id;
     #[cfg(madsim)]
-    crate::server::types::observe::report(
-        member_id,
-        crate::server::types::observe::Observation::Started,
-    );
+    observe::report(member_id, observe::Observation::Started);
     let conf_state = &recovered.conf_state;
     let single_voter = conf_state.voters == [member_id] && conf_state.voters_outgoing.is_empty();
     if single_voter {
@@ -232,13 +232,8 @@ async fn serve(
             let stopping = server.clone();
             let shutdown = async move { stopping.lifecycle.stopped().await };
             let result = match which {
-                Listeners::Clients => {
-                    crate::server::wiring::listen::serve(server.clone(), listener, shutdown).await
-                }
-                Listeners::Peers => {
-                    crate::server::wiring::listen::serve_peers(server.clone(), listener, shutdown)
-                        .await
-                }
+                Listeners::Clients => listen::serve(server.clone(), listener, shutdown).await,
+                Listeners::Peers => listen::serve_peers(server.clone(), listener, shutdown).await,
             };
             if let Err(error) = result {
                 tracing::error!(%error, %address, "{what} listener failed");
