@@ -146,6 +146,11 @@ pub enum Request {
     LeaseKeepAlive {
         id: i64,
     },
+    /// A request etcd refuses before it reaches the store (an empty key): it
+    /// always fails and changes nothing.
+    Refused {
+        reason: &'static str,
+    },
 }
 
 impl Request {
@@ -159,7 +164,7 @@ impl Request {
             Request::LeaseGrant { id: own }
             | Request::LeaseRevoke { id: own }
             | Request::LeaseKeepAlive { id: own } => *own == id,
-            Request::Range { .. } | Request::Delete { .. } => false,
+            Request::Range { .. } | Request::Delete { .. } | Request::Refused { .. } => false,
         }
     }
 
@@ -216,6 +221,9 @@ pub struct WriteRevisions {
     pub must_write: bool,
     /// Sorted, disjoint `(lo, hi]` intervals.
     pub forbidden: Vec<(i64, i64)>,
+    /// The read (history index) whose response pinned the write: when the
+    /// write cannot be placed where it says, that read is the one to blame.
+    pub pinned_by: Option<usize>,
 }
 
 impl WriteRevisions {
@@ -301,7 +309,39 @@ impl Expect {
     }
 }
 
+/// etcd's refusal of an empty key (`ErrGRPCEmptyKey`), checked before anything
+/// else: in a get, put or delete, and in any compare or operation of either
+/// branch of a txn.
+const EMPTY_KEY: &str = "etcdserver: key is not provided";
+
+fn has_empty_key(input: &Input) -> bool {
+    let op_empty = |op: &TxnOp| match op {
+        TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => {
+            key.is_empty()
+        }
+    };
+    match input {
+        Input::Get { key, .. } | Input::Put { key, .. } | Input::Delete { key, .. } => {
+            key.is_empty()
+        }
+        Input::Txn {
+            compare,
+            success,
+            failure,
+        } => {
+            compare.iter().any(|c| c.key.is_empty())
+                || success.iter().chain(failure).any(op_empty)
+        }
+        Input::LeaseGrant { .. } | Input::LeaseRevoke { .. } | Input::LeaseKeepAlive { .. } => {
+            false
+        }
+    }
+}
+
 pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String> {
+    if has_empty_key(input) {
+        return Ok(Request::Refused { reason: EMPTY_KEY });
+    }
     Ok(match input {
         Input::Get {
             key,

@@ -51,7 +51,8 @@ pub fn narrow_unknown_writes(history: &History) -> HashMap<usize, WriteRevisions
             // any other evidence is moot. If the rest contradicts it, the search
             // then fails where the contradicting observation is, which names
             // a better operation than failing here.
-            Some(revision) => {
+            Some((revision, by)) => {
+                limits.pinned_by = by;
                 limits.must_write = true;
                 limits.allowed = Some(vec![revision]);
                 limits.forbidden = Vec::new();
@@ -66,9 +67,9 @@ struct ReadEvidence {
     /// Per key, sorted disjoint `(lo, hi]` revision intervals in which it was
     /// not written.
     unwritten: HashMap<String, Vec<(i64, i64)>>,
-    /// Unknown-outcome operations whose unique value a read saw, and the
-    /// mod_revision it had.
-    pinned: HashMap<usize, i64>,
+    /// Unknown-outcome operations whose unique value a read saw, the
+    /// mod_revision it had, and the read (`None` for a watch).
+    pinned: HashMap<usize, (i64, Option<usize>)>,
 }
 
 fn read_evidence(history: &History) -> ReadEvidence {
@@ -80,7 +81,10 @@ fn read_evidence(history: &History) -> ReadEvidence {
     }
     let mut unwritten: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
     let mut pinned = HashMap::new();
-    for op in history.operations.iter().filter(|o| o.is_known()) {
+    for (reader, op) in history.operations.iter().enumerate() {
+        if !op.is_known() {
+            continue;
+        }
         let Some(output) = op.output.as_ref().filter(|o| o.error.is_none()) else {
             continue;
         };
@@ -104,7 +108,7 @@ fn read_evidence(history: &History) -> ReadEvidence {
             if let Some(value) = kv.value.as_deref() {
                 if let Some([only]) = writers.get(&(kv.key.as_str(), value)).map(Vec::as_slice) {
                     if !history.operations[*only].is_known() {
-                        pinned.insert(*only, modified);
+                        pinned.insert(*only, (modified, Some(reader)));
                     }
                 }
             }
@@ -132,7 +136,7 @@ fn read_evidence(history: &History) -> ReadEvidence {
             };
             if let Some([only]) = writers.get(&(key, value)).map(Vec::as_slice) {
                 if !history.operations[*only].is_known() {
-                    pinned.insert(*only, modified);
+                    pinned.entry(*only).or_insert((modified, None));
                 }
             }
         }
@@ -468,6 +472,7 @@ fn watch_evidence(history: &History) -> HashMap<usize, WriteRevisions> {
                 after: reference.vouched,
                 must_write: false,
                 forbidden: Vec::new(),
+                pinned_by: None,
             },
         );
     }

@@ -379,10 +379,26 @@ fn to_verdict(
             None,
         ),
         SearchOutcome::Illegal(failure) => {
-            let op = ops[failure.op].index;
+            let stuck = ops[failure.op].index;
+            // A timed-out write that a read pinned is stuck because of what that
+            // read claimed: the read is the operation to name.
+            let pinned_by = ops[failure.op]
+                .expect
+                .as_ref()
+                .and_then(|e| e.write_revisions.as_ref())
+                .and_then(|w| w.pinned_by)
+                .filter(|_| !history.operations[stuck].is_known());
+            let op = pinned_by.unwrap_or(stuck);
             let longest_prefix: Vec<usize> = failure.prefix.iter().map(|&i| ops[i].index).collect();
+            let because = match pinned_by {
+                Some(_) => format!(
+                    " (it saw the value of timed-out operation #{stuck} (line {}), which cannot take effect where it says)",
+                    history.line_of(stuck)
+                ),
+                None => String::new(),
+            };
             let message = format!(
-                "{} cannot be linearized after the longest linearizable prefix ({} operations, model at revision {})",
+                "{}{because} cannot be linearized after the longest linearizable prefix ({} operations, model at revision {})",
                 describe_operation(history, op),
                 longest_prefix.len(),
                 failure.state.revision

@@ -346,7 +346,7 @@ fn preserves_state(op: &SearchOp) -> bool {
     let reads_only = |branch: &[Request]| branch.iter().all(|r| matches!(r, Request::Range { .. }));
     op.expect.as_ref().is_some_and(|e| e.is_error())
         || match &op.request {
-            Request::Range { .. } => true,
+            Request::Range { .. } | Request::Refused { .. } => true,
             Request::Txn {
                 success, failure, ..
             } => reads_only(success) && reads_only(failure),

@@ -275,6 +275,7 @@ impl State {
                     ..Response::default()
                 }
             }
+            Request::Refused { reason } => error_response(reason),
             Request::LeaseRevoke { id } => {
                 let Ok(at) = self.leases.binary_search(id) else {
                     return error_response("lease not found");
@@ -431,6 +432,7 @@ impl State {
                     });
                 }
                 Request::Txn { .. }
+                | Request::Refused { .. }
                 | Request::LeaseGrant { .. }
                 | Request::LeaseRevoke { .. }
                 | Request::LeaseKeepAlive { .. } => {
