@@ -21,6 +21,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bytes;
+
 /// One client request and its response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
@@ -353,11 +355,12 @@ impl History {
                 history.comments.push(comment.trim().to_string());
                 continue;
             }
-            let value: serde_json::Value =
+            let mut value: serde_json::Value =
                 serde_json::from_str(trimmed).map_err(|e| ParseError {
                     line,
                     message: e.to_string(),
                 })?;
+            bytes::decode_tree(&mut value).map_err(|message| ParseError { line, message })?;
             let is_watch = value.as_object().is_some_and(|o| o.contains_key("watch"));
             if is_watch {
                 let parsed: WatchLine = serde_json::from_value(value).map_err(|e| ParseError {
@@ -395,17 +398,32 @@ impl History {
             out.push('\n');
         }
         for op in &self.operations {
-            out.push_str(&serde_json::to_string(op).expect("operations always serialize"));
+            out.push_str(&record_json(op));
             out.push('\n');
         }
         for watch in &self.watches {
             let line = WatchLine {
                 watch: watch.clone(),
             };
-            out.push_str(&serde_json::to_string(&line).expect("watches always serialize"));
+            out.push_str(&record_json(&line));
             out.push('\n');
         }
         out
+    }
+
+    /// Checks that every key, range end and value is a byte string (one
+    /// character per byte, see `bytes`): a history built in memory with other
+    /// characters would be checked as some other bytes.
+    pub fn validate_bytes(&self) -> Result<(), String> {
+        for (index, op) in self.operations.iter().enumerate() {
+            let mut tree = serde_json::to_value(op).map_err(|e| e.to_string())?;
+            bytes::encode_tree(&mut tree).map_err(|e| format!("operation #{index}: {e}"))?;
+        }
+        for (index, watch) in self.watches.iter().enumerate() {
+            let mut tree = serde_json::to_value(watch).map_err(|e| e.to_string())?;
+            bytes::encode_tree(&mut tree).map_err(|e| format!("watch #{index}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// File line of operation `index`, or 0.
@@ -414,15 +432,27 @@ impl History {
     }
 }
 
-/// The exclusive end of the etcd prefix range starting at `prefix`:
-/// the prefix with its last byte below 0xff incremented, or `"\0"` (every key)
-/// when there is none.
+/// One record as a JSON line, byte fields written as `bytes` says (text when
+/// UTF-8, else `_b64`).
+pub fn record_json<T: Serialize>(record: &T) -> String {
+    let mut tree = serde_json::to_value(record).expect("history records always serialize");
+    match bytes::encode_tree(&mut tree) {
+        Ok(()) => tree.to_string(),
+        // Not a byte string (see `History::validate_bytes`): write it as held.
+        Err(_) => serde_json::to_string(record).expect("history records always serialize"),
+    }
+}
+
+/// The exclusive end of the etcd prefix range starting at `prefix` (a byte
+/// string, see `bytes`): the prefix with its last byte below 0xff incremented
+/// and what follows dropped, or `"\0"` (every key) when there is none, as
+/// etcd's client computes it.
 pub fn prefix_end(prefix: &str) -> String {
-    let mut bytes = prefix.as_bytes().to_vec();
-    while let Some(last) = bytes.pop() {
-        if last < 0xff {
-            bytes.push(last + 1);
-            return String::from_utf8_lossy(&bytes).into_owned();
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if u32::from(last) < 0xff {
+            chars.push(char::from_u32(u32::from(last) + 1).expect("below U+0100"));
+            return chars.into_iter().collect();
         }
     }
     "\0".to_string()
@@ -485,6 +515,40 @@ mod tests {
     }
 
     #[test]
+    fn byte_keys_round_trip() {
+        let text = r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key_b64":"/4A=","value":"é"},"output":{"revision":2}}
+{"watch":{"client":3,"key":"a","range_end_b64":"/w==","responses":[{"revision":2,"events":[{"type":"put","key_b64":"/4A=","value":"é","mod_revision":2}]}]}}"#;
+        let history = History::parse(text).unwrap();
+        match &history.operations[0].input {
+            Input::Put { key, value, .. } => {
+                assert_eq!(bytes::to_bytes(key).unwrap(), vec![0xff, 0x80]);
+                assert_eq!(bytes::to_bytes(value).unwrap(), "é".as_bytes());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let written = history.to_jsonl();
+        assert!(written.contains(r#""key_b64":"/4A=""#), "{written}");
+        assert!(written.contains(r#""value":"é""#), "{written}");
+        let again = History::parse(&written).unwrap();
+        assert_eq!(again.operations, history.operations);
+        assert_eq!(again.watches, history.watches);
+        assert!(history.validate_bytes().is_ok());
+        let mut wide = History::default();
+        wide.push_operation(Operation {
+            client: 1,
+            call: 0,
+            return_time: Some(1),
+            input: Input::Put {
+                key: "日".into(),
+                value: "1".into(),
+                lease: None,
+            },
+            output: None,
+        });
+        assert!(wide.validate_bytes().is_err());
+    }
+
+    #[test]
     fn rejects_return_before_call() {
         let text = r#"{"client":1,"call":10,"return":5,"input":{"type":"get","key":"a"}}"#;
         let err = History::parse(text).unwrap_err();
@@ -508,6 +572,15 @@ mod tests {
     #[test]
     fn intervals() {
         assert_eq!(prefix_end("k1"), "k2");
+        // A multi-byte last character: the range ends on bytes, not on a
+        // replacement character.
+        let e_acute = bytes::from_text("é");
+        assert_eq!(bytes::to_bytes(&prefix_end(&e_acute)).unwrap(), vec![0xc3, 0xaa]);
+        assert_eq!(
+            bytes::to_bytes(&prefix_end(&bytes::from_bytes(&[b'a', 0xff, 0xff]))).unwrap(),
+            b"b".to_vec()
+        );
+        assert_eq!(prefix_end(&bytes::from_bytes(&[0xff])), "\0");
         assert_eq!(prefix_end(""), "\0");
         let single = key_interval("a", None, false);
         assert!(interval_contains(&single, "a"));

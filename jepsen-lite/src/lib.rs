@@ -44,6 +44,7 @@
 //! `watch` (guarantees) → `report` (HTML).
 //! `generator` builds valid histories from a simulated store for tests.
 
+pub mod bytes;
 mod compile;
 mod evidence;
 pub mod generator;
@@ -198,6 +199,7 @@ pub struct Prepared {
 /// Interns and compiles the history, drops reads with unknown outcomes and
 /// applies watch evidence to unknown puts.
 pub fn prepare(history: &History) -> Result<Prepared, String> {
+    history.validate_bytes()?;
     let symbols = Symbols::from_history(history);
     let evidence = evidence::narrow_unknown_writes(history);
     let mut ops = Vec::with_capacity(history.operations.len());
@@ -419,10 +421,10 @@ fn to_verdict(
 /// A one-line description of operation `index` for messages.
 pub fn describe_operation(history: &History, index: usize) -> String {
     let op = &history.operations[index];
-    let input = serde_json::to_string(&op.input).unwrap_or_default();
+    let input = history::record_json(&op.input);
     let output = match (&op.output, op.return_time) {
         (_, None) => "unknown outcome".to_string(),
-        (Some(output), _) => serde_json::to_string(output).unwrap_or_default(),
+        (Some(output), _) => history::record_json(output),
         (None, _) => "no output recorded".to_string(),
     };
     format!(

@@ -351,7 +351,12 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
         }
         for (e, event) in response.events.iter().enumerate() {
             let at = (Some(r), Some(e));
-            let describe = format!("{:?} {:?}@{}", event.kind, event.key, event.mod_revision);
+            let describe = format!(
+                "{:?} {:?}@{}",
+                event.kind,
+                crate::bytes::display(&event.key),
+                event.mod_revision
+            );
             first_event_revision.get_or_insert(event.mod_revision);
             if !delivered.insert((event.key.clone(), event.mod_revision)) {
                 out.push(violation(
@@ -543,7 +548,8 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
                     expected.op,
                     format!(
                         "missing {:?} {:?}@{revision} (the stream vouched for revisions {start}..={vouched})",
-                        expected.event.kind, expected.event.key
+                        expected.event.kind,
+                        crate::bytes::display(&expected.event.key)
                     ),
                 ));
             }
@@ -566,7 +572,8 @@ fn compare_event(observed: &Event, expected: &Event, complete: bool) -> Option<S
     {
         return Some(format!(
             "value {:?}, expected {:?}",
-            observed.value, expected.value
+            observed.value.as_deref().map(crate::bytes::display),
+            expected.value.as_deref().map(crate::bytes::display)
         ));
     }
     if complete && observed.kind == EventType::Put {
