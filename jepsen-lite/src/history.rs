@@ -25,6 +25,7 @@ use crate::bytes;
 
 /// One client request and its response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Operation {
     /// Client (process) id. A client that saw an unknown outcome should not
     /// reuse its id, as in Jepsen; the checker does not rely on it.
@@ -49,6 +50,7 @@ impl Operation {
 /// A request, tagged by `"type"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 pub enum Input {
     /// Range read: one key, `[key, range_end)`, or every key with the prefix
     /// `key` when `prefix` is true. `range_end = "\u0000"` means every key
@@ -116,6 +118,7 @@ impl Input {
 /// A request inside a transaction branch, tagged by `"type"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 pub enum TxnOp {
     Get {
         key: String,
@@ -141,6 +144,7 @@ pub enum TxnOp {
 
 /// One transaction guard: `target(key) result value`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Compare {
     pub key: String,
     pub target: CompareTarget,
@@ -180,6 +184,7 @@ pub enum CompareOperand {
 
 /// What the client was told. Absent fields are not checked.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Output {
     /// Header revision of the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +210,7 @@ pub struct Output {
 
 /// A key-value as read. Absent metadata is not checked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyValue {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,6 +227,7 @@ pub struct KeyValue {
 
 /// One watch stream as a client saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Watch {
     pub client: u64,
     #[serde(default)]
@@ -256,6 +263,7 @@ pub enum WatchFilter {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchResponse {
     /// Header revision.
     pub revision: i64,
@@ -270,6 +278,7 @@ pub struct WatchResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -324,6 +333,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WatchLine {
     watch: Watch,
 }
@@ -546,6 +556,29 @@ mod tests {
             output: None,
         });
         assert!(wide.validate_bytes().is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        // Each line misspells or adds a field the checker does not read: it must
+        // not be ignored (a read of a never-written value would then pass).
+        let lines = [
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"revison":2,"kvs":[]}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"kv":[{"key":"a","value":"zz"}]}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"kvs":[{"key":"a","valeu":"zz"}]}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","limit":1},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","revision":1},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1","prev_kv":true},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_end":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"get","key":"a","count_only":true}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"count":1}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{}, "extra":1}"#,
+            r#"{"watch":{"client":3,"key":"a","progress_notify":true}}"#,
+            r#"{"watch":{"client":3,"key":"a","responses":[{"revision":2,"events":[{"type":"put","key":"a","mod_revision":2,"kv":{}}]}]}}"#,
+        ];
+        for line in lines {
+            assert!(History::parse(line).is_err(), "{line}");
+        }
     }
 
     #[test]
