@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::history::{
-    key_interval, CompareOperand, CompareResult, CompareTarget, History, Input, Output, TxnOp,
+    key_interval, prefix_end, CompareOperand, CompareResult, CompareTarget, History, Input, Output, TxnOp,
 };
 use crate::model::{Response, Slot};
 
@@ -338,9 +338,63 @@ fn has_empty_key(input: &Input) -> bool {
     }
 }
 
+/// etcd's refusal of a txn with a put that repeats a key or falls in a delete
+/// range of the same branch (`ErrGRPCDuplicateKey`).
+const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
+
+/// Whether a txn branch puts one key twice, or puts a key a delete of the same
+/// branch covers, as etcd's `checkIntervals` judges it before evaluating the
+/// compares. Its intervals have a quirk kept here: a delete whose range end is
+/// `"\0"` (every key from `key` on, also what a prefix of only `ff` bytes turns
+/// into) is an empty interval there, so it never conflicts.
+fn branch_has_duplicate(ops: &[TxnOp]) -> bool {
+    let mut puts: Vec<&str> = Vec::new();
+    let mut deletes: Vec<(String, String)> = Vec::new();
+    for op in ops {
+        match op {
+            TxnOp::Put { key, .. } => puts.push(key),
+            TxnOp::Delete {
+                key,
+                range_end,
+                prefix,
+            } => {
+                let end = if *prefix {
+                    prefix_end(key)
+                } else {
+                    match range_end.as_deref() {
+                        None | Some("") => format!("{key}\0"),
+                        Some(end) => end.to_string(),
+                    }
+                };
+                deletes.push((key.clone(), end));
+            }
+            TxnOp::Get { .. } => {}
+        }
+    }
+    let mut sorted = puts.clone();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|w| w[0] == w[1])
+        || puts.iter().any(|k| {
+            deletes
+                .iter()
+                .any(|(lo, hi)| lo.as_str() <= *k && *k < hi.as_str())
+        })
+}
+
 pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String> {
     if has_empty_key(input) {
         return Ok(Request::Refused { reason: EMPTY_KEY });
+    }
+    if let Input::Txn {
+        success, failure, ..
+    } = input
+    {
+        // Both branches, whichever would run: the whole request is refused.
+        if branch_has_duplicate(success) || branch_has_duplicate(failure) {
+            return Ok(Request::Refused {
+                reason: DUPLICATE_KEY,
+            });
+        }
     }
     Ok(match input {
         Input::Get {
