@@ -390,8 +390,10 @@ fn frame_candidates(
         })
         .collect();
     candidates.retain(|c| !waiting.contains(c));
+    // Only an owed operation: an optional one that changes nothing is never placed.
     let forced = candidates.iter().copied().find(|&c| {
         preserving[c]
+            && ops[c].owed
             && state
                 .step(&ops[c].request, ops[c].expect.as_ref())
                 .is_some()
