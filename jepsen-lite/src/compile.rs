@@ -62,7 +62,7 @@ impl Symbols {
     }
 
     /// The key ids in `[lo, hi)` covered by a range request.
-    fn range(&self, key: &str, range_end: Option<&str>, prefix: bool) -> (u32, u32) {
+    pub(crate) fn range(&self, key: &str, range_end: Option<&str>, prefix: bool) -> (u32, u32) {
         let (start, end) = key_interval(key, range_end, prefix);
         let lo = self.keys.partition_point(|k| k.as_str() < start.as_str());
         let hi = match end {

@@ -46,6 +46,7 @@
 
 pub mod bytes;
 mod compile;
+mod constraints;
 mod evidence;
 pub mod generator;
 pub mod history;
@@ -63,6 +64,7 @@ pub use history::{History, Input, Operation, Output};
 pub use model::ModelState;
 pub use watch::{Guarantee, WatchViolation};
 
+use constraints::WatchConstraints;
 use linearizability::{search, SearchOp, SearchOutcome};
 use model::{compile_input, compile_output, Expect, Symbols};
 
@@ -240,8 +242,14 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
         .watches
         .iter()
         .flat_map(|watch| &watch.responses)
-        .flat_map(|response| &response.events)
-        .map(|event| event.mod_revision)
+        .flat_map(|response| {
+            let progress = response.progress_notify.then_some(response.revision);
+            response
+                .events
+                .iter()
+                .map(|event| event.mod_revision)
+                .chain(progress)
+        })
         .max()
         .unwrap_or(0);
     Ok(Prepared {
@@ -253,6 +261,16 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
 
 /// Whether splitting by key is sound for these operations (see the module doc).
 fn partition_keys(history: &History, ops: &[SearchOp]) -> Option<Vec<String>> {
+    // A watch that saw anything orders revisions across keys: every event must
+    // come from a write placed where the watch saw it.
+    if history
+        .watches
+        .iter()
+        .flat_map(|w| &w.responses)
+        .any(|r| r.progress_notify || !r.events.is_empty())
+    {
+        return None;
+    }
     let mut keys = Vec::with_capacity(ops.len());
     for op in ops {
         if op.expect.as_ref().is_some_and(Expect::mentions_revision) {
@@ -291,6 +309,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
     let prepared = prepare(history)?;
     let mut partitioned = false;
     let mut linearization = None;
+    let mut watch_blame: Option<usize> = None;
     let verdict = match partition_keys(history, &prepared.ops) {
         Some(keys) if !history.operations.is_empty() => {
             partitioned = true;
@@ -307,7 +326,14 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
                     history,
                     group,
                     // Per key, revisions are not checked at all (see `partition_keys`).
-                    search(&prepared.symbols, group, 0, deadline, cache_max),
+                    search(
+                        &prepared.symbols,
+                        group,
+                        0,
+                        deadline,
+                        cache_max,
+                        &WatchConstraints::default(),
+                    ),
                 ) {
                     (Verdict::Ok, _) => {}
                     (found @ Verdict::Violation { .. }, _) => {
@@ -320,13 +346,35 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
             verdict
         }
         _ => {
-            let outcome = search(
+            let watches = WatchConstraints::new(history, &prepared.symbols);
+            let mut outcome = search(
                 &prepared.symbols,
                 &prepared.ops,
                 prepared.revision_min,
                 deadline,
                 cache_max,
+                &watches,
             );
+            if let SearchOutcome::Illegal(failure) = &outcome {
+                if !watches.is_empty() {
+                    // No order fits both the responses and the watches. If one
+                    // fits the responses alone, the watches are at fault: they
+                    // are checked against it below, and at least one of them
+                    // is reported.
+                    let plain = search(
+                        &prepared.symbols,
+                        &prepared.ops,
+                        prepared.revision_min,
+                        deadline,
+                        cache_max,
+                        &WatchConstraints::default(),
+                    );
+                    if matches!(plain, SearchOutcome::Linearizable(_)) {
+                        watch_blame = Some(failure.watch_blame.unwrap_or(0));
+                    }
+                    outcome = plain;
+                }
+            }
             let (verdict, order) = to_verdict(history, &prepared.ops, outcome);
             linearization = order;
             verdict
@@ -335,10 +383,21 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
     let (watch_basis, watch_violations) = match &linearization {
         Some(order) => {
             let replay = watch::replay_linearization(&prepared, order);
-            (
-                WatchBasis::Linearization,
-                watch::check_watches(history, &replay, true),
-            )
+            let mut found = watch::check_watches(history, &replay, true);
+            if let (Some(watch), true) = (watch_blame, found.is_empty()) {
+                found.push(WatchViolation {
+                    watch,
+                    line: history.watch_lines.get(watch).copied().unwrap_or(0),
+                    response: None,
+                    event: None,
+                    guarantee: Guarantee::Valid,
+                    op: None,
+                    message: "no order of the operations that fits their responses makes \
+                              the events this watch saw"
+                        .into(),
+                });
+            }
+            (WatchBasis::Linearization, found)
         }
         None => {
             let replay = watch::acknowledged_writes(history);

@@ -88,7 +88,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use crate::model::{mix, Expect, ModelState, Request, State, Symbols};
+use crate::constraints::WatchConstraints;
+use crate::model::{mix, Expect, ModelEvent, ModelState, Request, State, Symbols};
 
 /// An operation ready for the search.
 #[derive(Clone, Debug)]
@@ -125,6 +126,8 @@ pub struct Failure {
     pub prefix: Vec<usize>,
     /// The model state after that prefix.
     pub state: ModelState,
+    /// The watch that refused a step deepest in the search, if any did.
+    pub watch_blame: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,6 +416,7 @@ pub fn search(
     revision_min: i64,
     deadline: Option<Instant>,
     cache_entries_max: usize,
+    watches: &WatchConstraints,
 ) -> SearchOutcome {
     if ops.is_empty() {
         // Nothing to place; a watch event without a write is the watch check's to name.
@@ -449,6 +453,9 @@ pub fn search(
     let mut deepest_unrecorded = true;
     let mut best: Option<Failure> = None;
     let mut until_clock_check = CLOCK_CHECK_STEPS;
+    let mut events: Vec<ModelEvent> = Vec::new();
+    // (depth, watch) of the deepest step a watch refused.
+    let mut watch_blame: Option<(usize, usize)> = None;
 
     loop {
         if owed_done == owed_total && state.revision() >= revision_min {
@@ -479,6 +486,19 @@ pub fn search(
                 // An optional operation that changes nothing here is the same
                 // as one that never took effect; it stays pending for later.
                 continue;
+            }
+            if next_state.revision() > state.revision() && watches.covers(next_state.revision()) {
+                // A revision some watch vouches for: the write must make exactly
+                // the events the watches saw there.
+                events.clear();
+                let mut scratch = state.clone();
+                scratch.execute(&ops[op].request, Some(&mut events));
+                if let Err(watch) = watches.admits(symbols, next_state.revision(), &events) {
+                    if watch_blame.is_none_or(|(depth, _)| stack.len() >= depth) {
+                        watch_blame = Some((stack.len(), watch));
+                    }
+                    continue;
+                }
             }
             linearized.set(op);
             let next_hash = linearized_hash ^ op_hash(op);
@@ -540,14 +560,15 @@ pub fn search(
                         .filter_map(|f| f.entered.as_ref().map(|e| e.0))
                         .collect(),
                     state: state.describe(symbols),
+                    watch_blame: None,
                 });
             }
             let frame = stack.pop().expect("checked non-empty above");
             match frame.entered {
                 None => {
-                    return SearchOutcome::Illegal(
-                        best.expect("the root frame is the deepest at least once"),
-                    );
+                    let mut failure = best.expect("the root frame is the deepest at least once");
+                    failure.watch_blame = watch_blame.map(|(_, watch)| watch);
+                    return SearchOutcome::Illegal(failure);
                 }
                 Some((op, previous)) => {
                     list.unlift(op);
@@ -640,7 +661,14 @@ mod tests {
                 owed: op.is_known(),
             })
             .collect();
-        search(&symbols, &search_ops, 0, None, CACHE_ENTRIES_MAX_DEFAULT)
+        search(
+            &symbols,
+            &search_ops,
+            0,
+            None,
+            CACHE_ENTRIES_MAX_DEFAULT,
+            &WatchConstraints::default(),
+        )
     }
 
     #[test]
