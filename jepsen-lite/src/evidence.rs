@@ -297,7 +297,7 @@ fn reference_watch(history: &History) -> Option<ReferenceWatch> {
             for event in &response.events {
                 vouched = vouched.max(event.mod_revision);
                 let events = revisions.entry(event.mod_revision).or_default();
-                if !events.iter().any(|e| e.key == event.key) {
+                if !events.contains(event) {
                     events.push(event.clone());
                 }
             }

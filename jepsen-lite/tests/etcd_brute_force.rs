@@ -12,17 +12,25 @@
 //! bytes (`ff`, `c2 bf`, `c3 a9`) and range ends such as `"\0"` and `ff`. Each
 //! takes effect at a random instant between its call and its return on the
 //! plain store, which gives the responses; then some time out and most
-//! histories get a random mutation, so about half are violations. Every
-//! history also goes through the file format and back, so the byte-string
-//! encoding is exercised too.
+//! histories get a random mutation, so many are violations. Half the
+//! histories carry two watches made from the plain store's events (every key
+//! from revision 1 with `prev_kv`; a prefix from a later revision, maybe
+//! filtered; either may end early or close with a progress notification),
+//! and half of their mutations change what a watch saw; the brute force then
+//! also asks that each watch saw exactly the events of every revision it
+//! vouches for. Every history also goes through the file format and back, so
+//! the byte-string encoding is exercised too.
+//!
+//! `BRUTE_FORCE_ROUNDS`, `BRUTE_FORCE_OPS` and `BRUTE_FORCE_SEED` make a
+//! longer run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jepsen_lite::bytes::{from_bytes, to_bytes};
 use jepsen_lite::generator::Rng;
 use jepsen_lite::history::{
-    Compare, CompareOperand, CompareResult, CompareTarget, Input, KeyValue, Operation, Output,
-    TxnOp,
+    Compare, CompareOperand, CompareResult, CompareTarget, Event, EventType, Input, KeyValue,
+    Operation, Output, TxnOp, Watch, WatchFilter, WatchResponse,
 };
 use jepsen_lite::{check, CheckOptions, History, Outcome};
 
@@ -49,6 +57,32 @@ struct Store {
     revision: i64,
     kvs: BTreeMap<Vec<u8>, Kv>,
     leases: BTreeSet<i64>,
+    /// The events of the last request that made a revision.
+    events: Vec<Event>,
+}
+
+fn kv_of(key: &[u8], kv: &Kv) -> KeyValue {
+    KeyValue {
+        key: from_bytes(key),
+        value: Some(from_bytes(&kv.value)),
+        version: Some(kv.version),
+        create_revision: Some(kv.create),
+        mod_revision: Some(kv.modified),
+        lease: (kv.lease != 0).then_some(kv.lease),
+    }
+}
+
+fn delete_event(key: &[u8], revision: i64, prev: &Kv) -> Event {
+    Event {
+        kind: EventType::Delete,
+        key: from_bytes(key),
+        value: None,
+        create_revision: 0,
+        mod_revision: revision,
+        version: 0,
+        lease: None,
+        prev_kv: Some(kv_of(key, prev)),
+    }
 }
 
 fn b(s: &str) -> Vec<u8> {
@@ -165,6 +199,7 @@ impl Store {
             revision: 1,
             kvs: BTreeMap::new(),
             leases: BTreeSet::new(),
+            events: Vec::new(),
         }
     }
 
@@ -218,6 +253,7 @@ impl Store {
         let next = self.revision + 1;
         let mut changed = false;
         let mut out = Vec::new();
+        let mut events = Vec::new();
         for op in ops {
             match op {
                 TxnOp::Get {
@@ -235,16 +271,24 @@ impl Store {
                 TxnOp::Put { key, value, lease } => {
                     let key = b(key);
                     let prev = self.kvs.get(&key).cloned();
-                    self.kvs.insert(
-                        key,
-                        Kv {
-                            value: b(value),
-                            version: prev.as_ref().map_or(1, |p| p.version + 1),
-                            create: prev.as_ref().map_or(next, |p| p.create),
-                            modified: next,
-                            lease: lease.unwrap_or(0),
-                        },
-                    );
+                    let kv = Kv {
+                        value: b(value),
+                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        create: prev.as_ref().map_or(next, |p| p.create),
+                        modified: next,
+                        lease: lease.unwrap_or(0),
+                    };
+                    events.push(Event {
+                        kind: EventType::Put,
+                        key: from_bytes(&key),
+                        value: Some(from_bytes(&kv.value)),
+                        create_revision: kv.create,
+                        mod_revision: next,
+                        version: kv.version,
+                        lease: (kv.lease != 0).then_some(kv.lease),
+                        prev_kv: prev.as_ref().map(|p| kv_of(&key, p)),
+                    });
+                    self.kvs.insert(key, kv);
                     changed = true;
                     out.push(Resp::default());
                 }
@@ -262,7 +306,8 @@ impl Store {
                         .cloned()
                         .collect();
                     for k in &doomed {
-                        self.kvs.remove(k);
+                        let prev = self.kvs.remove(k).expect("listed above");
+                        events.push(delete_event(k, next, &prev));
                     }
                     changed |= !doomed.is_empty();
                     out.push(Resp {
@@ -274,6 +319,7 @@ impl Store {
         }
         if changed {
             self.revision = next;
+            self.events = events;
         }
         Ok(out)
     }
@@ -364,10 +410,18 @@ impl Store {
                 if !self.leases.remove(&id) {
                     return Err(());
                 }
-                let before = self.kvs.len();
-                self.kvs.retain(|_, kv| kv.lease != id);
-                if self.kvs.len() != before {
+                let doomed: Vec<Vec<u8>> = self
+                    .kvs
+                    .iter()
+                    .filter(|(_, kv)| kv.lease == id)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !doomed.is_empty() {
                     self.revision += 1;
+                    self.events = doomed
+                        .iter()
+                        .map(|k| delete_event(k, self.revision, &self.kvs.remove(k).unwrap()))
+                        .collect();
                 }
                 Ok(Resp {
                     revision: self.revision,
@@ -466,23 +520,123 @@ fn fits(observed: &Output, actual: &Result<Resp, ()>, top: bool) -> bool {
     true
 }
 
-/// Every real-time order, each unknown-outcome operation placed or not.
-fn brute_force(history: &History) -> bool {
-    let ops: Vec<&Operation> = history.operations.iter().collect();
-    let mut placed = vec![false; ops.len()];
-    explore(&ops, &mut placed, &Store::new())
+/// What one watch vouches for: the events it saw at each revision of
+/// `[start, vouched]`, within its range and filters.
+struct Vouched {
+    key: Vec<u8>,
+    end: Vec<u8>,
+    no_put: bool,
+    no_delete: bool,
+    start: i64,
+    vouched: i64,
+    events: BTreeMap<i64, Vec<Event>>,
 }
 
-fn explore(ops: &[&Operation], placed: &mut [bool], store: &Store) -> bool {
+impl Vouched {
+    fn new(watch: &Watch) -> Vouched {
+        let key = b(&watch.key);
+        let mut events: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+        let mut vouched = 0;
+        for response in &watch.responses {
+            vouched = vouched.max(response.revision);
+            for event in &response.events {
+                events.entry(event.mod_revision).or_default().push(event.clone());
+            }
+        }
+        Vouched {
+            end: wire_end(&key, watch.range_end.as_deref(), watch.prefix),
+            key,
+            no_put: watch.filters.contains(&WatchFilter::Noput),
+            no_delete: watch.filters.contains(&WatchFilter::Nodelete),
+            start: watch.start_revision,
+            vouched,
+            events,
+        }
+    }
+
+    /// Whether the events one request made at `revision` are what the watch saw.
+    fn admits(&self, revision: i64, made: &[Event]) -> bool {
+        if revision < self.start || revision > self.vouched {
+            return true;
+        }
+        let made: Vec<&Event> = made
+            .iter()
+            .filter(|e| {
+                in_range(&self.key, &self.end, &b(&e.key))
+                    && !(self.no_put && e.kind == EventType::Put)
+                    && !(self.no_delete && e.kind == EventType::Delete)
+            })
+            .collect();
+        let seen = self.events.get(&revision).map_or(&[][..], Vec::as_slice);
+        made.len() == seen.len() && made.iter().zip(seen).all(|(m, s)| same_event(s, m))
+    }
+}
+
+/// Whether an observed event is the made one, on every field it carries.
+fn same_event(seen: &Event, made: &Event) -> bool {
+    let kv_fits = |seen: &KeyValue, made: &KeyValue| {
+        seen.key == made.key
+            && (seen.value.is_none() || seen.value == made.value)
+            && seen.version.is_none_or(|v| Some(v) == made.version)
+            && seen.create_revision.is_none_or(|v| Some(v) == made.create_revision)
+            && seen.mod_revision.is_none_or(|v| Some(v) == made.mod_revision)
+            && seen.lease.is_none_or(|v| v == made.lease.unwrap_or(0))
+    };
+    seen.kind == made.kind
+        && seen.key == made.key
+        && seen.mod_revision == made.mod_revision
+        && (seen.kind == EventType::Delete
+            || (seen.value.is_none() || seen.value == made.value)
+                && (seen.create_revision == 0 || seen.create_revision == made.create_revision)
+                && (seen.version == 0 || seen.version == made.version)
+                && seen.lease.is_none_or(|l| l == made.lease.unwrap_or(0)))
+        && match (&seen.prev_kv, &made.prev_kv) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(s), Some(m)) => kv_fits(s, m),
+        }
+}
+
+/// Every real-time order, each unknown-outcome operation placed or not, in
+/// which every known response fits, every watch opened at a revision saw
+/// exactly the events of each revision it vouches for, and the store reaches
+/// every revision a watch saw.
+fn brute_force(history: &History) -> bool {
+    let ops: Vec<&Operation> = history.operations.iter().collect();
+    let watches: Vec<Vouched> = history
+        .watches
+        .iter()
+        .filter(|w| w.start_revision >= 1)
+        .map(Vouched::new)
+        .collect();
+    let reached = history
+        .watches
+        .iter()
+        .flat_map(|w| &w.responses)
+        .map(|r| r.revision)
+        .max()
+        .unwrap_or(0);
+    let mut placed = vec![false; ops.len()];
+    explore(&ops, &watches, reached, &mut placed, &Store::new())
+}
+
+fn explore(
+    ops: &[&Operation],
+    watches: &[Vouched],
+    reached: i64,
+    placed: &mut [bool],
+    store: &Store,
+) -> bool {
     let earliest_return = ops
         .iter()
         .zip(placed.iter())
         .filter(|(_, p)| !**p)
         .filter_map(|(op, _)| op.return_time)
         .min();
-    let Some(earliest_return) = earliest_return else {
+    if earliest_return.is_none() && store.revision >= reached {
         return true;
-    };
+    }
+    let earliest_return = earliest_return.unwrap_or(i64::MAX);
     for i in 0..ops.len() {
         if placed[i] || ops[i].call > earliest_return {
             continue;
@@ -499,8 +653,13 @@ fn explore(ops: &[&Operation], placed: &mut [bool], store: &Store) -> bool {
         if result.is_err() {
             next = store.clone();
         }
+        if next.revision > store.revision
+            && !watches.iter().all(|w| w.admits(next.revision, &next.events))
+        {
+            continue;
+        }
         placed[i] = true;
-        let found = explore(ops, placed, &next);
+        let found = explore(ops, watches, reached, placed, &next);
         placed[i] = false;
         if found {
             return true;
@@ -673,7 +832,7 @@ fn random_input(rng: &mut Rng, value: &mut u64, leases: &mut Vec<i64>) -> Input 
 
 /// A small concurrent history whose responses come from the plain store; some
 /// operations time out (and took effect or not).
-fn random_history(rng: &mut Rng, clients: u64, ops: usize) -> History {
+fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -> History {
     let mut value = 0;
     let mut leases = Vec::new();
     let mut free_at = vec![0i64; clients as usize];
@@ -693,12 +852,16 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize) -> History {
     order.sort_by_key(|&i| planned[i].0);
     let mut outputs = vec![None; planned.len()];
     let mut store = Store::new();
+    let mut log: Vec<(i64, Vec<Event>)> = Vec::new();
     for i in order {
         let (_, _, _, _, _, input, _, applies) = &planned[i];
         if *applies {
             let mut next = store.clone();
             let result = next.apply(input);
             if result.is_ok() {
+                if next.revision > store.revision {
+                    log.push((next.revision, next.events.clone()));
+                }
                 store = next;
             }
             outputs[i] = Some(to_output(&result));
@@ -715,7 +878,130 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize) -> History {
             output: if timed_out { None } else { outputs[i].take() },
         });
     }
+    if with_watches {
+        // A watch of every key from the first revision, and one of a prefix
+        // opened later, maybe with a filter; each may end early, and may
+        // close with a progress notification.
+        let everything = Watch {
+            client: 50,
+            watch_id: 1,
+            key: "\0".into(),
+            range_end: Some("\0".into()),
+            prefix: false,
+            start_revision: 1,
+            filters: Vec::new(),
+            prev_kv: true,
+            responses: Vec::new(),
+            canceled: false,
+            compact_revision: 0,
+        };
+        let prefix = Watch {
+            client: 51,
+            watch_id: 2,
+            key: from_bytes(pick(rng, PREFIXES)),
+            range_end: None,
+            prefix: true,
+            start_revision: 1 + rng.below(3) as i64,
+            filters: match rng.below(3) {
+                0 => vec![WatchFilter::Noput],
+                1 => vec![WatchFilter::Nodelete],
+                _ => Vec::new(),
+            },
+            prev_kv: false,
+            ..everything.clone()
+        };
+        for mut watch in [everything, prefix] {
+            let end = if rng.one_in(3) {
+                1 + rng.below(store.revision as u64) as i64
+            } else {
+                store.revision
+            };
+            let v = Vouched {
+                key: b(&watch.key),
+                end: wire_end(&b(&watch.key), watch.range_end.as_deref(), watch.prefix),
+                no_put: watch.filters.contains(&WatchFilter::Noput),
+                no_delete: watch.filters.contains(&WatchFilter::Nodelete),
+                start: watch.start_revision,
+                vouched: 0,
+                events: BTreeMap::new(),
+            };
+            for (revision, events) in &log {
+                if *revision < watch.start_revision || *revision > end {
+                    continue;
+                }
+                let mut seen: Vec<Event> = events
+                    .iter()
+                    .filter(|e| {
+                        in_range(&v.key, &v.end, &b(&e.key))
+                            && !(v.no_put && e.kind == EventType::Put)
+                            && !(v.no_delete && e.kind == EventType::Delete)
+                    })
+                    .cloned()
+                    .collect();
+                if !watch.prev_kv {
+                    for e in &mut seen {
+                        e.prev_kv = None;
+                    }
+                }
+                if !seen.is_empty() {
+                    watch.responses.push(WatchResponse {
+                        revision: *revision,
+                        events: seen,
+                        fragment: false,
+                        progress_notify: false,
+                    });
+                }
+            }
+            if rng.one_in(3) && end >= watch.start_revision {
+                watch.responses.push(WatchResponse {
+                    revision: end,
+                    events: Vec::new(),
+                    fragment: false,
+                    progress_notify: true,
+                });
+            }
+            history.push_watch(watch);
+        }
+    }
     history
+}
+
+/// Changes what one watch saw: an event's value or previous value, or an
+/// event left out.
+fn mutate_watch(rng: &mut Rng, history: &mut History) {
+    let count = history.watches.len() as u64;
+    if count == 0 {
+        return;
+    }
+    let watch = &mut history.watches[rng.below(count) as usize];
+    let with_events: Vec<usize> = (0..watch.responses.len())
+        .filter(|&r| !watch.responses[r].events.is_empty())
+        .collect();
+    if with_events.is_empty() {
+        return;
+    }
+    let r = with_events[rng.below(with_events.len() as u64) as usize];
+    let response = &mut watch.responses[r];
+    let e = rng.below(response.events.len() as u64) as usize;
+    match rng.below(3) {
+        0 => {
+            response.events.remove(e);
+            if response.events.is_empty() {
+                watch.responses.remove(r);
+            }
+        }
+        1 => {
+            let event = &mut response.events[e];
+            if event.kind == EventType::Put {
+                event.value = Some(format!("v{}", rng.below(6)));
+            }
+        }
+        _ => {
+            if let Some(prev) = response.events[e].prev_kv.as_mut() {
+                prev.value = Some(format!("v{}", rng.below(6)));
+            }
+        }
+    }
 }
 
 fn mutate(rng: &mut Rng, history: &mut History) {
@@ -833,13 +1119,22 @@ fn checker_agrees_with_a_plain_etcd_model() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(7);
-    let mut rng = Rng::new(19);
+    let rng_seed: u64 = std::env::var("BRUTE_FORCE_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(19);
+    let mut rng = Rng::new(rng_seed);
     let (mut agreed_ok, mut agreed_bad) = (0, 0);
     for seed in 0..rounds {
-        let mut history = random_history(&mut rng, 3, ops);
+        let with_watches = seed % 2 == 1;
+        let mut history = random_history(&mut rng, 3, ops, with_watches);
         thin(&mut rng, &mut history, seed % 5 == 0);
         if seed % 3 != 0 {
-            mutate(&mut rng, &mut history);
+            if with_watches && rng.one_in(2) {
+                mutate_watch(&mut rng, &mut history);
+            } else {
+                mutate(&mut rng, &mut history);
+            }
         }
         // Through the file format and back: the byte strings must survive.
         let written = history.to_jsonl();
