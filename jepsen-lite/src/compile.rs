@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::history::{
-    key_interval, prefix_end, CompareOperand, CompareResult, CompareTarget, History, Input, Output, TxnOp,
+    key_interval, prefix_end, CompareOperand, RangeRequest, SortOrder, SortTarget, CompareResult, CompareTarget, History, Input, Output, TxnOp,
 };
 use crate::model::{Response, Slot};
 
@@ -76,6 +76,7 @@ impl Symbols {
 fn collect_input(input: &Input, keys: &mut Vec<String>, values: &mut Vec<String>) {
     match input {
         Input::Get { .. }
+        | Input::Range(_)
         | Input::Delete { .. }
         | Input::LeaseGrant { .. }
         | Input::LeaseRevoke { .. }
@@ -122,6 +123,7 @@ pub enum Request {
     Range {
         lo: u32,
         hi: u32,
+        opts: RangeOpts,
     },
     Put {
         key: u32,
@@ -179,6 +181,52 @@ impl Request {
     }
 }
 
+/// A range's options, as etcd's `Range` applies them (see `RangeRequest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RangeOpts {
+    pub limit: i64,
+    /// The sort etcd applies: `Key` ascending unless asked otherwise; a
+    /// non-key target with no order is ascending.
+    pub sort_target: SortTarget,
+    pub descending: bool,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
+}
+
+impl RangeOpts {
+    /// Every key in range, in key order, with values.
+    pub fn is_plain(&self) -> bool {
+        *self == RangeOpts::default()
+    }
+
+    fn from_request(r: &RangeRequest) -> Result<RangeOpts, String> {
+        if r.revision != 0 {
+            return Err("a read at a past revision (`revision`) is not modelled yet".into());
+        }
+        if r.serializable {
+            return Err("a serializable read is not modelled yet".into());
+        }
+        if r.limit < 0 {
+            return Err("a negative `limit`".into());
+        }
+        Ok(RangeOpts {
+            limit: r.limit,
+            sort_target: r.sort_target,
+            descending: r.sort_order == SortOrder::Descend,
+            keys_only: r.keys_only,
+            count_only: r.count_only,
+            min_mod_revision: r.min_mod_revision,
+            max_mod_revision: r.max_mod_revision,
+            min_create_revision: r.min_create_revision,
+            max_create_revision: r.max_create_revision,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Guard {
     /// `None` when the key is never written: it is always missing.
@@ -201,6 +249,8 @@ pub struct Expect {
     pub(crate) kvs: Option<Vec<ExpectKv>>,
     pub(crate) succeeded: Option<bool>,
     pub(crate) deleted: Option<i64>,
+    pub(crate) count: Option<i64>,
+    pub(crate) more: Option<bool>,
     pub(crate) responses: Option<Vec<Expect>>,
     error: bool,
     /// For unknown outcomes narrowed by watch evidence: where the write may
@@ -248,6 +298,8 @@ impl WriteRevisions {
 pub(crate) struct ExpectKv {
     key: u32,
     value: Option<u32>,
+    /// The value read was empty (what `keys_only` gives).
+    value_empty: bool,
     version: Option<i64>,
     create_revision: Option<i64>,
     mod_revision: Option<i64>,
@@ -319,11 +371,13 @@ fn has_empty_key(input: &Input) -> bool {
         TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => {
             key.is_empty()
         }
+        TxnOp::Range(r) => r.key.is_empty(),
     };
     match input {
         Input::Get { key, .. } | Input::Put { key, .. } | Input::Delete { key, .. } => {
             key.is_empty()
         }
+        Input::Range(r) => r.key.is_empty(),
         Input::Txn {
             compare,
             success,
@@ -368,7 +422,7 @@ fn branch_has_duplicate(ops: &[TxnOp]) -> bool {
                 };
                 deletes.push((key.clone(), end));
             }
-            TxnOp::Get { .. } => {}
+            TxnOp::Get { .. } | TxnOp::Range(_) => {}
         }
     }
     let mut sorted = puts.clone();
@@ -403,7 +457,19 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
             prefix,
         } => {
             let (lo, hi) = symbols.range(key, range_end.as_deref(), *prefix);
-            Request::Range { lo, hi }
+            Request::Range {
+                lo,
+                hi,
+                opts: RangeOpts::default(),
+            }
+        }
+        Input::Range(r) => {
+            let (lo, hi) = symbols.range(&r.key, r.range_end.as_deref(), r.prefix);
+            Request::Range {
+                lo,
+                hi,
+                opts: RangeOpts::from_request(r)?,
+            }
         }
         Input::Put { key, value, lease } => Request::Put {
             key: symbols.key_id(key)?,
@@ -476,6 +542,7 @@ fn compile_txn_op(symbols: &Symbols, op: &TxnOp) -> Result<Request, String> {
             prefix,
         },
         TxnOp::Put { key, value, lease } => Input::Put { key, value, lease },
+        TxnOp::Range(r) => Input::Range(r),
         TxnOp::Delete {
             key,
             range_end,
@@ -502,6 +569,7 @@ pub fn compile_output(symbols: &Symbols, output: &Output) -> Result<Expect, Stri
                         .as_deref()
                         .map(|v| symbols.value_id(v))
                         .transpose()?,
+                    value_empty: kv.value.as_deref() == Some(""),
                     version: kv.version,
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
@@ -524,6 +592,8 @@ pub fn compile_output(symbols: &Symbols, output: &Output) -> Result<Expect, Stri
         kvs,
         succeeded: output.succeeded,
         deleted: output.deleted,
+        count: output.count,
+        more: output.more,
         responses,
         error: output.error.is_some(),
         write_revisions: None,
@@ -541,10 +611,17 @@ impl Expect {
         if self.succeeded.is_some_and(|s| s != response.succeeded) {
             return false;
         }
-        if self.deleted.is_some_and(|d| d != response.deleted) {
+        if self.deleted.is_some_and(|d| d != response.deleted)
+            || self.count.is_some_and(|c| c != response.count)
+            || self.more.is_some_and(|m| m != response.more)
+        {
             return false;
         }
-        if let Some(kvs) = &self.kvs {
+        if let (Some(kvs), Some(opts)) = (&self.kvs, response.range_opts.filter(|o| !o.is_plain())) {
+            if !kvs_fit_range(kvs, &response.kvs, &opts) {
+                return false;
+            }
+        } else if let Some(kvs) = &self.kvs {
             if kvs.len() != response.kvs.len()
                 || !kvs
                     .iter()
@@ -568,10 +645,74 @@ impl Expect {
     }
 }
 
+/// Whether `observed` is what etcd's `Range` may answer with `opts` when the
+/// keys in range that pass the filters are `candidates` (in key order). Keys
+/// that tie on a non-key sort target may come in any order, and when the limit
+/// cuts among them, any of them may be the ones kept.
+fn kvs_fit_range(observed: &[ExpectKv], candidates: &[(u32, Slot)], opts: &RangeOpts) -> bool {
+    if opts.count_only {
+        return observed.is_empty();
+    }
+    let n = candidates.len();
+    let want = if opts.limit > 0 {
+        n.min(opts.limit as usize)
+    } else {
+        n
+    };
+    if observed.len() != want {
+        return false;
+    }
+    let rank = |key: u32, slot: &Slot| -> i64 {
+        let r = match opts.sort_target {
+            SortTarget::Key => i64::from(key),
+            SortTarget::Version => slot.version,
+            SortTarget::Create => slot.create_revision,
+            SortTarget::Mod => slot.mod_revision,
+            SortTarget::Value => i64::from(slot.value),
+        };
+        if opts.descending {
+            -r
+        } else {
+            r
+        }
+    };
+    let mut taken = vec![false; n];
+    let mut last_rank = i64::MIN;
+    for kv in observed {
+        let Ok(at) = candidates.binary_search_by_key(&kv.key, |(k, _)| *k) else {
+            return false;
+        };
+        let (key, slot) = &candidates[at];
+        if taken[at] || !kv.matches_opts(*key, slot, opts.keys_only) {
+            return false;
+        }
+        taken[at] = true;
+        let r = rank(*key, slot);
+        if r < last_rank {
+            return false;
+        }
+        last_rank = r;
+    }
+    // What the limit left out must not come before what it kept.
+    candidates
+        .iter()
+        .zip(&taken)
+        .all(|((key, slot), taken)| *taken || rank(*key, slot) >= last_rank)
+}
+
 impl ExpectKv {
     fn matches(&self, key: u32, slot: &Slot) -> bool {
+        self.matches_opts(key, slot, false)
+    }
+
+    fn matches_opts(&self, key: u32, slot: &Slot, keys_only: bool) -> bool {
+        let value_fits = if keys_only {
+            self.value.is_none() || self.value_empty
+        } else {
+            self.value.is_none_or(|v| v == slot.value)
+        };
         self.key == key
-            && self.value.is_none_or(|v| v == slot.value)
+            && value_fits
             && self.version.is_none_or(|v| v == slot.version)
             && self
                 .create_revision

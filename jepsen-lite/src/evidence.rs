@@ -182,7 +182,7 @@ fn forbidden_for(input: &Input, unwritten: &HashMap<String, Vec<(i64, i64)>>) ->
                     writes = true;
                     continue;
                 }
-                TxnOp::Get { .. } => continue,
+                TxnOp::Get { .. } | TxnOp::Range(_) => continue,
             };
             writes = true;
             union.extend(unwritten.get(key).into_iter().flatten().copied());
@@ -347,7 +347,7 @@ fn explains(input: &Input, revision: i64, events: &[Event], reference: &Referenc
                     range_end,
                     prefix,
                 } => deletes.push(key_interval(key, range_end.as_deref(), *prefix)),
-                TxnOp::Get { .. } => {}
+                TxnOp::Get { .. } | TxnOp::Range(_) => {}
             }
         }
         let put_events: Vec<(&str, &str)> = events
@@ -388,7 +388,10 @@ fn explains(input: &Input, revision: i64, events: &[Event], reference: &Referenc
                     e.kind == EventType::Delete && reference.revoke_deletes(*id, revision, &e.key)
                 })
         }
-        Input::Get { .. } | Input::LeaseGrant { .. } | Input::LeaseKeepAlive { .. } => false,
+        Input::Get { .. }
+        | Input::Range(_)
+        | Input::LeaseGrant { .. }
+        | Input::LeaseKeepAlive { .. } => false,
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Input {
         #[serde(default)]
         failure: Vec<TxnOp>,
     },
+    /// A range read with every option etcd's `RangeRequest` has (see
+    /// [`RangeRequest`]); `get` is the plain form.
+    Range(RangeRequest),
     LeaseGrant {
         id: i64,
         ttl: i64,
@@ -103,13 +106,13 @@ impl Input {
     /// Whether the request can change the store.
     pub fn is_read_only(&self) -> bool {
         match self {
-            Input::Get { .. } | Input::LeaseKeepAlive { .. } => true,
+            Input::Get { .. } | Input::Range(_) | Input::LeaseKeepAlive { .. } => true,
             Input::Txn {
                 success, failure, ..
             } => success
                 .iter()
                 .chain(failure)
-                .all(|op| matches!(op, TxnOp::Get { .. })),
+                .all(|op| matches!(op, TxnOp::Get { .. } | TxnOp::Range(_))),
             _ => false,
         }
     }
@@ -140,6 +143,81 @@ pub enum TxnOp {
         #[serde(default, skip_serializing_if = "is_false")]
         prefix: bool,
     },
+    Range(RangeRequest),
+}
+
+/// A range read with etcd's options. The answer is computed as etcd's `Range`
+/// does: the keys in range (at the newest revision), filtered by the
+/// `min_`/`max_` revision bounds, sorted, cut to `limit` (`more` says whether
+/// any were cut), values dropped for `keys_only`, nothing but `count` for
+/// `count_only`; `count` is the number of keys in range before filters and
+/// limit. Keys that tie on a non-key sort target may come in any order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeRequest {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prefix: bool,
+    /// At most this many keys; 0 is no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub limit: i64,
+    /// Read at this past revision; 0 is the newest. Not modelled yet: a
+    /// history using it is refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: i64,
+    #[serde(default, skip_serializing_if = "SortOrder::is_none")]
+    pub sort_order: SortOrder,
+    #[serde(default, skip_serializing_if = "SortTarget::is_key")]
+    pub sort_target: SortTarget,
+    /// Not modelled yet: a history using it is refused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub serializable: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keys_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub count_only: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_mod_revision: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_mod_revision: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_create_revision: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_create_revision: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+impl SortOrder {
+    fn is_none(&self) -> bool {
+        *self == SortOrder::None
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+impl SortTarget {
+    fn is_key(&self) -> bool {
+        *self == SortTarget::Key
+    }
 }
 
 /// One transaction guard: `target(key) result value`.
@@ -198,6 +276,12 @@ pub struct Output {
     /// Keys removed by a delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<i64>,
+    /// A range's count of keys in range (before filters and limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// A range's `more`: its limit cut some keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<bool>,
     /// Txn sub-responses, one per op of the branch that ran. Their `revision`
     /// is not checked (etcd copies the txn header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -571,7 +655,10 @@ mod tests {
             r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1","prev_kv":true},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_end":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"get","key":"a","count_only":true}]},"output":{}}"#,
-            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"count":1}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"counts":1}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","limt":1},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","sort_order":"up"},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"range","key":"a","kv":1}]},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{}, "extra":1}"#,
             r#"{"watch":{"client":3,"key":"a","progress_notify":true}}"#,
             r#"{"watch":{"client":3,"key":"a","responses":[{"revision":2,"events":[{"type":"put","key":"a","mod_revision":2,"kv":{}}]}]}}"#,
@@ -579,6 +666,16 @@ mod tests {
         for line in lines {
             assert!(History::parse(line).is_err(), "{line}");
         }
+        let range = r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","limit":1,"sort_order":"descend","sort_target":"mod","count_only":true},"output":{"count":2,"more":false}}"#;
+        let history = History::parse(range).unwrap();
+        match &history.operations[0].input {
+            Input::Range(r) => {
+                assert_eq!((r.limit, r.sort_order, r.sort_target), (1, SortOrder::Descend, SortTarget::Mod));
+                assert!(r.count_only && !r.keys_only);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(History::parse(&history.to_jsonl()).unwrap().operations, history.operations);
     }
 
     #[test]

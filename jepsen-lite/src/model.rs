@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use crate::compile::Operand;
 pub use crate::compile::{
-    compile_input, compile_output, Expect, Guard, Request, Symbols, WriteRevisions,
+    compile_input, compile_output, Expect, Guard, RangeOpts, Request, Symbols, WriteRevisions,
 };
 use crate::history::{CompareResult, CompareTarget, EventType, KeyValue};
 
@@ -74,6 +74,13 @@ pub struct Response {
     pub kvs: Vec<(u32, Slot)>,
     pub succeeded: bool,
     pub deleted: i64,
+    /// A range's count of keys in range, before filters and limit.
+    pub count: i64,
+    pub more: bool,
+    /// For a range with options: `kvs` holds every key that passes the
+    /// filters, in key order, and the answer is judged against `opts` (see
+    /// `kvs_fit_range`).
+    pub range_opts: Option<RangeOpts>,
     pub responses: Vec<Response>,
     pub error: Option<&'static str>,
 }
@@ -189,9 +196,9 @@ impl State {
     /// Applies `request` if the observed response matches; returns the next
     /// state. `expect == None` (unknown outcome) matches any response.
     pub fn step(&self, request: &Request, expect: Option<&Expect>) -> Option<State> {
-        if let (Request::Range { lo, hi }, Some(expect)) = (request, expect) {
+        if let (Request::Range { lo, hi, opts }, Some(expect)) = (request, expect) {
             // Reads dominate histories; answer them without cloning.
-            let response = self.range(*lo, *hi);
+            let response = self.range(*lo, *hi, opts);
             return expect.matches(&response, true).then(|| self.clone());
         }
         let mut next = self.clone();
@@ -215,13 +222,38 @@ impl State {
         }
     }
 
-    fn range(&self, lo: u32, hi: u32) -> Response {
-        let kvs = (lo..hi)
+    fn range(&self, lo: u32, hi: u32, opts: &RangeOpts) -> Response {
+        let kvs: Vec<(u32, Slot)> = (lo..hi)
             .filter_map(|k| self.slot(k).map(|s| (k, s)))
             .collect();
+        let count = kvs.len() as i64;
+        if opts.is_plain() {
+            return Response {
+                revision: self.revision,
+                kvs,
+                count,
+                ..Response::default()
+            };
+        }
+        let bound = |limit: i64, keep: &dyn Fn(i64) -> bool, of: i64| limit == 0 || keep(of);
+        let kvs: Vec<(u32, Slot)> = if opts.count_only {
+            Vec::new()
+        } else {
+            kvs.into_iter()
+                .filter(|(_, s)| {
+                    bound(opts.max_mod_revision, &|m| m <= opts.max_mod_revision, s.mod_revision)
+                        && bound(opts.min_mod_revision, &|m| m >= opts.min_mod_revision, s.mod_revision)
+                        && bound(opts.max_create_revision, &|c| c <= opts.max_create_revision, s.create_revision)
+                        && bound(opts.min_create_revision, &|c| c >= opts.min_create_revision, s.create_revision)
+                })
+                .collect()
+        };
         Response {
             revision: self.revision,
+            more: opts.limit > 0 && kvs.len() as i64 > opts.limit,
             kvs,
+            count,
+            range_opts: Some(*opts),
             ..Response::default()
         }
     }
@@ -234,7 +266,7 @@ impl State {
         mut events: Option<&mut Vec<ModelEvent>>,
     ) -> Response {
         match request {
-            Request::Range { lo, hi } => self.range(*lo, *hi),
+            Request::Range { lo, hi, opts } => self.range(*lo, *hi, opts),
             Request::Put { .. } | Request::Delete { .. } => {
                 let ops = std::slice::from_ref(request);
                 let mut response = self.apply_writes(ops, events);
@@ -373,7 +405,7 @@ impl State {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                Request::Range { lo, hi } => responses.push(self.range(*lo, *hi)),
+                Request::Range { lo, hi, opts } => responses.push(self.range(*lo, *hi, opts)),
                 Request::Put { key, value, lease } => {
                     let prev = self.slot(*key);
                     let slot = Slot {

@@ -30,7 +30,8 @@ use jepsen_lite::bytes::{from_bytes, to_bytes};
 use jepsen_lite::generator::Rng;
 use jepsen_lite::history::{
     Compare, CompareOperand, CompareResult, CompareTarget, Event, EventType, Input, KeyValue,
-    Operation, Output, TxnOp, Watch, WatchFilter, WatchResponse,
+    Operation, Output, RangeRequest, SortOrder, SortTarget, TxnOp, Watch, WatchFilter,
+    WatchResponse,
 };
 use jepsen_lite::{check, CheckOptions, History, Outcome};
 
@@ -49,6 +50,11 @@ struct Resp {
     kvs: Vec<(Vec<u8>, Kv)>,
     succeeded: bool,
     deleted: i64,
+    count: i64,
+    more: bool,
+    /// For a range with options: every key that passes the filters with its
+    /// sort rank, how many are returned, and whether values are dropped.
+    ranked: Option<(Vec<(Vec<u8>, Kv, i64)>, usize, bool)>,
     responses: Vec<Resp>,
 }
 
@@ -177,11 +183,13 @@ fn empty_key(input: &Input) -> bool {
         TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => {
             key.is_empty()
         }
+        TxnOp::Range(r) => r.key.is_empty(),
     };
     match input {
         Input::Get { key, .. } | Input::Put { key, .. } | Input::Delete { key, .. } => {
             key.is_empty()
         }
+        Input::Range(r) => r.key.is_empty(),
         Input::Txn {
             compare,
             success,
@@ -209,6 +217,74 @@ impl Store {
             .filter(|(k, _)| in_range(key, end, k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// etcd's `Range` with its options (server `apply` code).
+    fn range_request(&self, r: &RangeRequest) -> Resp {
+        let key = b(&r.key);
+        let end = wire_end(&key, r.range_end.as_deref(), r.prefix);
+        let all = self.range(&key, &end);
+        let count = all.len() as i64;
+        let keep = |bound: i64, ok: bool| bound == 0 || ok;
+        let candidates: Vec<(Vec<u8>, Kv)> = if r.count_only {
+            Vec::new()
+        } else {
+            all.into_iter()
+                .filter(|(_, kv)| {
+                    keep(r.max_mod_revision, kv.modified <= r.max_mod_revision)
+                        && keep(r.min_mod_revision, kv.modified >= r.min_mod_revision)
+                        && keep(r.max_create_revision, kv.create <= r.max_create_revision)
+                        && keep(r.min_create_revision, kv.create >= r.min_create_revision)
+                })
+                .collect()
+        };
+        // A non-key target with no order sorts ascending; no order is key order.
+        let order = match (r.sort_target, r.sort_order) {
+            (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
+            (SortTarget::Key, order) => order,
+            (_, SortOrder::None) => SortOrder::Ascend,
+            (_, order) => order,
+        };
+        let mut values: Vec<&Vec<u8>> = candidates.iter().map(|(_, kv)| &kv.value).collect();
+        values.sort();
+        values.dedup();
+        let ranked: Vec<(Vec<u8>, Kv, i64)> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, (k, kv))| {
+                let rank = match (order, r.sort_target) {
+                    (SortOrder::None, _) | (_, SortTarget::Key) => i as i64,
+                    (_, SortTarget::Version) => kv.version,
+                    (_, SortTarget::Create) => kv.create,
+                    (_, SortTarget::Mod) => kv.modified,
+                    (_, SortTarget::Value) => values.binary_search(&&kv.value).unwrap() as i64,
+                };
+                let rank = if order == SortOrder::Descend { -rank } else { rank };
+                (k.clone(), kv.clone(), rank)
+            })
+            .collect();
+        let mut answer = ranked.clone();
+        answer.sort_by_key(|(_, _, rank)| *rank);
+        let more = r.limit > 0 && answer.len() as i64 > r.limit;
+        if more {
+            answer.truncate(r.limit as usize);
+        }
+        let want = answer.len();
+        Resp {
+            kvs: answer
+                .into_iter()
+                .map(|(k, mut kv, _)| {
+                    if r.keys_only {
+                        kv.value.clear();
+                    }
+                    (k, kv)
+                })
+                .collect(),
+            count,
+            more,
+            ranked: Some((ranked, want, r.keys_only)),
+            ..Resp::default()
+        }
     }
 
     fn compare_holds(&self, c: &Compare) -> bool {
@@ -263,11 +339,14 @@ impl Store {
                 } => {
                     let key = b(key);
                     let end = wire_end(&key, range_end.as_deref(), *prefix);
+                    let kvs = self.range(&key, &end);
                     out.push(Resp {
-                        kvs: self.range(&key, &end),
+                        count: kvs.len() as i64,
+                        kvs,
                         ..Resp::default()
                     });
                 }
+                TxnOp::Range(r) => out.push(self.range_request(r)),
                 TxnOp::Put { key, value, lease } => {
                     let key = b(key);
                     let prev = self.kvs.get(&key).cloned();
@@ -341,6 +420,13 @@ impl Store {
                     range_end,
                     prefix,
                 }))?;
+                Ok(Resp {
+                    revision: self.revision,
+                    ..r.remove(0)
+                })
+            }
+            Input::Range(r) => {
+                let mut r = self.run(&single(TxnOp::Range(r)))?;
                 Ok(Resp {
                     revision: self.revision,
                     ..r.remove(0)
@@ -461,12 +547,16 @@ fn to_output(result: &Result<Resp, ()>) -> Output {
             let mut out = convert(r, true, &[true]);
             out.succeeded = Some(r.succeeded);
             out.deleted = Some(r.deleted);
+            out.count = Some(r.count);
+            out.more = Some(r.more);
             out.responses = Some(
                 r.responses
                     .iter()
                     .map(|s| {
                         let mut o = convert(s, false, &[true]);
                         o.deleted = Some(s.deleted);
+                        o.count = Some(s.count);
+                        o.more = Some(s.more);
                         o
                     })
                     .collect(),
@@ -488,10 +578,47 @@ fn fits(observed: &Output, actual: &Result<Resp, ()>, top: bool) -> bool {
     }
     if observed.succeeded.is_some_and(|s| s != actual.succeeded)
         || observed.deleted.is_some_and(|d| d != actual.deleted)
+        || observed.count.is_some_and(|c| c != actual.count)
+        || observed.more.is_some_and(|m| m != actual.more)
     {
         return false;
     }
-    if let Some(kvs) = &observed.kvs {
+    if let (Some(kvs), Some((ranked, want, keys_only))) = (&observed.kvs, &actual.ranked) {
+        // Ties on the sort target may come in any order, and a limit that cuts
+        // among them may keep any: the ranks read must be non-decreasing and be
+        // the `want` smallest ranks, each on its own key.
+        if kvs.len() != *want {
+            return false;
+        }
+        let mut ranks = Vec::new();
+        let mut keys = BTreeSet::new();
+        for o in kvs {
+            let Some((k, kv, rank)) = ranked.iter().find(|(k, _, _)| *k == b(&o.key)) else {
+                return false;
+            };
+            let value_fits = if *keys_only {
+                o.value.as_deref().is_none_or(str::is_empty)
+            } else {
+                o.value.as_deref().is_none_or(|v| b(v) == kv.value)
+            };
+            if !keys.insert(k.clone())
+                || !value_fits
+                || o.version.is_some_and(|v| v != kv.version)
+                || o.create_revision.is_some_and(|v| v != kv.create)
+                || o.mod_revision.is_some_and(|v| v != kv.modified)
+                || o.lease.is_some_and(|v| v != kv.lease)
+            {
+                return false;
+            }
+            ranks.push(*rank);
+        }
+        let mut smallest: Vec<i64> = ranked.iter().map(|(_, _, r)| *r).collect();
+        smallest.sort_unstable();
+        smallest.truncate(*want);
+        if !ranks.windows(2).all(|w| w[0] <= w[1]) || ranks != smallest {
+            return false;
+        }
+    } else if let Some(kvs) = &observed.kvs {
         if kvs.len() != actual.kvs.len() {
             return false;
         }
@@ -690,7 +817,47 @@ fn key(rng: &mut Rng) -> String {
     from_bytes(pick(rng, KEYS))
 }
 
+fn range_request(rng: &mut Rng) -> RangeRequest {
+    let small = |rng: &mut Rng| {
+        if rng.one_in(3) {
+            rng.below(5) as i64
+        } else {
+            0
+        }
+    };
+    RangeRequest {
+        key: if rng.one_in(2) {
+            from_bytes(pick(rng, PREFIXES))
+        } else {
+            key(rng)
+        },
+        range_end: rng
+            .one_in(2)
+            .then(|| from_bytes(pick(rng, RANGE_ENDS))),
+        prefix: rng.one_in(3),
+        limit: if rng.one_in(2) { rng.below(4) as i64 } else { 0 },
+        sort_order: [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][rng.below(3) as usize],
+        sort_target: [
+            SortTarget::Key,
+            SortTarget::Version,
+            SortTarget::Create,
+            SortTarget::Mod,
+            SortTarget::Value,
+        ][rng.below(5) as usize],
+        keys_only: rng.one_in(4),
+        count_only: rng.one_in(6),
+        min_mod_revision: small(rng),
+        max_mod_revision: small(rng),
+        min_create_revision: small(rng),
+        max_create_revision: small(rng),
+        ..RangeRequest::default()
+    }
+}
+
 fn read_op(rng: &mut Rng) -> TxnOp {
+    if rng.one_in(3) {
+        return TxnOp::Range(range_request(rng));
+    }
     match rng.below(3) {
         0 => TxnOp::Get {
             key: key(rng),
@@ -763,6 +930,7 @@ fn random_input(rng: &mut Rng, value: &mut u64, leases: &mut Vec<i64>) -> Input 
             range_end,
             prefix,
         },
+        TxnOp::Range(r) => Input::Range(r),
     };
     match rng.below(20) {
         0..=4 => as_input(read_op(rng)),
@@ -1010,7 +1178,23 @@ fn mutate(rng: &mut Rng, history: &mut History) {
     let Some(output) = op.output.as_mut() else {
         return;
     };
-    match rng.below(8) {
+    match rng.below(11) {
+        8 => {
+            if let Some(m) = output.more.as_mut() {
+                *m = !*m;
+            }
+        }
+        9 => {
+            if let Some(c) = output.count.as_mut() {
+                *c += 1;
+            }
+        }
+        10 => {
+            // Valid when every key read ties on the sort target.
+            if let Some(kvs) = output.kvs.as_mut() {
+                kvs.reverse();
+            }
+        }
         0 => {
             if let Some(r) = output.revision.as_mut() {
                 *r += if rng.one_in(2) { 1 } else { -1 };
