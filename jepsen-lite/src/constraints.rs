@@ -20,7 +20,21 @@
 use std::collections::HashMap;
 
 use crate::history::{Event, EventType, History, KeyValue, WatchFilter};
-use crate::model::{ModelEvent, Slot, Symbols};
+use crate::linearizability::SearchOp;
+use crate::model::{Expect, ModelEvent, RangeOpts, Request, Slot, State, Symbols};
+
+/// A read at a past revision `r`: its answer is the store as the write that
+/// made `r` left it (or the empty store, for `r` = 1).
+#[derive(Clone)]
+struct PastRead {
+    /// Index in the searched operations.
+    op: usize,
+    lo: u32,
+    hi: u32,
+    /// The read's options, to evaluate at the newest revision of that state.
+    opts: RangeOpts,
+    expect: Expect,
+}
 
 struct Covered {
     /// Index in `History::watches`.
@@ -35,12 +49,13 @@ struct Covered {
     events: HashMap<i64, Vec<Event>>,
 }
 
-/// The watches that vouch for revisions.
+/// The watches that vouch for revisions, and the reads at past revisions.
 #[derive(Default)]
 pub struct WatchConstraints {
     watches: Vec<Covered>,
     /// The newest revision any watch vouches for.
     pub vouched_max: i64,
+    past_reads: HashMap<i64, Vec<PastRead>>,
 }
 
 impl WatchConstraints {
@@ -101,11 +116,48 @@ impl WatchConstraints {
         WatchConstraints {
             watches,
             vouched_max,
+            past_reads: HashMap::new(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.watches.is_empty()
+    /// Adds the reads at past revisions among `ops` whose answers were
+    /// recorded.
+    pub fn add_past_reads(&mut self, ops: &[SearchOp]) {
+        for (index, op) in ops.iter().enumerate() {
+            let (Request::Range { lo, hi, opts }, Some(expect)) = (&op.request, &op.expect) else {
+                continue;
+            };
+            if opts.revision <= 0 || expect.is_error() {
+                continue;
+            }
+            let mut expect = expect.clone();
+            expect.revision = None;
+            self.past_reads
+                .entry(opts.revision)
+                .or_default()
+                .push(PastRead {
+                    op: index,
+                    lo: *lo,
+                    hi: *hi,
+                    opts: RangeOpts {
+                        revision: 0,
+                        ..*opts
+                    },
+                    expect,
+                });
+        }
+    }
+
+    /// The same reads at past revisions, without the watches.
+    pub fn past_reads_only(&self) -> WatchConstraints {
+        WatchConstraints {
+            past_reads: self.past_reads.clone(),
+            ..WatchConstraints::default()
+        }
+    }
+
+    pub fn has_watches(&self) -> bool {
+        !self.watches.is_empty()
     }
 
     /// Whether some watch vouches for `revision`.
@@ -115,6 +167,20 @@ impl WatchConstraints {
                 .watches
                 .iter()
                 .any(|w| w.start <= revision && revision <= w.vouched)
+    }
+
+    /// Whether `state`, the store at `revision`, answers every read at that
+    /// past revision as recorded; `Err` names the first that it does not.
+    pub fn state_fits(&self, revision: i64, state: &State) -> Result<(), usize> {
+        for read in self.past_reads.get(&revision).into_iter().flatten() {
+            if !read
+                .expect
+                .matches(&state.range(read.lo, read.hi, &read.opts), false)
+            {
+                return Err(read.op);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `events`, everything one write did at `revision`, is what every

@@ -88,7 +88,12 @@ fn read_evidence(history: &History) -> ReadEvidence {
         let Some(output) = op.output.as_ref().filter(|o| o.error.is_none()) else {
             continue;
         };
-        let header = output.revision;
+        // What the read saw was the store at its header revision, or at the
+        // past revision it asked for.
+        let header = match &op.input {
+            Input::Range(r) if r.revision > 0 => Some(r.revision),
+            _ => output.revision,
+        };
         let sub_kvs = output
             .responses
             .iter()
@@ -390,6 +395,7 @@ fn explains(input: &Input, revision: i64, events: &[Event], reference: &Referenc
         }
         Input::Get { .. }
         | Input::Range(_)
+        | Input::Compact { .. }
         | Input::LeaseGrant { .. }
         | Input::LeaseKeepAlive { .. } => false,
     }

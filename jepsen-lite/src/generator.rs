@@ -202,7 +202,9 @@ impl Store {
 
     fn apply(&mut self, input: &Input) -> Output {
         let result = match input {
-            Input::Range(_) => unreachable!("the generator builds no range requests"),
+            Input::Range(_) | Input::Compact { .. } => {
+                unreachable!("the generator builds no range or compact requests")
+            }
             Input::Get { key, prefix, .. } => Ok(Output {
                 kvs: Some(self.range(key, *prefix)),
                 ..Output::default()

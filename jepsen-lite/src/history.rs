@@ -87,6 +87,13 @@ pub enum Input {
     /// A range read with every option etcd's `RangeRequest` has (see
     /// [`RangeRequest`]); `get` is the plain form.
     Range(RangeRequest),
+    /// Compacts the history up to `revision`: reads at earlier revisions fail
+    /// with the compacted error. It makes no revision of its own.
+    Compact {
+        revision: i64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        physical: bool,
+    },
     LeaseGrant {
         id: i64,
         ttl: i64,
@@ -163,8 +170,8 @@ pub struct RangeRequest {
     /// At most this many keys; 0 is no limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub limit: i64,
-    /// Read at this past revision; 0 is the newest. Not modelled yet: a
-    /// history using it is refused.
+    /// Read at this past revision; 0 is the newest. Inside a txn it is not
+    /// modelled yet (refused).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub revision: i64,
     #[serde(default, skip_serializing_if = "SortOrder::is_none")]

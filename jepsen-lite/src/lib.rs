@@ -346,7 +346,8 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
             verdict
         }
         _ => {
-            let watches = WatchConstraints::new(history, &prepared.symbols);
+            let mut watches = WatchConstraints::new(history, &prepared.symbols);
+            watches.add_past_reads(&prepared.ops);
             let mut outcome = search(
                 &prepared.symbols,
                 &prepared.ops,
@@ -356,7 +357,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
                 &watches,
             );
             if let SearchOutcome::Illegal(failure) = &outcome {
-                if !watches.is_empty() {
+                if watches.has_watches() {
                     // No order fits both the responses and the watches. If one
                     // fits the responses alone, the watches are at fault: they
                     // are checked against it below, and at least one of them
@@ -367,7 +368,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
                         prepared.revision_min,
                         deadline,
                         cache_max,
-                        &WatchConstraints::default(),
+                        &watches.past_reads_only(),
                     );
                     if matches!(plain, SearchOutcome::Linearizable(_)) {
                         watch_blame = Some(failure.watch_blame.unwrap_or(0));

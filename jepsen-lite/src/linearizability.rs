@@ -456,6 +456,17 @@ pub fn search(
     let mut events: Vec<ModelEvent> = Vec::new();
     // (depth, watch) of the deepest step a watch refused.
     let mut watch_blame: Option<(usize, usize)> = None;
+    // (depth, operation) of the deepest step a read at a past revision refused.
+    let mut read_blame: Option<(usize, usize)> = None;
+    if let Err(read) = watches.state_fits(state.revision(), &state) {
+        // A read at the first revision that the empty store does not answer.
+        return SearchOutcome::Illegal(Failure {
+            op: read,
+            prefix: Vec::new(),
+            state: state.describe(symbols),
+            watch_blame: None,
+        });
+    }
 
     loop {
         if owed_done == owed_total && state.revision() >= revision_min {
@@ -486,6 +497,14 @@ pub fn search(
                 // An optional operation that changes nothing here is the same
                 // as one that never took effect; it stays pending for later.
                 continue;
+            }
+            if next_state.revision() > state.revision() {
+                if let Err(read) = watches.state_fits(next_state.revision(), &next_state) {
+                    if read_blame.is_none_or(|(depth, _)| stack.len() >= depth) {
+                        read_blame = Some((stack.len(), read));
+                    }
+                    continue;
+                }
             }
             if next_state.revision() > state.revision() && watches.covers(next_state.revision()) {
                 // A revision some watch vouches for: the write must make exactly
@@ -568,6 +587,13 @@ pub fn search(
                 None => {
                     let mut failure = best.expect("the root frame is the deepest at least once");
                     failure.watch_blame = watch_blame.map(|(_, watch)| watch);
+                    // Stuck where a read at a past revision refused the store
+                    // that the write there made: the read is the one to name.
+                    if let Some((depth, read)) = read_blame {
+                        if depth >= failure.prefix.len() {
+                            failure.op = read;
+                        }
+                    }
                     return SearchOutcome::Illegal(failure);
                 }
                 Some((op, previous)) => {

@@ -81,6 +81,9 @@ pub struct Response {
     /// filters, in key order, and the answer is judged against `opts` (see
     /// `kvs_fit_range`).
     pub range_opts: Option<RangeOpts>,
+    /// A read at a past revision: only the header and errors are in this
+    /// response; the content is judged when the revision is made.
+    pub deferred: bool,
     pub responses: Vec<Response>,
     pub error: Option<&'static str>,
 }
@@ -90,6 +93,8 @@ pub struct Response {
 pub struct State {
     /// Invariant: never decreases from one step to the next.
     revision: i64,
+    /// The newest compaction (0: none). Reads below it fail.
+    compacted: i64,
     chunks: Vec<Arc<Vec<Option<Slot>>>>,
     /// Granted, unrevoked lease ids, sorted.
     leases: Arc<Vec<i64>>,
@@ -102,6 +107,7 @@ pub struct State {
 impl PartialEq for State {
     fn eq(&self, other: &State) -> bool {
         self.revision == other.revision
+            && self.compacted == other.compacted
             && self.slots_hash == other.slots_hash
             && self.leases_hash == other.leases_hash
             && self.leases == other.leases
@@ -150,6 +156,7 @@ impl State {
             .collect();
         State {
             revision: 1,
+            compacted: 0,
             chunks,
             leases: Arc::new(Vec::new()),
             slots_hash: 0,
@@ -163,7 +170,10 @@ impl State {
 
     /// A hash of the whole state, kept incrementally.
     pub fn fingerprint(&self) -> u64 {
-        self.slots_hash ^ self.leases_hash ^ mix(self.revision as u64 ^ 0x5bd1_e995)
+        self.slots_hash
+            ^ self.leases_hash
+            ^ mix(self.revision as u64 ^ 0x5bd1_e995)
+            ^ mix(self.compacted as u64 ^ 0x2545_f491_4f6c_dd1d)
     }
 
     pub fn slot(&self, key: u32) -> Option<Slot> {
@@ -222,7 +232,22 @@ impl State {
         }
     }
 
-    fn range(&self, lo: u32, hi: u32, opts: &RangeOpts) -> Response {
+    pub(crate) fn range(&self, lo: u32, hi: u32, opts: &RangeOpts) -> Response {
+        if opts.revision > 0 {
+            // etcd: a future revision and a compacted one are errors.
+            if opts.revision > self.revision {
+                return error_response("mvcc: required revision is a future revision");
+            }
+            if opts.revision < self.compacted {
+                return error_response("mvcc: required revision has been compacted");
+            }
+            return Response {
+                revision: self.revision,
+                range_opts: Some(*opts),
+                deferred: true,
+                ..Response::default()
+            };
+        }
         let kvs: Vec<(u32, Slot)> = (lo..hi)
             .filter_map(|k| self.slot(k).map(|s| (k, s)))
             .collect();
@@ -310,6 +335,19 @@ impl State {
                 }
             }
             Request::Refused { reason } => error_response(reason),
+            Request::Compact { revision } => {
+                if *revision <= self.compacted {
+                    return error_response("mvcc: required revision has been compacted");
+                }
+                if *revision > self.revision {
+                    return error_response("mvcc: required revision is a future revision");
+                }
+                self.compacted = *revision;
+                Response {
+                    revision: self.revision,
+                    ..Response::default()
+                }
+            }
             Request::LeaseRevoke { id } => {
                 let Ok(at) = self.leases.binary_search(id) else {
                     return error_response("lease not found");
@@ -453,6 +491,7 @@ impl State {
                 }
                 Request::Txn { .. }
                 | Request::Refused { .. }
+                | Request::Compact { .. }
                 | Request::LeaseGrant { .. }
                 | Request::LeaseRevoke { .. }
                 | Request::LeaseKeepAlive { .. } => {
@@ -481,6 +520,7 @@ impl State {
         }
         ModelState {
             revision: self.revision,
+            compacted: self.compacted,
             kvs,
             leases: self.leases.to_vec(),
         }
@@ -509,6 +549,7 @@ fn error_response(message: &'static str) -> Response {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ModelState {
     pub revision: i64,
+    pub compacted: i64,
     pub kvs: BTreeMap<String, KeyValue>,
     pub leases: Vec<i64>,
 }

@@ -5,7 +5,10 @@
 //! `apply` code. Every order of a small history that respects real time, with
 //! each unknown-outcome write placed or left out, is tried against it.
 //!
-//! Histories are random: three clients run gets (point, range, prefix), puts
+//! Histories are random: three clients run gets (point, range, prefix),
+//! `range` requests with random options (limit, sort order and target,
+//! keys_only, count_only, revision filters, and at the top level a past
+//! revision), compactions, puts
 //! (with and without leases), deletes (point, range, prefix), txns with
 //! compares on every target and operations in both branches, and lease
 //! grants, keep-alives and revokes, over keys with multi-byte and non-UTF-8
@@ -65,6 +68,9 @@ struct Store {
     leases: BTreeSet<i64>,
     /// The events of the last request that made a revision.
     events: Vec<Event>,
+    /// The store at each revision (index 0 unused).
+    snapshots: Vec<BTreeMap<Vec<u8>, Kv>>,
+    compacted: i64,
 }
 
 fn kv_of(key: &[u8], kv: &Kv) -> KeyValue {
@@ -208,22 +214,37 @@ impl Store {
             kvs: BTreeMap::new(),
             leases: BTreeSet::new(),
             events: Vec::new(),
+            snapshots: vec![BTreeMap::new(), BTreeMap::new()],
+            compacted: 0,
         }
     }
 
     fn range(&self, key: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Kv)> {
-        self.kvs
-            .iter()
+        range_of(&self.kvs, key, end)
+    }
+
+    /// etcd's `Range` with its options (server `apply` code).
+    fn range_request(&self, r: &RangeRequest) -> Resp {
+        range_request(&self.kvs, r)
+    }
+}
+
+fn range_of(kvs: &BTreeMap<Vec<u8>, Kv>, key: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Kv)> {
+    {
+        kvs.iter()
             .filter(|(k, _)| in_range(key, end, k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
-    /// etcd's `Range` with its options (server `apply` code).
-    fn range_request(&self, r: &RangeRequest) -> Resp {
+}
+
+/// etcd's `Range` with its options (server `apply` code), on the store `kvs`.
+fn range_request(kvs: &BTreeMap<Vec<u8>, Kv>, r: &RangeRequest) -> Resp {
+    {
         let key = b(&r.key);
         let end = wire_end(&key, r.range_end.as_deref(), r.prefix);
-        let all = self.range(&key, &end);
+        let all = range_of(kvs, &key, &end);
         let count = all.len() as i64;
         let keep = |bound: i64, ok: bool| bound == 0 || ok;
         let candidates: Vec<(Vec<u8>, Kv)> = if r.count_only {
@@ -286,7 +307,9 @@ impl Store {
             ..Resp::default()
         }
     }
+}
 
+impl Store {
     fn compare_holds(&self, c: &Compare) -> bool {
         let kv = self.kvs.get(&b(&c.key));
         let ordering = match (c.target, &c.value) {
@@ -399,6 +422,7 @@ impl Store {
         if changed {
             self.revision = next;
             self.events = events;
+            self.snapshots.push(self.kvs.clone());
         }
         Ok(out)
     }
@@ -423,6 +447,26 @@ impl Store {
                 Ok(Resp {
                     revision: self.revision,
                     ..r.remove(0)
+                })
+            }
+            Input::Range(r) if r.revision > 0 => {
+                // etcd: a future revision and a compacted one are errors.
+                if r.revision > self.revision || r.revision < self.compacted {
+                    return Err(());
+                }
+                Ok(Resp {
+                    revision: self.revision,
+                    ..range_request(&self.snapshots[r.revision as usize], &r)
+                })
+            }
+            Input::Compact { revision, .. } => {
+                if revision <= self.compacted || revision > self.revision {
+                    return Err(());
+                }
+                self.compacted = revision;
+                Ok(Resp {
+                    revision: self.revision,
+                    ..Resp::default()
                 })
             }
             Input::Range(r) => {
@@ -508,6 +552,7 @@ impl Store {
                         .iter()
                         .map(|k| delete_event(k, self.revision, &self.kvs.remove(k).unwrap()))
                         .collect();
+                    self.snapshots.push(self.kvs.clone());
                 }
                 Ok(Resp {
                     revision: self.revision,
@@ -817,7 +862,7 @@ fn key(rng: &mut Rng) -> String {
     from_bytes(pick(rng, KEYS))
 }
 
-fn range_request(rng: &mut Rng) -> RangeRequest {
+fn random_range(rng: &mut Rng) -> RangeRequest {
     let small = |rng: &mut Rng| {
         if rng.one_in(3) {
             rng.below(5) as i64
@@ -856,7 +901,7 @@ fn range_request(rng: &mut Rng) -> RangeRequest {
 
 fn read_op(rng: &mut Rng) -> TxnOp {
     if rng.one_in(3) {
-        return TxnOp::Range(range_request(rng));
+        return TxnOp::Range(random_range(rng));
     }
     match rng.below(3) {
         0 => TxnOp::Get {
@@ -933,7 +978,19 @@ fn random_input(rng: &mut Rng, value: &mut u64, leases: &mut Vec<i64>) -> Input 
         TxnOp::Range(r) => Input::Range(r),
     };
     match rng.below(20) {
-        0..=4 => as_input(read_op(rng)),
+        0..=4 => match as_input(read_op(rng)) {
+            Input::Range(mut r) => {
+                if rng.one_in(2) {
+                    r.revision = rng.below(5) as i64;
+                }
+                Input::Range(r)
+            }
+            other => other,
+        },
+        19 => Input::Compact {
+            revision: 1 + rng.below(4) as i64,
+            physical: rng.one_in(2),
+        },
         5..=10 => as_input(write_op(rng, value, leases)),
         11..=15 => {
             let target = [
