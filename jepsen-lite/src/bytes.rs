@@ -15,7 +15,11 @@ use serde_json::{Map, Value};
 
 /// The fields that hold byte strings (wherever they occur) and may instead be
 /// given base64-encoded under the same name with `_b64` appended.
-const BYTE_FIELDS: [&str; 3] = ["key", "range_end", "value"];
+const BYTE_FIELDS: [(&str, &str); 3] = [
+    ("key", "key_b64"),
+    ("range_end", "range_end_b64"),
+    ("value", "value_b64"),
+];
 
 /// The in-memory form of `bytes`: one character per byte.
 pub fn from_bytes(bytes: &[u8]) -> String {
@@ -106,8 +110,8 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
 pub fn decode_tree(value: &mut Value) -> Result<(), String> {
     match value {
         Value::Object(map) => {
-            for name in BYTE_FIELDS {
-                decode_field(map, name)?;
+            for (name, b64_name) in BYTE_FIELDS {
+                decode_field(map, name, b64_name)?;
             }
             for child in map.values_mut() {
                 decode_tree(child)?;
@@ -123,9 +127,8 @@ pub fn decode_tree(value: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
-fn decode_field(map: &mut Map<String, Value>, name: &str) -> Result<(), String> {
-    let b64_name = format!("{name}_b64");
-    if let Some(encoded) = map.remove(&b64_name) {
+fn decode_field(map: &mut Map<String, Value>, name: &str, b64_name: &str) -> Result<(), String> {
+    if let Some(encoded) = map.remove(b64_name) {
         if map.contains_key(name) {
             return Err(format!("both `{name}` and `{b64_name}` given"));
         }
@@ -135,7 +138,9 @@ fn decode_field(map: &mut Map<String, Value>, name: &str) -> Result<(), String> 
         let bytes = base64_decode(&encoded).map_err(|e| format!("`{b64_name}`: {e}"))?;
         map.insert(name.to_string(), Value::String(from_bytes(&bytes)));
     } else if let Some(Value::String(text)) = map.get_mut(name) {
-        *text = from_text(text);
+        if !text.is_ascii() {
+            *text = from_text(text);
+        }
     }
     Ok(())
 }
@@ -149,10 +154,13 @@ pub fn encode_tree(value: &mut Value) -> Result<(), String> {
             for child in map.values_mut() {
                 encode_tree(child)?;
             }
-            for name in BYTE_FIELDS {
+            for (name, b64_name) in BYTE_FIELDS {
                 let Some(Value::String(held)) = map.get(name) else {
                     continue;
                 };
+                if held.is_ascii() {
+                    continue;
+                }
                 let bytes = to_bytes(held).map_err(|c| {
                     format!("`{name}` {held:?} holds {c:?}, above U+00FF: build byte strings with bytes::from_bytes")
                 })?;
@@ -163,7 +171,7 @@ pub fn encode_tree(value: &mut Value) -> Result<(), String> {
                     Err(e) => {
                         map.remove(name);
                         map.insert(
-                            format!("{name}_b64"),
+                            b64_name.to_string(),
                             Value::String(base64_encode(e.as_bytes())),
                         );
                     }

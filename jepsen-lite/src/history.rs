@@ -516,13 +516,93 @@ impl History {
     /// character per byte, see `bytes`): a history built in memory with other
     /// characters would be checked as some other bytes.
     pub fn validate_bytes(&self) -> Result<(), String> {
+        // A character up to U+00FF is ASCII or starts with byte c2 or c3 in UTF-8.
+        let check = |what: &dyn Fn() -> String, s: &str| -> Result<(), String> {
+            if s.bytes().all(|b| b < 0xc4) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} {s:?} holds a character above U+00FF: build byte strings with bytes::from_bytes",
+                    what()
+                ))
+            }
+        };
+        let range = |what: &dyn Fn() -> String, key: &str, end: &Option<String>| -> Result<(), String> {
+            check(what, key)?;
+            end.as_deref().map_or(Ok(()), |e| check(what, e))
+        };
+        let kv = |what: &dyn Fn() -> String, kv: &KeyValue| -> Result<(), String> {
+            check(what, &kv.key)?;
+            kv.value.as_deref().map_or(Ok(()), |v| check(what, v))
+        };
+        let txn_op = |what: &dyn Fn() -> String, op: &TxnOp| -> Result<(), String> {
+            match op {
+                TxnOp::Get { key, range_end, .. } | TxnOp::Delete { key, range_end, .. } => {
+                    range(what, key, range_end)
+                }
+                TxnOp::Range(r) => range(what, &r.key, &r.range_end),
+                TxnOp::Put { key, value, .. } => check(what, key).and_then(|()| check(what, value)),
+            }
+        };
+        type KvCheck<'a> = dyn Fn(&dyn Fn() -> String, &KeyValue) -> Result<(), String> + 'a;
+        fn output(what: &dyn Fn() -> String, out: &Output, kv: &KvCheck) -> Result<(), String> {
+            for k in out.kvs.iter().flatten() {
+                kv(what, k)?;
+            }
+            for sub in out.responses.iter().flatten() {
+                output(what, sub, kv)?;
+            }
+            Ok(())
+        }
         for (index, op) in self.operations.iter().enumerate() {
-            let mut tree = serde_json::to_value(op).map_err(|e| e.to_string())?;
-            bytes::encode_tree(&mut tree).map_err(|e| format!("operation #{index}: {e}"))?;
+            let what = || format!("operation #{index}:");
+            let what = &what;
+            match &op.input {
+                Input::Get { key, range_end, .. } | Input::Delete { key, range_end, .. } => {
+                    range(what, key, range_end)?
+                }
+                Input::Range(r) => range(what, &r.key, &r.range_end)?,
+                Input::Put { key, value, .. } => {
+                    check(what, key)?;
+                    check(what, value)?;
+                }
+                Input::Txn {
+                    compare,
+                    success,
+                    failure,
+                } => {
+                    for c in compare {
+                        check(what, &c.key)?;
+                        if let CompareOperand::Str(v) = &c.value {
+                            check(what, v)?;
+                        }
+                    }
+                    for t in success.iter().chain(failure) {
+                        txn_op(what, t)?;
+                    }
+                }
+                Input::Compact { .. }
+                | Input::LeaseGrant { .. }
+                | Input::LeaseRevoke { .. }
+                | Input::LeaseKeepAlive { .. } => {}
+            }
+            if let Some(out) = &op.output {
+                output(what, out, &kv)?;
+            }
         }
         for (index, watch) in self.watches.iter().enumerate() {
-            let mut tree = serde_json::to_value(watch).map_err(|e| e.to_string())?;
-            bytes::encode_tree(&mut tree).map_err(|e| format!("watch #{index}: {e}"))?;
+            let what = || format!("watch #{index}:");
+            let what = &what;
+            range(what, &watch.key, &watch.range_end)?;
+            for event in watch.responses.iter().flat_map(|r| &r.events) {
+                check(what, &event.key)?;
+                if let Some(v) = &event.value {
+                    check(what, v)?;
+                }
+                if let Some(prev) = &event.prev_kv {
+                    kv(what, prev)?;
+                }
+            }
         }
         Ok(())
     }

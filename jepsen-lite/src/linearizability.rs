@@ -490,7 +490,15 @@ pub fn search(
         if top.next < top.candidates.len() {
             let op = top.candidates[top.next];
             top.next += 1;
-            let Some(next_state) = state.step(&ops[op].request, ops[op].expect.as_ref()) else {
+            // The step's events are needed only where a watch vouches for the
+            // revision it would make.
+            let watched = watches.covers(state.revision() + 1);
+            events.clear();
+            let Some(next_state) = state.step_events(
+                &ops[op].request,
+                ops[op].expect.as_ref(),
+                watched.then_some(&mut events),
+            ) else {
                 continue;
             };
             if !ops[op].owed && next_state == state {
@@ -506,12 +514,9 @@ pub fn search(
                     continue;
                 }
             }
-            if next_state.revision() > state.revision() && watches.covers(next_state.revision()) {
+            if next_state.revision() > state.revision() && watched {
                 // A revision some watch vouches for: the write must make exactly
                 // the events the watches saw there.
-                events.clear();
-                let mut scratch = state.clone();
-                scratch.execute(&ops[op].request, Some(&mut events));
                 if let Err(watch) = watches.admits(symbols, next_state.revision(), &events) {
                     if watch_blame.is_none_or(|(depth, _)| stack.len() >= depth) {
                         watch_blame = Some((stack.len(), watch));

@@ -206,13 +206,28 @@ impl State {
     /// Applies `request` if the observed response matches; returns the next
     /// state. `expect == None` (unknown outcome) matches any response.
     pub fn step(&self, request: &Request, expect: Option<&Expect>) -> Option<State> {
+        self.step_events(request, expect, None)
+    }
+
+    /// [`State::step`], also collecting the events of the step into `events`
+    /// (cleared first) when given.
+    pub fn step_events(
+        &self,
+        request: &Request,
+        expect: Option<&Expect>,
+        events: Option<&mut Vec<ModelEvent>>,
+    ) -> Option<State> {
         if let (Request::Range { lo, hi, opts }, Some(expect)) = (request, expect) {
             // Reads dominate histories; answer them without cloning.
             let response = self.range(*lo, *hi, opts);
             return expect.matches(&response, true).then(|| self.clone());
         }
         let mut next = self.clone();
-        let response = next.execute(request, None);
+        let events = events.map(|e| {
+            e.clear();
+            e
+        });
+        let response = next.execute(request, events);
         if let Some(limits) = expect.and_then(|e| e.write_revisions.as_ref()) {
             let wrote = response.error.is_none() && next.revision > self.revision;
             if !limits.permits(wrote.then_some(next.revision)) {
