@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::history::{
-    key_interval, CompareOperand, CompareResult, CompareTarget, History, Input, Output, TxnOp,
+    key_interval, prefix_end, CompareOperand, RangeRequest, SortOrder, SortTarget, CompareResult, CompareTarget, History, Input, Output, TxnOp,
 };
 use crate::model::{Response, Slot};
 
@@ -62,7 +62,7 @@ impl Symbols {
     }
 
     /// The key ids in `[lo, hi)` covered by a range request.
-    fn range(&self, key: &str, range_end: Option<&str>, prefix: bool) -> (u32, u32) {
+    pub(crate) fn range(&self, key: &str, range_end: Option<&str>, prefix: bool) -> (u32, u32) {
         let (start, end) = key_interval(key, range_end, prefix);
         let lo = self.keys.partition_point(|k| k.as_str() < start.as_str());
         let hi = match end {
@@ -76,6 +76,8 @@ impl Symbols {
 fn collect_input(input: &Input, keys: &mut Vec<String>, values: &mut Vec<String>) {
     match input {
         Input::Get { .. }
+        | Input::Range(_)
+        | Input::Compact { .. }
         | Input::Delete { .. }
         | Input::LeaseGrant { .. }
         | Input::LeaseRevoke { .. }
@@ -122,6 +124,7 @@ pub enum Request {
     Range {
         lo: u32,
         hi: u32,
+        opts: RangeOpts,
     },
     Put {
         key: u32,
@@ -137,6 +140,9 @@ pub enum Request {
         success: Vec<Request>,
         failure: Vec<Request>,
     },
+    Compact {
+        revision: i64,
+    },
     LeaseGrant {
         id: i64,
     },
@@ -145,6 +151,11 @@ pub enum Request {
     },
     LeaseKeepAlive {
         id: i64,
+    },
+    /// A request etcd refuses before it reaches the store (an empty key): it
+    /// always fails and changes nothing.
+    Refused {
+        reason: &'static str,
     },
 }
 
@@ -159,7 +170,10 @@ impl Request {
             Request::LeaseGrant { id: own }
             | Request::LeaseRevoke { id: own }
             | Request::LeaseKeepAlive { id: own } => *own == id,
-            Request::Range { .. } | Request::Delete { .. } => false,
+            Request::Range { .. }
+            | Request::Delete { .. }
+            | Request::Compact { .. }
+            | Request::Refused { .. } => false,
         }
     }
 
@@ -171,6 +185,57 @@ impl Request {
             Request::LeaseRevoke { id } if !state.lease_has_keys(*id) => Some(*id),
             _ => None,
         }
+    }
+}
+
+/// A range's options, as etcd's `Range` applies them (see `RangeRequest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RangeOpts {
+    pub limit: i64,
+    /// The sort etcd applies: `Key` ascending unless asked otherwise; a
+    /// non-key target with no order is ascending.
+    pub sort_target: SortTarget,
+    pub descending: bool,
+    pub keys_only: bool,
+    pub count_only: bool,
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
+    /// A past revision to read at (0: the newest). The answer's content is
+    /// judged when the search makes that revision (see `constraints`); the
+    /// read itself only has to find it neither compacted nor in the future.
+    pub revision: i64,
+}
+
+impl RangeOpts {
+    /// Every key in range, in key order, with values.
+    pub fn is_plain(&self) -> bool {
+        *self == RangeOpts::default()
+    }
+
+    fn from_request(r: &RangeRequest) -> Result<RangeOpts, String> {
+        if r.revision < 0 {
+            return Err("a negative `revision`".into());
+        }
+        if r.serializable {
+            return Err("a serializable read is not modelled yet".into());
+        }
+        if r.limit < 0 {
+            return Err("a negative `limit`".into());
+        }
+        Ok(RangeOpts {
+            limit: r.limit,
+            sort_target: r.sort_target,
+            descending: r.sort_order == SortOrder::Descend,
+            keys_only: r.keys_only,
+            count_only: r.count_only,
+            min_mod_revision: r.min_mod_revision,
+            max_mod_revision: r.max_mod_revision,
+            min_create_revision: r.min_create_revision,
+            max_create_revision: r.max_create_revision,
+            revision: r.revision,
+        })
     }
 }
 
@@ -196,6 +261,8 @@ pub struct Expect {
     pub(crate) kvs: Option<Vec<ExpectKv>>,
     pub(crate) succeeded: Option<bool>,
     pub(crate) deleted: Option<i64>,
+    pub(crate) count: Option<i64>,
+    pub(crate) more: Option<bool>,
     pub(crate) responses: Option<Vec<Expect>>,
     error: bool,
     /// For unknown outcomes narrowed by watch evidence: where the write may
@@ -216,6 +283,9 @@ pub struct WriteRevisions {
     pub must_write: bool,
     /// Sorted, disjoint `(lo, hi]` intervals.
     pub forbidden: Vec<(i64, i64)>,
+    /// The read (history index) whose response pinned the write: when the
+    /// write cannot be placed where it says, that read is the one to blame.
+    pub pinned_by: Option<usize>,
 }
 
 impl WriteRevisions {
@@ -240,6 +310,8 @@ impl WriteRevisions {
 pub(crate) struct ExpectKv {
     key: u32,
     value: Option<u32>,
+    /// The value read was empty (what `keys_only` gives).
+    value_empty: bool,
     version: Option<i64>,
     create_revision: Option<i64>,
     mod_revision: Option<i64>,
@@ -301,7 +373,96 @@ impl Expect {
     }
 }
 
+/// etcd's refusal of an empty key (`ErrGRPCEmptyKey`), checked before anything
+/// else: in a get, put or delete, and in any compare or operation of either
+/// branch of a txn.
+const EMPTY_KEY: &str = "etcdserver: key is not provided";
+
+fn has_empty_key(input: &Input) -> bool {
+    let op_empty = |op: &TxnOp| match op {
+        TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => {
+            key.is_empty()
+        }
+        TxnOp::Range(r) => r.key.is_empty(),
+    };
+    match input {
+        Input::Get { key, .. } | Input::Put { key, .. } | Input::Delete { key, .. } => {
+            key.is_empty()
+        }
+        Input::Range(r) => r.key.is_empty(),
+        Input::Txn {
+            compare,
+            success,
+            failure,
+        } => {
+            compare.iter().any(|c| c.key.is_empty())
+                || success.iter().chain(failure).any(op_empty)
+        }
+        Input::Compact { .. }
+        | Input::LeaseGrant { .. }
+        | Input::LeaseRevoke { .. }
+        | Input::LeaseKeepAlive { .. } => false,
+    }
+}
+
+/// etcd's refusal of a txn with a put that repeats a key or falls in a delete
+/// range of the same branch (`ErrGRPCDuplicateKey`).
+const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
+
+/// Whether a txn branch puts one key twice, or puts a key a delete of the same
+/// branch covers, as etcd's `checkIntervals` judges it before evaluating the
+/// compares. Its intervals have a quirk kept here: a delete whose range end is
+/// `"\0"` (every key from `key` on, also what a prefix of only `ff` bytes turns
+/// into) is an empty interval there, so it never conflicts.
+fn branch_has_duplicate(ops: &[TxnOp]) -> bool {
+    let mut puts: Vec<&str> = Vec::new();
+    let mut deletes: Vec<(String, String)> = Vec::new();
+    for op in ops {
+        match op {
+            TxnOp::Put { key, .. } => puts.push(key),
+            TxnOp::Delete {
+                key,
+                range_end,
+                prefix,
+            } => {
+                let end = if *prefix {
+                    prefix_end(key)
+                } else {
+                    match range_end.as_deref() {
+                        None | Some("") => format!("{key}\0"),
+                        Some(end) => end.to_string(),
+                    }
+                };
+                deletes.push((key.clone(), end));
+            }
+            TxnOp::Get { .. } | TxnOp::Range(_) => {}
+        }
+    }
+    let mut sorted = puts.clone();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|w| w[0] == w[1])
+        || puts.iter().any(|k| {
+            deletes
+                .iter()
+                .any(|(lo, hi)| lo.as_str() <= *k && *k < hi.as_str())
+        })
+}
+
 pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String> {
+    if has_empty_key(input) {
+        return Ok(Request::Refused { reason: EMPTY_KEY });
+    }
+    if let Input::Txn {
+        success, failure, ..
+    } = input
+    {
+        // Both branches, whichever would run: the whole request is refused.
+        if branch_has_duplicate(success) || branch_has_duplicate(failure) {
+            return Ok(Request::Refused {
+                reason: DUPLICATE_KEY,
+            });
+        }
+    }
     Ok(match input {
         Input::Get {
             key,
@@ -309,7 +470,19 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
             prefix,
         } => {
             let (lo, hi) = symbols.range(key, range_end.as_deref(), *prefix);
-            Request::Range { lo, hi }
+            Request::Range {
+                lo,
+                hi,
+                opts: RangeOpts::default(),
+            }
+        }
+        Input::Range(r) => {
+            let (lo, hi) = symbols.range(&r.key, r.range_end.as_deref(), r.prefix);
+            Request::Range {
+                lo,
+                hi,
+                opts: RangeOpts::from_request(r)?,
+            }
         }
         Input::Put { key, value, lease } => Request::Put {
             key: symbols.key_id(key)?,
@@ -365,6 +538,9 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
             }
             Request::LeaseGrant { id: *id }
         }
+        Input::Compact { revision, .. } => Request::Compact {
+            revision: *revision,
+        },
         Input::LeaseRevoke { id } => Request::LeaseRevoke { id: *id },
         Input::LeaseKeepAlive { id } => Request::LeaseKeepAlive { id: *id },
     })
@@ -382,6 +558,10 @@ fn compile_txn_op(symbols: &Symbols, op: &TxnOp) -> Result<Request, String> {
             prefix,
         },
         TxnOp::Put { key, value, lease } => Input::Put { key, value, lease },
+        TxnOp::Range(r) if r.revision != 0 => {
+            return Err("a read at a past revision inside a txn is not modelled yet".into())
+        }
+        TxnOp::Range(r) => Input::Range(r),
         TxnOp::Delete {
             key,
             range_end,
@@ -408,6 +588,7 @@ pub fn compile_output(symbols: &Symbols, output: &Output) -> Result<Expect, Stri
                         .as_deref()
                         .map(|v| symbols.value_id(v))
                         .transpose()?,
+                    value_empty: kv.value.as_deref() == Some(""),
                     version: kv.version,
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
@@ -430,6 +611,8 @@ pub fn compile_output(symbols: &Symbols, output: &Output) -> Result<Expect, Stri
         kvs,
         succeeded: output.succeeded,
         deleted: output.deleted,
+        count: output.count,
+        more: output.more,
         responses,
         error: output.error.is_some(),
         write_revisions: None,
@@ -444,13 +627,25 @@ impl Expect {
         if top_level && self.revision.is_some_and(|r| r != response.revision) {
             return false;
         }
+        if response.deferred {
+            // A read at a past revision: its content is judged when the search
+            // makes that revision (see `constraints`).
+            return true;
+        }
         if self.succeeded.is_some_and(|s| s != response.succeeded) {
             return false;
         }
-        if self.deleted.is_some_and(|d| d != response.deleted) {
+        if self.deleted.is_some_and(|d| d != response.deleted)
+            || self.count.is_some_and(|c| c != response.count)
+            || self.more.is_some_and(|m| m != response.more)
+        {
             return false;
         }
-        if let Some(kvs) = &self.kvs {
+        if let (Some(kvs), Some(opts)) = (&self.kvs, response.range_opts.filter(|o| !o.is_plain())) {
+            if !kvs_fit_range(kvs, &response.kvs, &opts) {
+                return false;
+            }
+        } else if let Some(kvs) = &self.kvs {
             if kvs.len() != response.kvs.len()
                 || !kvs
                     .iter()
@@ -474,10 +669,74 @@ impl Expect {
     }
 }
 
+/// Whether `observed` is what etcd's `Range` may answer with `opts` when the
+/// keys in range that pass the filters are `candidates` (in key order). Keys
+/// that tie on a non-key sort target may come in any order, and when the limit
+/// cuts among them, any of them may be the ones kept.
+fn kvs_fit_range(observed: &[ExpectKv], candidates: &[(u32, Slot)], opts: &RangeOpts) -> bool {
+    if opts.count_only {
+        return observed.is_empty();
+    }
+    let n = candidates.len();
+    let want = if opts.limit > 0 {
+        n.min(opts.limit as usize)
+    } else {
+        n
+    };
+    if observed.len() != want {
+        return false;
+    }
+    let rank = |key: u32, slot: &Slot| -> i64 {
+        let r = match opts.sort_target {
+            SortTarget::Key => i64::from(key),
+            SortTarget::Version => slot.version,
+            SortTarget::Create => slot.create_revision,
+            SortTarget::Mod => slot.mod_revision,
+            SortTarget::Value => i64::from(slot.value),
+        };
+        if opts.descending {
+            -r
+        } else {
+            r
+        }
+    };
+    let mut taken = vec![false; n];
+    let mut last_rank = i64::MIN;
+    for kv in observed {
+        let Ok(at) = candidates.binary_search_by_key(&kv.key, |(k, _)| *k) else {
+            return false;
+        };
+        let (key, slot) = &candidates[at];
+        if taken[at] || !kv.matches_opts(*key, slot, opts.keys_only) {
+            return false;
+        }
+        taken[at] = true;
+        let r = rank(*key, slot);
+        if r < last_rank {
+            return false;
+        }
+        last_rank = r;
+    }
+    // What the limit left out must not come before what it kept.
+    candidates
+        .iter()
+        .zip(&taken)
+        .all(|((key, slot), taken)| *taken || rank(*key, slot) >= last_rank)
+}
+
 impl ExpectKv {
     fn matches(&self, key: u32, slot: &Slot) -> bool {
+        self.matches_opts(key, slot, false)
+    }
+
+    fn matches_opts(&self, key: u32, slot: &Slot, keys_only: bool) -> bool {
+        let value_fits = if keys_only {
+            self.value.is_none() || self.value_empty
+        } else {
+            self.value.is_none_or(|v| v == slot.value)
+        };
         self.key == key
-            && self.value.is_none_or(|v| v == slot.value)
+            && value_fits
             && self.version.is_none_or(|v| v == slot.version)
             && self
                 .create_revision

@@ -51,7 +51,8 @@ pub fn narrow_unknown_writes(history: &History) -> HashMap<usize, WriteRevisions
             // any other evidence is moot. If the rest contradicts it, the search
             // then fails where the contradicting observation is, which names
             // a better operation than failing here.
-            Some(revision) => {
+            Some((revision, by)) => {
+                limits.pinned_by = by;
                 limits.must_write = true;
                 limits.allowed = Some(vec![revision]);
                 limits.forbidden = Vec::new();
@@ -66,9 +67,9 @@ struct ReadEvidence {
     /// Per key, sorted disjoint `(lo, hi]` revision intervals in which it was
     /// not written.
     unwritten: HashMap<String, Vec<(i64, i64)>>,
-    /// Unknown-outcome operations whose unique value a read saw, and the
-    /// mod_revision it had.
-    pinned: HashMap<usize, i64>,
+    /// Unknown-outcome operations whose unique value a read saw, the
+    /// mod_revision it had, and the read (`None` for a watch).
+    pinned: HashMap<usize, (i64, Option<usize>)>,
 }
 
 fn read_evidence(history: &History) -> ReadEvidence {
@@ -80,11 +81,19 @@ fn read_evidence(history: &History) -> ReadEvidence {
     }
     let mut unwritten: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
     let mut pinned = HashMap::new();
-    for op in history.operations.iter().filter(|o| o.is_known()) {
+    for (reader, op) in history.operations.iter().enumerate() {
+        if !op.is_known() {
+            continue;
+        }
         let Some(output) = op.output.as_ref().filter(|o| o.error.is_none()) else {
             continue;
         };
-        let header = output.revision;
+        // What the read saw was the store at its header revision, or at the
+        // past revision it asked for.
+        let header = match &op.input {
+            Input::Range(r) if r.revision > 0 => Some(r.revision),
+            _ => output.revision,
+        };
         let sub_kvs = output
             .responses
             .iter()
@@ -104,7 +113,7 @@ fn read_evidence(history: &History) -> ReadEvidence {
             if let Some(value) = kv.value.as_deref() {
                 if let Some([only]) = writers.get(&(kv.key.as_str(), value)).map(Vec::as_slice) {
                     if !history.operations[*only].is_known() {
-                        pinned.insert(*only, modified);
+                        pinned.insert(*only, (modified, Some(reader)));
                     }
                 }
             }
@@ -132,7 +141,7 @@ fn read_evidence(history: &History) -> ReadEvidence {
             };
             if let Some([only]) = writers.get(&(key, value)).map(Vec::as_slice) {
                 if !history.operations[*only].is_known() {
-                    pinned.insert(*only, modified);
+                    pinned.entry(*only).or_insert((modified, None));
                 }
             }
         }
@@ -178,7 +187,7 @@ fn forbidden_for(input: &Input, unwritten: &HashMap<String, Vec<(i64, i64)>>) ->
                     writes = true;
                     continue;
                 }
-                TxnOp::Get { .. } => continue,
+                TxnOp::Get { .. } | TxnOp::Range(_) => continue,
             };
             writes = true;
             union.extend(unwritten.get(key).into_iter().flatten().copied());
@@ -293,7 +302,7 @@ fn reference_watch(history: &History) -> Option<ReferenceWatch> {
             for event in &response.events {
                 vouched = vouched.max(event.mod_revision);
                 let events = revisions.entry(event.mod_revision).or_default();
-                if !events.iter().any(|e| e.key == event.key) {
+                if !events.contains(event) {
                     events.push(event.clone());
                 }
             }
@@ -343,7 +352,7 @@ fn explains(input: &Input, revision: i64, events: &[Event], reference: &Referenc
                     range_end,
                     prefix,
                 } => deletes.push(key_interval(key, range_end.as_deref(), *prefix)),
-                TxnOp::Get { .. } => {}
+                TxnOp::Get { .. } | TxnOp::Range(_) => {}
             }
         }
         let put_events: Vec<(&str, &str)> = events
@@ -384,7 +393,11 @@ fn explains(input: &Input, revision: i64, events: &[Event], reference: &Referenc
                     e.kind == EventType::Delete && reference.revoke_deletes(*id, revision, &e.key)
                 })
         }
-        Input::Get { .. } | Input::LeaseGrant { .. } | Input::LeaseKeepAlive { .. } => false,
+        Input::Get { .. }
+        | Input::Range(_)
+        | Input::Compact { .. }
+        | Input::LeaseGrant { .. }
+        | Input::LeaseKeepAlive { .. } => false,
     }
 }
 
@@ -468,6 +481,7 @@ fn watch_evidence(history: &History) -> HashMap<usize, WriteRevisions> {
                 after: reference.vouched,
                 must_write: false,
                 forbidden: Vec::new(),
+                pinned_by: None,
             },
         );
     }

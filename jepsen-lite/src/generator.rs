@@ -151,6 +151,7 @@ impl Store {
         let mut outputs = Vec::new();
         for op in ops {
             match op {
+                TxnOp::Range(_) => unreachable!("the generator builds no range requests"),
                 TxnOp::Get { key, prefix, .. } => {
                     outputs.push(Output {
                         kvs: Some(self.range(key, *prefix)),
@@ -201,6 +202,9 @@ impl Store {
 
     fn apply(&mut self, input: &Input) -> Output {
         let result = match input {
+            Input::Range(_) | Input::Compact { .. } => {
+                unreachable!("the generator builds no range or compact requests")
+            }
             Input::Get { key, prefix, .. } => Ok(Output {
                 kvs: Some(self.range(key, *prefix)),
                 ..Output::default()

@@ -21,8 +21,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bytes;
+
 /// One client request and its response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Operation {
     /// Client (process) id. A client that saw an unknown outcome should not
     /// reuse its id, as in Jepsen; the checker does not rely on it.
@@ -47,6 +50,7 @@ impl Operation {
 /// A request, tagged by `"type"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 pub enum Input {
     /// Range read: one key, `[key, range_end)`, or every key with the prefix
     /// `key` when `prefix` is true. `range_end = "\u0000"` means every key
@@ -80,6 +84,16 @@ pub enum Input {
         #[serde(default)]
         failure: Vec<TxnOp>,
     },
+    /// A range read with every option etcd's `RangeRequest` has (see
+    /// [`RangeRequest`]); `get` is the plain form.
+    Range(RangeRequest),
+    /// Compacts the history up to `revision`: reads at earlier revisions fail
+    /// with the compacted error. It makes no revision of its own.
+    Compact {
+        revision: i64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        physical: bool,
+    },
     LeaseGrant {
         id: i64,
         ttl: i64,
@@ -99,13 +113,13 @@ impl Input {
     /// Whether the request can change the store.
     pub fn is_read_only(&self) -> bool {
         match self {
-            Input::Get { .. } | Input::LeaseKeepAlive { .. } => true,
+            Input::Get { .. } | Input::Range(_) | Input::LeaseKeepAlive { .. } => true,
             Input::Txn {
                 success, failure, ..
             } => success
                 .iter()
                 .chain(failure)
-                .all(|op| matches!(op, TxnOp::Get { .. })),
+                .all(|op| matches!(op, TxnOp::Get { .. } | TxnOp::Range(_))),
             _ => false,
         }
     }
@@ -114,6 +128,7 @@ impl Input {
 /// A request inside a transaction branch, tagged by `"type"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
 pub enum TxnOp {
     Get {
         key: String,
@@ -135,10 +150,86 @@ pub enum TxnOp {
         #[serde(default, skip_serializing_if = "is_false")]
         prefix: bool,
     },
+    Range(RangeRequest),
+}
+
+/// A range read with etcd's options. The answer is computed as etcd's `Range`
+/// does: the keys in range (at the newest revision), filtered by the
+/// `min_`/`max_` revision bounds, sorted, cut to `limit` (`more` says whether
+/// any were cut), values dropped for `keys_only`, nothing but `count` for
+/// `count_only`; `count` is the number of keys in range before filters and
+/// limit. Keys that tie on a non-key sort target may come in any order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeRequest {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prefix: bool,
+    /// At most this many keys; 0 is no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub limit: i64,
+    /// Read at this past revision; 0 is the newest. Inside a txn it is not
+    /// modelled yet (refused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: i64,
+    #[serde(default, skip_serializing_if = "SortOrder::is_none")]
+    pub sort_order: SortOrder,
+    #[serde(default, skip_serializing_if = "SortTarget::is_key")]
+    pub sort_target: SortTarget,
+    /// Not modelled yet: a history using it is refused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub serializable: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keys_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub count_only: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_mod_revision: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_mod_revision: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_create_revision: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_create_revision: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+impl SortOrder {
+    fn is_none(&self) -> bool {
+        *self == SortOrder::None
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+impl SortTarget {
+    fn is_key(&self) -> bool {
+        *self == SortTarget::Key
+    }
 }
 
 /// One transaction guard: `target(key) result value`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Compare {
     pub key: String,
     pub target: CompareTarget,
@@ -178,6 +269,7 @@ pub enum CompareOperand {
 
 /// What the client was told. Absent fields are not checked.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Output {
     /// Header revision of the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +283,12 @@ pub struct Output {
     /// Keys removed by a delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<i64>,
+    /// A range's count of keys in range (before filters and limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// A range's `more`: its limit cut some keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<bool>,
     /// Txn sub-responses, one per op of the branch that ran. Their `revision`
     /// is not checked (etcd copies the txn header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +301,7 @@ pub struct Output {
 
 /// A key-value as read. Absent metadata is not checked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyValue {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +318,7 @@ pub struct KeyValue {
 
 /// One watch stream as a client saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Watch {
     pub client: u64,
     #[serde(default)]
@@ -254,6 +354,7 @@ pub enum WatchFilter {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchResponse {
     /// Header revision.
     pub revision: i64,
@@ -268,6 +369,7 @@ pub struct WatchResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -322,6 +424,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WatchLine {
     watch: Watch,
 }
@@ -353,11 +456,12 @@ impl History {
                 history.comments.push(comment.trim().to_string());
                 continue;
             }
-            let value: serde_json::Value =
+            let mut value: serde_json::Value =
                 serde_json::from_str(trimmed).map_err(|e| ParseError {
                     line,
                     message: e.to_string(),
                 })?;
+            bytes::decode_tree(&mut value).map_err(|message| ParseError { line, message })?;
             let is_watch = value.as_object().is_some_and(|o| o.contains_key("watch"));
             if is_watch {
                 let parsed: WatchLine = serde_json::from_value(value).map_err(|e| ParseError {
@@ -395,17 +499,112 @@ impl History {
             out.push('\n');
         }
         for op in &self.operations {
-            out.push_str(&serde_json::to_string(op).expect("operations always serialize"));
+            out.push_str(&record_json(op));
             out.push('\n');
         }
         for watch in &self.watches {
             let line = WatchLine {
                 watch: watch.clone(),
             };
-            out.push_str(&serde_json::to_string(&line).expect("watches always serialize"));
+            out.push_str(&record_json(&line));
             out.push('\n');
         }
         out
+    }
+
+    /// Checks that every key, range end and value is a byte string (one
+    /// character per byte, see `bytes`): a history built in memory with other
+    /// characters would be checked as some other bytes.
+    pub fn validate_bytes(&self) -> Result<(), String> {
+        // A character up to U+00FF is ASCII or starts with byte c2 or c3 in UTF-8.
+        let check = |what: &dyn Fn() -> String, s: &str| -> Result<(), String> {
+            if s.bytes().all(|b| b < 0xc4) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} {s:?} holds a character above U+00FF: build byte strings with bytes::from_bytes",
+                    what()
+                ))
+            }
+        };
+        let range = |what: &dyn Fn() -> String, key: &str, end: &Option<String>| -> Result<(), String> {
+            check(what, key)?;
+            end.as_deref().map_or(Ok(()), |e| check(what, e))
+        };
+        let kv = |what: &dyn Fn() -> String, kv: &KeyValue| -> Result<(), String> {
+            check(what, &kv.key)?;
+            kv.value.as_deref().map_or(Ok(()), |v| check(what, v))
+        };
+        let txn_op = |what: &dyn Fn() -> String, op: &TxnOp| -> Result<(), String> {
+            match op {
+                TxnOp::Get { key, range_end, .. } | TxnOp::Delete { key, range_end, .. } => {
+                    range(what, key, range_end)
+                }
+                TxnOp::Range(r) => range(what, &r.key, &r.range_end),
+                TxnOp::Put { key, value, .. } => check(what, key).and_then(|()| check(what, value)),
+            }
+        };
+        type KvCheck<'a> = dyn Fn(&dyn Fn() -> String, &KeyValue) -> Result<(), String> + 'a;
+        fn output(what: &dyn Fn() -> String, out: &Output, kv: &KvCheck) -> Result<(), String> {
+            for k in out.kvs.iter().flatten() {
+                kv(what, k)?;
+            }
+            for sub in out.responses.iter().flatten() {
+                output(what, sub, kv)?;
+            }
+            Ok(())
+        }
+        for (index, op) in self.operations.iter().enumerate() {
+            let what = || format!("operation #{index}:");
+            let what = &what;
+            match &op.input {
+                Input::Get { key, range_end, .. } | Input::Delete { key, range_end, .. } => {
+                    range(what, key, range_end)?
+                }
+                Input::Range(r) => range(what, &r.key, &r.range_end)?,
+                Input::Put { key, value, .. } => {
+                    check(what, key)?;
+                    check(what, value)?;
+                }
+                Input::Txn {
+                    compare,
+                    success,
+                    failure,
+                } => {
+                    for c in compare {
+                        check(what, &c.key)?;
+                        if let CompareOperand::Str(v) = &c.value {
+                            check(what, v)?;
+                        }
+                    }
+                    for t in success.iter().chain(failure) {
+                        txn_op(what, t)?;
+                    }
+                }
+                Input::Compact { .. }
+                | Input::LeaseGrant { .. }
+                | Input::LeaseRevoke { .. }
+                | Input::LeaseKeepAlive { .. } => {}
+            }
+            if let Some(out) = &op.output {
+                output(what, out, &kv)?;
+            }
+        }
+        for (index, watch) in self.watches.iter().enumerate() {
+            let what = || format!("watch #{index}:");
+            let what = &what;
+            range(what, &watch.key, &watch.range_end)?;
+            for event in watch.responses.iter().flat_map(|r| &r.events) {
+                check(what, &event.key)?;
+                if let Some(v) = &event.value {
+                    check(what, v)?;
+                }
+                if let Some(prev) = &event.prev_kv {
+                    kv(what, prev)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// File line of operation `index`, or 0.
@@ -414,15 +613,27 @@ impl History {
     }
 }
 
-/// The exclusive end of the etcd prefix range starting at `prefix`:
-/// the prefix with its last byte below 0xff incremented, or `"\0"` (every key)
-/// when there is none.
+/// One record as a JSON line, byte fields written as `bytes` says (text when
+/// UTF-8, else `_b64`).
+pub fn record_json<T: Serialize>(record: &T) -> String {
+    let mut tree = serde_json::to_value(record).expect("history records always serialize");
+    match bytes::encode_tree(&mut tree) {
+        Ok(()) => tree.to_string(),
+        // Not a byte string (see `History::validate_bytes`): write it as held.
+        Err(_) => serde_json::to_string(record).expect("history records always serialize"),
+    }
+}
+
+/// The exclusive end of the etcd prefix range starting at `prefix` (a byte
+/// string, see `bytes`): the prefix with its last byte below 0xff incremented
+/// and what follows dropped, or `"\0"` (every key) when there is none, as
+/// etcd's client computes it.
 pub fn prefix_end(prefix: &str) -> String {
-    let mut bytes = prefix.as_bytes().to_vec();
-    while let Some(last) = bytes.pop() {
-        if last < 0xff {
-            bytes.push(last + 1);
-            return String::from_utf8_lossy(&bytes).into_owned();
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if u32::from(last) < 0xff {
+            chars.push(char::from_u32(u32::from(last) + 1).expect("below U+0100"));
+            return chars.into_iter().collect();
         }
     }
     "\0".to_string()
@@ -485,6 +696,76 @@ mod tests {
     }
 
     #[test]
+    fn byte_keys_round_trip() {
+        let text = r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key_b64":"/4A=","value":"é"},"output":{"revision":2}}
+{"watch":{"client":3,"key":"a","range_end_b64":"/w==","responses":[{"revision":2,"events":[{"type":"put","key_b64":"/4A=","value":"é","mod_revision":2}]}]}}"#;
+        let history = History::parse(text).unwrap();
+        match &history.operations[0].input {
+            Input::Put { key, value, .. } => {
+                assert_eq!(bytes::to_bytes(key).unwrap(), vec![0xff, 0x80]);
+                assert_eq!(bytes::to_bytes(value).unwrap(), "é".as_bytes());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let written = history.to_jsonl();
+        assert!(written.contains(r#""key_b64":"/4A=""#), "{written}");
+        assert!(written.contains(r#""value":"é""#), "{written}");
+        let again = History::parse(&written).unwrap();
+        assert_eq!(again.operations, history.operations);
+        assert_eq!(again.watches, history.watches);
+        assert!(history.validate_bytes().is_ok());
+        let mut wide = History::default();
+        wide.push_operation(Operation {
+            client: 1,
+            call: 0,
+            return_time: Some(1),
+            input: Input::Put {
+                key: "日".into(),
+                value: "1".into(),
+                lease: None,
+            },
+            output: None,
+        });
+        assert!(wide.validate_bytes().is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        // Each line misspells or adds a field the checker does not read: it must
+        // not be ignored (a read of a never-written value would then pass).
+        let lines = [
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"revison":2,"kvs":[]}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"kv":[{"key":"a","value":"zz"}]}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"kvs":[{"key":"a","valeu":"zz"}]}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","limit":1},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","revision":1},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1","prev_kv":true},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_end":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"get","key":"a","count_only":true}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"counts":1}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","limt":1},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","sort_order":"up"},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"range","key":"a","kv":1}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{}, "extra":1}"#,
+            r#"{"watch":{"client":3,"key":"a","progress_notify":true}}"#,
+            r#"{"watch":{"client":3,"key":"a","responses":[{"revision":2,"events":[{"type":"put","key":"a","mod_revision":2,"kv":{}}]}]}}"#,
+        ];
+        for line in lines {
+            assert!(History::parse(line).is_err(), "{line}");
+        }
+        let range = r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","limit":1,"sort_order":"descend","sort_target":"mod","count_only":true},"output":{"count":2,"more":false}}"#;
+        let history = History::parse(range).unwrap();
+        match &history.operations[0].input {
+            Input::Range(r) => {
+                assert_eq!((r.limit, r.sort_order, r.sort_target), (1, SortOrder::Descend, SortTarget::Mod));
+                assert!(r.count_only && !r.keys_only);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(History::parse(&history.to_jsonl()).unwrap().operations, history.operations);
+    }
+
+    #[test]
     fn rejects_return_before_call() {
         let text = r#"{"client":1,"call":10,"return":5,"input":{"type":"get","key":"a"}}"#;
         let err = History::parse(text).unwrap_err();
@@ -508,6 +789,15 @@ mod tests {
     #[test]
     fn intervals() {
         assert_eq!(prefix_end("k1"), "k2");
+        // A multi-byte last character: the range ends on bytes, not on a
+        // replacement character.
+        let e_acute = bytes::from_text("é");
+        assert_eq!(bytes::to_bytes(&prefix_end(&e_acute)).unwrap(), vec![0xc3, 0xaa]);
+        assert_eq!(
+            bytes::to_bytes(&prefix_end(&bytes::from_bytes(&[b'a', 0xff, 0xff]))).unwrap(),
+            b"b".to_vec()
+        );
+        assert_eq!(prefix_end(&bytes::from_bytes(&[0xff])), "\0");
         assert_eq!(prefix_end(""), "\0");
         let single = key_interval("a", None, false);
         assert!(interval_contains(&single, "a"));

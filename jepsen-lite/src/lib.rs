@@ -44,7 +44,9 @@
 //! `watch` (guarantees) → `report` (HTML).
 //! `generator` builds valid histories from a simulated store for tests.
 
+pub mod bytes;
 mod compile;
+mod constraints;
 mod evidence;
 pub mod generator;
 pub mod history;
@@ -62,6 +64,7 @@ pub use history::{History, Input, Operation, Output};
 pub use model::ModelState;
 pub use watch::{Guarantee, WatchViolation};
 
+use constraints::WatchConstraints;
 use linearizability::{search, SearchOp, SearchOutcome};
 use model::{compile_input, compile_output, Expect, Symbols};
 
@@ -198,6 +201,7 @@ pub struct Prepared {
 /// Interns and compiles the history, drops reads with unknown outcomes and
 /// applies watch evidence to unknown puts.
 pub fn prepare(history: &History) -> Result<Prepared, String> {
+    history.validate_bytes()?;
     let symbols = Symbols::from_history(history);
     let evidence = evidence::narrow_unknown_writes(history);
     let mut ops = Vec::with_capacity(history.operations.len());
@@ -238,8 +242,14 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
         .watches
         .iter()
         .flat_map(|watch| &watch.responses)
-        .flat_map(|response| &response.events)
-        .map(|event| event.mod_revision)
+        .flat_map(|response| {
+            let progress = response.progress_notify.then_some(response.revision);
+            response
+                .events
+                .iter()
+                .map(|event| event.mod_revision)
+                .chain(progress)
+        })
         .max()
         .unwrap_or(0);
     Ok(Prepared {
@@ -251,6 +261,16 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
 
 /// Whether splitting by key is sound for these operations (see the module doc).
 fn partition_keys(history: &History, ops: &[SearchOp]) -> Option<Vec<String>> {
+    // A watch that saw anything orders revisions across keys: every event must
+    // come from a write placed where the watch saw it.
+    if history
+        .watches
+        .iter()
+        .flat_map(|w| &w.responses)
+        .any(|r| r.progress_notify || !r.events.is_empty())
+    {
+        return None;
+    }
     let mut keys = Vec::with_capacity(ops.len());
     for op in ops {
         if op.expect.as_ref().is_some_and(Expect::mentions_revision) {
@@ -289,6 +309,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
     let prepared = prepare(history)?;
     let mut partitioned = false;
     let mut linearization = None;
+    let mut watch_blame: Option<usize> = None;
     let verdict = match partition_keys(history, &prepared.ops) {
         Some(keys) if !history.operations.is_empty() => {
             partitioned = true;
@@ -305,7 +326,14 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
                     history,
                     group,
                     // Per key, revisions are not checked at all (see `partition_keys`).
-                    search(&prepared.symbols, group, 0, deadline, cache_max),
+                    search(
+                        &prepared.symbols,
+                        group,
+                        0,
+                        deadline,
+                        cache_max,
+                        &WatchConstraints::default(),
+                    ),
                 ) {
                     (Verdict::Ok, _) => {}
                     (found @ Verdict::Violation { .. }, _) => {
@@ -318,13 +346,36 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
             verdict
         }
         _ => {
-            let outcome = search(
+            let mut watches = WatchConstraints::new(history, &prepared.symbols);
+            watches.add_past_reads(&prepared.ops);
+            let mut outcome = search(
                 &prepared.symbols,
                 &prepared.ops,
                 prepared.revision_min,
                 deadline,
                 cache_max,
+                &watches,
             );
+            if let SearchOutcome::Illegal(failure) = &outcome {
+                if watches.has_watches() {
+                    // No order fits both the responses and the watches. If one
+                    // fits the responses alone, the watches are at fault: they
+                    // are checked against it below, and at least one of them
+                    // is reported.
+                    let plain = search(
+                        &prepared.symbols,
+                        &prepared.ops,
+                        prepared.revision_min,
+                        deadline,
+                        cache_max,
+                        &watches.past_reads_only(),
+                    );
+                    if matches!(plain, SearchOutcome::Linearizable(_)) {
+                        watch_blame = Some(failure.watch_blame.unwrap_or(0));
+                    }
+                    outcome = plain;
+                }
+            }
             let (verdict, order) = to_verdict(history, &prepared.ops, outcome);
             linearization = order;
             verdict
@@ -333,10 +384,21 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
     let (watch_basis, watch_violations) = match &linearization {
         Some(order) => {
             let replay = watch::replay_linearization(&prepared, order);
-            (
-                WatchBasis::Linearization,
-                watch::check_watches(history, &replay, true),
-            )
+            let mut found = watch::check_watches(history, &replay, true);
+            if let (Some(watch), true) = (watch_blame, found.is_empty()) {
+                found.push(WatchViolation {
+                    watch,
+                    line: history.watch_lines.get(watch).copied().unwrap_or(0),
+                    response: None,
+                    event: None,
+                    guarantee: Guarantee::Valid,
+                    op: None,
+                    message: "no order of the operations that fits their responses makes \
+                              the events this watch saw"
+                        .into(),
+                });
+            }
+            (WatchBasis::Linearization, found)
         }
         None => {
             let replay = watch::acknowledged_writes(history);
@@ -379,10 +441,26 @@ fn to_verdict(
             None,
         ),
         SearchOutcome::Illegal(failure) => {
-            let op = ops[failure.op].index;
+            let stuck = ops[failure.op].index;
+            // A timed-out write that a read pinned is stuck because of what that
+            // read claimed: the read is the operation to name.
+            let pinned_by = ops[failure.op]
+                .expect
+                .as_ref()
+                .and_then(|e| e.write_revisions.as_ref())
+                .and_then(|w| w.pinned_by)
+                .filter(|_| !history.operations[stuck].is_known());
+            let op = pinned_by.unwrap_or(stuck);
             let longest_prefix: Vec<usize> = failure.prefix.iter().map(|&i| ops[i].index).collect();
+            let because = match pinned_by {
+                Some(_) => format!(
+                    " (it saw the value of timed-out operation #{stuck} (line {}), which cannot take effect where it says)",
+                    history.line_of(stuck)
+                ),
+                None => String::new(),
+            };
             let message = format!(
-                "{} cannot be linearized after the longest linearizable prefix ({} operations, model at revision {})",
+                "{}{because} cannot be linearized after the longest linearizable prefix ({} operations, model at revision {})",
                 describe_operation(history, op),
                 longest_prefix.len(),
                 failure.state.revision
@@ -403,10 +481,10 @@ fn to_verdict(
 /// A one-line description of operation `index` for messages.
 pub fn describe_operation(history: &History, index: usize) -> String {
     let op = &history.operations[index];
-    let input = serde_json::to_string(&op.input).unwrap_or_default();
+    let input = history::record_json(&op.input);
     let output = match (&op.output, op.return_time) {
         (_, None) => "unknown outcome".to_string(),
-        (Some(output), _) => serde_json::to_string(output).unwrap_or_default(),
+        (Some(output), _) => history::record_json(output),
         (None, _) => "no output recorded".to_string(),
     };
     format!(

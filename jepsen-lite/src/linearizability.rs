@@ -88,7 +88,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use crate::model::{mix, Expect, ModelState, Request, State, Symbols};
+use crate::constraints::WatchConstraints;
+use crate::model::{mix, Expect, ModelEvent, ModelState, Request, State, Symbols};
 
 /// An operation ready for the search.
 #[derive(Clone, Debug)]
@@ -125,6 +126,8 @@ pub struct Failure {
     pub prefix: Vec<usize>,
     /// The model state after that prefix.
     pub state: ModelState,
+    /// The watch that refused a step deepest in the search, if any did.
+    pub watch_blame: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,7 +349,7 @@ fn preserves_state(op: &SearchOp) -> bool {
     let reads_only = |branch: &[Request]| branch.iter().all(|r| matches!(r, Request::Range { .. }));
     op.expect.as_ref().is_some_and(|e| e.is_error())
         || match &op.request {
-            Request::Range { .. } => true,
+            Request::Range { .. } | Request::Refused { .. } => true,
             Request::Txn {
                 success, failure, ..
             } => reads_only(success) && reads_only(failure),
@@ -390,8 +393,10 @@ fn frame_candidates(
         })
         .collect();
     candidates.retain(|c| !waiting.contains(c));
+    // Only an owed operation: an optional one that changes nothing is never placed.
     let forced = candidates.iter().copied().find(|&c| {
         preserving[c]
+            && ops[c].owed
             && state
                 .step(&ops[c].request, ops[c].expect.as_ref())
                 .is_some()
@@ -411,6 +416,7 @@ pub fn search(
     revision_min: i64,
     deadline: Option<Instant>,
     cache_entries_max: usize,
+    watches: &WatchConstraints,
 ) -> SearchOutcome {
     if ops.is_empty() {
         // Nothing to place; a watch event without a write is the watch check's to name.
@@ -447,6 +453,20 @@ pub fn search(
     let mut deepest_unrecorded = true;
     let mut best: Option<Failure> = None;
     let mut until_clock_check = CLOCK_CHECK_STEPS;
+    let mut events: Vec<ModelEvent> = Vec::new();
+    // (depth, watch) of the deepest step a watch refused.
+    let mut watch_blame: Option<(usize, usize)> = None;
+    // (depth, operation) of the deepest step a read at a past revision refused.
+    let mut read_blame: Option<(usize, usize)> = None;
+    if let Err(read) = watches.state_fits(state.revision(), &state) {
+        // A read at the first revision that the empty store does not answer.
+        return SearchOutcome::Illegal(Failure {
+            op: read,
+            prefix: Vec::new(),
+            state: state.describe(symbols),
+            watch_blame: None,
+        });
+    }
 
     loop {
         if owed_done == owed_total && state.revision() >= revision_min {
@@ -470,13 +490,39 @@ pub fn search(
         if top.next < top.candidates.len() {
             let op = top.candidates[top.next];
             top.next += 1;
-            let Some(next_state) = state.step(&ops[op].request, ops[op].expect.as_ref()) else {
+            // The step's events are needed only where a watch vouches for the
+            // revision it would make.
+            let watched = watches.covers(state.revision() + 1);
+            events.clear();
+            let Some(next_state) = state.step_events(
+                &ops[op].request,
+                ops[op].expect.as_ref(),
+                watched.then_some(&mut events),
+            ) else {
                 continue;
             };
             if !ops[op].owed && next_state == state {
                 // An optional operation that changes nothing here is the same
                 // as one that never took effect; it stays pending for later.
                 continue;
+            }
+            if next_state.revision() > state.revision() {
+                if let Err(read) = watches.state_fits(next_state.revision(), &next_state) {
+                    if read_blame.is_none_or(|(depth, _)| stack.len() >= depth) {
+                        read_blame = Some((stack.len(), read));
+                    }
+                    continue;
+                }
+            }
+            if next_state.revision() > state.revision() && watched {
+                // A revision some watch vouches for: the write must make exactly
+                // the events the watches saw there.
+                if let Err(watch) = watches.admits(symbols, next_state.revision(), &events) {
+                    if watch_blame.is_none_or(|(depth, _)| stack.len() >= depth) {
+                        watch_blame = Some((stack.len(), watch));
+                    }
+                    continue;
+                }
             }
             linearized.set(op);
             let next_hash = linearized_hash ^ op_hash(op);
@@ -538,14 +584,22 @@ pub fn search(
                         .filter_map(|f| f.entered.as_ref().map(|e| e.0))
                         .collect(),
                     state: state.describe(symbols),
+                    watch_blame: None,
                 });
             }
             let frame = stack.pop().expect("checked non-empty above");
             match frame.entered {
                 None => {
-                    return SearchOutcome::Illegal(
-                        best.expect("the root frame is the deepest at least once"),
-                    );
+                    let mut failure = best.expect("the root frame is the deepest at least once");
+                    failure.watch_blame = watch_blame.map(|(_, watch)| watch);
+                    // Stuck where a read at a past revision refused the store
+                    // that the write there made: the read is the one to name.
+                    if let Some((depth, read)) = read_blame {
+                        if depth >= failure.prefix.len() {
+                            failure.op = read;
+                        }
+                    }
+                    return SearchOutcome::Illegal(failure);
                 }
                 Some((op, previous)) => {
                     list.unlift(op);
@@ -638,7 +692,14 @@ mod tests {
                 owed: op.is_known(),
             })
             .collect();
-        search(&symbols, &search_ops, 0, None, CACHE_ENTRIES_MAX_DEFAULT)
+        search(
+            &symbols,
+            &search_ops,
+            0,
+            None,
+            CACHE_ENTRIES_MAX_DEFAULT,
+            &WatchConstraints::default(),
+        )
     }
 
     #[test]

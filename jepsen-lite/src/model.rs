@@ -13,8 +13,10 @@
 //! - a delete or lease revoke that removes nothing leaves the revision alone;
 //! - a txn's writes all land on one revision, which is only consumed if the
 //!   txn changed something; gets inside the branch see the branch's earlier
-//!   writes; a put key may not repeat or overlap a delete range
-//!   (`duplicate key`);
+//!   writes; a txn in either of whose branches a put key repeats or lies in
+//!   a delete range of that branch is refused whole (`duplicate key`, judged
+//!   when compiling, with etcd's quirk that a range end of `"\0"` is an empty
+//!   interval there);
 //! - a value compare on a missing key is false; other targets compare a
 //!   missing key as 0;
 //! - a put with a lease that does not exist fails and changes nothing.
@@ -36,7 +38,7 @@ use std::sync::Arc;
 
 use crate::compile::Operand;
 pub use crate::compile::{
-    compile_input, compile_output, Expect, Guard, Request, Symbols, WriteRevisions,
+    compile_input, compile_output, Expect, Guard, RangeOpts, Request, Symbols, WriteRevisions,
 };
 use crate::history::{CompareResult, CompareTarget, EventType, KeyValue};
 
@@ -72,6 +74,16 @@ pub struct Response {
     pub kvs: Vec<(u32, Slot)>,
     pub succeeded: bool,
     pub deleted: i64,
+    /// A range's count of keys in range, before filters and limit.
+    pub count: i64,
+    pub more: bool,
+    /// For a range with options: `kvs` holds every key that passes the
+    /// filters, in key order, and the answer is judged against `opts` (see
+    /// `kvs_fit_range`).
+    pub range_opts: Option<RangeOpts>,
+    /// A read at a past revision: only the header and errors are in this
+    /// response; the content is judged when the revision is made.
+    pub deferred: bool,
     pub responses: Vec<Response>,
     pub error: Option<&'static str>,
 }
@@ -81,6 +93,8 @@ pub struct Response {
 pub struct State {
     /// Invariant: never decreases from one step to the next.
     revision: i64,
+    /// The newest compaction (0: none). Reads below it fail.
+    compacted: i64,
     chunks: Vec<Arc<Vec<Option<Slot>>>>,
     /// Granted, unrevoked lease ids, sorted.
     leases: Arc<Vec<i64>>,
@@ -93,6 +107,7 @@ pub struct State {
 impl PartialEq for State {
     fn eq(&self, other: &State) -> bool {
         self.revision == other.revision
+            && self.compacted == other.compacted
             && self.slots_hash == other.slots_hash
             && self.leases_hash == other.leases_hash
             && self.leases == other.leases
@@ -141,6 +156,7 @@ impl State {
             .collect();
         State {
             revision: 1,
+            compacted: 0,
             chunks,
             leases: Arc::new(Vec::new()),
             slots_hash: 0,
@@ -154,7 +170,10 @@ impl State {
 
     /// A hash of the whole state, kept incrementally.
     pub fn fingerprint(&self) -> u64 {
-        self.slots_hash ^ self.leases_hash ^ mix(self.revision as u64 ^ 0x5bd1_e995)
+        self.slots_hash
+            ^ self.leases_hash
+            ^ mix(self.revision as u64 ^ 0x5bd1_e995)
+            ^ mix(self.compacted as u64 ^ 0x2545_f491_4f6c_dd1d)
     }
 
     pub fn slot(&self, key: u32) -> Option<Slot> {
@@ -187,13 +206,28 @@ impl State {
     /// Applies `request` if the observed response matches; returns the next
     /// state. `expect == None` (unknown outcome) matches any response.
     pub fn step(&self, request: &Request, expect: Option<&Expect>) -> Option<State> {
-        if let (Request::Range { lo, hi }, Some(expect)) = (request, expect) {
+        self.step_events(request, expect, None)
+    }
+
+    /// [`State::step`], also collecting the events of the step into `events`
+    /// (cleared first) when given.
+    pub fn step_events(
+        &self,
+        request: &Request,
+        expect: Option<&Expect>,
+        events: Option<&mut Vec<ModelEvent>>,
+    ) -> Option<State> {
+        if let (Request::Range { lo, hi, opts }, Some(expect)) = (request, expect) {
             // Reads dominate histories; answer them without cloning.
-            let response = self.range(*lo, *hi);
+            let response = self.range(*lo, *hi, opts);
             return expect.matches(&response, true).then(|| self.clone());
         }
         let mut next = self.clone();
-        let response = next.execute(request, None);
+        let events = events.map(|e| {
+            e.clear();
+            e
+        });
+        let response = next.execute(request, events);
         if let Some(limits) = expect.and_then(|e| e.write_revisions.as_ref()) {
             let wrote = response.error.is_none() && next.revision > self.revision;
             if !limits.permits(wrote.then_some(next.revision)) {
@@ -213,13 +247,53 @@ impl State {
         }
     }
 
-    fn range(&self, lo: u32, hi: u32) -> Response {
-        let kvs = (lo..hi)
+    pub(crate) fn range(&self, lo: u32, hi: u32, opts: &RangeOpts) -> Response {
+        if opts.revision > 0 {
+            // etcd: a future revision and a compacted one are errors.
+            if opts.revision > self.revision {
+                return error_response("mvcc: required revision is a future revision");
+            }
+            if opts.revision < self.compacted {
+                return error_response("mvcc: required revision has been compacted");
+            }
+            return Response {
+                revision: self.revision,
+                range_opts: Some(*opts),
+                deferred: true,
+                ..Response::default()
+            };
+        }
+        let kvs: Vec<(u32, Slot)> = (lo..hi)
             .filter_map(|k| self.slot(k).map(|s| (k, s)))
             .collect();
+        let count = kvs.len() as i64;
+        if opts.is_plain() {
+            return Response {
+                revision: self.revision,
+                kvs,
+                count,
+                ..Response::default()
+            };
+        }
+        let bound = |limit: i64, keep: &dyn Fn(i64) -> bool, of: i64| limit == 0 || keep(of);
+        let kvs: Vec<(u32, Slot)> = if opts.count_only {
+            Vec::new()
+        } else {
+            kvs.into_iter()
+                .filter(|(_, s)| {
+                    bound(opts.max_mod_revision, &|m| m <= opts.max_mod_revision, s.mod_revision)
+                        && bound(opts.min_mod_revision, &|m| m >= opts.min_mod_revision, s.mod_revision)
+                        && bound(opts.max_create_revision, &|c| c <= opts.max_create_revision, s.create_revision)
+                        && bound(opts.min_create_revision, &|c| c >= opts.min_create_revision, s.create_revision)
+                })
+                .collect()
+        };
         Response {
             revision: self.revision,
+            more: opts.limit > 0 && kvs.len() as i64 > opts.limit,
             kvs,
+            count,
+            range_opts: Some(*opts),
             ..Response::default()
         }
     }
@@ -232,7 +306,7 @@ impl State {
         mut events: Option<&mut Vec<ModelEvent>>,
     ) -> Response {
         match request {
-            Request::Range { lo, hi } => self.range(*lo, *hi),
+            Request::Range { lo, hi, opts } => self.range(*lo, *hi, opts),
             Request::Put { .. } | Request::Delete { .. } => {
                 let ops = std::slice::from_ref(request);
                 let mut response = self.apply_writes(ops, events);
@@ -270,6 +344,20 @@ impl State {
                 if !self.has_lease(*id) {
                     return error_response("lease not found");
                 }
+                Response {
+                    revision: self.revision,
+                    ..Response::default()
+                }
+            }
+            Request::Refused { reason } => error_response(reason),
+            Request::Compact { revision } => {
+                if *revision <= self.compacted {
+                    return error_response("mvcc: required revision has been compacted");
+                }
+                if *revision > self.revision {
+                    return error_response("mvcc: required revision is a future revision");
+                }
+                self.compacted = *revision;
                 Response {
                     revision: self.revision,
                     ..Response::default()
@@ -355,36 +443,22 @@ impl State {
         ops: &[Request],
         mut events: Option<&mut Vec<ModelEvent>>,
     ) -> Response {
-        // Validate first: etcd rejects the whole request before touching the store.
-        let mut put_keys: Vec<u32> = Vec::new();
-        let mut delete_ranges: Vec<(u32, u32)> = Vec::new();
+        // Validate first: etcd rejects the whole request before touching the
+        // store. (Duplicate keys are refused when compiling: etcd judges them on
+        // both branches before the compares.)
         for op in ops {
-            match op {
-                Request::Put { key, lease, .. } => {
-                    if *lease != 0 && !self.has_lease(*lease) {
-                        return error_response("lease not found");
-                    }
-                    put_keys.push(*key);
+            if let Request::Put { lease, .. } = op {
+                if *lease != 0 && !self.has_lease(*lease) {
+                    return error_response("lease not found");
                 }
-                Request::Delete { lo, hi } => delete_ranges.push((*lo, *hi)),
-                _ => {}
             }
-        }
-        let mut sorted = put_keys.clone();
-        sorted.sort_unstable();
-        if sorted.windows(2).any(|w| w[0] == w[1])
-            || put_keys
-                .iter()
-                .any(|k| delete_ranges.iter().any(|(lo, hi)| lo <= k && k < hi))
-        {
-            return error_response("duplicate key given in txn request");
         }
         let next_revision = self.revision + 1;
         let mut changed = false;
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                Request::Range { lo, hi } => responses.push(self.range(*lo, *hi)),
+                Request::Range { lo, hi, opts } => responses.push(self.range(*lo, *hi, opts)),
                 Request::Put { key, value, lease } => {
                     let prev = self.slot(*key);
                     let slot = Slot {
@@ -431,6 +505,8 @@ impl State {
                     });
                 }
                 Request::Txn { .. }
+                | Request::Refused { .. }
+                | Request::Compact { .. }
                 | Request::LeaseGrant { .. }
                 | Request::LeaseRevoke { .. }
                 | Request::LeaseKeepAlive { .. } => {
@@ -459,6 +535,7 @@ impl State {
         }
         ModelState {
             revision: self.revision,
+            compacted: self.compacted,
             kvs,
             leases: self.leases.to_vec(),
         }
@@ -487,6 +564,7 @@ fn error_response(message: &'static str) -> Response {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ModelState {
     pub revision: i64,
+    pub compacted: i64,
     pub kvs: BTreeMap<String, KeyValue>,
     pub leases: Vec<i64>,
 }

@@ -2,7 +2,8 @@
 //! robustness suite's `validate/watch.go`).
 //!
 //! - **Ordered**: event revisions never go back along a stream.
-//! - **Unique**: no `(key, mod_revision)` is delivered twice.
+//! - **Unique**: no event is delivered twice (one per key and revision, but
+//!   for a txn that puts and deletes one key on one revision).
 //! - **Atomic**: one revision's events are never split across responses,
 //!   unless the response says `fragment`.
 //! - **Reliable**: no event is missing between the start revision and the
@@ -132,12 +133,33 @@ pub struct Replay {
 }
 
 impl Replay {
-    fn find(&self, key: &str, revision: i64) -> Option<&ExpectedEvent> {
+    /// The `nth` event of `kind` on `key` at `revision` (a txn may put a key and
+    /// delete it again on one revision; see `EventId`).
+    fn find(&self, id: &EventId) -> Option<&ExpectedEvent> {
         self.revisions
-            .get(&revision)?
+            .get(&id.1)?
             .iter()
-            .find(|e| e.event.key == key)
+            .filter(|e| e.event.key == id.0 && e.event.kind == id.2)
+            .nth(id.3)
     }
+}
+
+/// An event's identity: key, revision, type and how many events of that type
+/// the key had before it on that revision. A key has one event per revision,
+/// except that a txn may put a key and delete it on one revision (a delete whose
+/// range end is `"\0"` is no duplicate for etcd), so a delete can follow a put
+/// and a put a delete.
+type EventId = (String, i64, EventType, usize);
+
+fn event_ids<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<EventId> {
+    let mut counts: HashMap<(&str, EventType), usize> = HashMap::new();
+    events
+        .map(|e| {
+            let n = counts.entry((e.key.as_str(), e.kind)).or_default();
+            *n += 1;
+            (e.key.clone(), e.mod_revision, e.kind, *n - 1)
+        })
+        .collect()
 }
 
 /// Replays `order` (history indices) through the model.
@@ -333,7 +355,10 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
 
     let mut last: Option<Seen> = None;
     let mut progress = 0i64;
-    let mut delivered: HashSet<(String, i64)> = HashSet::new();
+    let mut delivered: HashSet<EventId> = HashSet::new();
+    // The events delivered so far per (key, revision): the same one again is a
+    // duplicate.
+    let mut delivered_events: HashMap<(String, i64), Vec<&Event>> = HashMap::new();
     let mut first_event_revision: Option<i64> = None;
     for (r, response) in watch.responses.iter().enumerate() {
         if response.progress_notify {
@@ -351,9 +376,25 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
         }
         for (e, event) in response.events.iter().enumerate() {
             let at = (Some(r), Some(e));
-            let describe = format!("{:?} {:?}@{}", event.kind, event.key, event.mod_revision);
+            let describe = format!(
+                "{:?} {:?}@{}",
+                event.kind,
+                crate::bytes::display(&event.key),
+                event.mod_revision
+            );
             first_event_revision.get_or_insert(event.mod_revision);
-            if !delivered.insert((event.key.clone(), event.mod_revision)) {
+            let same_key = delivered_events
+                .entry((event.key.clone(), event.mod_revision))
+                .or_default();
+            let id: EventId = (
+                event.key.clone(),
+                event.mod_revision,
+                event.kind,
+                same_key.iter().filter(|e| e.kind == event.kind).count(),
+            );
+            let duplicate = same_key.contains(&event);
+            same_key.push(event);
+            if duplicate || !delivered.insert(id.clone()) {
                 out.push(violation(
                     at.0,
                     at.1,
@@ -464,7 +505,7 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
                 ));
                 continue;
             }
-            let expected = replay.find(&event.key, event.mod_revision);
+            let expected = replay.find(&id);
             match expected {
                 None if complete => {
                     out.push(violation(
@@ -526,8 +567,9 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
     };
     if start <= vouched {
         for (revision, events) in replay.revisions.range(start..=vouched) {
-            for expected in events.iter().filter(|e| wanted(&e.event)) {
-                if delivered.contains(&(expected.event.key.clone(), *revision)) {
+            let ids = event_ids(events.iter().map(|e| &e.event));
+            for (expected, id) in events.iter().zip(&ids) {
+                if !wanted(&expected.event) || delivered.contains(id) {
                     continue;
                 }
                 let before_first = first_event_revision.is_none_or(|f| *revision < f);
@@ -543,7 +585,8 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
                     expected.op,
                     format!(
                         "missing {:?} {:?}@{revision} (the stream vouched for revisions {start}..={vouched})",
-                        expected.event.kind, expected.event.key
+                        expected.event.kind,
+                        crate::bytes::display(&expected.event.key)
                     ),
                 ));
             }
@@ -566,7 +609,8 @@ fn compare_event(observed: &Event, expected: &Event, complete: bool) -> Option<S
     {
         return Some(format!(
             "value {:?}, expected {:?}",
-            observed.value, expected.value
+            observed.value.as_deref().map(crate::bytes::display),
+            expected.value.as_deref().map(crate::bytes::display)
         ));
     }
     if complete && observed.kind == EventType::Put {
