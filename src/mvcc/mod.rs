@@ -73,6 +73,7 @@ pub struct KvStore {
     pub backend: Backend,
     /// The revision of the last completed write transaction.
     pub revision: i64,
+    /// -1 until the first compaction (etcd's `compactMainRev`).
     pub compact_revision: i64,
     pub hub: Arc<WatchHub>,
 }
@@ -338,9 +339,14 @@ impl WriteTxn<'_> {
         Ok(deleted)
     }
 
-    /// The revision as this transaction sees it: the previous one until it writes.
+    /// The store's revision before this transaction.
     pub fn current_revision(&self) -> i64 {
         self.store.revision
+    }
+
+    /// Whether this transaction has changed anything yet.
+    pub fn has_changes(&self) -> bool {
+        self.sub > 0
     }
 
     pub fn range(
@@ -438,9 +444,10 @@ mod tests {
         fn store_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..120)) {
             let disk = SimDisk::new(1);
             let mut store = open(&disk);
-            let mut model = Model { revision: 1, ..Default::default() };
+            // Never compacted is -1, as in etcd: a compaction at 0 is allowed once.
+            let mut model = Model { revision: 1, compacted: -1, ..Default::default() };
             // What the last commit made durable: a restart goes back to it.
-            let mut durable = (BTreeMap::new(), 1i64, 0i64);
+            let mut durable = (BTreeMap::new(), 1i64, -1i64);
             for op in ops {
                 match op {
                     Op::Put(k, v) => {

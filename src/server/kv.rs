@@ -127,14 +127,14 @@ impl Kv for KvService {
             }
             let (mut response, revision) = self.member.store.read_txn(&request)?;
             response.header = Some(self.member.header(revision));
-            fill_headers(&mut response, &self.member, revision);
             return Ok(Response::new(response));
         }
         self.check_quota(txn_cost(&request)).await?;
         match self.member.propose(Internal::Txn(request)).await? {
             (Applied::Txn(mut response), revision) => {
+                // The responses inside keep the revision-only headers the applier gave
+                // them, as etcd's do.
                 response.header = Some(self.member.header(revision));
-                fill_headers(&mut response, &self.member, revision);
                 Ok(Response::new(response))
             }
             (other, _) => Err(unexpected(other)),
@@ -170,30 +170,6 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
             Some(Op::RequestTxn(nested)) => txn_is_serializable(nested),
             _ => true,
         })
-}
-
-/// etcd puts the full header on every response nested in a transaction.
-fn fill_headers(response: &mut TxnResponse, member: &Member, revision: i64) {
-    use crate::proto::etcdserverpb::response_op::Response as Op;
-    use crate::proto::etcdserverpb::ResponseHeader;
-    // etcd fills only the revision in the headers of the responses inside a Txn.
-    let header = Some(ResponseHeader {
-        revision,
-        ..Default::default()
-    });
-    let _ = member;
-    for op in &mut response.responses {
-        match &mut op.response {
-            Some(Op::ResponseRange(inner)) => inner.header = header,
-            Some(Op::ResponsePut(inner)) => inner.header = header,
-            Some(Op::ResponseDeleteRange(inner)) => inner.header = header,
-            Some(Op::ResponseTxn(inner)) => {
-                inner.header = header;
-                fill_headers(inner, member, revision);
-            }
-            None => {}
-        }
-    }
 }
 
 /// The applier answered a request with a response of another kind: a broken invariant of
