@@ -18,11 +18,6 @@ use crate::proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 
-/// grpc-go lets a message be this much larger than `--max-request-bytes` before refusing it
-/// at the transport; the request-size check proper happens on the encoded proposal.
-#[cfg(not(madsim))]
-const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
-
 /// Serves every client service on `listener` until `shutdown` completes.
 #[cfg(not(madsim))]
 pub async fn serve(
@@ -30,8 +25,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = (member.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
+    // A message over the limit is refused at the transport, in grpc-go's words; one under
+    // it but over `--max-request-bytes` is refused when proposed (see `limits`).
+    let limit = super::limits::grpc_message_bytes_max(member.config.max_request_bytes);
     tonic::transport::Server::builder()
+        .layer(super::limits::GrpcMessageLimitLayer)
         .add_service(
             KvServer::new(KvService {
                 member: member.clone(),

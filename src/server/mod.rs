@@ -39,7 +39,8 @@
 //! - `error.rs`: etcd's error codes and messages; `validate.rs`: edge validation.
 //! - `ids.rs`: etcd-compatible member and cluster ids.
 //! - `grpc.rs`: serving the services on the client listeners; `authority/` (production
-//!   builds only): mending client connections whose `:authority` is a URL, for h2.
+//!   builds only): mending client connections whose `:authority` is a URL, for h2;
+//!   `limits.rs` (production builds only): oversized messages refused in grpc-go's words.
 
 pub mod apply;
 #[cfg(not(madsim))]
@@ -50,6 +51,8 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod kv;
+#[cfg(not(madsim))]
+pub mod limits;
 pub mod lease;
 pub mod maintenance;
 pub mod member;
