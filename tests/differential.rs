@@ -1,7 +1,11 @@
 //! The same etcdctl sessions against oxcd and against a real etcd 3.4 on this machine: the
-//! outputs — revisions, key-values, headers, errors — must be identical.
+//! outputs — revisions, key-values, headers, errors — must be identical. Then random
+//! request sequences over gRPC (`differential/random.rs`), seeded: `DIFF_SEED=n` replays
+//! one seed, `DIFF_SEEDS` and `DIFF_STEPS` set how many seeds and requests per seed run.
 
 mod common;
+#[path = "differential/random.rs"]
+mod random;
 
 use common::{Kind, Server};
 
@@ -96,4 +100,34 @@ fn txn_sessions_match_etcd() {
     let ours = oxcd.ok(&["get", "", "--prefix", "-w", "json"]);
     let theirs = etcd.ok(&["get", "", "--prefix", "-w", "json"]);
     assert_eq!(ours, theirs);
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|value| value.parse().ok())
+}
+
+/// Seeded random request sequences against a fresh oxcd and a fresh etcd each; the
+/// responses and the final watch history must be identical. By default 5 seeds of 700
+/// requests.
+#[test]
+fn random_sequences_match_etcd() {
+    let seeds: Vec<u64> = match env_number("DIFF_SEED") {
+        Some(seed) => vec![seed],
+        None => (1..=env_number("DIFF_SEEDS").unwrap_or(5)).collect(),
+    };
+    let steps = env_number("DIFF_STEPS").unwrap_or(700) as usize;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    for seed in seeds {
+        println!("differential seed {seed} ({steps} requests)");
+        let oxcd = Server::start(Kind::Oxcd);
+        let etcd = Server::start(Kind::Etcd);
+        runtime.block_on(async {
+            let mut ours = random::Clients::connect(&oxcd.endpoint()).await;
+            let mut theirs = random::Clients::connect(&etcd.endpoint()).await;
+            random::run(seed, steps, &mut ours, &mut theirs).await;
+        });
+    }
 }
