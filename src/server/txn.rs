@@ -618,6 +618,186 @@ mod tests {
         assert!(!store.kvs.contains_key(&bytes("c")));
     }
 
+    fn delete_op(key: &str, end: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: bytes(key),
+                range_end: bytes(end),
+                prev_kv: true,
+            })),
+        }
+    }
+
+    /// Issue 18: etcd 3.4 accepts a from-key delete and puts of keys it removes in one
+    /// branch, and applies them in order: the deletes, then the puts, which create their
+    /// keys anew.
+    #[test]
+    fn a_from_key_delete_then_puts_apply_in_order() {
+        let mut store = store();
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![
+                delete_op("a", "\0"),
+                RequestOp {
+                    request: Some(Request::RequestPut(PutRequest {
+                        key: bytes("b"),
+                        value: bytes("y"),
+                        prev_kv: true,
+                        ..Default::default()
+                    })),
+                },
+                put_op("c", "z"),
+            ],
+            failure: vec![],
+        };
+        let response = txn(&mut store, &request).unwrap();
+        let Some(Response::ResponseDeleteRange(deleted)) = &response.responses[0].response else {
+            panic!("not a delete response: {response:?}");
+        };
+        assert_eq!(deleted.deleted, 2);
+        let Some(Response::ResponsePut(put)) = &response.responses[1].response else {
+            panic!("not a put response: {response:?}");
+        };
+        assert_eq!(put.prev_kv, None, "b was deleted earlier in the branch");
+        let keys: Vec<(Bytes, Bytes, i64)> = store
+            .kvs
+            .values()
+            .map(|kv| (kv.key.clone(), kv.value.clone(), kv.version))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![(bytes("b"), bytes("y"), 1), (bytes("c"), bytes("z"), 1)]
+        );
+    }
+
+    /// The one shape of issue 18 etcd 3.4 cannot run: after a from-key delete, a put with
+    /// `ignore_value` of a key it removed finds no key, and etcd's applier panics. oxcd
+    /// refuses the transaction as "key not found" and changes nothing.
+    #[test]
+    fn an_ignore_value_put_after_a_from_key_delete_is_refused() {
+        let mut store = store();
+        let before = store.revision;
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp {
+                    request: Some(Request::RequestTxn(TxnRequest {
+                        compare: vec![],
+                        success: vec![delete_op("a", "\0")],
+                        failure: vec![],
+                    })),
+                },
+                RequestOp {
+                    request: Some(Request::RequestPut(PutRequest {
+                        key: bytes("b"),
+                        ignore_value: true,
+                        ..Default::default()
+                    })),
+                },
+            ],
+            failure: vec![],
+        };
+        assert_eq!(
+            txn(&mut store, &request).unwrap_err(),
+            EtcdError::KeyNotFound
+        );
+        assert_eq!(store.revision, before);
+        assert_eq!(store.kvs.len(), 2);
+        // A key before the delete's start is still there when the put runs.
+        let mut request = request;
+        request.success[0] = delete_op("c", "\0");
+        assert!(txn(&mut store, &request).is_ok());
+    }
+
+    /// etcd decides every nested branch before the transaction runs: a nested compare
+    /// does not see the outer branch's earlier writes.
+    #[test]
+    fn nested_compares_see_the_state_before_the_txn() {
+        let mut store = store();
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![
+                put_op("a", "3"),
+                RequestOp {
+                    request: Some(Request::RequestTxn(TxnRequest {
+                        compare: vec![compare(
+                            "a",
+                            CompareTarget::Value,
+                            CompareResult::Equal,
+                            TargetUnion::Value(bytes("2")),
+                        )],
+                        success: vec![put_op("then", "1")],
+                        failure: vec![put_op("else", "1")],
+                    })),
+                },
+            ],
+            failure: vec![],
+        };
+        let response = txn(&mut store, &request).unwrap();
+        let Some(Response::ResponseTxn(nested)) = &response.responses[1].response else {
+            panic!("not a txn response: {response:?}");
+        };
+        assert!(nested.succeeded);
+        assert!(store.kvs.contains_key(&bytes("then")));
+    }
+
+    /// A plain Put looks the lease up before the key (etcd's applier); a put inside a Txn
+    /// checks the key first.
+    #[test]
+    fn put_checks_the_lease_before_the_key() {
+        let mut store = store();
+        let request = PutRequest {
+            key: bytes("nope"),
+            ignore_value: true,
+            lease: 99,
+            ..Default::default()
+        };
+        assert_eq!(put(&mut store, &request).unwrap_err(), EtcdError::LeaseNotFound);
+        let in_txn = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp {
+                request: Some(Request::RequestPut(request)),
+            }],
+            failure: vec![],
+        };
+        assert_eq!(txn(&mut store, &in_txn).unwrap_err(), EtcdError::KeyNotFound);
+    }
+
+    /// etcd reads the number only from the union field matching the target; an unknown
+    /// target compares as equal and an unknown result holds.
+    #[test]
+    fn compares_read_only_the_matching_union_field() {
+        use CompareResult::*;
+        use CompareTarget::*;
+        let table = vec![
+            (
+                "mod revision sent in the version field counts as 0",
+                compare("a", Mod, Greater, TargetUnion::Version(100)),
+                true,
+            ),
+            (
+                "unknown target",
+                Compare {
+                    target: 7,
+                    ..compare("a", Version, Equal, TargetUnion::Version(100))
+                },
+                true,
+            ),
+            (
+                "unknown result",
+                Compare {
+                    result: 9,
+                    ..compare("a", Version, Equal, TargetUnion::Version(100))
+                },
+                true,
+            ),
+        ];
+        for (name, compare, want) in table {
+            let mut store = store();
+            assert_eq!(compares_hold(&mut store, &[compare]).unwrap(), want, "{name}");
+        }
+    }
+
     #[test]
     fn put_flags_and_prev_kv() {
         let mut store = store();
