@@ -9,16 +9,22 @@
 //! tonic enforces the first limit too, as early (from the length prefix of the message,
 //! before its body is buffered), but answers `OUT_OF_RANGE` "Error, decoded message length
 //! too large: found N bytes, the limit is: M bytes". Clients match etcd's code and text, so
-//! [`GrpcMessageLimitLayer`] rewrites that answer into grpc-go's. It rewrites the status of
-//! a response that carries it in its headers — every unary call, since tonic answers a
-//! request that fails to decode with a trailers-only response; a stream that receives an
-//! oversized message later (Watch, LeaseKeepAlive) ends with tonic's status.
+//! `GrpcMessageLimitLayer` rewrites that answer into grpc-go's where it is a response's
+//! header — every unary call, since tonic answers a request that fails to decode with a
+//! trailers-only response. A stream (Watch, LeaseKeepAlive) that receives an oversized
+//! message later ends with [`receive_failed`]'s status, as etcd's ends with its receive
+//! error. The simulator's transport passes messages as values and has no size limit.
 
+#[cfg(not(madsim))]
 use std::future::Future;
+#[cfg(not(madsim))]
 use std::pin::Pin;
+#[cfg(not(madsim))]
 use std::task::{Context, Poll};
 
+#[cfg(not(madsim))]
 use tonic::codegen::http;
+#[cfg(not(madsim))]
 use tonic::codegen::Service;
 use tonic::{Code, Status};
 
@@ -52,7 +58,17 @@ pub fn received_too_large(found: u64, limit: u64) -> Status {
     )
 }
 
+/// The status a stream ends with when receiving from the client failed: etcd returns the
+/// receive error, so an oversized message ends the stream with grpc-go's status.
+pub fn receive_failed(status: Status) -> Status {
+    match tonic_too_large(&status) {
+        Some((found, limit)) => received_too_large(found, limit),
+        None => status,
+    }
+}
+
 /// Rewrites tonic's "message too large" status in `headers` into grpc-go's.
+#[cfg(not(madsim))]
 fn rewrite(headers: &mut http::HeaderMap) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
@@ -68,10 +84,12 @@ fn rewrite(headers: &mut http::HeaderMap) {
     }
 }
 
+#[cfg(not(madsim))]
 /// Wraps the client services with [`GrpcMessageLimit`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GrpcMessageLimitLayer;
 
+#[cfg(not(madsim))]
 impl<S> tower_layer::Layer<S> for GrpcMessageLimitLayer {
     type Service = GrpcMessageLimit<S>;
 
@@ -80,12 +98,14 @@ impl<S> tower_layer::Layer<S> for GrpcMessageLimitLayer {
     }
 }
 
+#[cfg(not(madsim))]
 /// Answers an oversized message as grpc-go does (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct GrpcMessageLimit<S> {
     inner: S,
 }
 
+#[cfg(not(madsim))]
 impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for GrpcMessageLimit<S>
 where
     S: Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
@@ -109,7 +129,7 @@ where
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(madsim)))]
 mod tests {
     use super::*;
 

@@ -40,7 +40,7 @@
 //! - `ids.rs`: etcd-compatible member and cluster ids.
 //! - `grpc.rs`: serving the services on the client listeners; `authority/` (production
 //!   builds only): mending client connections whose `:authority` is a URL, for h2;
-//!   `limits.rs` (production builds only): oversized messages refused in grpc-go's words.
+//!   `limits.rs`: oversized messages refused in grpc-go's words.
 
 pub mod apply;
 #[cfg(not(madsim))]
@@ -51,7 +51,6 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod kv;
-#[cfg(not(madsim))]
 pub mod limits;
 pub mod lease;
 pub mod maintenance;

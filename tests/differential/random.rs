@@ -459,29 +459,55 @@ pub struct Watch {
 }
 
 pub async fn watch(clients: &mut Clients, start: i64) -> Watch {
+    let create = WatchCreateRequest {
+        key: Bytes::from_static(b"\0"),
+        range_end: Bytes::from_static(b"\0"),
+        start_revision: start,
+        prev_kv: true,
+        ..Default::default()
+    };
+    watch_with(clients, create).await.expect("a watch stream")
+}
+
+async fn watch_with(
+    clients: &mut Clients,
+    create: WatchCreateRequest,
+) -> Result<Watch, tonic::Status> {
+    let start = create.start_revision;
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     sender
         .send(WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: Bytes::from_static(b"\0"),
-                range_end: Bytes::from_static(b"\0"),
-                start_revision: start,
-                prev_kv: true,
-                ..Default::default()
-            })),
+            request_union: Some(RequestUnion::CreateRequest(create)),
         })
         .await
         .expect("the watch request");
     let stream = clients
         .watch
         .watch(tokio_stream_from(receiver))
-        .await
-        .expect("a watch stream")
+        .await?
         .into_inner();
-    Watch {
+    Ok(Watch {
         stream,
         _requests: sender,
         start,
+    })
+}
+
+/// How a watch stream answers a create request over the gRPC message limit.
+pub async fn oversized_watch(clients: &mut Clients) -> String {
+    let create = WatchCreateRequest {
+        key: Bytes::from(vec![b'k'; 2 << 20]),
+        ..Default::default()
+    };
+    // The status may come as the stream's answer or as its first message.
+    let mut watch = match watch_with(clients, create).await {
+        Ok(watch) => watch,
+        Err(status) => return format!("error {:?}: {}", status.code(), status.message()),
+    };
+    match tokio::time::timeout(Duration::from_secs(10), watch.stream.message()).await {
+        Ok(Ok(message)) => format!("{message:?}"),
+        Ok(Err(status)) => format!("error {:?}: {}", status.code(), status.message()),
+        Err(_) => "no answer".to_string(),
     }
 }
 
