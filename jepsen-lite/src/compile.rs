@@ -131,6 +131,10 @@ pub enum Request {
     Delete {
         lo: u32,
         hi: u32,
+        /// Sent with `range_end = "\0"` (every key from `lo` on). etcd 3.4's duplicate-key
+        /// check sees such a delete as the empty interval `[key, "\0")`, so a put of a key
+        /// it removes may follow it in one transaction.
+        from_key: bool,
     },
     Txn {
         guards: Vec<Guard>,
@@ -322,7 +326,8 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
             prefix,
         } => {
             let (lo, hi) = symbols.range(key, range_end.as_deref(), *prefix);
-            Request::Delete { lo, hi }
+            let from_key = key_interval(key, range_end.as_deref(), *prefix).1.is_none();
+            Request::Delete { lo, hi, from_key }
         }
         Input::Txn {
             compare,

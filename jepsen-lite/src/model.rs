@@ -366,7 +366,12 @@ impl State {
                     }
                     put_keys.push(*key);
                 }
-                Request::Delete { lo, hi } => delete_ranges.push((*lo, *hi)),
+                // A from-key delete is no interval to etcd 3.4's check (see `Request`).
+                Request::Delete {
+                    from_key: false,
+                    lo,
+                    hi,
+                } => delete_ranges.push((*lo, *hi)),
                 _ => {}
             }
         }
@@ -407,7 +412,7 @@ impl State {
                     }
                     responses.push(Response::default());
                 }
-                Request::Delete { lo, hi } => {
+                Request::Delete { lo, hi, .. } => {
                     let mut deleted = 0;
                     for key in *lo..*hi {
                         if let Some(prev) = self.slot(key) {
@@ -676,6 +681,70 @@ mod tests {
             failure: vec![],
         };
         let (symbols, requests) = setup(vec![txn]);
+        let mut state = State::new(symbols.keys.len());
+        assert!(state.execute(&requests[0], None).error.is_some());
+    }
+
+    /// Issue 18: etcd 3.4 accepts a from-key delete followed by a put of a key it removes
+    /// and applies them in order at one revision; the put creates the key anew.
+    #[test]
+    fn a_from_key_delete_then_a_put_of_a_removed_key_applies_in_order() {
+        let txn = Input::Txn {
+            compare: vec![],
+            success: vec![
+                TxnOp::Delete {
+                    key: "a".into(),
+                    range_end: Some("\0".into()),
+                    prefix: false,
+                },
+                TxnOp::Put {
+                    key: "b".into(),
+                    value: "3".into(),
+                    lease: None,
+                },
+            ],
+            failure: vec![],
+        };
+        let (symbols, requests) = setup(vec![put("a", "1"), put("b", "2"), txn]);
+        let mut state = State::new(symbols.keys.len());
+        let mut events = Vec::new();
+        for request in &requests {
+            assert!(state.execute(request, Some(&mut events)).error.is_none());
+        }
+        assert_eq!(state.revision, 4);
+        let last: Vec<_> = events
+            .iter()
+            .filter(|e| e.revision == 4)
+            .map(|e| (e.kind, e.key, e.prev.is_some()))
+            .collect();
+        assert_eq!(
+            last,
+            vec![
+                (EventType::Delete, 0, true),
+                (EventType::Delete, 1, true),
+                (EventType::Put, 1, false),
+            ]
+        );
+        let b = state.slot(1).unwrap();
+        assert_eq!((b.version, b.create_revision, b.mod_revision), (1, 4, 4));
+        // A real range still refuses the put.
+        let overlapping = Input::Txn {
+            compare: vec![],
+            success: vec![
+                TxnOp::Delete {
+                    key: "a".into(),
+                    range_end: Some("c".into()),
+                    prefix: false,
+                },
+                TxnOp::Put {
+                    key: "b".into(),
+                    value: "3".into(),
+                    lease: None,
+                },
+            ],
+            failure: vec![],
+        };
+        let (symbols, requests) = setup(vec![overlapping]);
         let mut state = State::new(symbols.keys.len());
         assert!(state.execute(&requests[0], None).error.is_some());
     }
