@@ -103,7 +103,9 @@ fn txn_sessions_match_etcd() {
 }
 
 fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|value| value.parse().ok())
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
 }
 
 /// Seeded random request sequences against a fresh oxcd and a fresh etcd each; the
@@ -138,9 +140,8 @@ mod issue_18 {
 
     use bytes::Bytes;
     use oxcd::proto::etcdserverpb::{
-        request_op::Request as Op, CompactionRequest, DeleteRangeRequest,
-        LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp,
-        TxnRequest,
+        request_op::Request as Op, CompactionRequest, DeleteRangeRequest, LeaseRevokeRequest,
+        LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
     };
 
     use super::random::Step;
@@ -220,7 +221,10 @@ mod issue_18 {
                 Op::RequestTxn(txn(vec![delete(b"b", b"c")])),
             ])),
             // A put inside a real deleted range is still refused.
-            Step::Txn(txn(vec![delete(b"a", b"c"), Op::RequestPut(put(b"b", "8"))])),
+            Step::Txn(txn(vec![
+                delete(b"a", b"c"),
+                Op::RequestPut(put(b"b", "8")),
+            ])),
             // 2. Put: the lease is looked up before the key.
             Step::Put(PutRequest {
                 lease: unknown_lease,
@@ -272,7 +276,10 @@ mod issue_18 {
             }),
             Step::Txn(txn(vec![range(b"a", b"", 999), range(b"a", b"", 1)])),
             Step::Txn(txn(vec![range(b"a", b"", 1), range(b"a", b"", 999)])),
-            Step::Txn(txn(vec![range(b"a", b"", -1), Op::RequestPut(put(b"y", ""))])),
+            Step::Txn(txn(vec![
+                range(b"a", b"", -1),
+                Op::RequestPut(put(b"y", "")),
+            ])),
             Step::Range(RangeRequest {
                 key: bytes(b"a"),
                 revision: 999,

@@ -244,8 +244,8 @@ impl KvStore {
     pub fn fill_prev_kvs(&self, events: &mut [Event]) {
         for event in events {
             let Some(kv) = &event.kv else { continue };
-            let creates = event.r#type == EventType::Put as i32
-                && kv.create_revision == kv.mod_revision;
+            let creates =
+                event.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;
             if creates {
                 event.prev_kv = None;
                 continue;

@@ -288,7 +288,10 @@ pub fn compares_hold(txn: &mut dyn KvWrite, compares: &[Compare]) -> Result<bool
 /// the target (any other field counts as 0); an unknown target compares as equal, and an
 /// unknown result holds.
 fn compare_one(compare: &Compare, kv: &KeyValue) -> bool {
-    let ordering = match (CompareTarget::try_from(compare.target), &compare.target_union) {
+    let ordering = match (
+        CompareTarget::try_from(compare.target),
+        &compare.target_union,
+    ) {
         (Ok(CompareTarget::Value), Some(TargetUnion::Value(value))) => {
             kv.value.as_ref().cmp(value.as_ref())
         }
@@ -752,7 +755,10 @@ mod tests {
             lease: 99,
             ..Default::default()
         };
-        assert_eq!(put(&mut store, &request).unwrap_err(), EtcdError::LeaseNotFound);
+        assert_eq!(
+            put(&mut store, &request).unwrap_err(),
+            EtcdError::LeaseNotFound
+        );
         let in_txn = TxnRequest {
             compare: vec![],
             success: vec![RequestOp {
@@ -760,7 +766,10 @@ mod tests {
             }],
             failure: vec![],
         };
-        assert_eq!(txn(&mut store, &in_txn).unwrap_err(), EtcdError::KeyNotFound);
+        assert_eq!(
+            txn(&mut store, &in_txn).unwrap_err(),
+            EtcdError::KeyNotFound
+        );
     }
 
     /// etcd reads the number only from the union field matching the target; an unknown
@@ -794,7 +803,11 @@ mod tests {
         ];
         for (name, compare, want) in table {
             let mut store = store();
-            assert_eq!(compares_hold(&mut store, &[compare]).unwrap(), want, "{name}");
+            assert_eq!(
+                compares_hold(&mut store, &[compare]).unwrap(),
+                want,
+                "{name}"
+            );
         }
     }
 

@@ -259,7 +259,10 @@ mod tests {
             ),
             (
                 "nested from-key delete and an outer put",
-                txn(vec![nested(vec![delete("a", "\0")], vec![]), put("b/x")], vec![]),
+                txn(
+                    vec![nested(vec![delete("a", "\0")], vec![]), put("b/x")],
+                    vec![],
+                ),
                 Ok(()),
             ),
             (
@@ -269,7 +272,10 @@ mod tests {
             ),
             (
                 "a put inside a nested real range",
-                txn(vec![nested(vec![delete("a", "c")], vec![]), put("b")], vec![]),
+                txn(
+                    vec![nested(vec![delete("a", "c")], vec![]), put("b")],
+                    vec![],
+                ),
                 Err(EtcdError::DuplicateKey),
             ),
             (

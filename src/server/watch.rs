@@ -102,7 +102,9 @@ async fn read_requests(
             Ok(None) => break,
             Err(status) => {
                 // etcd ends the stream with the receive error.
-                let _ = responses.send(Err(super::limits::receive_failed(status))).await;
+                let _ = responses
+                    .send(Err(super::limits::receive_failed(status)))
+                    .await;
                 break;
             }
         };

@@ -20,12 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oxcd::proto::etcdserverpb::{
-    compare::TargetUnion,
-    kv_client::KvClient,
-    lease_client::LeaseClient,
-    request_op::Request as Op,
-    watch_client::WatchClient,
-    watch_request::RequestUnion,
+    compare::TargetUnion, kv_client::KvClient, lease_client::LeaseClient,
+    request_op::Request as Op, watch_client::WatchClient, watch_request::RequestUnion,
     CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp,
     ResponseHeader, TxnRequest, WatchCreateRequest, WatchRequest,
@@ -136,7 +132,11 @@ impl Generator {
         RangeRequest {
             range_end: self.range_end(&key),
             key,
-            limit: if self.chance(70) { 0 } else { self.rng.random_range(-1..4) },
+            limit: if self.chance(70) {
+                0
+            } else {
+                self.rng.random_range(-1..4)
+            },
             revision: self.revision(),
             sort_order: self.rng.random_range(0..4),
             sort_target: self.rng.random_range(0..5),
@@ -183,10 +183,22 @@ impl Generator {
 
     fn compare(&mut self) -> Compare {
         let key = self.key();
-        let target = if self.chance(3) { 7 } else { self.rng.random_range(0..5) };
-        let result = if self.chance(3) { 9 } else { self.rng.random_range(0..4) };
+        let target = if self.chance(3) {
+            7
+        } else {
+            self.rng.random_range(0..5)
+        };
+        let result = if self.chance(3) {
+            9
+        } else {
+            self.rng.random_range(0..4)
+        };
         // Mostly the union field that matches the target, sometimes another one.
-        let union_kind = if self.chance(80) { target } else { self.rng.random_range(0..6) };
+        let union_kind = if self.chance(80) {
+            target
+        } else {
+            self.rng.random_range(0..6)
+        };
         let number = match self.rng.random_range(0..4) {
             0 => 0,
             1 => self.rng.random_range(1..4),
@@ -324,11 +336,15 @@ impl Generator {
 
 /// Whether a transaction deletes from a key on (`range_end = "\0"`) anywhere.
 fn has_from_key_delete(request: &TxnRequest) -> bool {
-    request.success.iter().chain(&request.failure).any(|op| match &op.request {
-        Some(Op::RequestDeleteRange(delete)) => delete.range_end.as_ref() == b"\0",
-        Some(Op::RequestTxn(nested)) => has_from_key_delete(nested),
-        _ => false,
-    })
+    request
+        .success
+        .iter()
+        .chain(&request.failure)
+        .any(|op| match &op.request {
+            Some(Op::RequestDeleteRange(delete)) => delete.range_end.as_ref() == b"\0",
+            Some(Op::RequestTxn(nested)) => has_from_key_delete(nested),
+            _ => false,
+        })
 }
 
 /// Clears the `ignore_*` flags of every put in a transaction. etcd 3.4's duplicate-key
@@ -395,7 +411,10 @@ fn clear_txn(response: &mut oxcd::proto::etcdserverpb::TxnResponse) {
 }
 
 /// A response or an error, as text to compare.
-fn outcome<T: Debug>(result: Result<tonic::Response<T>, tonic::Status>, fix: impl FnOnce(&mut T)) -> String {
+fn outcome<T: Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    fix: impl FnOnce(&mut T),
+) -> String {
     match result {
         Ok(response) => {
             let mut response = response.into_inner();
@@ -411,16 +430,16 @@ pub async fn send(clients: &mut Clients, step: &Step) -> String {
     match step.clone() {
         Step::Range(request) => outcome(clients.kv.range(request).await, |r| clear(&mut r.header)),
         Step::Put(request) => outcome(clients.kv.put(request).await, |r| clear(&mut r.header)),
-        Step::Delete(request) => {
-            outcome(clients.kv.delete_range(request).await, |r| clear(&mut r.header))
-        }
+        Step::Delete(request) => outcome(clients.kv.delete_range(request).await, |r| {
+            clear(&mut r.header)
+        }),
         Step::Txn(request) => outcome(clients.kv.txn(request).await, clear_txn),
         Step::Compact(request) => {
             outcome(clients.kv.compact(request).await, |r| clear(&mut r.header))
         }
-        Step::Grant(request) => {
-            outcome(clients.lease.lease_grant(request).await, |r| clear(&mut r.header))
-        }
+        Step::Grant(request) => outcome(clients.lease.lease_grant(request).await, |r| {
+            clear(&mut r.header)
+        }),
         Step::GrantShort(request) => {
             let id = request.id;
             let granted = outcome(clients.lease.lease_grant(request).await, |r| {
@@ -432,21 +451,26 @@ pub async fn send(clients: &mut Clients, step: &Step) -> String {
             );
             format!("{granted}; {revoked}")
         }
-        Step::Revoke(request) => {
-            outcome(clients.lease.lease_revoke(request).await, |r| clear(&mut r.header))
+        Step::Revoke(request) => outcome(clients.lease.lease_revoke(request).await, |r| {
+            clear(&mut r.header)
+        }),
+        Step::TimeToLive(request) => {
+            outcome(clients.lease.lease_time_to_live(request).await, |r| {
+                clear(&mut r.header);
+                // The remaining TTL depends on when each server granted the lease.
+                if r.ttl > 0 {
+                    r.ttl = 1;
+                }
+                r.keys.sort();
+            })
         }
-        Step::TimeToLive(request) => outcome(clients.lease.lease_time_to_live(request).await, |r| {
-            clear(&mut r.header);
-            // The remaining TTL depends on when each server granted the lease.
-            if r.ttl > 0 {
-                r.ttl = 1;
-            }
-            r.keys.sort();
-        }),
-        Step::Leases => outcome(clients.lease.lease_leases(LeaseLeasesRequest {}).await, |r| {
-            clear(&mut r.header);
-            r.leases.sort_by_key(|lease| lease.id);
-        }),
+        Step::Leases => outcome(
+            clients.lease.lease_leases(LeaseLeasesRequest {}).await,
+            |r| {
+                clear(&mut r.header);
+                r.leases.sort_by_key(|lease| lease.id);
+            },
+        ),
     }
 }
 
@@ -537,7 +561,10 @@ pub async fn events(watch: &mut Watch, last: i64) -> Vec<String> {
 
 fn compare_events(label: &str, what: &str, got: &[String], expected: &[String]) {
     for (index, (got, expected)) in got.iter().zip(expected).enumerate() {
-        assert_eq!(got, expected, "{label}: {what}: event {index} differs from etcd");
+        assert_eq!(
+            got, expected,
+            "{label}: {what}: event {index} differs from etcd"
+        );
     }
     assert_eq!(
         got.len(),
@@ -645,7 +672,12 @@ pub async fn compare_steps(
     let start = compacted.max(1);
     let expected = events(&mut watch(theirs, start).await, revision).await;
     let got = events(&mut watch(ours, start).await, revision).await;
-    compare_events(label, &format!("the watch from revision {start}"), &got, &expected);
+    compare_events(
+        label,
+        &format!("the watch from revision {start}"),
+        &got,
+        &expected,
+    );
 }
 
 /// The header revision in a response's text, if any.
