@@ -2,7 +2,11 @@
 //! robustness suite's `validate/watch.go`).
 //!
 //! - **Ordered**: event revisions never go back along a stream.
-//! - **Unique**: no `(key, mod_revision)` is delivered twice.
+//! - **Unique**: no event is delivered twice. A key may have two events at one
+//!   revision — a transaction that deletes every key from some key on and then
+//!   puts one of them, which etcd 3.4 accepts — but never two of one kind in a
+//!   row, so an event is told apart by `(key, mod_revision, kind, how many of
+//!   that kind came before)`.
 //! - **Atomic**: one revision's events are never split across responses,
 //!   unless the response says `fragment`.
 //! - **Reliable**: no event is missing between the start revision and the
@@ -24,7 +28,7 @@
 //! checks that need every event (Valid, PrevKv) are skipped and only
 //! acknowledged writes are required to appear.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::history::{
@@ -132,11 +136,19 @@ pub struct Replay {
 }
 
 impl Replay {
-    fn find(&self, key: &str, revision: i64) -> Option<&ExpectedEvent> {
+    /// The `nth` event of `kind` for `key` at `revision` (0: the first).
+    fn find(
+        &self,
+        key: &str,
+        revision: i64,
+        kind: EventType,
+        nth: usize,
+    ) -> Option<&ExpectedEvent> {
         self.revisions
             .get(&revision)?
             .iter()
-            .find(|e| e.event.key == key)
+            .filter(|e| e.event.key == key && e.event.kind == kind)
+            .nth(nth)
     }
 }
 
@@ -333,7 +345,8 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
 
     let mut last: Option<Seen> = None;
     let mut progress = 0i64;
-    let mut delivered: HashSet<(String, i64)> = HashSet::new();
+    // The kinds of the events delivered per (key, revision), in order.
+    let mut delivered: HashMap<(String, i64), Vec<EventType>> = HashMap::new();
     let mut first_event_revision: Option<i64> = None;
     for (r, response) in watch.responses.iter().enumerate() {
         if response.progress_notify {
@@ -353,7 +366,10 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
             let at = (Some(r), Some(e));
             let describe = format!("{:?} {:?}@{}", event.kind, event.key, event.mod_revision);
             first_event_revision.get_or_insert(event.mod_revision);
-            if !delivered.insert((event.key.clone(), event.mod_revision)) {
+            let kinds = delivered
+                .entry((event.key.clone(), event.mod_revision))
+                .or_default();
+            if kinds.last() == Some(&event.kind) {
                 out.push(violation(
                     at.0,
                     at.1,
@@ -363,6 +379,8 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
                 ));
                 continue;
             }
+            let nth_of_kind = kinds.iter().filter(|kind| **kind == event.kind).count();
+            kinds.push(event.kind);
             if let Some(seen) = &last {
                 if event.mod_revision < seen.revision {
                     out.push(violation(
@@ -464,7 +482,7 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
                 ));
                 continue;
             }
-            let expected = replay.find(&event.key, event.mod_revision);
+            let expected = replay.find(&event.key, event.mod_revision, event.kind, nth_of_kind);
             match expected {
                 None if complete => {
                     out.push(violation(
@@ -526,8 +544,18 @@ fn check_watch(watch: &Watch, replay: &Replay, complete: bool) -> Vec<WatchViola
     };
     if start <= vouched {
         for (revision, events) in replay.revisions.range(start..=vouched) {
+            let mut expected_so_far: HashMap<(&str, EventType), usize> = HashMap::new();
             for expected in events.iter().filter(|e| wanted(&e.event)) {
-                if delivered.contains(&(expected.event.key.clone(), *revision)) {
+                let kind = expected.event.kind;
+                let nth = expected_so_far
+                    .entry((expected.event.key.as_str(), kind))
+                    .or_default();
+                let arrived = delivered
+                    .get(&(expected.event.key.clone(), *revision))
+                    .map_or(0, |kinds| kinds.iter().filter(|k| **k == kind).count());
+                let missing = arrived <= *nth;
+                *nth += 1;
+                if !missing {
                     continue;
                 }
                 let before_first = first_event_revision.is_none_or(|f| *revision < f);
@@ -668,6 +696,49 @@ mod tests {
 
     fn guarantees(found: &[WatchViolation]) -> Vec<Guarantee> {
         found.iter().map(|v| v.guarantee).collect()
+    }
+
+    /// A transaction that deletes every key from some key on and then puts one of them
+    /// (etcd 3.4 accepts it) gives that key two events at one revision.
+    #[test]
+    fn a_key_deleted_and_put_again_in_one_revision() {
+        let a2 = put_event("a", "1", 2, 1, 2);
+        let a3_deleted = Event {
+            kind: EventType::Delete,
+            key: "a".into(),
+            value: None,
+            create_revision: 0,
+            mod_revision: 3,
+            version: 0,
+            lease: None,
+            prev_kv: None,
+        };
+        let a3 = put_event("a", "2", 3, 1, 3);
+        let replay = reference(&[a2.clone(), a3_deleted.clone(), a3.clone()]);
+        let cases: Vec<(&str, Vec<Vec<Event>>, Vec<Guarantee>)> = vec![
+            (
+                "both, in order",
+                vec![vec![a2.clone()], vec![a3_deleted.clone(), a3.clone()]],
+                vec![],
+            ),
+            (
+                "the put missing",
+                vec![vec![a2.clone()], vec![a3_deleted.clone()]],
+                vec![Guarantee::Reliable],
+            ),
+            (
+                "the put twice",
+                vec![
+                    vec![a2.clone()],
+                    vec![a3_deleted.clone(), a3.clone(), a3.clone()],
+                ],
+                vec![Guarantee::Unique],
+            ),
+        ];
+        for (name, responses, want) in cases {
+            let found = check_watch(&watch(responses), &replay, true);
+            assert_eq!(guarantees(&found), want, "{name}: {found:?}");
+        }
     }
 
     #[test]
