@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need, then runs
-#   1. unit, property and integration tests (real sockets, real etcdctl, a real etcd);
+#   1. unit, property and integration tests (real sockets, real etcdctl, a real etcd; the
+#      differential test sends DIFF_SEEDS (default 5) seeds of DIFF_STEPS (default 700)
+#      random requests to oxcd and to etcd 3.4 and requires identical answers);
 #   2. the checker's self-tests and its verdicts on the known-good and known-bad histories;
 #   3. a bounded sweep of the deterministic simulation (madsim) in its own target dir:
 #      the one-member crash test and the multi-member fault runs (every seed checked by

@@ -271,7 +271,12 @@ impl Backend {
             .insert(CONSISTENT_INDEX, index.to_le_bytes().to_vec());
     }
 
+    /// The revision of the last compaction; -1 before the first one, as in etcd (where a
+    /// compaction at revision 0 is therefore allowed once).
     pub fn compact_revision(&self) -> Result<i64, BackendError> {
+        if self.meta(COMPACT_REVISION)?.is_none() {
+            return Ok(-1);
+        }
         Ok(self.meta_u64(COMPACT_REVISION)? as i64)
     }
 

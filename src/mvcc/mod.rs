@@ -73,6 +73,7 @@ pub struct KvStore {
     pub backend: Backend,
     /// The revision of the last completed write transaction.
     pub revision: i64,
+    /// -1 until the first compaction (etcd's `compactMainRev`).
     pub compact_revision: i64,
     pub hub: Arc<WatchHub>,
 }
@@ -235,13 +236,28 @@ impl KvStore {
         Ok(events)
     }
 
-    /// Fills the previous version of each event's key, where it is missing and still held.
+    /// Fills the previous version of each event's key as etcd's watch does: the key at the
+    /// revision before the event's, where still held, and nothing for an event that
+    /// creates the key. So a key deleted and put again in one transaction has a creating
+    /// put event without a previous version, and a key put and then deleted in one
+    /// transaction has a delete event whose previous version is the one from before it.
     pub fn fill_prev_kvs(&self, events: &mut [Event]) {
         for event in events {
-            if event.prev_kv.is_some() {
+            let Some(kv) = &event.kv else { continue };
+            let creates =
+                event.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;
+            if creates {
+                event.prev_kv = None;
                 continue;
             }
-            let Some(kv) = &event.kv else { continue };
+            let from_before = event
+                .prev_kv
+                .as_ref()
+                .is_some_and(|prev| prev.mod_revision < kv.mod_revision);
+            if from_before {
+                continue;
+            }
+            event.prev_kv = None;
             if kv.mod_revision - 1 < self.compact_revision {
                 continue;
             }
@@ -338,9 +354,14 @@ impl WriteTxn<'_> {
         Ok(deleted)
     }
 
-    /// The revision as this transaction sees it: the previous one until it writes.
+    /// The store's revision before this transaction.
     pub fn current_revision(&self) -> i64 {
         self.store.revision
+    }
+
+    /// Whether this transaction has changed anything yet.
+    pub fn has_changes(&self) -> bool {
+        self.sub > 0
     }
 
     pub fn range(
@@ -385,6 +406,9 @@ mod tests {
         Commit,
         Restart,
         Read(u8, u8, u8),
+        /// One transaction: delete every key from `key(k)` on, then put these keys (etcd
+        /// 3.4 accepts this shape in one Txn branch: issue 18).
+        DeleteFromThenPut(u8, Vec<(u8, u8)>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -395,6 +419,8 @@ mod tests {
             1 => Just(Op::Commit),
             1 => Just(Op::Restart),
             3 => (0u8..12, 0u8..13, any::<u8>()).prop_map(|(k, e, r)| Op::Read(k, e, r)),
+            1 => (0u8..12, proptest::collection::vec((0u8..12, any::<u8>()), 0..4))
+                .prop_map(|(k, puts)| Op::DeleteFromThenPut(k, puts)),
         ]
     }
 
@@ -438,9 +464,10 @@ mod tests {
         fn store_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..120)) {
             let disk = SimDisk::new(1);
             let mut store = open(&disk);
-            let mut model = Model { revision: 1, ..Default::default() };
+            // Never compacted is -1, as in etcd: a compaction at 0 is allowed once.
+            let mut model = Model { revision: 1, compacted: -1, ..Default::default() };
             // What the last commit made durable: a restart goes back to it.
-            let mut durable = (BTreeMap::new(), 1i64, 0i64);
+            let mut durable = (BTreeMap::new(), 1i64, -1i64);
             for op in ops {
                 match op {
                     Op::Put(k, v) => {
@@ -469,6 +496,61 @@ mod tests {
                                 model.history.insert((k, model.revision), None);
                             }
                         }
+                    }
+                    Op::DeleteFromThenPut(k, puts) => {
+                        let start = key(k);
+                        let mut seen = std::collections::BTreeSet::new();
+                        let puts: Vec<(Bytes, Bytes)> = puts
+                            .into_iter()
+                            .filter(|(p, _)| seen.insert(*p))
+                            .map(|(p, v)| (key(p), Bytes::from(vec![v])))
+                            .collect();
+                        let deleted_keys: Vec<Bytes> = model
+                            .live(model.revision)
+                            .into_iter()
+                            .map(|(k, _, _)| k)
+                            .filter(|k| *k >= start)
+                            .collect();
+                        let mut txn = store.write();
+                        let deleted = txn.delete_range(&start, &[0]).unwrap();
+                        for (put_key, value) in &puts {
+                            txn.put(put_key.clone(), value.clone(), 0).unwrap();
+                        }
+                        let revision = txn.end();
+                        prop_assert_eq!(deleted.len(), deleted_keys.len());
+                        if deleted_keys.is_empty() && puts.is_empty() {
+                            prop_assert_eq!(revision, model.revision);
+                            continue;
+                        }
+                        model.revision += 1;
+                        prop_assert_eq!(revision, model.revision);
+                        for deleted_key in &deleted_keys {
+                            model.history.insert((deleted_key.clone(), revision), None);
+                        }
+                        for (put_key, value) in &puts {
+                            model.history.insert((put_key.clone(), revision), Some(value.clone()));
+                        }
+                        // One revision, the changes in order: the deletes in key order, then
+                        // the puts as given; a key deleted and put again is created anew.
+                        let events = store.history(revision, revision, b"\0", b"\0").unwrap();
+                        let got: Vec<(i32, Bytes, Bytes, bool)> = events
+                            .into_iter()
+                            .map(|event| {
+                                let kv = event.kv.unwrap_or_default();
+                                prop_assert_eq!(kv.mod_revision, revision);
+                                Ok((event.r#type, kv.key, kv.value, kv.create_revision == revision))
+                            })
+                            .collect::<Result<_, TestCaseError>>()?;
+                        let mut want: Vec<(i32, Bytes, Bytes, bool)> = deleted_keys
+                            .iter()
+                            .map(|k| (EventType::Delete as i32, k.clone(), Bytes::new(), false))
+                            .collect();
+                        for (put_key, value) in &puts {
+                            let created = *put_key >= start
+                                || model.at(put_key, revision - 1).is_none();
+                            want.push((EventType::Put as i32, put_key.clone(), value.clone(), created));
+                        }
+                        prop_assert_eq!(got, want);
                     }
                     Op::Compact(r) => {
                         let at = i64::from(r) % (model.revision + 1);

@@ -126,7 +126,6 @@ impl Kv for KvService {
             }
             let (mut response, revision) = self.server.store.read_txn(&request)?;
             response.header = Some(self.server.header(revision));
-            fill_headers(&mut response, &self.server, revision);
             return Ok(Response::new(response));
         }
         self.check_quota(txn_cost(&request)).await?;
@@ -135,8 +134,9 @@ impl Kv for KvService {
             .proposer
             .propose_as::<TxnResponse>(Internal::Txn(request))
             .await?;
+        // The responses inside keep the revision-only headers the applier gave
+        // them, as etcd's do.
         response.header = Some(self.server.header(revision));
-        fill_headers(&mut response, &self.server, revision);
         Ok(Response::new(response))
     }
 
@@ -169,28 +169,4 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
             Some(Op::RequestTxn(nested)) => txn_is_serializable(nested),
             _ => true,
         })
-}
-
-/// etcd puts the full header on every response nested in a transaction.
-fn fill_headers(response: &mut TxnResponse, server: &Server, revision: i64) {
-    use crate::proto::etcdserverpb::response_op::Response as Op;
-    use crate::proto::etcdserverpb::ResponseHeader;
-    // etcd fills only the revision in the headers of the responses inside a Txn.
-    let header = Some(ResponseHeader {
-        revision,
-        ..Default::default()
-    });
-    let _ = server;
-    for op in &mut response.responses {
-        match &mut op.response {
-            Some(Op::ResponseRange(inner)) => inner.header = header,
-            Some(Op::ResponsePut(inner)) => inner.header = header,
-            Some(Op::ResponseDeleteRange(inner)) => inner.header = header,
-            Some(Op::ResponseTxn(inner)) => {
-                inner.header = header;
-                fill_headers(inner, server, revision);
-            }
-            None => {}
-        }
-    }
 }

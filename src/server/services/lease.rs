@@ -80,7 +80,14 @@ impl Lease for LeaseService {
             loop {
                 let request = match requests.message().await {
                     Ok(Some(request)) => request,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    Err(status) => {
+                        // etcd ends the stream with the receive error.
+                        let _ = responses
+                            .send(Err(super::limits::receive_failed(status)))
+                            .await;
+                        break;
+                    }
                 };
                 let answer = keep_alive(&server, request.id).await;
                 if responses.send(answer).await.is_err() {

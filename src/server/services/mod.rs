@@ -7,6 +7,7 @@ pub(crate) mod cluster;
 pub(crate) mod forward;
 pub(crate) mod kv;
 pub(crate) mod lease;
+pub(crate) mod limits;
 pub(crate) mod maintenance;
 pub(crate) mod middleware;
 pub(crate) mod peer;

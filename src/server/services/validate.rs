@@ -61,8 +61,10 @@ fn check_txn_shape(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdE
     if request.compare.iter().any(|compare| compare.key.is_empty()) {
         return Err(EtcdError::EmptyKey);
     }
+    // etcd gives a nested transaction only what the outer one leaves of the limit.
+    let nested_max_txn_ops = max_txn_ops.saturating_sub(longest);
     for op in request.success.iter().chain(&request.failure) {
-        check_op(op, max_txn_ops)?;
+        check_op(op, nested_max_txn_ops)?;
     }
     Ok(())
 }
@@ -78,24 +80,27 @@ fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), EtcdError> {
     }
 }
 
-/// A deleted interval `[start, end)`; `end == None` means "to the end of the key space".
+/// A deleted interval `[start, end)` as etcd 3.4's overlap check sees it.
 #[derive(Clone, Debug)]
 struct Interval {
     start: Bytes,
-    end: Option<Bytes>,
+    end: Bytes,
 }
 
 impl Interval {
+    /// etcd builds the interval from the raw request bytes: a single key k is
+    /// `[k, k + "\0")`, and any other range end is taken literally. So a from-key delete
+    /// (`range_end = "\0"`) becomes `[key, "\0")`, which is empty for every non-empty key:
+    /// etcd 3.4 finds no overlap with it, although the delete removes every key from `key`
+    /// on. Clients rely on what etcd accepts, so this check does the same; the applier runs
+    /// such a branch in order (see `txn::check_ops` for the one case that cannot run).
     fn of(delete: &DeleteRangeRequest) -> Interval {
-        let end = match delete.range_end.as_ref() {
-            [] => {
-                // A single key k is the interval [k, k + "\0").
-                let mut end = delete.key.to_vec();
-                end.push(0);
-                Some(Bytes::from(end))
-            }
-            [0] => None,
-            _ => Some(delete.range_end.clone()),
+        let end = if delete.range_end.is_empty() {
+            let mut end = delete.key.to_vec();
+            end.push(0);
+            Bytes::from(end)
+        } else {
+            delete.range_end.clone()
         };
         Interval {
             start: delete.key.clone(),
@@ -103,8 +108,9 @@ impl Interval {
         }
     }
 
+    /// Empty and inverted intervals contain nothing.
     fn contains(&self, key: &[u8]) -> bool {
-        key >= self.start.as_ref() && self.end.as_ref().is_none_or(|end| key < end.as_ref())
+        key >= self.start.as_ref() && key < self.end.as_ref()
     }
 }
 
@@ -241,8 +247,35 @@ mod tests {
                 Ok(()),
             ),
             (
+                // etcd 3.4 checks the literal interval ["a", "\0"), which is empty.
                 "put after a from-key delete",
                 txn(vec![delete("a", "\0"), put("zzz")], vec![]),
+                Ok(()),
+            ),
+            (
+                "put of the from-key delete's own key",
+                txn(vec![delete("a/2", "\0"), put("a/2"), put("\u{7f}")], vec![]),
+                Ok(()),
+            ),
+            (
+                "nested from-key delete and an outer put",
+                txn(
+                    vec![nested(vec![delete("a", "\0")], vec![]), put("b/x")],
+                    vec![],
+                ),
+                Ok(()),
+            ),
+            (
+                "inverted range deletes nothing",
+                txn(vec![delete("c", "a"), put("b")], vec![]),
+                Ok(()),
+            ),
+            (
+                "a put inside a nested real range",
+                txn(
+                    vec![nested(vec![delete("a", "c")], vec![]), put("b")],
+                    vec![],
+                ),
                 Err(EtcdError::DuplicateKey),
             ),
             (
@@ -291,6 +324,17 @@ mod tests {
             check_txn(&txn(vec![get("")], vec![]), 128),
             Err(EtcdError::EmptyKey)
         );
+        // A nested transaction gets what the outer one leaves: 100 outer operations leave
+        // 28, so a nested one with 29 is too many.
+        let nested_29 = nested((0..29).map(|i| get(&format!("n{i}"))).collect(), vec![]);
+        let mut outer: Vec<RequestOp> = (0..99).map(|i| get(&format!("k{i}"))).collect();
+        outer.push(nested_29);
+        assert_eq!(
+            check_txn(&txn(outer.clone(), vec![]), 128),
+            Err(EtcdError::TooManyOps)
+        );
+        outer.remove(0);
+        assert_eq!(check_txn(&txn(outer, vec![]), 128), Ok(()));
         let empty_op = RequestOp { request: None };
         assert_eq!(
             check_txn(&txn(vec![empty_op], vec![]), 128),

@@ -99,7 +99,14 @@ async fn read_requests(
         };
         let request = match request {
             Ok(Some(request)) => request,
-            Ok(None) | Err(_) => break,
+            Ok(None) => break,
+            Err(status) => {
+                // etcd ends the stream with the receive error.
+                let _ = responses
+                    .send(Err(super::limits::receive_failed(status)))
+                    .await;
+                break;
+            }
         };
         let reply = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {

@@ -46,14 +46,16 @@ pub(crate) fn range(
     view: &mut dyn KvView,
     request: &RangeRequest,
 ) -> Result<RangeResponse, EtcdError> {
-    let sort_order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    // etcd 3.4 takes the order as sent: an unknown one still counts as "not NONE" (so the
+    // limit is not pushed down) but sorts nothing.
+    let sort_order = SortOrder::try_from(request.sort_order).ok();
     let sort_target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
     let filtered = request.min_mod_revision != 0
         || request.max_mod_revision != 0
         || request.min_create_revision != 0
         || request.max_create_revision != 0;
     let mut limit = request.limit;
-    if sort_order != SortOrder::None || filtered {
+    if request.sort_order != SortOrder::None as i32 || filtered {
         limit = 0;
     }
     if limit > 0 {
@@ -79,9 +81,9 @@ pub(crate) fn range(
         });
     }
     let order = match (sort_order, sort_target) {
-        (SortOrder::None, SortTarget::Key) => SortOrder::None,
-        (SortOrder::None, _) => SortOrder::Ascend,
-        (order, _) => order,
+        (Some(SortOrder::None), SortTarget::Key) | (None, _) => SortOrder::None,
+        (Some(SortOrder::None), _) => SortOrder::Ascend,
+        (Some(order), _) => order,
     };
     if order != SortOrder::None {
         // Stable, with key order as the tie-break (the scan is in key order), so equal

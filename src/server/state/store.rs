@@ -480,7 +480,7 @@ impl KvView for ApplyTxn<'_> {
         count_only: bool,
     ) -> Result<Scan, EtcdError> {
         let scan = self.txn.range(key, end, revision, limit, count_only)?;
-        Ok(to_scan(scan, self.txn.current_revision()))
+        Ok(to_scan(scan, self.visible_revision()))
     }
 }
 
@@ -528,5 +528,9 @@ impl KvWrite for ApplyTxn<'_> {
 
     fn current_revision(&self) -> i64 {
         self.txn.current_revision()
+    }
+
+    fn visible_revision(&self) -> i64 {
+        self.txn.current_revision() + i64::from(self.txn.has_changes())
     }
 }

@@ -13,7 +13,7 @@ use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    ResponseOp, TxnRequest, TxnResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
 use crate::server::state::range::{self, KvView, Scan};
@@ -30,8 +30,11 @@ pub(crate) trait KvWrite: KvView {
     fn lease_exists(&self, lease: i64) -> bool;
     /// The store's compacted revision.
     fn compact_revision(&self) -> i64;
-    /// The current revision as this transaction sees it (before it ends).
+    /// The store's revision before this transaction.
     fn current_revision(&self) -> i64;
+    /// The revision etcd reports for an operation inside this transaction: the revision
+    /// before it, plus one once the transaction has changed something.
+    fn visible_revision(&self) -> i64;
 }
 
 /// Reads the one key, at the latest revision.
@@ -41,6 +44,12 @@ fn get(txn: &mut dyn KvWrite, key: &[u8]) -> Result<Option<KeyValue>, EtcdError>
 }
 
 pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, EtcdError> {
+    // etcd's applier looks the lease up before it reads the key, so an unknown lease wins
+    // over a missing key with `ignore_value` (inside a Txn the order is the other way
+    // round, and `check_ops` has already checked both before this runs).
+    if request.lease != 0 && !txn.lease_exists(request.lease) {
+        return Err(EtcdError::LeaseNotFound);
+    }
     let previous = if request.prev_kv || request.ignore_value || request.ignore_lease {
         let previous = get(txn, &request.key)?;
         if previous.is_none() && (request.ignore_value || request.ignore_lease) {
@@ -63,7 +72,10 @@ pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResp
     }
     let replaced = txn.put(request.key.clone(), value, lease)?;
     Ok(PutResponse {
-        header: None,
+        header: Some(ResponseHeader {
+            revision: txn.visible_revision(),
+            ..Default::default()
+        }),
         prev_kv: if request.prev_kv {
             replaced.or(previous)
         } else {
@@ -78,28 +90,62 @@ pub(crate) fn delete_range(
 ) -> Result<DeleteRangeResponse, EtcdError> {
     let deleted = txn.delete_range(&request.key, &request.range_end)?;
     Ok(DeleteRangeResponse {
-        header: None,
+        header: Some(ResponseHeader {
+            revision: txn.visible_revision(),
+            ..Default::default()
+        }),
         deleted: deleted.len() as i64,
         prev_kvs: if request.prev_kv { deleted } else { Vec::new() },
     })
 }
 
 pub(crate) fn txn(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<TxnResponse, EtcdError> {
-    let succeeded = compares_hold(txn, &request.compare)?;
-    let ops = if succeeded {
+    let path = choose_path(txn, request)?;
+    if !txn_is_read_only(request) {
+        check_puts(txn, request, &path, &mut Vec::new())?;
+    }
+    check_ranges(txn, request, &path)?;
+    execute(txn, request, &path)
+}
+
+/// The branch a transaction takes and, in order, the paths of the nested transactions in
+/// that branch. etcd decides every one of them before the transaction runs, against the
+/// state before it, so a nested compare never sees the writes of the outer branch.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Path>,
+}
+
+fn branch<'a>(request: &'a TxnRequest, path: &Path) -> &'a [RequestOp] {
+    if path.succeeded {
         &request.success
     } else {
         &request.failure
+    }
+}
+
+fn choose_path(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<Path, EtcdError> {
+    let succeeded = compares_hold(txn, &request.compare)?;
+    let mut path = Path {
+        succeeded,
+        nested: Vec::new(),
     };
-    check_ops(txn, ops)?;
-    execute(txn, ops, succeeded)
+    for op in branch(request, &path) {
+        if let Some(Request::RequestTxn(nested)) = &op.request {
+            let nested = choose_path(txn, nested)?;
+            path.nested.push(nested);
+        }
+    }
+    Ok(path)
 }
 
 fn execute(
     txn: &mut dyn KvWrite,
-    ops: &[crate::proto::etcdserverpb::RequestOp],
-    succeeded: bool,
+    request: &TxnRequest,
+    path: &Path,
 ) -> Result<TxnResponse, EtcdError> {
+    let ops = branch(request, path);
+    let mut nested_paths = path.nested.iter();
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let response = match &op.request {
@@ -111,13 +157,13 @@ fn execute(
                 Response::ResponseDeleteRange(delete_range(txn, request)?)
             }
             Some(Request::RequestTxn(request)) => {
-                let nested_succeeded = compares_hold(txn, &request.compare)?;
-                let nested_ops = if nested_succeeded {
-                    &request.success
-                } else {
-                    &request.failure
-                };
-                Response::ResponseTxn(execute(txn, nested_ops, nested_succeeded)?)
+                let nested_path = nested_paths.next().ok_or_else(|| {
+                    EtcdError::Internal("etcdserver: txn path shorter than the txn".into())
+                })?;
+                let mut nested = execute(txn, request, nested_path)?;
+                // etcd leaves a nested transaction's header empty.
+                nested.header = Some(ResponseHeader::default());
+                Response::ResponseTxn(nested)
             }
             None => return Err(EtcdError::KeyNotFound),
         };
@@ -127,25 +173,37 @@ fn execute(
     }
     Ok(TxnResponse {
         header: None,
-        succeeded,
+        succeeded: path.succeeded,
         responses,
     })
 }
 
-/// Refuses a branch that would fail part-way, before it changes anything. Nested
-/// transactions are checked along the branch their compares choose now; their compares see
-/// the state before the outer branch runs, which is what etcd 3.4 does too.
-fn check_ops(
+/// Refuses a branch whose puts would fail part-way, before it changes anything: etcd's
+/// `checkRequestPut` over every put along the chosen path, each against the state before
+/// the transaction (a missing key with `ignore_*` first, then an unknown lease).
+///
+/// One case etcd 3.4 does not catch: a from-key delete (`range_end = "\0"`, which its
+/// duplicate-key check lets through) followed by an `ignore_*` put of a key it removed. The
+/// key exists before the transaction, so the check passes, and etcd's applier then panics
+/// on the missing key. Here the transaction is refused as if the key were missing, and
+/// nothing changes. `from_key_deletes` holds the start keys of the from-key deletes that
+/// run before the operation being checked.
+fn check_puts(
     txn: &mut dyn KvWrite,
-    ops: &[crate::proto::etcdserverpb::RequestOp],
+    request: &TxnRequest,
+    path: &Path,
+    from_key_deletes: &mut Vec<Bytes>,
 ) -> Result<(), EtcdError> {
-    for op in ops {
+    let mut nested_paths = path.nested.iter();
+    for op in branch(request, path) {
         match &op.request {
-            Some(Request::RequestRange(request)) => check_range_revision(txn, request)?,
             Some(Request::RequestPut(request)) => {
                 if request.ignore_value || request.ignore_lease {
                     let existing = get(txn, &request.key)?;
-                    if existing.is_none() {
+                    let deleted_before = from_key_deletes
+                        .iter()
+                        .any(|start| request.key.as_ref() >= start.as_ref());
+                    if existing.is_none() || deleted_before {
                         return Err(EtcdError::KeyNotFound);
                     }
                 }
@@ -153,46 +211,72 @@ fn check_ops(
                     return Err(EtcdError::LeaseNotFound);
                 }
             }
-            Some(Request::RequestDeleteRange(_)) => {}
-            Some(Request::RequestTxn(request)) => {
-                let holds = compares_hold(txn, &request.compare)?;
-                check_ops(
-                    txn,
-                    if holds {
-                        &request.success
-                    } else {
-                        &request.failure
-                    },
-                )?;
+            Some(Request::RequestDeleteRange(request)) => {
+                if request.range_end.as_ref() == [0] {
+                    from_key_deletes.push(request.key.clone());
+                }
             }
-            None => return Err(EtcdError::KeyNotFound),
+            Some(Request::RequestTxn(request)) => {
+                if let Some(nested_path) = nested_paths.next() {
+                    check_puts(txn, request, nested_path, from_key_deletes)?;
+                }
+            }
+            Some(Request::RequestRange(_)) | None => {}
         }
     }
     Ok(())
 }
 
+/// etcd's `checkRequestRange`, after the puts: a read at a revision the store does not
+/// hold refuses the whole transaction.
+fn check_ranges(txn: &mut dyn KvWrite, request: &TxnRequest, path: &Path) -> Result<(), EtcdError> {
+    let mut nested_paths = path.nested.iter();
+    for op in branch(request, path) {
+        match &op.request {
+            Some(Request::RequestRange(request)) => check_range_revision(txn, request)?,
+            Some(Request::RequestTxn(request)) => {
+                if let Some(nested_path) = nested_paths.next() {
+                    check_ranges(txn, request, nested_path)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// In etcd's order: revision 0 is the latest; above the current revision is a future
+/// revision; below the compacted revision is compacted. A store never compacted is
+/// compacted at -1 (etcd's bookkeeping), so inside a transaction a revision below -1 (or
+/// any negative one after a compaction) is "compacted" — unlike a plain Range, which reads
+/// negative revisions as the latest.
 fn check_range_revision(txn: &dyn KvWrite, request: &RangeRequest) -> Result<(), EtcdError> {
+    let first_revision = txn.compact_revision();
+    if request.revision == 0 {
+        return Ok(());
+    }
     if request.revision > txn.current_revision() {
         return Err(EtcdError::FutureRevision);
     }
-    if request.revision > 0 && request.revision < txn.compact_revision() {
+    if request.revision < first_revision {
         return Err(EtcdError::Compacted);
     }
     Ok(())
 }
 
-/// Whether every compare holds, each against every key of its range.
+/// Whether every compare holds, each against every key of its range (etcd's
+/// `applyCompare`).
 pub(crate) fn compares_hold(
     txn: &mut dyn KvWrite,
     compares: &[Compare],
 ) -> Result<bool, EtcdError> {
     for compare in compares {
         let Scan { kvs, .. } = txn.scan(&compare.key, &compare.range_end, 0, 0, false)?;
-        let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
         let holds = if kvs.is_empty() {
             // A missing key compares as zero on every numeric target; a value compare on a
             // missing key always fails (there is no way to represent "no value").
-            target != CompareTarget::Value && compare_one(compare, &KeyValue::default())
+            compare.target != CompareTarget::Value as i32
+                && compare_one(compare, &KeyValue::default())
         } else {
             kvs.iter().all(|kv| compare_one(compare, kv))
         };
@@ -203,36 +287,54 @@ pub(crate) fn compares_hold(
     Ok(true)
 }
 
+/// etcd's `compareKV`: the number compared is read only from the union field that matches
+/// the target (any other field counts as 0); an unknown target compares as equal, and an
+/// unknown result holds.
 fn compare_one(compare: &Compare, kv: &KeyValue) -> bool {
-    let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
-    let ordering = match (target, &compare.target_union) {
-        (CompareTarget::Value, Some(TargetUnion::Value(value))) => {
+    let ordering = match (
+        CompareTarget::try_from(compare.target),
+        &compare.target_union,
+    ) {
+        (Ok(CompareTarget::Value), Some(TargetUnion::Value(value))) => {
             kv.value.as_ref().cmp(value.as_ref())
         }
-        (CompareTarget::Value, _) => kv.value.as_ref().cmp(&[][..]),
-        (CompareTarget::Version, union) => kv.version.cmp(&number(union)),
-        (CompareTarget::Create, union) => kv.create_revision.cmp(&number(union)),
-        (CompareTarget::Mod, union) => kv.mod_revision.cmp(&number(union)),
-        (CompareTarget::Lease, union) => kv.lease.cmp(&number(union)),
+        (Ok(CompareTarget::Value), _) => kv.value.as_ref().cmp(&[][..]),
+        (Ok(CompareTarget::Create), union) => {
+            let n = match union {
+                Some(TargetUnion::CreateRevision(n)) => *n,
+                _ => 0,
+            };
+            kv.create_revision.cmp(&n)
+        }
+        (Ok(CompareTarget::Mod), union) => {
+            let n = match union {
+                Some(TargetUnion::ModRevision(n)) => *n,
+                _ => 0,
+            };
+            kv.mod_revision.cmp(&n)
+        }
+        (Ok(CompareTarget::Version), union) => {
+            let n = match union {
+                Some(TargetUnion::Version(n)) => *n,
+                _ => 0,
+            };
+            kv.version.cmp(&n)
+        }
+        (Ok(CompareTarget::Lease), union) => {
+            let n = match union {
+                Some(TargetUnion::Lease(n)) => *n,
+                _ => 0,
+            };
+            kv.lease.cmp(&n)
+        }
+        (Err(_), _) => std::cmp::Ordering::Equal,
     };
-    let result = CompareResult::try_from(compare.result).unwrap_or(CompareResult::Equal);
-    match result {
-        CompareResult::Equal => ordering.is_eq(),
-        CompareResult::NotEqual => ordering.is_ne(),
-        CompareResult::Greater => ordering.is_gt(),
-        CompareResult::Less => ordering.is_lt(),
-    }
-}
-
-/// The number a compare carries, whichever field of the union it was sent in (clients set
-/// the field matching the target; a missing union compares as 0).
-fn number(union: &Option<TargetUnion>) -> i64 {
-    match union {
-        Some(TargetUnion::Version(n))
-        | Some(TargetUnion::CreateRevision(n))
-        | Some(TargetUnion::ModRevision(n))
-        | Some(TargetUnion::Lease(n)) => *n,
-        Some(TargetUnion::Value(_)) | None => 0,
+    match CompareResult::try_from(compare.result) {
+        Ok(CompareResult::Equal) => ordering.is_eq(),
+        Ok(CompareResult::NotEqual) => ordering.is_ne(),
+        Ok(CompareResult::Greater) => ordering.is_gt(),
+        Ok(CompareResult::Less) => ordering.is_lt(),
+        Err(_) => true,
     }
 }
 
@@ -255,17 +357,14 @@ pub(crate) fn txn_is_read_only(request: &TxnRequest) -> bool {
         .success
         .iter()
         .chain(&request.failure)
-        .all(|op| match &op.request {
-            Some(Request::RequestRange(_)) => true,
-            Some(Request::RequestTxn(nested)) => txn_is_read_only(nested),
-            _ => false,
-        })
+        // As in etcd 3.4, only plain ranges: a nested transaction goes through the log
+        // even when it only reads.
+        .all(|op| matches!(&op.request, Some(Request::RequestRange(_))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::etcdserverpb::RequestOp;
     use std::collections::BTreeMap;
 
     /// The latest state of every key, with etcd's revision bookkeeping, and nothing else:
@@ -358,6 +457,10 @@ mod tests {
         }
 
         fn current_revision(&self) -> i64 {
+            self.revision
+        }
+
+        fn visible_revision(&self) -> i64 {
             self.revision
         }
     }
@@ -519,6 +622,196 @@ mod tests {
         );
         assert_eq!(store.revision, before);
         assert!(!store.kvs.contains_key(&bytes("c")));
+    }
+
+    fn delete_op(key: &str, end: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: bytes(key),
+                range_end: bytes(end),
+                prev_kv: true,
+            })),
+        }
+    }
+
+    /// Issue 18: etcd 3.4 accepts a from-key delete and puts of keys it removes in one
+    /// branch, and applies them in order: the deletes, then the puts, which create their
+    /// keys anew.
+    #[test]
+    fn a_from_key_delete_then_puts_apply_in_order() {
+        let mut store = store();
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![
+                delete_op("a", "\0"),
+                RequestOp {
+                    request: Some(Request::RequestPut(PutRequest {
+                        key: bytes("b"),
+                        value: bytes("y"),
+                        prev_kv: true,
+                        ..Default::default()
+                    })),
+                },
+                put_op("c", "z"),
+            ],
+            failure: vec![],
+        };
+        let response = txn(&mut store, &request).unwrap();
+        let Some(Response::ResponseDeleteRange(deleted)) = &response.responses[0].response else {
+            panic!("not a delete response: {response:?}");
+        };
+        assert_eq!(deleted.deleted, 2);
+        let Some(Response::ResponsePut(put)) = &response.responses[1].response else {
+            panic!("not a put response: {response:?}");
+        };
+        assert_eq!(put.prev_kv, None, "b was deleted earlier in the branch");
+        let keys: Vec<(Bytes, Bytes, i64)> = store
+            .kvs
+            .values()
+            .map(|kv| (kv.key.clone(), kv.value.clone(), kv.version))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![(bytes("b"), bytes("y"), 1), (bytes("c"), bytes("z"), 1)]
+        );
+    }
+
+    /// The one shape of issue 18 etcd 3.4 cannot run: after a from-key delete, a put with
+    /// `ignore_value` of a key it removed finds no key, and etcd's applier panics. oxcd
+    /// refuses the transaction as "key not found" and changes nothing.
+    #[test]
+    fn an_ignore_value_put_after_a_from_key_delete_is_refused() {
+        let mut store = store();
+        let before = store.revision;
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp {
+                    request: Some(Request::RequestTxn(TxnRequest {
+                        compare: vec![],
+                        success: vec![delete_op("a", "\0")],
+                        failure: vec![],
+                    })),
+                },
+                RequestOp {
+                    request: Some(Request::RequestPut(PutRequest {
+                        key: bytes("b"),
+                        ignore_value: true,
+                        ..Default::default()
+                    })),
+                },
+            ],
+            failure: vec![],
+        };
+        assert_eq!(
+            txn(&mut store, &request).unwrap_err(),
+            EtcdError::KeyNotFound
+        );
+        assert_eq!(store.revision, before);
+        assert_eq!(store.kvs.len(), 2);
+        // A key before the delete's start is still there when the put runs.
+        let mut request = request;
+        request.success[0] = delete_op("c", "\0");
+        assert!(txn(&mut store, &request).is_ok());
+    }
+
+    /// etcd decides every nested branch before the transaction runs: a nested compare
+    /// does not see the outer branch's earlier writes.
+    #[test]
+    fn nested_compares_see_the_state_before_the_txn() {
+        let mut store = store();
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![
+                put_op("a", "3"),
+                RequestOp {
+                    request: Some(Request::RequestTxn(TxnRequest {
+                        compare: vec![compare(
+                            "a",
+                            CompareTarget::Value,
+                            CompareResult::Equal,
+                            TargetUnion::Value(bytes("2")),
+                        )],
+                        success: vec![put_op("then", "1")],
+                        failure: vec![put_op("else", "1")],
+                    })),
+                },
+            ],
+            failure: vec![],
+        };
+        let response = txn(&mut store, &request).unwrap();
+        let Some(Response::ResponseTxn(nested)) = &response.responses[1].response else {
+            panic!("not a txn response: {response:?}");
+        };
+        assert!(nested.succeeded);
+        assert!(store.kvs.contains_key(&bytes("then")));
+    }
+
+    /// A plain Put looks the lease up before the key (etcd's applier); a put inside a Txn
+    /// checks the key first.
+    #[test]
+    fn put_checks_the_lease_before_the_key() {
+        let mut store = store();
+        let request = PutRequest {
+            key: bytes("nope"),
+            ignore_value: true,
+            lease: 99,
+            ..Default::default()
+        };
+        assert_eq!(
+            put(&mut store, &request).unwrap_err(),
+            EtcdError::LeaseNotFound
+        );
+        let in_txn = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp {
+                request: Some(Request::RequestPut(request)),
+            }],
+            failure: vec![],
+        };
+        assert_eq!(
+            txn(&mut store, &in_txn).unwrap_err(),
+            EtcdError::KeyNotFound
+        );
+    }
+
+    /// etcd reads the number only from the union field matching the target; an unknown
+    /// target compares as equal and an unknown result holds.
+    #[test]
+    fn compares_read_only_the_matching_union_field() {
+        use CompareResult::*;
+        use CompareTarget::*;
+        let table = vec![
+            (
+                "mod revision sent in the version field counts as 0",
+                compare("a", Mod, Greater, TargetUnion::Version(100)),
+                true,
+            ),
+            (
+                "unknown target",
+                Compare {
+                    target: 7,
+                    ..compare("a", Version, Equal, TargetUnion::Version(100))
+                },
+                true,
+            ),
+            (
+                "unknown result",
+                Compare {
+                    result: 9,
+                    ..compare("a", Version, Equal, TargetUnion::Version(100))
+                },
+                true,
+            ),
+        ];
+        for (name, compare, want) in table {
+            let mut store = store();
+            assert_eq!(
+                compares_hold(&mut store, &[compare]).unwrap(),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -15,16 +15,13 @@ use crate::proto::etcdserverpb::{
 use crate::server::services::cluster::ClusterService;
 use crate::server::services::kv::KvService;
 use crate::server::services::lease::LeaseService;
+#[cfg(not(madsim))]
+use crate::server::services::limits;
 use crate::server::services::maintenance::MaintenanceService;
 use crate::server::services::middleware::RequestGate;
 use crate::server::services::peer::RaftTransportService;
 use crate::server::services::watch::WatchService;
 use crate::server::state::server::Server;
-
-/// grpc-go lets a message be this much larger than `--max-request-bytes` before refusing it
-/// at the transport; the request-size check proper happens on the encoded proposal.
-#[cfg(not(madsim))]
-const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 
 /// Serves every client service on `listener` until `shutdown` completes.
 #[cfg(not(madsim))]
@@ -34,7 +31,9 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use tonic::service::interceptor::InterceptedService;
-    let limit = (server.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
+    // A message over the limit is refused at the transport, in grpc-go's words; one under
+    // it but over `--max-request-bytes` is refused when proposed (see `limits`).
+    let limit = limits::grpc_message_bytes_max(server.config.max_request_bytes);
     let gate = RequestGate::new(server.clone());
     let kv = KvServer::new(KvService {
         server: server.clone(),
@@ -56,6 +55,7 @@ pub(crate) async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
+        .layer(limits::GrpcMessageLimitLayer)
         .add_service(InterceptedService::new(kv, gate.clone()))
         .add_service(InterceptedService::new(watch, gate.clone()))
         .add_service(InterceptedService::new(lease, gate.clone()))
