@@ -323,6 +323,44 @@ pub async fn client(
             Pick::Txn => {
                 recorder.written.lock().unwrap().insert(value.clone());
                 let guard = seen.get(&key).copied().unwrap_or(0);
+                // Now and then the branch deletes every key from `key` on and then puts a
+                // key, maybe one it just removed: etcd 3.4 accepts that and applies it in
+                // order (issue 18); every member must agree and watchers see the deletes,
+                // then the put.
+                let from_key = thread_rng().gen_bool(0.25);
+                let put_key = if from_key {
+                    format!("k{}", thread_rng().gen_range(0..keys))
+                } else {
+                    key.clone()
+                };
+                let mut success = Vec::new();
+                let mut success_ops = Vec::new();
+                if from_key {
+                    success.push(TxnOp::Delete {
+                        key: key.clone(),
+                        range_end: Some("\0".into()),
+                        prefix: false,
+                    });
+                    success_ops.push(RequestOp {
+                        request: Some(PbOp::RequestDeleteRange(DeleteRangeRequest {
+                            key: Bytes::from(key.clone()),
+                            range_end: Bytes::from_static(b"\0"),
+                            ..Default::default()
+                        })),
+                    });
+                }
+                success.push(TxnOp::Put {
+                    key: put_key.clone(),
+                    value: value.clone(),
+                    lease: None,
+                });
+                success_ops.push(RequestOp {
+                    request: Some(PbOp::RequestPut(PutRequest {
+                        key: Bytes::from(put_key),
+                        value: Bytes::from(value),
+                        ..Default::default()
+                    })),
+                });
                 let input = Input::Txn {
                     compare: vec![HCompare {
                         key: key.clone(),
@@ -330,11 +368,7 @@ pub async fn client(
                         result: CompareResult::Equal,
                         value: CompareOperand::Int(guard),
                     }],
-                    success: vec![TxnOp::Put {
-                        key: key.clone(),
-                        value: value.clone(),
-                        lease: None,
-                    }],
+                    success,
                     failure: vec![TxnOp::Get {
                         key: key.clone(),
                         range_end: None,
@@ -349,13 +383,7 @@ pub async fn client(
                         range_end: Bytes::new(),
                         target_union: Some(compare::TargetUnion::ModRevision(guard)),
                     }],
-                    success: vec![RequestOp {
-                        request: Some(PbOp::RequestPut(PutRequest {
-                            key: Bytes::from(key.clone()),
-                            value: Bytes::from(value),
-                            ..Default::default()
-                        })),
-                    }],
+                    success: success_ops,
                     failure: vec![RequestOp {
                         request: Some(PbOp::RequestRange(range_request(key.as_bytes(), b""))),
                     }],
@@ -377,6 +405,10 @@ pub async fn client(
                                         ..Output::default()
                                     }
                                 }
+                                Some(PbOpResponse::ResponseDeleteRange(delete)) => Output {
+                                    deleted: Some(delete.deleted),
+                                    ..Output::default()
+                                },
                                 _ => Output::default(),
                             })
                             .collect();

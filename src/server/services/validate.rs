@@ -93,7 +93,7 @@ impl Interval {
     /// (`range_end = "\0"`) becomes `[key, "\0")`, which is empty for every non-empty key:
     /// etcd 3.4 finds no overlap with it, although the delete removes every key from `key`
     /// on. Clients rely on what etcd accepts, so this check does the same; the applier runs
-    /// such a branch in order (see `txn::check_ops` for the one case that cannot run).
+    /// such a branch in order (see `txn::check_puts` for the one case that cannot run).
     fn of(delete: &DeleteRangeRequest) -> Interval {
         let end = if delete.range_end.is_empty() {
             let mut end = delete.key.to_vec();

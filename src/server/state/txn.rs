@@ -46,7 +46,7 @@ fn get(txn: &mut dyn KvWrite, key: &[u8]) -> Result<Option<KeyValue>, EtcdError>
 pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, EtcdError> {
     // etcd's applier looks the lease up before it reads the key, so an unknown lease wins
     // over a missing key with `ignore_value` (inside a Txn the order is the other way
-    // round, and `check_ops` has already checked both before this runs).
+    // round, and `check_puts` has already checked both before this runs).
     if request.lease != 0 && !txn.lease_exists(request.lease) {
         return Err(EtcdError::LeaseNotFound);
     }
