@@ -105,7 +105,7 @@ pub(crate) fn leader_may_change(server: &Server, change: Change) -> Result<(), E
 
 /// The reachability check, here on the leader or asked of it.
 async fn check_with_leader(server: &Server, change: Change) -> Result<(), EtcdError> {
-    if server.raft_status().is_leader {
+    if forward::route(server.raft_status()) == forward::Route::Here {
         return leader_may_change(server, change);
     }
     let mut leader = forward::leader_client(server).await?;
@@ -227,7 +227,7 @@ pub(crate) async fn promote(server: &Server, id: u64) -> Result<MemberPromoteRes
     if !record.is_learner {
         return Err(EtcdError::NotLearner.into());
     }
-    if !server.raft_status().is_leader {
+    if forward::route(server.raft_status()) != forward::Route::Here {
         let mut leader = forward::leader_client(server).await?;
         let forwarded = leader
             .promote_member(MemberPromoteRequest { id })

@@ -104,7 +104,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
         self.server.read_barrier().await?;
-        if !self.server.raft_status().is_leader {
+        if forward::route(self.server.raft_status()) != forward::Route::Here {
             // Only the leader keeps deadlines: ask it.
             let mut leader = forward::leader_client(&self.server).await?;
             let mut response = leader
@@ -166,7 +166,7 @@ pub(crate) fn time_to_live(
 /// One keep-alive: renews on the leader (a follower forwards it there); TTL 0 means the
 /// lease is gone (not an error).
 async fn keep_alive(server: &Server, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    if !server.raft_status().is_leader {
+    if forward::route(server.raft_status()) != forward::Route::Here {
         let mut leader = forward::leader_client(server).await?;
         let renewed = leader
             .lease_renew(crate::proto::oxcdpb::LeaseRenewRequest { id })

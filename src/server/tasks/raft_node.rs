@@ -36,7 +36,8 @@ use crate::wal::{SnapshotFiles, Wal};
 /// flood of proposals cannot starve ticks, and so one WAL write stays a reasonable size.
 const INPUTS_PER_READY_MAX: usize = 4_096;
 
-pub(crate) struct Node {
+/// The Raft task (etcd's `raftNode`): the one owner of the core, the log storage and the WAL.
+pub(crate) struct RaftNode {
     pub(crate) raw_node: RawNode<MemStorage>,
     pub(crate) storage: MemStorage,
     pub(crate) wal: Wal,
@@ -48,7 +49,7 @@ pub(crate) struct Node {
     pub(crate) campaign_after_advance: bool,
 }
 
-impl Node {
+impl RaftNode {
     /// Runs the Ready loop until the member stops. Returns an error when the member must stop
     /// because its storage failed.
     pub(crate) async fn run(mut self) -> Result<(), EtcdError> {

@@ -18,7 +18,7 @@ use crate::server::tasks::apply::Applier;
 #[cfg(madsim)]
 use crate::server::tasks::message_faults::FaultyTransport;
 use crate::server::tasks::peer_transport::PeerTransport;
-use crate::server::tasks::raft_node::Node;
+use crate::server::tasks::raft_node::RaftNode;
 use crate::server::tasks::{lease_expiry, read_index};
 use crate::server::types::config::Config;
 use crate::server::types::error::EtcdError;
@@ -120,7 +120,7 @@ pub async fn run_on(
     seed_membership(&server, &mut recovered)?;
     transport.start(&server);
 
-    let node = Node {
+    let raft_node = RaftNode {
         raw_node: recovered.raw_node,
         storage: recovered.log,
         wal: recovered.wal,
@@ -139,7 +139,7 @@ pub async fn run_on(
         snapshot_index: recovered.snapshot_index,
         uncommitted_entries: 0,
     };
-    let node_task = tokio::spawn(node.run());
+    let node_task = tokio::spawn(raft_node.run());
     let applier_task = tokio::spawn(applier.run());
     tokio::spawn(read_index::run(server.clone()));
     tokio::spawn(lease_expiry::run(server.clone()));
