@@ -66,7 +66,7 @@ pub use watch::{Guarantee, WatchViolation};
 
 use constraints::WatchConstraints;
 use linearizability::{search, SearchOp, SearchOutcome};
-use model::{compile_input, compile_output, Expect, Symbols};
+use model::{compile_input, compile_output, Expect, Request, Symbols};
 
 /// Knobs for [`check`].
 #[derive(Clone, Debug, Default)]
@@ -207,8 +207,23 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
     let mut ops = Vec::with_capacity(history.operations.len());
     for (index, op) in history.operations.iter().enumerate() {
         let line = history.line_of(index);
-        let request = compile_input(&symbols, &op.input)
+        let mut request = compile_input(&symbols, &op.input)
             .map_err(|e| format!("operation #{index} (line {line}): {e}"))?;
+        if let Request::Range { opts, .. } = &mut request {
+            if opts.serializable {
+                // Read from the store at its header revision.
+                let answered = op.output.as_ref().filter(|o| o.error.is_none());
+                match answered.map(|o| o.revision) {
+                    Some(Some(header)) => opts.revision = header,
+                    Some(None) if op.is_known() => {
+                        return Err(format!(
+                            "operation #{index} (line {line}): a serializable read needs its header revision"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
         let known = op.is_known();
         if !known && op.input.is_read_only() {
             continue;

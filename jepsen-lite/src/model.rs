@@ -249,15 +249,21 @@ impl State {
 
     pub(crate) fn range(&self, lo: u32, hi: u32, opts: &RangeOpts) -> Response {
         if opts.revision > 0 {
-            // etcd: a future revision and a compacted one are errors.
+            // etcd: a future revision and a compacted one are errors. A
+            // serializable read cannot see past the newest revision either, and
+            // its header is its own revision.
             if opts.revision > self.revision {
                 return error_response("mvcc: required revision is a future revision");
             }
-            if opts.revision < self.compacted {
+            if opts.revision < self.compacted && !opts.serializable {
                 return error_response("mvcc: required revision has been compacted");
             }
             return Response {
-                revision: self.revision,
+                revision: if opts.serializable {
+                    opts.revision
+                } else {
+                    self.revision
+                },
                 range_opts: Some(*opts),
                 deferred: true,
                 ..Response::default()

@@ -427,6 +427,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Applies `input`; a serializable read answers from the store at revision
+    /// `header` (and has no answer without one).
+    fn apply_at(&mut self, input: &Input, header: Option<i64>) -> Result<Resp, ()> {
+        match input {
+            Input::Range(r) if r.serializable => {
+                if empty_key(input) {
+                    return Err(());
+                }
+                // Without a header the read is only judged as not failing.
+                let Some(h) = header else {
+                    return Ok(Resp::default());
+                };
+                if h < 1 || h > self.revision {
+                    return Err(());
+                }
+                Ok(Resp {
+                    revision: h,
+                    ..range_request(&self.snapshots[h as usize], r)
+                })
+            }
+            _ => self.apply(input),
+        }
+    }
+
     /// Applies `input`; `Err` is a refusal, with the store untouched.
     fn apply(&mut self, input: &Input) -> Result<Resp, ()> {
         if empty_key(input) {
@@ -814,7 +838,13 @@ fn explore(
             continue;
         }
         let mut next = store.clone();
-        let result = next.apply(&ops[i].input);
+        // A serializable read answers from the store at its header revision.
+        let header = ops[i]
+            .output
+            .as_ref()
+            .filter(|_| ops[i].is_known())
+            .and_then(|o| o.revision);
+        let result = next.apply_at(&ops[i].input, header);
         let fits = match (&ops[i].output, ops[i].is_known()) {
             (Some(output), true) => fits(output, &result, true),
             _ => true,
@@ -982,6 +1012,8 @@ fn random_input(rng: &mut Rng, value: &mut u64, leases: &mut Vec<i64>) -> Input 
             Input::Range(mut r) => {
                 if rng.one_in(2) {
                     r.revision = rng.below(5) as i64;
+                } else if rng.one_in(3) {
+                    r.serializable = true;
                 }
                 Input::Range(r)
             }
@@ -1082,7 +1114,9 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
         let (_, _, _, _, _, input, _, applies) = &planned[i];
         if *applies {
             let mut next = store.clone();
-            let result = next.apply(input);
+            // A serializable read sees some revision up to the newest.
+            let header = 1 + rng.below(store.revision as u64) as i64;
+            let result = next.apply_at(input, Some(header));
             if result.is_ok() {
                 if next.revision > store.revision {
                     log.push((next.revision, next.events.clone()));
@@ -1327,7 +1361,8 @@ fn thin(rng: &mut Rng, history: &mut History, strip_revisions: bool) {
             op.output = None;
             continue;
         }
-        if strip_revisions {
+        let serializable = matches!(&op.input, Input::Range(r) if r.serializable);
+        if strip_revisions && !serializable {
             output.revision = None;
         }
         let subs = output.responses.iter_mut().flatten();

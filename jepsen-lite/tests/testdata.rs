@@ -255,3 +255,17 @@ fn timeout_is_unknown_not_a_pass() {
     .unwrap();
     assert_eq!(result.outcome(), Outcome::Unknown, "{result}");
 }
+
+/// What the checker cannot judge it refuses, never passes: a serializable read
+/// without its header revision, a past-revision read inside a txn.
+#[test]
+fn unjudgeable_reads_are_refused() {
+    let lines = [
+        r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","serializable":true},"output":{"kvs":[]}}"#,
+        r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"range","key":"a","revision":1}]},"output":{"revision":1}}"#,
+    ];
+    for line in lines {
+        let history = History::parse(line).unwrap();
+        assert!(check(&history, &options()).is_err(), "{line}");
+    }
+}
