@@ -51,15 +51,15 @@ struct Covered {
 
 /// The watches that vouch for revisions, and the reads at past revisions.
 #[derive(Default)]
-pub struct WatchConstraints {
+pub struct Constraints {
     watches: Vec<Covered>,
     /// The newest revision any watch vouches for.
     pub vouched_max: i64,
     past_reads: HashMap<i64, Vec<PastRead>>,
 }
 
-impl WatchConstraints {
-    pub fn new(history: &History, symbols: &Symbols) -> WatchConstraints {
+impl Constraints {
+    pub fn new(history: &History, symbols: &Symbols) -> Constraints {
         let mut watches = Vec::new();
         for (index, watch) in history.watches.iter().enumerate() {
             if watch.compact_revision != 0 {
@@ -130,7 +130,7 @@ impl WatchConstraints {
             });
         }
         let vouched_max = watches.iter().map(|w| w.vouched).max().unwrap_or(0);
-        WatchConstraints {
+        Constraints {
             watches,
             vouched_max,
             past_reads: HashMap::new(),
@@ -166,10 +166,10 @@ impl WatchConstraints {
     }
 
     /// The same reads at past revisions, without the watches.
-    pub fn past_reads_only(&self) -> WatchConstraints {
-        WatchConstraints {
+    pub fn past_reads_only(&self) -> Constraints {
+        Constraints {
             past_reads: self.past_reads.clone(),
-            ..WatchConstraints::default()
+            ..Constraints::default()
         }
     }
 
