@@ -246,8 +246,9 @@ impl RangeOpts {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Guard {
-    /// `None` when the key is never written: it is always missing.
-    pub(crate) key: Option<u32>,
+    /// The key ids compared, `[lo, hi)` (empty when the key is never written).
+    pub(crate) lo: u32,
+    pub(crate) hi: u32,
     pub(crate) target: CompareTarget,
     pub(crate) result: CompareResult,
     pub(crate) operand: Operand,
@@ -527,8 +528,10 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
                         return Err(format!("a {target:?} compare needs an integer operand"))
                     }
                 };
+                let (lo, hi) = symbols.range(&c.key, c.range_end.as_deref(), false);
                 guards.push(Guard {
-                    key: symbols.key_id(&c.key).ok(),
+                    lo,
+                    hi,
                     target: c.target,
                     result: c.result,
                     operand,

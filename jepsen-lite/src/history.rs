@@ -232,6 +232,11 @@ impl SortTarget {
 #[serde(deny_unknown_fields)]
 pub struct Compare {
     pub key: String,
+    /// With a range end, the compare holds when every key in `[key,
+    /// range_end)` satisfies it (`"\u0000"`: every key from `key` on); over no
+    /// key at all, a value compare fails and the others compare zeros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
     pub target: CompareTarget,
     pub result: CompareResult,
     /// A string for `value`, an integer for the other targets.
@@ -572,7 +577,7 @@ impl History {
                     failure,
                 } => {
                     for c in compare {
-                        check(what, &c.key)?;
+                        range(what, &c.key, &c.range_end)?;
                         if let CompareOperand::Str(v) = &c.value {
                             check(what, v)?;
                         }
@@ -740,7 +745,7 @@ mod tests {
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","limit":1},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","revision":1},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1","prev_kv":true},"output":{}}"#,
-            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_end":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_ed":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"get","key":"a","count_only":true}]},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"counts":1}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","limt":1},"output":{}}"#,

@@ -407,8 +407,18 @@ impl State {
         self.chunks.iter().map(|c| c.len()).sum()
     }
 
+    /// etcd's `applyCompare`: every key in the compared range must satisfy
+    /// the compare; over no key, a value compare fails and the others compare
+    /// a zero key-value.
     fn guard_holds(&self, guard: &Guard) -> bool {
-        let slot = guard.key.and_then(|k| self.slot(k));
+        let present: Vec<Slot> = (guard.lo..guard.hi).filter_map(|k| self.slot(k)).collect();
+        if present.is_empty() {
+            return self.slot_satisfies(guard, None);
+        }
+        present.iter().all(|s| self.slot_satisfies(guard, Some(*s)))
+    }
+
+    fn slot_satisfies(&self, guard: &Guard, slot: Option<Slot>) -> bool {
         let (actual, wanted) = match (guard.target, guard.operand, slot) {
             // etcd: a value compare against a missing key always fails.
             (CompareTarget::Value, _, None) => return false,
@@ -662,6 +672,7 @@ mod tests {
         let cas = |expected: i64, value: &str| Input::Txn {
             compare: vec![Compare {
                 key: "a".into(),
+                range_end: None,
                 target: CompareTarget::ModRevision,
                 result: CompareResult::Equal,
                 value: CompareOperand::Int(expected),
@@ -697,6 +708,7 @@ mod tests {
         let txn = Input::Txn {
             compare: vec![Compare {
                 key: "zz".into(),
+                range_end: None,
                 target: CompareTarget::Value,
                 result: CompareResult::NotEqual,
                 value: CompareOperand::Str("x".into()),

@@ -310,8 +310,27 @@ fn range_request(kvs: &BTreeMap<Vec<u8>, Kv>, r: &RangeRequest) -> Resp {
 }
 
 impl Store {
+    /// etcd's `applyCompare`: over a range, every key must satisfy the
+    /// compare; over no key, a value compare fails and the others compare a
+    /// zero key-value.
     fn compare_holds(&self, c: &Compare) -> bool {
-        let kv = self.kvs.get(&b(&c.key));
+        let key = b(&c.key);
+        let end = c.range_end.as_deref().map(b).unwrap_or_default();
+        let mut any = false;
+        for (k, kv) in &self.kvs {
+            if in_range(&key, &end, k) {
+                any = true;
+                if !self.compare_one(c, Some(kv)) {
+                    return false;
+                }
+            }
+        }
+        any || self.compare_one(c, None)
+    }
+
+    /// Whether one key-value (`None`: a zero one) satisfies the compare.
+    #[inline(never)]
+    fn compare_one(&self, c: &Compare, kv: Option<&Kv>) -> bool {
         let ordering = match (c.target, &c.value) {
             (CompareTarget::Value, CompareOperand::Str(v)) => match kv {
                 None => return false,
@@ -1064,6 +1083,11 @@ fn random_input(rng: &mut Rng, value: &mut u64, leases: &mut Vec<i64>) -> Input 
                 compare: (0..rng.below(2))
                     .map(|_| Compare {
                         key: key(rng),
+                        range_end: if rng.one_in(3) {
+                            Some(from_bytes(pick(rng, RANGE_ENDS)))
+                        } else {
+                            None
+                        },
                         target,
                         result,
                         value: operand.clone(),
