@@ -532,10 +532,11 @@ impl History {
                 ))
             }
         };
-        let range = |what: &dyn Fn() -> String, key: &str, end: &Option<String>| -> Result<(), String> {
-            check(what, key)?;
-            end.as_deref().map_or(Ok(()), |e| check(what, e))
-        };
+        let range =
+            |what: &dyn Fn() -> String, key: &str, end: &Option<String>| -> Result<(), String> {
+                check(what, key)?;
+                end.as_deref().map_or(Ok(()), |e| check(what, e))
+            };
         let kv = |what: &dyn Fn() -> String, kv: &KeyValue| -> Result<(), String> {
             check(what, &kv.key)?;
             kv.value.as_deref().map_or(Ok(()), |v| check(what, v))
@@ -762,12 +763,18 @@ mod tests {
         let history = History::parse(range).unwrap();
         match &history.operations[0].input {
             Input::Range(r) => {
-                assert_eq!((r.limit, r.sort_order, r.sort_target), (1, SortOrder::Descend, SortTarget::Mod));
+                assert_eq!(
+                    (r.limit, r.sort_order, r.sort_target),
+                    (1, SortOrder::Descend, SortTarget::Mod)
+                );
                 assert!(r.count_only && !r.keys_only);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(History::parse(&history.to_jsonl()).unwrap().operations, history.operations);
+        assert_eq!(
+            History::parse(&history.to_jsonl()).unwrap().operations,
+            history.operations
+        );
     }
 
     #[test]
@@ -797,7 +804,10 @@ mod tests {
         // A multi-byte last character: the range ends on bytes, not on a
         // replacement character.
         let e_acute = bytes::from_text("é");
-        assert_eq!(bytes::to_bytes(&prefix_end(&e_acute)).unwrap(), vec![0xc3, 0xaa]);
+        assert_eq!(
+            bytes::to_bytes(&prefix_end(&e_acute)).unwrap(),
+            vec![0xc3, 0xaa]
+        );
         assert_eq!(
             bytes::to_bytes(&prefix_end(&bytes::from_bytes(&[b'a', 0xff, 0xff]))).unwrap(),
             b"b".to_vec()

@@ -223,10 +223,10 @@ impl State {
             return expect.matches(&response, true).then(|| self.clone());
         }
         let mut next = self.clone();
-        let events = events.map(|e| {
-            e.clear();
-            e
-        });
+        let mut events = events;
+        if let Some(events) = events.as_deref_mut() {
+            events.clear();
+        }
         let response = next.execute(request, events);
         if let Some(limits) = expect.and_then(|e| e.write_revisions.as_ref()) {
             let wrote = response.error.is_none() && next.revision > self.revision;
@@ -287,10 +287,23 @@ impl State {
         } else {
             kvs.into_iter()
                 .filter(|(_, s)| {
-                    bound(opts.max_mod_revision, &|m| m <= opts.max_mod_revision, s.mod_revision)
-                        && bound(opts.min_mod_revision, &|m| m >= opts.min_mod_revision, s.mod_revision)
-                        && bound(opts.max_create_revision, &|c| c <= opts.max_create_revision, s.create_revision)
-                        && bound(opts.min_create_revision, &|c| c >= opts.min_create_revision, s.create_revision)
+                    bound(
+                        opts.max_mod_revision,
+                        &|m| m <= opts.max_mod_revision,
+                        s.mod_revision,
+                    ) && bound(
+                        opts.min_mod_revision,
+                        &|m| m >= opts.min_mod_revision,
+                        s.mod_revision,
+                    ) && bound(
+                        opts.max_create_revision,
+                        &|c| c <= opts.max_create_revision,
+                        s.create_revision,
+                    ) && bound(
+                        opts.min_create_revision,
+                        &|c| c >= opts.min_create_revision,
+                        s.create_revision,
+                    )
                 })
                 .collect()
         };

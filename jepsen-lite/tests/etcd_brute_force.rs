@@ -47,6 +47,10 @@ struct Kv {
     lease: i64,
 }
 
+/// A range's candidates with their sort ranks, how many it returns, and
+/// whether values are dropped.
+type Ranked = (Vec<(Vec<u8>, Kv, i64)>, usize, bool);
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Resp {
     revision: i64,
@@ -57,7 +61,7 @@ struct Resp {
     more: bool,
     /// For a range with options: every key that passes the filters with its
     /// sort rank, how many are returned, and whether values are dropped.
-    ranked: Option<(Vec<(Vec<u8>, Kv, i64)>, usize, bool)>,
+    ranked: Option<Ranked>,
     responses: Vec<Resp>,
 }
 
@@ -200,9 +204,7 @@ fn empty_key(input: &Input) -> bool {
             compare,
             success,
             failure,
-        } => {
-            compare.iter().any(|c| c.key.is_empty()) || success.iter().chain(failure).any(op_key)
-        }
+        } => compare.iter().any(|c| c.key.is_empty()) || success.iter().chain(failure).any(op_key),
         _ => false,
     }
 }
@@ -236,7 +238,6 @@ fn range_of(kvs: &BTreeMap<Vec<u8>, Kv>, key: &[u8], end: &[u8]) -> Vec<(Vec<u8>
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-
 }
 
 /// etcd's `Range` with its options (server `apply` code), on the store `kvs`.
@@ -280,7 +281,11 @@ fn range_request(kvs: &BTreeMap<Vec<u8>, Kv>, r: &RangeRequest) -> Resp {
                     (_, SortTarget::Mod) => kv.modified,
                     (_, SortTarget::Value) => values.binary_search(&&kv.value).unwrap() as i64,
                 };
-                let rank = if order == SortOrder::Descend { -rank } else { rank };
+                let rank = if order == SortOrder::Descend {
+                    -rank
+                } else {
+                    rank
+                };
                 (k.clone(), kv.clone(), rank)
             })
             .collect();
@@ -359,10 +364,7 @@ impl Store {
     /// Runs ops on one new revision; `Err` when refused (the store untouched).
     fn run(&mut self, ops: &[TxnOp]) -> Result<Vec<Resp>, ()> {
         for op in ops {
-            if let TxnOp::Put {
-                lease: Some(l), ..
-            } = op
-            {
+            if let TxnOp::Put { lease: Some(l), .. } = op {
                 if *l != 0 && !self.leases.contains(l) {
                     return Err(());
                 }
@@ -757,7 +759,10 @@ impl Vouched {
         for response in &watch.responses {
             vouched = vouched.max(response.revision);
             for event in &response.events {
-                events.entry(event.mod_revision).or_default().push(event.clone());
+                events
+                    .entry(event.mod_revision)
+                    .or_default()
+                    .push(event.clone());
             }
         }
         let start = if watch.start_revision >= 1 {
@@ -800,8 +805,12 @@ fn same_event(seen: &Event, made: &Event) -> bool {
         seen.key == made.key
             && (seen.value.is_none() || seen.value == made.value)
             && seen.version.is_none_or(|v| Some(v) == made.version)
-            && seen.create_revision.is_none_or(|v| Some(v) == made.create_revision)
-            && seen.mod_revision.is_none_or(|v| Some(v) == made.mod_revision)
+            && seen
+                .create_revision
+                .is_none_or(|v| Some(v) == made.create_revision)
+            && seen
+                .mod_revision
+                .is_none_or(|v| Some(v) == made.mod_revision)
             && seen.lease.is_none_or(|v| v == made.lease.unwrap_or(0))
     };
     seen.kind == made.kind
@@ -825,11 +834,7 @@ fn same_event(seen: &Event, made: &Event) -> bool {
 /// every revision a watch saw.
 fn brute_force(history: &History) -> bool {
     let ops: Vec<&Operation> = history.operations.iter().collect();
-    let watches: Vec<Vouched> = history
-        .watches
-        .iter()
-        .filter_map(Vouched::new)
-        .collect();
+    let watches: Vec<Vouched> = history.watches.iter().filter_map(Vouched::new).collect();
     let reached = history
         .watches
         .iter()
@@ -881,7 +886,9 @@ fn explore(
             next = store.clone();
         }
         if next.revision > store.revision
-            && !watches.iter().all(|w| w.admits(next.revision, &next.events))
+            && !watches
+                .iter()
+                .all(|w| w.admits(next.revision, &next.events))
         {
             continue;
         }
@@ -897,7 +904,7 @@ fn explore(
 
 const KEYS: &[&[u8]] = &[
     b"a",
-    "a\u{e9}".as_bytes(), // aé: 61 c3 a9
+    "a\u{e9}".as_bytes(),  // aé: 61 c3 a9
     "a\u{bf}x".as_bytes(), // a¿x: 61 c2 bf 78
     b"b",
     b"\xff",
@@ -931,11 +938,13 @@ fn random_range(rng: &mut Rng) -> RangeRequest {
         } else {
             key(rng)
         },
-        range_end: rng
-            .one_in(2)
-            .then(|| from_bytes(pick(rng, RANGE_ENDS))),
+        range_end: rng.one_in(2).then(|| from_bytes(pick(rng, RANGE_ENDS))),
         prefix: rng.one_in(3),
-        limit: if rng.one_in(2) { rng.below(4) as i64 } else { 0 },
+        limit: if rng.one_in(2) {
+            rng.below(4) as i64
+        } else {
+            0
+        },
         sort_order: [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][rng.below(3) as usize],
         sort_target: [
             SortTarget::Key,
@@ -1133,7 +1142,16 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
         let input = random_input(rng, &mut value, &mut leases);
         let timed_out = rng.one_in(5);
         let applies = !timed_out || rng.one_in(2);
-        planned.push((point * 100 + n as i64, n, client, call, ret, input, timed_out, applies));
+        planned.push((
+            point * 100 + n as i64,
+            n,
+            client,
+            call,
+            ret,
+            input,
+            timed_out,
+            applies,
+        ));
     }
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by_key(|&i| planned[i].0);
@@ -1160,7 +1178,11 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
     for (i, (_, n, client, call, ret, input, timed_out, _)) in planned.into_iter().enumerate() {
         history.push_operation(Operation {
             // A client that timed out continues under a new id.
-            client: if timed_out { 100 + n as u64 } else { client as u64 },
+            client: if timed_out {
+                100 + n as u64
+            } else {
+                client as u64
+            },
             call,
             return_time: (!timed_out).then_some(ret),
             input,
@@ -1192,7 +1214,11 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
             prefix: true,
             // Sometimes "from now": opened at an unknown revision (0 here), it
             // sees what comes after the revision current then.
-            start_revision: if rng.one_in(3) { 0 } else { 1 + rng.below(3) as i64 },
+            start_revision: if rng.one_in(3) {
+                0
+            } else {
+                1 + rng.below(3) as i64
+            },
             filters: match rng.below(3) {
                 0 => vec![WatchFilter::Noput],
                 1 => vec![WatchFilter::Nodelete],
