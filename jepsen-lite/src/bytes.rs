@@ -79,7 +79,9 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// Standard base64, padded or not.
 pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
     let trimmed = text.trim_end_matches('=');
-    if text.len() - trimmed.len() > 2 || (text.len() != trimmed.len() && text.len() % 4 != 0) {
+    if text.len() - trimmed.len() > 2
+        || (text.len() != trimmed.len() && !text.len().is_multiple_of(4))
+    {
         return Err(format!("bad base64 padding in {text:?}"));
     }
     let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
@@ -195,7 +197,9 @@ mod tests {
     #[test]
     fn base64_round_trips() {
         for len in 0..20u8 {
-            let bytes: Vec<u8> = (0..len).map(|i| i.wrapping_mul(97).wrapping_add(200)).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| i.wrapping_mul(97).wrapping_add(200))
+                .collect();
             let encoded = base64_encode(&bytes);
             assert_eq!(base64_decode(&encoded).unwrap(), bytes);
             assert_eq!(base64_decode(encoded.trim_end_matches('=')).unwrap(), bytes);

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use crate::history::{
-    key_interval, prefix_end, CompareOperand, RangeRequest, SortOrder, SortTarget, CompareResult, CompareTarget, History, Input, Output, TxnOp,
+    key_interval, prefix_end, CompareOperand, CompareResult, CompareTarget, History, Input, Output,
+    RangeRequest, SortOrder, SortTarget, TxnOp,
 };
 use crate::model::{Response, Slot};
 
@@ -246,8 +247,9 @@ impl RangeOpts {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Guard {
-    /// `None` when the key is never written: it is always missing.
-    pub(crate) key: Option<u32>,
+    /// The key ids compared, `[lo, hi)` (empty when the key is never written).
+    pub(crate) lo: u32,
+    pub(crate) hi: u32,
     pub(crate) target: CompareTarget,
     pub(crate) result: CompareResult,
     pub(crate) operand: Operand,
@@ -406,8 +408,7 @@ fn has_empty_key(input: &Input) -> bool {
             success,
             failure,
         } => {
-            compare.iter().any(|c| c.key.is_empty())
-                || success.iter().chain(failure).any(op_empty)
+            compare.iter().any(|c| c.key.is_empty()) || success.iter().chain(failure).any(op_empty)
         }
         Input::Compact { .. }
         | Input::LeaseGrant { .. }
@@ -527,8 +528,10 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
                         return Err(format!("a {target:?} compare needs an integer operand"))
                     }
                 };
+                let (lo, hi) = symbols.range(&c.key, c.range_end.as_deref(), false);
                 guards.push(Guard {
-                    key: symbols.key_id(&c.key).ok(),
+                    lo,
+                    hi,
                     target: c.target,
                     result: c.result,
                     operand,
@@ -558,34 +561,33 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
 }
 
 fn compile_txn_op(symbols: &Symbols, op: &TxnOp) -> Result<Request, String> {
-    let input = match op.clone() {
-        TxnOp::Get {
-            key,
-            range_end,
-            prefix,
-        } => Input::Get {
-            key,
-            range_end,
-            prefix,
-        },
-        TxnOp::Put { key, value, lease } => Input::Put { key, value, lease },
-        TxnOp::Range(r) if r.revision != 0 || r.serializable => {
-            return Err(
+    let input =
+        match op.clone() {
+            TxnOp::Get {
+                key,
+                range_end,
+                prefix,
+            } => Input::Get {
+                key,
+                range_end,
+                prefix,
+            },
+            TxnOp::Put { key, value, lease } => Input::Put { key, value, lease },
+            TxnOp::Range(r) if r.revision != 0 || r.serializable => return Err(
                 "a read at a past revision or a serializable read inside a txn is not modelled yet"
                     .into(),
-            )
-        }
-        TxnOp::Range(r) => Input::Range(r),
-        TxnOp::Delete {
-            key,
-            range_end,
-            prefix,
-        } => Input::Delete {
-            key,
-            range_end,
-            prefix,
-        },
-    };
+            ),
+            TxnOp::Range(r) => Input::Range(r),
+            TxnOp::Delete {
+                key,
+                range_end,
+                prefix,
+            } => Input::Delete {
+                key,
+                range_end,
+                prefix,
+            },
+        };
     compile_input(symbols, &input)
 }
 
@@ -655,7 +657,8 @@ impl Expect {
         {
             return false;
         }
-        if let (Some(kvs), Some(opts)) = (&self.kvs, response.range_opts.filter(|o| !o.is_plain())) {
+        if let (Some(kvs), Some(opts)) = (&self.kvs, response.range_opts.filter(|o| !o.is_plain()))
+        {
             if !kvs_fit_range(kvs, &response.kvs, &opts) {
                 return false;
             }

@@ -11,8 +11,8 @@
 //! whose responses say nothing about revisions (or that timed out) where the
 //! watches saw them, and runs a txn's writes only through the branch that ran.
 //!
-//! Watches opened "from now" (`start_revision` 0) and watches cancelled by a
-//! compaction say nothing here; they are checked only against the replay of the
+//! A watch opened "from now" (`start_revision` 0) vouches from its first
+//! event on. Watches cancelled by a compaction say nothing here; they are checked only against the replay of the
 //! linearization found (see `watch`). Fields an event leaves out, and the
 //! guarantees about the stream itself (order, uniqueness, atomicity), are also
 //! left to `watch`: this only has to be no stricter than the truth.
@@ -51,22 +51,39 @@ struct Covered {
 
 /// The watches that vouch for revisions, and the reads at past revisions.
 #[derive(Default)]
-pub struct WatchConstraints {
+pub struct Constraints {
     watches: Vec<Covered>,
     /// The newest revision any watch vouches for.
     pub vouched_max: i64,
     past_reads: HashMap<i64, Vec<PastRead>>,
 }
 
-impl WatchConstraints {
-    pub fn new(history: &History, symbols: &Symbols) -> WatchConstraints {
+impl Constraints {
+    pub fn new(history: &History, symbols: &Symbols) -> Constraints {
         let mut watches = Vec::new();
         for (index, watch) in history.watches.iter().enumerate() {
-            if watch.start_revision < 1 || watch.compact_revision != 0 {
+            if watch.compact_revision != 0 {
                 continue;
             }
+            // A watch opened "from now" started after the revision current
+            // then, which is unknown; it vouches from its first event on.
+            let start = if watch.start_revision >= 1 {
+                watch.start_revision
+            } else {
+                let first = watch
+                    .responses
+                    .iter()
+                    .filter(|r| !r.progress_notify)
+                    .flat_map(|r| &r.events)
+                    .map(|e| e.mod_revision)
+                    .next();
+                match first {
+                    Some(first) => first,
+                    None => continue,
+                }
+            };
             let (lo, hi) = symbols.range(&watch.key, watch.range_end.as_deref(), watch.prefix);
-            let mut vouched = watch.start_revision - 1;
+            let mut vouched = start - 1;
             let mut events: HashMap<i64, Vec<Event>> = HashMap::new();
             let mut open_fragment: Option<i64> = None;
             for response in &watch.responses {
@@ -75,7 +92,7 @@ impl WatchConstraints {
                     continue;
                 }
                 for event in &response.events {
-                    if event.mod_revision >= watch.start_revision {
+                    if event.mod_revision >= start {
                         events
                             .entry(event.mod_revision)
                             .or_default()
@@ -98,7 +115,7 @@ impl WatchConstraints {
                 vouched = vouched.min(partial - 1);
                 events.retain(|r, _| *r < partial);
             }
-            if vouched < watch.start_revision {
+            if vouched < start {
                 continue;
             }
             watches.push(Covered {
@@ -107,13 +124,13 @@ impl WatchConstraints {
                 hi,
                 no_put: watch.filters.contains(&WatchFilter::Noput),
                 no_delete: watch.filters.contains(&WatchFilter::Nodelete),
-                start: watch.start_revision,
+                start,
                 vouched,
                 events,
             });
         }
         let vouched_max = watches.iter().map(|w| w.vouched).max().unwrap_or(0);
-        WatchConstraints {
+        Constraints {
             watches,
             vouched_max,
             past_reads: HashMap::new(),
@@ -149,10 +166,10 @@ impl WatchConstraints {
     }
 
     /// The same reads at past revisions, without the watches.
-    pub fn past_reads_only(&self) -> WatchConstraints {
-        WatchConstraints {
+    pub fn past_reads_only(&self) -> Constraints {
+        Constraints {
             past_reads: self.past_reads.clone(),
-            ..WatchConstraints::default()
+            ..Constraints::default()
         }
     }
 

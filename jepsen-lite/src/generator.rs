@@ -543,6 +543,7 @@ fn random_input(
             Input::Txn {
                 compare: vec![Compare {
                     key: k.clone(),
+                    range_end: None,
                     target: CompareTarget::ModRevision,
                     result: CompareResult::Equal,
                     value: CompareOperand::Int(expected),
@@ -573,6 +574,7 @@ fn random_input(
             Input::Txn {
                 compare: vec![Compare {
                     key: a.clone(),
+                    range_end: None,
                     target: CompareTarget::Version,
                     result: CompareResult::Greater,
                     value: CompareOperand::Int(0),

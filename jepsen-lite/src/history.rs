@@ -232,6 +232,11 @@ impl SortTarget {
 #[serde(deny_unknown_fields)]
 pub struct Compare {
     pub key: String,
+    /// With a range end, the compare holds when every key in `[key,
+    /// range_end)` satisfies it (`"\u0000"`: every key from `key` on); over no
+    /// key at all, a value compare fails and the others compare zeros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<String>,
     pub target: CompareTarget,
     pub result: CompareResult,
     /// A string for `value`, an integer for the other targets.
@@ -527,10 +532,11 @@ impl History {
                 ))
             }
         };
-        let range = |what: &dyn Fn() -> String, key: &str, end: &Option<String>| -> Result<(), String> {
-            check(what, key)?;
-            end.as_deref().map_or(Ok(()), |e| check(what, e))
-        };
+        let range =
+            |what: &dyn Fn() -> String, key: &str, end: &Option<String>| -> Result<(), String> {
+                check(what, key)?;
+                end.as_deref().map_or(Ok(()), |e| check(what, e))
+            };
         let kv = |what: &dyn Fn() -> String, kv: &KeyValue| -> Result<(), String> {
             check(what, &kv.key)?;
             kv.value.as_deref().map_or(Ok(()), |v| check(what, v))
@@ -572,7 +578,7 @@ impl History {
                     failure,
                 } => {
                     for c in compare {
-                        check(what, &c.key)?;
+                        range(what, &c.key, &c.range_end)?;
                         if let CompareOperand::Str(v) = &c.value {
                             check(what, v)?;
                         }
@@ -740,7 +746,7 @@ mod tests {
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","limit":1},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a","revision":1},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"put","key":"a","value":"1","prev_kv":true},"output":{}}"#,
-            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_end":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","compare":[{"key":"a","range_ed":"b","target":"version","result":"=","value":0}]},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"get","key":"a","count_only":true}]},"output":{}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"output":{"counts":1}}"#,
             r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","limt":1},"output":{}}"#,
@@ -757,12 +763,18 @@ mod tests {
         let history = History::parse(range).unwrap();
         match &history.operations[0].input {
             Input::Range(r) => {
-                assert_eq!((r.limit, r.sort_order, r.sort_target), (1, SortOrder::Descend, SortTarget::Mod));
+                assert_eq!(
+                    (r.limit, r.sort_order, r.sort_target),
+                    (1, SortOrder::Descend, SortTarget::Mod)
+                );
                 assert!(r.count_only && !r.keys_only);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(History::parse(&history.to_jsonl()).unwrap().operations, history.operations);
+        assert_eq!(
+            History::parse(&history.to_jsonl()).unwrap().operations,
+            history.operations
+        );
     }
 
     #[test]
@@ -792,7 +804,10 @@ mod tests {
         // A multi-byte last character: the range ends on bytes, not on a
         // replacement character.
         let e_acute = bytes::from_text("é");
-        assert_eq!(bytes::to_bytes(&prefix_end(&e_acute)).unwrap(), vec![0xc3, 0xaa]);
+        assert_eq!(
+            bytes::to_bytes(&prefix_end(&e_acute)).unwrap(),
+            vec![0xc3, 0xaa]
+        );
         assert_eq!(
             bytes::to_bytes(&prefix_end(&bytes::from_bytes(&[b'a', 0xff, 0xff]))).unwrap(),
             b"b".to_vec()

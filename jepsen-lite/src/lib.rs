@@ -14,7 +14,10 @@
 //! 2. **Watch guarantees** (`watch`): ordered, unique, atomic, reliable,
 //!    resumable, bookmarkable, prev_kv, is-create, filters, checked against
 //!    the replay of the linearization (or, when there is none, the
-//!    acknowledged writes).
+//!    acknowledged writes). The search itself already places every write
+//!    where the watches saw it (`constraints`): a linearization is an order
+//!    that fits every response and every watch. When none fits the watches
+//!    but one fits the responses, the watches are reported against that one.
 //!
 //! # Partitioning (P-compositionality)
 //!
@@ -22,9 +25,9 @@
 //! keys are not independent objects: splitting by key would accept a history
 //! where two keys disagree about the order of revisions. The checker therefore
 //! searches the whole history with the global model whenever any output
-//! carries a revision (a header revision or a key's create/mod revision), and
-//! splits by key only when no output does and every operation touches a
-//! single key without leases or txns. Then the per-key models are the whole
+//! carries a revision (a header revision or a key's create/mod revision) or
+//! any watch saw something, and splits by key only when neither happens and
+//! every operation touches a single key without leases or txns. Then the per-key models are the whole
 //! story and the split is sound. The revision half is covered by the global
 //! search itself: every revision a response reports must be the one the model
 //! reaches.
@@ -39,8 +42,10 @@
 //!
 //! # Layout
 //!
-//! `history` (file format) → `compile` (interning) → `model` (state, step) →
-//! `evidence` (narrowing unknown outcomes) → `linearizability` (search) →
+//! `history` (file format, with `bytes` for byte-string keys) → `compile`
+//! (interning) → `model` (state, step) → `evidence` (narrowing unknown
+//! outcomes) → `constraints` (what watches and past-revision reads fix) →
+//! `linearizability` (search) →
 //! `watch` (guarantees) → `report` (HTML).
 //! `generator` builds valid histories from a simulated store for tests.
 
@@ -64,7 +69,7 @@ pub use history::{History, Input, Operation, Output};
 pub use model::ModelState;
 pub use watch::{Guarantee, WatchViolation};
 
-use constraints::WatchConstraints;
+use constraints::Constraints;
 use linearizability::{search, SearchOp, SearchOutcome};
 use model::{compile_input, compile_output, Expect, Request, Symbols};
 
@@ -347,7 +352,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
                         0,
                         deadline,
                         cache_max,
-                        &WatchConstraints::default(),
+                        &Constraints::default(),
                     ),
                 ) {
                     (Verdict::Ok, _) => {}
@@ -361,7 +366,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Result<CheckResult, S
             verdict
         }
         _ => {
-            let mut watches = WatchConstraints::new(history, &prepared.symbols);
+            let mut watches = Constraints::new(history, &prepared.symbols);
             watches.add_past_reads(&prepared.ops);
             let mut outcome = search(
                 &prepared.symbols,

@@ -88,7 +88,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use crate::constraints::WatchConstraints;
+use crate::constraints::Constraints;
 use crate::model::{mix, Expect, ModelEvent, ModelState, Request, State, Symbols};
 
 /// An operation ready for the search.
@@ -416,7 +416,7 @@ pub fn search(
     revision_min: i64,
     deadline: Option<Instant>,
     cache_entries_max: usize,
-    watches: &WatchConstraints,
+    watches: &Constraints,
 ) -> SearchOutcome {
     if ops.is_empty() {
         // Nothing to place; a watch event without a write is the watch check's to name.
@@ -698,7 +698,7 @@ mod tests {
             0,
             None,
             CACHE_ENTRIES_MAX_DEFAULT,
-            &WatchConstraints::default(),
+            &Constraints::default(),
         )
     }
 

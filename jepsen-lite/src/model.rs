@@ -223,10 +223,10 @@ impl State {
             return expect.matches(&response, true).then(|| self.clone());
         }
         let mut next = self.clone();
-        let events = events.map(|e| {
-            e.clear();
-            e
-        });
+        let mut events = events;
+        if let Some(events) = events.as_deref_mut() {
+            events.clear();
+        }
         let response = next.execute(request, events);
         if let Some(limits) = expect.and_then(|e| e.write_revisions.as_ref()) {
             let wrote = response.error.is_none() && next.revision > self.revision;
@@ -287,10 +287,23 @@ impl State {
         } else {
             kvs.into_iter()
                 .filter(|(_, s)| {
-                    bound(opts.max_mod_revision, &|m| m <= opts.max_mod_revision, s.mod_revision)
-                        && bound(opts.min_mod_revision, &|m| m >= opts.min_mod_revision, s.mod_revision)
-                        && bound(opts.max_create_revision, &|c| c <= opts.max_create_revision, s.create_revision)
-                        && bound(opts.min_create_revision, &|c| c >= opts.min_create_revision, s.create_revision)
+                    bound(
+                        opts.max_mod_revision,
+                        &|m| m <= opts.max_mod_revision,
+                        s.mod_revision,
+                    ) && bound(
+                        opts.min_mod_revision,
+                        &|m| m >= opts.min_mod_revision,
+                        s.mod_revision,
+                    ) && bound(
+                        opts.max_create_revision,
+                        &|c| c <= opts.max_create_revision,
+                        s.create_revision,
+                    ) && bound(
+                        opts.min_create_revision,
+                        &|c| c >= opts.min_create_revision,
+                        s.create_revision,
+                    )
                 })
                 .collect()
         };
@@ -407,8 +420,18 @@ impl State {
         self.chunks.iter().map(|c| c.len()).sum()
     }
 
+    /// etcd's `applyCompare`: every key in the compared range must satisfy
+    /// the compare; over no key, a value compare fails and the others compare
+    /// a zero key-value.
     fn guard_holds(&self, guard: &Guard) -> bool {
-        let slot = guard.key.and_then(|k| self.slot(k));
+        let present: Vec<Slot> = (guard.lo..guard.hi).filter_map(|k| self.slot(k)).collect();
+        if present.is_empty() {
+            return self.slot_satisfies(guard, None);
+        }
+        present.iter().all(|s| self.slot_satisfies(guard, Some(*s)))
+    }
+
+    fn slot_satisfies(&self, guard: &Guard, slot: Option<Slot>) -> bool {
         let (actual, wanted) = match (guard.target, guard.operand, slot) {
             // etcd: a value compare against a missing key always fails.
             (CompareTarget::Value, _, None) => return false,
@@ -662,6 +685,7 @@ mod tests {
         let cas = |expected: i64, value: &str| Input::Txn {
             compare: vec![Compare {
                 key: "a".into(),
+                range_end: None,
                 target: CompareTarget::ModRevision,
                 result: CompareResult::Equal,
                 value: CompareOperand::Int(expected),
@@ -697,6 +721,7 @@ mod tests {
         let txn = Input::Txn {
             compare: vec![Compare {
                 key: "zz".into(),
+                range_end: None,
                 target: CompareTarget::Value,
                 result: CompareResult::NotEqual,
                 value: CompareOperand::Str("x".into()),

@@ -47,6 +47,10 @@ struct Kv {
     lease: i64,
 }
 
+/// A range's candidates with their sort ranks, how many it returns, and
+/// whether values are dropped.
+type Ranked = (Vec<(Vec<u8>, Kv, i64)>, usize, bool);
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Resp {
     revision: i64,
@@ -57,7 +61,7 @@ struct Resp {
     more: bool,
     /// For a range with options: every key that passes the filters with its
     /// sort rank, how many are returned, and whether values are dropped.
-    ranked: Option<(Vec<(Vec<u8>, Kv, i64)>, usize, bool)>,
+    ranked: Option<Ranked>,
     responses: Vec<Resp>,
 }
 
@@ -200,9 +204,7 @@ fn empty_key(input: &Input) -> bool {
             compare,
             success,
             failure,
-        } => {
-            compare.iter().any(|c| c.key.is_empty()) || success.iter().chain(failure).any(op_key)
-        }
+        } => compare.iter().any(|c| c.key.is_empty()) || success.iter().chain(failure).any(op_key),
         _ => false,
     }
 }
@@ -236,7 +238,6 @@ fn range_of(kvs: &BTreeMap<Vec<u8>, Kv>, key: &[u8], end: &[u8]) -> Vec<(Vec<u8>
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-
 }
 
 /// etcd's `Range` with its options (server `apply` code), on the store `kvs`.
@@ -280,7 +281,11 @@ fn range_request(kvs: &BTreeMap<Vec<u8>, Kv>, r: &RangeRequest) -> Resp {
                     (_, SortTarget::Mod) => kv.modified,
                     (_, SortTarget::Value) => values.binary_search(&&kv.value).unwrap() as i64,
                 };
-                let rank = if order == SortOrder::Descend { -rank } else { rank };
+                let rank = if order == SortOrder::Descend {
+                    -rank
+                } else {
+                    rank
+                };
                 (k.clone(), kv.clone(), rank)
             })
             .collect();
@@ -310,8 +315,27 @@ fn range_request(kvs: &BTreeMap<Vec<u8>, Kv>, r: &RangeRequest) -> Resp {
 }
 
 impl Store {
+    /// etcd's `applyCompare`: over a range, every key must satisfy the
+    /// compare; over no key, a value compare fails and the others compare a
+    /// zero key-value.
     fn compare_holds(&self, c: &Compare) -> bool {
-        let kv = self.kvs.get(&b(&c.key));
+        let key = b(&c.key);
+        let end = c.range_end.as_deref().map(b).unwrap_or_default();
+        let mut any = false;
+        for (k, kv) in &self.kvs {
+            if in_range(&key, &end, k) {
+                any = true;
+                if !self.compare_one(c, Some(kv)) {
+                    return false;
+                }
+            }
+        }
+        any || self.compare_one(c, None)
+    }
+
+    /// Whether one key-value (`None`: a zero one) satisfies the compare.
+    #[inline(never)]
+    fn compare_one(&self, c: &Compare, kv: Option<&Kv>) -> bool {
         let ordering = match (c.target, &c.value) {
             (CompareTarget::Value, CompareOperand::Str(v)) => match kv {
                 None => return false,
@@ -340,10 +364,7 @@ impl Store {
     /// Runs ops on one new revision; `Err` when refused (the store untouched).
     fn run(&mut self, ops: &[TxnOp]) -> Result<Vec<Resp>, ()> {
         for op in ops {
-            if let TxnOp::Put {
-                lease: Some(l), ..
-            } = op
-            {
+            if let TxnOp::Put { lease: Some(l), .. } = op {
                 if *l != 0 && !self.leases.contains(l) {
                     return Err(());
                 }
@@ -729,25 +750,35 @@ struct Vouched {
 }
 
 impl Vouched {
-    fn new(watch: &Watch) -> Vouched {
+    /// `None` for a watch opened "from now" that saw no event: it started at
+    /// an unknown revision.
+    fn new(watch: &Watch) -> Option<Vouched> {
         let key = b(&watch.key);
         let mut events: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
         let mut vouched = 0;
         for response in &watch.responses {
             vouched = vouched.max(response.revision);
             for event in &response.events {
-                events.entry(event.mod_revision).or_default().push(event.clone());
+                events
+                    .entry(event.mod_revision)
+                    .or_default()
+                    .push(event.clone());
             }
         }
-        Vouched {
+        let start = if watch.start_revision >= 1 {
+            watch.start_revision
+        } else {
+            *events.keys().next()?
+        };
+        Some(Vouched {
             end: wire_end(&key, watch.range_end.as_deref(), watch.prefix),
             key,
             no_put: watch.filters.contains(&WatchFilter::Noput),
             no_delete: watch.filters.contains(&WatchFilter::Nodelete),
-            start: watch.start_revision,
+            start,
             vouched,
             events,
-        }
+        })
     }
 
     /// Whether the events one request made at `revision` are what the watch saw.
@@ -774,8 +805,12 @@ fn same_event(seen: &Event, made: &Event) -> bool {
         seen.key == made.key
             && (seen.value.is_none() || seen.value == made.value)
             && seen.version.is_none_or(|v| Some(v) == made.version)
-            && seen.create_revision.is_none_or(|v| Some(v) == made.create_revision)
-            && seen.mod_revision.is_none_or(|v| Some(v) == made.mod_revision)
+            && seen
+                .create_revision
+                .is_none_or(|v| Some(v) == made.create_revision)
+            && seen
+                .mod_revision
+                .is_none_or(|v| Some(v) == made.mod_revision)
             && seen.lease.is_none_or(|v| v == made.lease.unwrap_or(0))
     };
     seen.kind == made.kind
@@ -799,12 +834,7 @@ fn same_event(seen: &Event, made: &Event) -> bool {
 /// every revision a watch saw.
 fn brute_force(history: &History) -> bool {
     let ops: Vec<&Operation> = history.operations.iter().collect();
-    let watches: Vec<Vouched> = history
-        .watches
-        .iter()
-        .filter(|w| w.start_revision >= 1)
-        .map(Vouched::new)
-        .collect();
+    let watches: Vec<Vouched> = history.watches.iter().filter_map(Vouched::new).collect();
     let reached = history
         .watches
         .iter()
@@ -856,7 +886,9 @@ fn explore(
             next = store.clone();
         }
         if next.revision > store.revision
-            && !watches.iter().all(|w| w.admits(next.revision, &next.events))
+            && !watches
+                .iter()
+                .all(|w| w.admits(next.revision, &next.events))
         {
             continue;
         }
@@ -872,7 +904,7 @@ fn explore(
 
 const KEYS: &[&[u8]] = &[
     b"a",
-    "a\u{e9}".as_bytes(), // aé: 61 c3 a9
+    "a\u{e9}".as_bytes(),  // aé: 61 c3 a9
     "a\u{bf}x".as_bytes(), // a¿x: 61 c2 bf 78
     b"b",
     b"\xff",
@@ -906,11 +938,13 @@ fn random_range(rng: &mut Rng) -> RangeRequest {
         } else {
             key(rng)
         },
-        range_end: rng
-            .one_in(2)
-            .then(|| from_bytes(pick(rng, RANGE_ENDS))),
+        range_end: rng.one_in(2).then(|| from_bytes(pick(rng, RANGE_ENDS))),
         prefix: rng.one_in(3),
-        limit: if rng.one_in(2) { rng.below(4) as i64 } else { 0 },
+        limit: if rng.one_in(2) {
+            rng.below(4) as i64
+        } else {
+            0
+        },
         sort_order: [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][rng.below(3) as usize],
         sort_target: [
             SortTarget::Key,
@@ -1058,6 +1092,11 @@ fn random_input(rng: &mut Rng, value: &mut u64, leases: &mut Vec<i64>) -> Input 
                 compare: (0..rng.below(2))
                     .map(|_| Compare {
                         key: key(rng),
+                        range_end: if rng.one_in(3) {
+                            Some(from_bytes(pick(rng, RANGE_ENDS)))
+                        } else {
+                            None
+                        },
                         target,
                         result,
                         value: operand.clone(),
@@ -1103,7 +1142,16 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
         let input = random_input(rng, &mut value, &mut leases);
         let timed_out = rng.one_in(5);
         let applies = !timed_out || rng.one_in(2);
-        planned.push((point * 100 + n as i64, n, client, call, ret, input, timed_out, applies));
+        planned.push((
+            point * 100 + n as i64,
+            n,
+            client,
+            call,
+            ret,
+            input,
+            timed_out,
+            applies,
+        ));
     }
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by_key(|&i| planned[i].0);
@@ -1130,7 +1178,11 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
     for (i, (_, n, client, call, ret, input, timed_out, _)) in planned.into_iter().enumerate() {
         history.push_operation(Operation {
             // A client that timed out continues under a new id.
-            client: if timed_out { 100 + n as u64 } else { client as u64 },
+            client: if timed_out {
+                100 + n as u64
+            } else {
+                client as u64
+            },
             call,
             return_time: (!timed_out).then_some(ret),
             input,
@@ -1160,7 +1212,13 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
             key: from_bytes(pick(rng, PREFIXES)),
             range_end: None,
             prefix: true,
-            start_revision: 1 + rng.below(3) as i64,
+            // Sometimes "from now": opened at an unknown revision (0 here), it
+            // sees what comes after the revision current then.
+            start_revision: if rng.one_in(3) {
+                0
+            } else {
+                1 + rng.below(3) as i64
+            },
             filters: match rng.below(3) {
                 0 => vec![WatchFilter::Noput],
                 1 => vec![WatchFilter::Nodelete],
@@ -1170,6 +1228,11 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
             ..everything.clone()
         };
         for mut watch in [everything, prefix] {
+            let opened_after = if watch.start_revision == 0 {
+                rng.below(store.revision as u64 + 1) as i64
+            } else {
+                watch.start_revision - 1
+            };
             let end = if rng.one_in(3) {
                 1 + rng.below(store.revision as u64) as i64
             } else {
@@ -1185,7 +1248,7 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
                 events: BTreeMap::new(),
             };
             for (revision, events) in &log {
-                if *revision < watch.start_revision || *revision > end {
+                if *revision <= opened_after || *revision > end {
                     continue;
                 }
                 let mut seen: Vec<Event> = events
@@ -1211,7 +1274,7 @@ fn random_history(rng: &mut Rng, clients: u64, ops: usize, with_watches: bool) -
                     });
                 }
             }
-            if rng.one_in(3) && end >= watch.start_revision {
+            if rng.one_in(3) && end > opened_after {
                 watch.responses.push(WatchResponse {
                     revision: end,
                     events: Vec::new(),

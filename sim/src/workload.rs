@@ -198,8 +198,10 @@ fn definite_failure(status: &Status) -> bool {
     )
 }
 
+/// Keys and values as the checker holds them: byte strings, one character per
+/// byte, so that keys that are not UTF-8 round-trip.
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    jepsen_lite::bytes::from_bytes(bytes)
 }
 
 fn key_value(kv: &mvccpb::KeyValue) -> KeyValue {
@@ -217,6 +219,8 @@ fn range_output(response: &RangeResponse) -> Output {
     Output {
         revision: response.header.as_ref().map(|h| h.revision),
         kvs: Some(response.kvs.iter().map(key_value).collect()),
+        count: Some(response.count),
+        more: Some(response.more),
         ..Output::default()
     }
 }
@@ -364,6 +368,7 @@ pub async fn client(
                 let input = Input::Txn {
                     compare: vec![HCompare {
                         key: key.clone(),
+                        range_end: None,
                         target: CompareTarget::ModRevision,
                         result: CompareResult::Equal,
                         value: CompareOperand::Int(guard),
