@@ -31,7 +31,7 @@ use crate::proto::oxcdpb::{
 use crate::raft::ConfChangeType;
 use crate::server::services::forward;
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::ids;
 use crate::server::types::request::LEARNERS_MAX;
 
@@ -78,15 +78,15 @@ pub(crate) enum Change {
 
 /// The reachability half of the strict check, on the leader: has it been in touch long
 /// enough with the members the cluster will rest on after `change`?
-pub(crate) fn leader_may_change(server: &Server, change: Change) -> Result<(), EtcdError> {
+pub(crate) fn leader_may_change(server: &Server, change: Change) -> Result<(), ServerError> {
     if !server.raft_status().is_leader {
-        return Err(EtcdError::NotLeader);
+        return Err(ServerError::NotLeader);
     }
     let voters = voters(server);
     match change {
         Change::Add => {
             if !voters.iter().all(|m| healthy(server, m.id)) {
-                return Err(EtcdError::Unhealthy);
+                return Err(ServerError::Unhealthy);
             }
         }
         Change::Remove(id) => {
@@ -96,7 +96,7 @@ pub(crate) fn leader_may_change(server: &Server, change: Change) -> Result<(), E
             }
             let healthy_count = voters.iter().filter(|m| healthy(server, m.id)).count();
             if healthy_count.saturating_sub(1) < quorum(voters.len().saturating_sub(1)) {
-                return Err(EtcdError::Unhealthy);
+                return Err(ServerError::Unhealthy);
             }
         }
     }
@@ -104,7 +104,7 @@ pub(crate) fn leader_may_change(server: &Server, change: Change) -> Result<(), E
 }
 
 /// The reachability check, here on the leader or asked of it.
-async fn check_with_leader(server: &Server, change: Change) -> Result<(), EtcdError> {
+async fn check_with_leader(server: &Server, change: Change) -> Result<(), ServerError> {
     if forward::route(server.raft_status()) == forward::Route::Here {
         return leader_may_change(server, change);
     }
@@ -118,18 +118,18 @@ async fn check_with_leader(server: &Server, change: Change) -> Result<(), EtcdEr
     };
     match leader.check_reconfiguration(request).await {
         Ok(_) => Ok(()),
-        Err(status) if status.message() == EtcdError::Unhealthy.to_string() => {
-            Err(EtcdError::Unhealthy)
+        Err(status) if status.message() == ServerError::Unhealthy.to_string() => {
+            Err(ServerError::Unhealthy)
         }
         Err(_) => Err(forward::leader_call_failed(server)),
     }
 }
 
 /// May a member be added (a voter, or a learner)?
-async fn may_add(server: &Server, learner: bool) -> Result<(), EtcdError> {
+async fn may_add(server: &Server, learner: bool) -> Result<(), ServerError> {
     let members = server.membership.members();
     if learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
-        return Err(EtcdError::TooManyLearners);
+        return Err(ServerError::TooManyLearners);
     }
     if !server.config.strict_reconfig_check {
         return Ok(());
@@ -140,34 +140,34 @@ async fn may_add(server: &Server, learner: bool) -> Result<(), EtcdError> {
         let started = voters.iter().filter(|m| started(m)).count();
         // One started member may gain a second: how a cluster restored from a backup grows.
         if !(started == 1 && after == 2) && started < quorum(after) {
-            return Err(EtcdError::NotEnoughStartedMembers);
+            return Err(ServerError::NotEnoughStartedMembers);
         }
     }
     check_with_leader(server, Change::Add).await
 }
 
 /// May member `record` be removed?
-async fn may_remove(server: &Server, record: &MemberRecord) -> Result<(), EtcdError> {
+async fn may_remove(server: &Server, record: &MemberRecord) -> Result<(), ServerError> {
     if !server.config.strict_reconfig_check || record.is_learner {
         return Ok(());
     }
     let voters = voters(server);
     let remaining: Vec<&MemberRecord> = voters.iter().filter(|m| m.id != record.id).collect();
     if remaining.iter().filter(|m| started(m)).count() < quorum(remaining.len()) {
-        return Err(EtcdError::NotEnoughStartedMembers);
+        return Err(ServerError::NotEnoughStartedMembers);
     }
     check_with_leader(server, Change::Remove(record.id)).await
 }
 
 /// May a learner be promoted (it counts as started)?
-fn may_promote(server: &Server) -> Result<(), EtcdError> {
+fn may_promote(server: &Server) -> Result<(), ServerError> {
     if !server.config.strict_reconfig_check {
         return Ok(());
     }
     let voters = voters(server);
     let started = 1 + voters.iter().filter(|m| started(m)).count();
     if started < quorum(voters.len() + 1) {
-        return Err(EtcdError::NotEnoughStartedMembers);
+        return Err(ServerError::NotEnoughStartedMembers);
     }
     Ok(())
 }
@@ -196,7 +196,7 @@ fn applied(server: &Server, revision: i64) -> (Option<ResponseHeader>, Vec<Membe
 }
 
 /// Peer URLs must be absolute http(s) URLs with a host and a port.
-fn validate_urls(urls: &[String]) -> Result<(), EtcdError> {
+fn validate_urls(urls: &[String]) -> Result<(), ServerError> {
     let valid = |url: &String| {
         let rest = url
             .strip_prefix("http://")
@@ -205,7 +205,7 @@ fn validate_urls(urls: &[String]) -> Result<(), EtcdError> {
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
     };
     if urls.is_empty() || !urls.iter().all(valid) {
-        return Err(EtcdError::InvalidPeerUrls);
+        return Err(ServerError::InvalidPeerUrls);
     }
     Ok(())
 }
@@ -223,9 +223,9 @@ pub(crate) async fn promote(server: &Server, id: u64) -> Result<MemberPromoteRes
     let record = server
         .membership
         .member(id)
-        .ok_or(EtcdError::MemberNotFound)?;
+        .ok_or(ServerError::MemberNotFound)?;
     if !record.is_learner {
-        return Err(EtcdError::NotLearner.into());
+        return Err(ServerError::NotLearner.into());
     }
     if forward::route(server.raft_status()) != forward::Route::Here {
         let mut leader = forward::leader_client(server).await?;
@@ -243,7 +243,7 @@ pub(crate) async fn promote(server: &Server, id: u64) -> Result<MemberPromoteRes
     }
     let (matched, last) = server.proposer.learner_progress(id).await?;
     if matched * 100 < last * LEARNER_READY_PERCENT {
-        return Err(EtcdError::LearnerNotReady.into());
+        return Err(ServerError::LearnerNotReady.into());
     }
     may_promote(server)?;
     let outcome = server
@@ -263,7 +263,7 @@ impl Cluster for ClusterService {
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
         if peer_urls_taken(&self.server, &request.peer_ur_ls, None) {
-            return Err(EtcdError::PeerUrlExists.into());
+            return Err(ServerError::PeerUrlExists.into());
         }
         // As etcd does: the id hashes the URLs, the cluster token and the time, so a member
         // added again at the same URLs after a removal gets a new id.
@@ -277,7 +277,7 @@ impl Cluster for ClusterService {
             now,
         );
         if self.server.membership.member(id).is_some() || self.server.membership.is_removed(id) {
-            return Err(EtcdError::MemberIdExists.into());
+            return Err(ServerError::MemberIdExists.into());
         }
         may_add(&self.server, request.is_learner).await?;
         let record = MemberRecord {
@@ -314,7 +314,7 @@ impl Cluster for ClusterService {
             .server
             .membership
             .member(id)
-            .ok_or(EtcdError::MemberNotFound)?;
+            .ok_or(ServerError::MemberNotFound)?;
         may_remove(&self.server, &record).await?;
         let outcome = self
             .server
@@ -335,9 +335,9 @@ impl Cluster for ClusterService {
             .server
             .membership
             .member(request.id)
-            .ok_or(EtcdError::MemberNotFound)?;
+            .ok_or(ServerError::MemberNotFound)?;
         if peer_urls_taken(&self.server, &request.peer_ur_ls, Some(request.id)) {
-            return Err(EtcdError::PeerUrlExists.into());
+            return Err(ServerError::PeerUrlExists.into());
         }
         let update = MemberRecord {
             peer_urls: request.peer_ur_ls,

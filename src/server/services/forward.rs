@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
 use crate::server::state::server::Server;
 use crate::server::tasks::peer_transport::connect;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::RaftStatus;
 
 /// Where a request that only the leader can answer is served.
@@ -42,12 +42,12 @@ fn cached_for<C: Clone>(cached: &Option<(u64, C)>, leader: u64) -> Option<C> {
 
 /// A call to the leader failed: forget the connection (the leader may have changed or
 /// died) and tell the client to retry.
-pub(crate) fn leader_call_failed(server: &Server) -> EtcdError {
+pub(crate) fn leader_call_failed(server: &Server) -> ServerError {
     *server
         .leader_connection
         .lock()
         .expect("leader connection lock poisoned") = None;
-    EtcdError::LeaderChanged
+    ServerError::LeaderChanged
 }
 
 /// A client of another member's peer service.
@@ -55,9 +55,9 @@ pub(crate) type PeerClient = RaftTransportClient<Channel>;
 
 /// A client of the current leader's peer service, for the few requests only the leader can
 /// answer (lease deadlines live there). The connection is kept while the leader stays.
-pub(crate) async fn leader_client(server: &Server) -> Result<PeerClient, EtcdError> {
+pub(crate) async fn leader_client(server: &Server) -> Result<PeerClient, ServerError> {
     let leader = match route(server.raft_status()) {
-        Route::NoLeader => return Err(EtcdError::NoLeader),
+        Route::NoLeader => return Err(ServerError::NoLeader),
         Route::Leader(id) => id,
         // Became leader since the caller looked: its own peer service answers.
         Route::Here => server.id,
@@ -76,8 +76,8 @@ pub(crate) async fn leader_client(server: &Server) -> Result<PeerClient, EtcdErr
         .membership
         .member(leader)
         .and_then(|record| record.peer_urls.into_iter().next())
-        .ok_or(EtcdError::NoLeader)?;
-    let client = connect(&url).await.ok_or(EtcdError::NoLeader)?;
+        .ok_or(ServerError::NoLeader)?;
+    let client = connect(&url).await.ok_or(ServerError::NoLeader)?;
     *server
         .leader_connection
         .lock()

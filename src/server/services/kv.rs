@@ -19,7 +19,7 @@ use crate::proto::oxcdpb::internal_request::Request as Internal;
 use crate::server::services::validate;
 use crate::server::state::server::Server;
 use crate::server::state::txn;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
 /// What etcd adds to a key-value's size when estimating its cost in the backend.
 const KV_OVERHEAD_BYTES: u64 = 256;
@@ -31,12 +31,12 @@ pub(crate) struct KvService {
 impl KvService {
     /// Refuses a write that would take the backend past its quota, raising the NOSPACE alarm
     /// through Raft so every member stops taking writes (etcd's quota check).
-    async fn check_quota(&self, cost_bytes: u64) -> Result<(), EtcdError> {
+    async fn check_quota(&self, cost_bytes: u64) -> Result<(), ServerError> {
         if cost_bytes == 0 {
             return Ok(());
         }
         if self.server.alarms.is_active(AlarmType::Nospace) {
-            return Err(EtcdError::NoSpace);
+            return Err(ServerError::NoSpace);
         }
         let size = self.server.store.db_size_bytes();
         if size + cost_bytes <= self.server.config.quota_bytes() {
@@ -50,7 +50,7 @@ impl KvService {
         if let Err(error) = self.server.proposer.propose(Internal::Alarm(alarm)).await {
             tracing::warn!(%error, "could not raise the NOSPACE alarm");
         }
-        Err(EtcdError::NoSpace)
+        Err(ServerError::NoSpace)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::oxcdpb::internal_request::Request as Internal;
 use crate::server::services::forward;
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::LEASE_TTL_MAX_SECS;
 use crate::server::types::stream::ChannelStream;
 
@@ -39,7 +39,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut request = request.into_inner();
         if request.ttl > LEASE_TTL_MAX_SECS {
-            return Err(EtcdError::LeaseTtlTooLarge.into());
+            return Err(ServerError::LeaseTtlTooLarge.into());
         }
         if request.id == 0 {
             request.id = self.server.store.new_lease_id();
@@ -188,7 +188,7 @@ async fn keep_alive(server: &Server, id: i64) -> Result<LeaseKeepAliveResponse, 
 
 /// Renews lease `id` on this member, the leader; returns its TTL, or 0 if it is gone.
 /// Keep-alives sent to a follower arrive here through the peer service.
-pub(crate) async fn renew_as_leader(server: &Server, id: i64) -> Result<i64, EtcdError> {
+pub(crate) async fn renew_as_leader(server: &Server, id: i64) -> Result<i64, ServerError> {
     // The read barrier confirms with a quorum that this member still leads (a deposed
     // leader that has not heard of its successor must not promise a TTL the new leader
     // does not know of), and makes it apply everything committed, so a lease granted a
@@ -204,10 +204,10 @@ pub(crate) async fn renew_as_leader(server: &Server, id: i64) -> Result<i64, Etc
             // (etcd's rule too). Wait for the revocation and report the lease gone.
             Err(LeaseError::Expired) => {
                 if !server.raft_status().is_leader {
-                    return Err(EtcdError::NotLeader);
+                    return Err(ServerError::NotLeader);
                 }
                 if tokio::time::Instant::now() >= give_up {
-                    return Err(EtcdError::Timeout);
+                    return Err(ServerError::Timeout);
                 }
                 tokio::time::sleep(server.config.heartbeat()).await;
             }

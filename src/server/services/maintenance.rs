@@ -17,7 +17,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::oxcdpb::internal_request::Request as Internal;
 use crate::server::state::server::Server;
 use crate::server::types::config::ETCD_API_VERSION;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::NodeInput;
 use crate::server::types::stream::ChannelStream;
 
@@ -186,11 +186,11 @@ impl Maintenance for MaintenanceService {
         let request = request.into_inner();
         let raft = self.server.raft_status();
         if !raft.is_leader {
-            return Err(EtcdError::NotLeader.into());
+            return Err(ServerError::NotLeader.into());
         }
         let conf_state = self.server.membership.conf_state();
         if !conf_state.voters.contains(&request.target_id) {
-            return Err(EtcdError::BadLeaderTransferee.into());
+            return Err(ServerError::BadLeaderTransferee.into());
         }
         if request.target_id != self.server.id {
             self.server.proposer.try_send(NodeInput::TransferLeader {
@@ -215,11 +215,11 @@ impl Maintenance for MaintenanceService {
 }
 
 /// Waits until `target` leads, for at most the request timeout.
-async fn wait_for_leader(server: &Server, target: u64) -> Result<(), EtcdError> {
+async fn wait_for_leader(server: &Server, target: u64) -> Result<(), ServerError> {
     let deadline = tokio::time::Instant::now() + server.request_timeout();
     while server.raft_status().leader != target {
         if tokio::time::Instant::now() >= deadline {
-            return Err(EtcdError::Timeout);
+            return Err(ServerError::Timeout);
         }
         tokio::time::sleep(server.config.heartbeat()).await;
     }

@@ -15,7 +15,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
 /// The metadata key etcd's clients set to require a leader (`rpctypes.MetadataRequireLeaderKey`).
 const REQUIRE_LEADER_KEY: &str = "hasleader";
@@ -44,12 +44,12 @@ impl Interceptor for RequestGate {
 }
 
 /// Whether a request with `metadata` may go on; `leader` tells the known leader (0: none).
-fn admit(metadata: &MetadataMap, leader: impl FnOnce() -> u64) -> Result<(), EtcdError> {
+fn admit(metadata: &MetadataMap, leader: impl FnOnce() -> u64) -> Result<(), ServerError> {
     let requires_leader = metadata
         .get(REQUIRE_LEADER_KEY)
         .is_some_and(|value| value.as_bytes() == REQUIRE_LEADER_VALUE.as_bytes());
     if requires_leader && leader() == 0 {
-        return Err(EtcdError::NoLeader);
+        return Err(ServerError::NoLeader);
     }
     Ok(())
 }
@@ -69,9 +69,9 @@ mod tests {
     #[test]
     fn a_request_requiring_a_leader_is_refused_without_one() {
         let required = metadata(&[(REQUIRE_LEADER_KEY, "true")]);
-        assert_eq!(admit(&required, || 0), Err(EtcdError::NoLeader));
+        assert_eq!(admit(&required, || 0), Err(ServerError::NoLeader));
         assert_eq!(admit(&required, || 7), Ok(()));
-        let status = Status::from(EtcdError::NoLeader);
+        let status = Status::from(ServerError::NoLeader);
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(status.message(), "etcdserver: no leader");
     }

@@ -11,5 +11,6 @@ pub(crate) mod limits;
 pub(crate) mod maintenance;
 pub(crate) mod middleware;
 pub(crate) mod peer;
+pub(crate) mod status;
 pub(crate) mod validate;
 pub(crate) mod watch;

@@ -20,7 +20,7 @@ use crate::proto::oxcdpb::{
 use crate::raft::{Message, MessageType};
 use crate::server::services::{cluster, lease};
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::{NodeInput, REMOVED};
 
 /// The receiving side, served on the peer URLs.
@@ -64,7 +64,7 @@ impl RaftTransportService {
             }
             match self.server.proposer.try_send(NodeInput::Step(message)) {
                 // A full queue drops the message, as a lossy network would; Raft resends.
-                Ok(()) | Err(EtcdError::TooManyRequests) => {}
+                Ok(()) | Err(ServerError::TooManyRequests) => {}
                 Err(error) => return Err(error.into()),
             }
         }
@@ -193,7 +193,7 @@ impl RaftTransport for RaftTransportService {
         request: Request<LeaseRenewRequest>,
     ) -> Result<Response<LeaseRenewResponse>, Status> {
         if !self.server.raft_status().is_leader {
-            return Err(EtcdError::NotLeader.into());
+            return Err(ServerError::NotLeader.into());
         }
         let ttl = lease::renew_as_leader(&self.server, request.into_inner().id).await?;
         Ok(Response::new(LeaseRenewResponse { ttl }))
@@ -204,7 +204,7 @@ impl RaftTransport for RaftTransportService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         if !self.server.raft_status().is_leader {
-            return Err(EtcdError::NotLeader.into());
+            return Err(ServerError::NotLeader.into());
         }
         let request = request.into_inner();
         Ok(Response::new(lease::time_to_live(&self.server, &request)))

@@ -13,53 +13,53 @@ use bytes::Bytes;
 use crate::proto::etcdserverpb::{
     request_op::Request, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
-pub(crate) fn check_range(request: &RangeRequest) -> Result<(), EtcdError> {
+pub(crate) fn check_range(request: &RangeRequest) -> Result<(), ServerError> {
     if request.key.is_empty() {
-        return Err(EtcdError::EmptyKey);
+        return Err(ServerError::EmptyKey);
     }
     Ok(())
 }
 
-pub(crate) fn check_put(request: &PutRequest) -> Result<(), EtcdError> {
+pub(crate) fn check_put(request: &PutRequest) -> Result<(), ServerError> {
     if request.key.is_empty() {
-        return Err(EtcdError::EmptyKey);
+        return Err(ServerError::EmptyKey);
     }
     if request.ignore_value && !request.value.is_empty() {
-        return Err(EtcdError::ValueProvided);
+        return Err(ServerError::ValueProvided);
     }
     if request.ignore_lease && request.lease != 0 {
-        return Err(EtcdError::LeaseProvided);
+        return Err(ServerError::LeaseProvided);
     }
     Ok(())
 }
 
-pub(crate) fn check_delete(request: &DeleteRangeRequest) -> Result<(), EtcdError> {
+pub(crate) fn check_delete(request: &DeleteRangeRequest) -> Result<(), ServerError> {
     if request.key.is_empty() {
-        return Err(EtcdError::EmptyKey);
+        return Err(ServerError::EmptyKey);
     }
     Ok(())
 }
 
-pub(crate) fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
+pub(crate) fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), ServerError> {
     check_txn_shape(request, max_txn_ops)?;
     check_writes_disjoint(&request.success)?;
     check_writes_disjoint(&request.failure)?;
     Ok(())
 }
 
-fn check_txn_shape(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
+fn check_txn_shape(request: &TxnRequest, max_txn_ops: usize) -> Result<(), ServerError> {
     let longest = request
         .compare
         .len()
         .max(request.success.len())
         .max(request.failure.len());
     if longest > max_txn_ops {
-        return Err(EtcdError::TooManyOps);
+        return Err(ServerError::TooManyOps);
     }
     if request.compare.iter().any(|compare| compare.key.is_empty()) {
-        return Err(EtcdError::EmptyKey);
+        return Err(ServerError::EmptyKey);
     }
     // etcd gives a nested transaction only what the outer one leaves of the limit.
     let nested_max_txn_ops = max_txn_ops.saturating_sub(longest);
@@ -69,14 +69,14 @@ fn check_txn_shape(request: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdE
     Ok(())
 }
 
-fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), EtcdError> {
+fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), ServerError> {
     match &op.request {
         Some(Request::RequestRange(range)) => check_range(range),
         Some(Request::RequestPut(put)) => check_put(put),
         Some(Request::RequestDeleteRange(delete)) => check_delete(delete),
         Some(Request::RequestTxn(txn)) => check_txn_shape(txn, max_txn_ops),
         // etcd answers an empty operation this way.
-        None => Err(EtcdError::KeyNotFound),
+        None => Err(ServerError::KeyNotFound),
     }
 }
 
@@ -130,7 +130,7 @@ impl Writes {
 
 /// Fails when one list of operations writes a key twice. The two branches of a nested
 /// transaction are mutually exclusive, so a key put in both is fine.
-fn check_writes_disjoint(ops: &[RequestOp]) -> Result<Writes, EtcdError> {
+fn check_writes_disjoint(ops: &[RequestOp]) -> Result<Writes, ServerError> {
     let mut writes = Writes::default();
     for op in ops {
         if let Some(Request::RequestDeleteRange(delete)) = &op.request {
@@ -145,14 +145,14 @@ fn check_writes_disjoint(ops: &[RequestOp]) -> Result<Writes, EtcdError> {
         let failure = check_writes_disjoint(&txn.failure)?;
         for key in &success.puts {
             if writes.puts.contains(key) || writes.deleted(key) {
-                return Err(EtcdError::DuplicateKey);
+                return Err(ServerError::DuplicateKey);
             }
         }
         writes.puts.extend(success.puts.iter().cloned());
         for key in &failure.puts {
             let clashes = writes.puts.contains(key) && !success.puts.contains(key);
             if clashes || writes.deleted(key) {
-                return Err(EtcdError::DuplicateKey);
+                return Err(ServerError::DuplicateKey);
             }
         }
         writes.puts.extend(failure.puts);
@@ -164,7 +164,7 @@ fn check_writes_disjoint(ops: &[RequestOp]) -> Result<Writes, EtcdError> {
             continue;
         };
         if writes.puts.contains(&put.key) || writes.deleted(&put.key) {
-            return Err(EtcdError::DuplicateKey);
+            return Err(ServerError::DuplicateKey);
         }
         writes.puts.insert(put.key.clone());
     }
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn duplicate_writes_in_one_branch() {
-        let table: Vec<(&str, TxnRequest, Result<(), EtcdError>)> = vec![
+        let table: Vec<(&str, TxnRequest, Result<(), ServerError>)> = vec![
             (
                 "distinct puts",
                 txn(vec![put("a"), put("b")], vec![]),
@@ -229,7 +229,7 @@ mod tests {
             (
                 "put twice",
                 txn(vec![put("a"), put("a")], vec![]),
-                Err(EtcdError::DuplicateKey),
+                Err(ServerError::DuplicateKey),
             ),
             (
                 "same key in both branches",
@@ -239,7 +239,7 @@ mod tests {
             (
                 "put inside a deleted range",
                 txn(vec![delete("a", "c"), put("b")], vec![]),
-                Err(EtcdError::DuplicateKey),
+                Err(ServerError::DuplicateKey),
             ),
             (
                 "put outside a deleted range",
@@ -276,12 +276,12 @@ mod tests {
                     vec![nested(vec![delete("a", "c")], vec![]), put("b")],
                     vec![],
                 ),
-                Err(EtcdError::DuplicateKey),
+                Err(ServerError::DuplicateKey),
             ),
             (
                 "put and delete of one key",
                 txn(vec![put("a"), delete("a", "")], vec![]),
-                Err(EtcdError::DuplicateKey),
+                Err(ServerError::DuplicateKey),
             ),
             (
                 "reads never clash",
@@ -291,7 +291,7 @@ mod tests {
             (
                 "nested put clashes with outer put",
                 txn(vec![put("a"), nested(vec![put("a")], vec![])], vec![]),
-                Err(EtcdError::DuplicateKey),
+                Err(ServerError::DuplicateKey),
             ),
             (
                 "nested branches are exclusive",
@@ -304,7 +304,7 @@ mod tests {
                     vec![put("b"), nested(vec![put("a")], vec![put("b")])],
                     vec![],
                 ),
-                Err(EtcdError::DuplicateKey),
+                Err(ServerError::DuplicateKey),
             ),
         ];
         for (name, request, want) in table {
@@ -317,12 +317,12 @@ mod tests {
         let many: Vec<RequestOp> = (0..129).map(|i| get(&format!("k{i}"))).collect();
         assert_eq!(
             check_txn(&txn(many.clone(), vec![]), 128),
-            Err(EtcdError::TooManyOps)
+            Err(ServerError::TooManyOps)
         );
         assert_eq!(check_txn(&txn(vec![], many[..128].to_vec()), 128), Ok(()));
         assert_eq!(
             check_txn(&txn(vec![get("")], vec![]), 128),
-            Err(EtcdError::EmptyKey)
+            Err(ServerError::EmptyKey)
         );
         // A nested transaction gets what the outer one leaves: 100 outer operations leave
         // 28, so a nested one with 29 is too many.
@@ -331,14 +331,14 @@ mod tests {
         outer.push(nested_29);
         assert_eq!(
             check_txn(&txn(outer.clone(), vec![]), 128),
-            Err(EtcdError::TooManyOps)
+            Err(ServerError::TooManyOps)
         );
         outer.remove(0);
         assert_eq!(check_txn(&txn(outer, vec![]), 128), Ok(()));
         let empty_op = RequestOp { request: None };
         assert_eq!(
             check_txn(&txn(vec![empty_op], vec![]), 128),
-            Err(EtcdError::KeyNotFound)
+            Err(ServerError::KeyNotFound)
         );
     }
 
@@ -351,12 +351,12 @@ mod tests {
         assert_eq!(check_put(&request), Ok(()));
         request.ignore_value = true;
         request.value = Bytes::from_static(b"v");
-        assert_eq!(check_put(&request), Err(EtcdError::ValueProvided));
+        assert_eq!(check_put(&request), Err(ServerError::ValueProvided));
         request.value = Bytes::new();
         request.ignore_lease = true;
         request.lease = 7;
-        assert_eq!(check_put(&request), Err(EtcdError::LeaseProvided));
+        assert_eq!(check_put(&request), Err(ServerError::LeaseProvided));
         request.key = Bytes::new();
-        assert_eq!(check_put(&request), Err(EtcdError::EmptyKey));
+        assert_eq!(check_put(&request), Err(ServerError::EmptyKey));
     }
 }

@@ -26,7 +26,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::Event;
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::stream::ChannelStream;
 
 /// Responses buffered per gRPC stream before the senders wait for the client.
@@ -93,7 +93,7 @@ async fn read_requests(
             biased;
             request = requests.message() => request,
             _ = server.lifecycle.stopped() => {
-                let _ = responses.send(Err(EtcdError::Stopped.into())).await;
+                let _ = responses.send(Err(ServerError::Stopped.into())).await;
                 break;
             }
         };

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::proto::oxcdpb::MemberRecord;
 use crate::raft::{ConfChangeType, ConfState};
 use crate::server::state::store::Store;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::transport::Transport;
 
 /// Membership changes remembered by log index (see `Membership::conf_state_at`).
@@ -41,7 +41,7 @@ pub(crate) struct Membership {
     conf_history: Mutex<BTreeMap<u64, ConfState>>,
     /// Committed membership changes the Raft task refused, by log index, with why; the
     /// applier answers their proposers with it.
-    conf_refusals: Mutex<HashMap<u64, EtcdError>>,
+    conf_refusals: Mutex<HashMap<u64, ServerError>>,
     /// When each peer's current run of contact began, and when it was last heard from.
     peer_contact: Mutex<HashMap<u64, (Instant, Instant)>>,
 }
@@ -289,7 +289,7 @@ impl Membership {
 
     /// Records that the membership change at `index` was refused (by the Raft task, before
     /// the applier reaches it).
-    pub(crate) fn refuse_conf_change(&self, index: u64, error: EtcdError) {
+    pub(crate) fn refuse_conf_change(&self, index: u64, error: ServerError) {
         self.conf_refusals
             .lock()
             .expect("refusals lock poisoned")
@@ -297,7 +297,7 @@ impl Membership {
     }
 
     /// Why the membership change at `index` was refused, if it was (asked once).
-    pub(crate) fn conf_change_refusal(&self, index: u64) -> Option<EtcdError> {
+    pub(crate) fn conf_change_refusal(&self, index: u64) -> Option<ServerError> {
         self.conf_refusals
             .lock()
             .expect("refusals lock poisoned")
@@ -533,10 +533,10 @@ mod tests {
         let fixture = fixture();
         fixture
             .membership
-            .refuse_conf_change(7, EtcdError::MemberIdExists);
+            .refuse_conf_change(7, ServerError::MemberIdExists);
         assert_eq!(
             fixture.membership.conf_change_refusal(7),
-            Some(EtcdError::MemberIdExists)
+            Some(ServerError::MemberIdExists)
         );
         assert_eq!(fixture.membership.conf_change_refusal(7), None);
     }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
 use crate::proto::oxcdpb::{ConfChangeContext, MemberRecord};
 use crate::raft::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::{
     Applied, ApplyResult, FromApplied, NodeInput, PROPOSALS_PENDING_MAX,
 };
@@ -106,7 +106,7 @@ impl Proposer {
     pub(crate) async fn propose_as<T: FromApplied>(
         &self,
         request: Request,
-    ) -> Result<(T, i64), EtcdError> {
+    ) -> Result<(T, i64), ServerError> {
         let (applied, revision) = self.propose(request).await?;
         match T::from_applied(applied) {
             Some(response) => Ok((response, revision)),
@@ -115,9 +115,9 @@ impl Proposer {
     }
 
     /// Proposes a write and waits until it is applied.
-    pub(crate) async fn propose(&self, request: Request) -> Result<(Applied, i64), EtcdError> {
+    pub(crate) async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
         if self.waiters.len() >= PROPOSALS_PENDING_MAX {
-            return Err(EtcdError::TooManyRequests);
+            return Err(ServerError::TooManyRequests);
         }
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let envelope = InternalRequest {
@@ -126,7 +126,7 @@ impl Proposer {
         };
         let data = envelope.encode_to_vec();
         if data.len() as u64 > self.request_bytes_max {
-            return Err(EtcdError::RequestTooLarge);
+            return Err(ServerError::RequestTooLarge);
         }
         let wait = self.waiters.register(id);
         let (accepted, acceptance) = oneshot::channel();
@@ -142,7 +142,7 @@ impl Proposer {
         &self,
         change: ConfChangeType,
         record: MemberRecord,
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<i64, ServerError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let context = ConfChangeContext {
             request_id: id,
@@ -174,14 +174,14 @@ impl Proposer {
         &self,
         id: u64,
         input: NodeInput,
-        acceptance: oneshot::Receiver<Result<(), EtcdError>>,
+        acceptance: oneshot::Receiver<Result<(), ServerError>>,
         wait: oneshot::Receiver<ApplyResult>,
-    ) -> Result<(Applied, i64), EtcdError> {
+    ) -> Result<(Applied, i64), ServerError> {
         let sent = self.send(input);
         let outcome = tokio::time::timeout(self.timeout, async {
             sent.await?;
-            acceptance.await.map_err(|_| EtcdError::Stopped)??;
-            wait.await.map_err(|_| EtcdError::Stopped)?
+            acceptance.await.map_err(|_| ServerError::Stopped)??;
+            wait.await.map_err(|_| ServerError::Stopped)?
         })
         .await;
         match outcome {
@@ -193,41 +193,44 @@ impl Proposer {
             }
             Err(_) => {
                 self.waiters.forget(id);
-                Err(EtcdError::Timeout)
+                Err(ServerError::Timeout)
             }
         }
     }
 
     /// On the leader: how far learner `id` has replicated the log, and the log's last index.
-    pub(crate) async fn learner_progress(&self, id: u64) -> Result<(u64, u64), EtcdError> {
+    pub(crate) async fn learner_progress(&self, id: u64) -> Result<(u64, u64), ServerError> {
         let (reply, answer) = oneshot::channel();
         self.send(NodeInput::Progress { id, reply }).await?;
         answer
             .await
-            .map_err(|_| EtcdError::Stopped)?
-            .ok_or(EtcdError::NotLeader)
+            .map_err(|_| ServerError::Stopped)?
+            .ok_or(ServerError::NotLeader)
     }
 
     /// Sends to the Raft task, waiting for room.
-    pub(crate) async fn send(&self, input: NodeInput) -> Result<(), EtcdError> {
-        self.node.send(input).await.map_err(|_| EtcdError::Stopped)
+    pub(crate) async fn send(&self, input: NodeInput) -> Result<(), ServerError> {
+        self.node
+            .send(input)
+            .await
+            .map_err(|_| ServerError::Stopped)
     }
 
     /// Sends to the Raft task without waiting for room (for tasks that must not block on it;
     /// a full queue means the member is overloaded, and the caller retries or times out).
-    pub(crate) fn try_send(&self, input: NodeInput) -> Result<(), EtcdError> {
+    pub(crate) fn try_send(&self, input: NodeInput) -> Result<(), ServerError> {
         self.node.try_send(input).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => EtcdError::TooManyRequests,
-            mpsc::error::TrySendError::Closed(_) => EtcdError::Stopped,
+            mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
+            mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
         })
     }
 }
 
 /// The applier answered a proposal with a response of another kind than its request's: a
 /// bug, reported to the client as etcd reports unexpected errors.
-fn wrong_kind(expected: &str) -> EtcdError {
+fn wrong_kind(expected: &str) -> ServerError {
     tracing::error!(expected, "applier answered with the wrong response kind");
-    EtcdError::Internal("etcdserver: unexpected response kind".into())
+    ServerError::Internal("etcdserver: unexpected response kind".into())
 }
 
 #[cfg(test)]
@@ -291,15 +294,15 @@ mod tests {
             Ok((Applied::Put(PutResponse::default()), 1))
         });
         let (answer, _) = tokio::join!(proposer.propose_as::<TxnResponse>(put(1)), applier);
-        assert!(matches!(answer, Err(EtcdError::Internal(_))));
+        assert!(matches!(answer, Err(ServerError::Internal(_))));
     }
 
     #[tokio::test]
     async fn an_applied_error_reaches_the_client_and_forgets_the_waiter() {
         let (proposer, mut inputs) = proposer(Duration::from_secs(5));
-        let applier = apply_next(&proposer, &mut inputs, |_| Err(EtcdError::LeaseNotFound));
+        let applier = apply_next(&proposer, &mut inputs, |_| Err(ServerError::LeaseNotFound));
         let (answer, _) = tokio::join!(proposer.propose(put(1)), applier);
-        assert_eq!(answer.unwrap_err(), EtcdError::LeaseNotFound);
+        assert_eq!(answer.unwrap_err(), ServerError::LeaseNotFound);
         assert_eq!(proposer.waiters.len(), 0);
     }
 
@@ -310,10 +313,11 @@ mod tests {
             let Some(NodeInput::Propose { done, .. }) = inputs.recv().await else {
                 panic!("expected a proposal");
             };
-            done.send(Err(EtcdError::NoLeader)).expect("proposer waits");
+            done.send(Err(ServerError::NoLeader))
+                .expect("proposer waits");
         };
         let (answer, ()) = tokio::join!(proposer.propose(put(1)), core);
-        assert_eq!(answer.unwrap_err(), EtcdError::NoLeader);
+        assert_eq!(answer.unwrap_err(), ServerError::NoLeader);
         assert_eq!(proposer.waiters.len(), 0);
     }
 
@@ -327,7 +331,7 @@ mod tests {
             done.send(Ok(())).expect("proposer waits");
         };
         let (answer, ()) = tokio::join!(proposer.propose(put(1)), core);
-        assert_eq!(answer.unwrap_err(), EtcdError::Timeout);
+        assert_eq!(answer.unwrap_err(), ServerError::Timeout);
         assert_eq!(proposer.waiters.len(), 0);
         // The entry applies after all, once nobody waits: nothing to complete, no panic.
         proposer.waiters.complete(1, Ok((Applied::Membership, 1)));
@@ -337,7 +341,7 @@ mod tests {
     async fn an_oversized_request_never_reaches_the_raft_task() {
         let (proposer, mut inputs) = proposer(Duration::from_secs(5));
         let answer = proposer.propose(put(2048)).await;
-        assert_eq!(answer.unwrap_err(), EtcdError::RequestTooLarge);
+        assert_eq!(answer.unwrap_err(), ServerError::RequestTooLarge);
         assert!(inputs.try_recv().is_err());
         assert_eq!(proposer.waiters.len(), 0);
     }
@@ -348,13 +352,13 @@ mod tests {
         drop(inputs);
         assert_eq!(
             proposer.propose(put(1)).await.unwrap_err(),
-            EtcdError::Stopped
+            ServerError::Stopped
         );
         assert_eq!(
             proposer
                 .try_send(NodeInput::Unreachable { to: 2 })
                 .unwrap_err(),
-            EtcdError::Stopped
+            ServerError::Stopped
         );
     }
 

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::proto::mvccpb::KeyValue;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
 /// What the store returns for a plain range scan.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -38,14 +38,14 @@ pub(crate) trait KvView {
         revision: i64,
         limit: i64,
         count_only: bool,
-    ) -> Result<Scan, EtcdError>;
+    ) -> Result<Scan, ServerError>;
 }
 
 /// Answers a `RangeRequest` (the header is filled in by the caller, except its revision).
 pub(crate) fn range(
     view: &mut dyn KvView,
     request: &RangeRequest,
-) -> Result<RangeResponse, EtcdError> {
+) -> Result<RangeResponse, ServerError> {
     // etcd 3.4 takes the order as sent: an unknown one still counts as "not NONE" (so the
     // limit is not pushed down) but sorts nothing.
     let sort_order = SortOrder::try_from(request.sort_order).ok();
@@ -146,7 +146,7 @@ mod tests {
             _revision: i64,
             limit: i64,
             _count_only: bool,
-        ) -> Result<Scan, EtcdError> {
+        ) -> Result<Scan, ServerError> {
             let inside = |kv: &&KeyValue| match end {
                 [] => kv.key.as_ref() == key,
                 [0] => kv.key.as_ref() >= key,

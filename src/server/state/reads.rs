@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
-pub(crate) type ReadResult = Result<(), EtcdError>;
+pub(crate) type ReadResult = Result<(), ServerError>;
 
 /// The answer to one round: the index reads may be served at.
-pub(crate) type RoundAnswer = oneshot::Receiver<Result<u64, EtcdError>>;
+pub(crate) type RoundAnswer = oneshot::Receiver<Result<u64, ServerError>>;
 
 #[derive(Default)]
 pub(crate) struct ReadBatcher {
@@ -28,7 +28,7 @@ pub(crate) struct ReadBatcher {
     /// Wakes the round loop when the first read of a round arrives.
     wake: Notify,
     /// Rounds sent to the core and not answered yet, by request context.
-    in_flight: Mutex<HashMap<Bytes, oneshot::Sender<Result<u64, EtcdError>>>>,
+    in_flight: Mutex<HashMap<Bytes, oneshot::Sender<Result<u64, ServerError>>>>,
     next_context: AtomicU64,
 }
 
@@ -41,7 +41,7 @@ impl ReadBatcher {
             .expect("read queue lock poisoned")
             .push(done);
         self.wake.notify_one();
-        wait.await.unwrap_or(Err(EtcdError::Stopped))
+        wait.await.unwrap_or(Err(ServerError::Stopped))
     }
 
     /// The Raft task calls this for every read state of a Ready.
@@ -57,7 +57,7 @@ impl ReadBatcher {
     }
 
     /// The core refused the round (no leader known).
-    pub(crate) fn fail(&self, context: &[u8], error: EtcdError) {
+    pub(crate) fn fail(&self, context: &[u8], error: ServerError) {
         let waiter = self
             .in_flight
             .lock()
@@ -117,8 +117,8 @@ mod tests {
         reads.confirm(&second, 9);
         assert_eq!(second_answer.try_recv().unwrap(), Ok(7));
         assert!(first_answer.try_recv().is_err());
-        reads.fail(&first, EtcdError::NoLeader);
-        assert_eq!(first_answer.try_recv().unwrap(), Err(EtcdError::NoLeader));
+        reads.fail(&first, ServerError::NoLeader);
+        assert_eq!(first_answer.try_recv().unwrap(), Err(ServerError::NoLeader));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::proto::oxcdpb::MemberRecord;
 use crate::raft::MemStorage;
 use crate::server::state::store::Store;
 use crate::server::types::config::Config;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::progress::Progress;
 use crate::server::types::request::RaftStatus;
 use crate::server::types::transport::Transport;
@@ -127,7 +127,7 @@ impl Server {
     }
 
     /// Waits until a read issued now may be served locally (linearizable reads).
-    pub(crate) async fn read_barrier(&self) -> Result<(), EtcdError> {
+    pub(crate) async fn read_barrier(&self) -> Result<(), ServerError> {
         if crate::planted::active(crate::planted::Bug::StaleRead) {
             return Ok(());
         }

@@ -27,31 +27,31 @@ use crate::proto::oxcdpb::{MemberRecord, MemberRecords};
 use crate::server::state::range::{self, KvView, Scan};
 use crate::server::state::txn::{self, KvWrite};
 use crate::server::types::config::Config;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
-impl From<MvccError> for EtcdError {
+impl From<MvccError> for ServerError {
     fn from(error: MvccError) -> Self {
         match error {
-            MvccError::Compacted => EtcdError::Compacted,
-            MvccError::FutureRevision => EtcdError::FutureRevision,
-            MvccError::Backend(message) => EtcdError::Internal(message),
+            MvccError::Compacted => ServerError::Compacted,
+            MvccError::FutureRevision => ServerError::FutureRevision,
+            MvccError::Backend(message) => ServerError::Internal(message),
         }
     }
 }
 
-impl From<LeaseError> for EtcdError {
+impl From<LeaseError> for ServerError {
     fn from(error: LeaseError) -> Self {
         match error {
-            LeaseError::NotFound => EtcdError::LeaseNotFound,
-            LeaseError::Exists => EtcdError::LeaseExists,
+            LeaseError::NotFound => ServerError::LeaseNotFound,
+            LeaseError::Exists => ServerError::LeaseExists,
             // Only a renewal meets an expired lease, and it waits for the revocation.
-            LeaseError::Expired => EtcdError::LeaseNotFound,
+            LeaseError::Expired => ServerError::LeaseNotFound,
         }
     }
 }
 
-fn backend_error(error: BackendError) -> EtcdError {
-    EtcdError::Internal(error.to_string())
+fn backend_error(error: BackendError) -> ServerError {
+    ServerError::Internal(error.to_string())
 }
 
 struct State {
@@ -72,12 +72,12 @@ pub(crate) struct ImageCopy {
 
 impl ImageCopy {
     /// Up to `max` bytes of the image from `offset` (none at the end).
-    pub(crate) fn read(&self, offset: u64, max: usize) -> Result<Bytes, EtcdError> {
+    pub(crate) fn read(&self, offset: u64, max: usize) -> Result<Bytes, ServerError> {
         let n = (self.len.saturating_sub(offset)).min(max as u64) as usize;
         let mut piece = vec![0; n];
         self.file
             .read_exact_at(offset, &mut piece)
-            .map_err(|error| EtcdError::Internal(format!("backend image copy: {error}")))?;
+            .map_err(|error| ServerError::Internal(format!("backend image copy: {error}")))?;
         Ok(Bytes::from(piece))
     }
 }
@@ -130,7 +130,7 @@ impl Store {
         clock: Arc<dyn Clock>,
         config: &Config,
         seed: u64,
-    ) -> Result<Self, EtcdError> {
+    ) -> Result<Self, ServerError> {
         let path = config.backend_path();
         let min_lease_ttl = config.min_lease_ttl_secs();
         let state = Self::load(disk.clone(), &path, min_lease_ttl)?;
@@ -150,7 +150,7 @@ impl Store {
     }
 
     /// Opens the backend at `path` and rebuilds the key index and the lessor from it.
-    fn load(disk: Arc<dyn Disk>, path: &Path, min_lease_ttl: i64) -> Result<State, EtcdError> {
+    fn load(disk: Arc<dyn Disk>, path: &Path, min_lease_ttl: i64) -> Result<State, ServerError> {
         let db = Db::open(disk, path).map_err(backend_error)?;
         let kv = KvStore::open(db)?;
         let mut lessor = Lessor::new(min_lease_ttl);
@@ -168,11 +168,11 @@ impl Store {
     /// Replaces the backend with the image at `image` (a leader's snapshot), moving the
     /// file over the backend's, and rebuilds everything from it. Watchers keep their
     /// streams and catch up from the new store's history.
-    pub(crate) fn restore(&self, image: &Path) -> Result<(), EtcdError> {
+    pub(crate) fn restore(&self, image: &Path) -> Result<(), ServerError> {
         let inner = &self.inner;
         let mut state = self.lock();
         install_image(inner.disk.as_ref(), image, &inner.path)
-            .map_err(|error| EtcdError::Internal(error.to_string()))?;
+            .map_err(|error| ServerError::Internal(error.to_string()))?;
         let mut restored = Self::load(inner.disk.clone(), &inner.path, inner.min_lease_ttl)?;
         let hub = state.kv.hub.clone();
         restored.kv.hub = hub.clone();
@@ -241,14 +241,14 @@ impl Store {
         self.db_size_bytes()
     }
 
-    pub(crate) fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+    pub(crate) fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
         let state = self.lock();
         let mut view = ReadView { kv: &state.kv };
         range::range(&mut view, request)
     }
 
     /// Answers a Txn that only reads; returns the response and the revision it read at.
-    pub(crate) fn read_txn(&self, request: &TxnRequest) -> Result<(TxnResponse, i64), EtcdError> {
+    pub(crate) fn read_txn(&self, request: &TxnRequest) -> Result<(TxnResponse, i64), ServerError> {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
         let revision = kv.revision;
@@ -264,8 +264,8 @@ impl Store {
     /// Runs one write through `apply`; everything it writes lands at one revision.
     pub(crate) fn write<T>(
         &self,
-        apply: impl FnOnce(&mut dyn KvWrite) -> Result<T, EtcdError>,
-    ) -> Result<(T, i64), EtcdError> {
+        apply: impl FnOnce(&mut dyn KvWrite) -> Result<T, ServerError>,
+    ) -> Result<(T, i64), ServerError> {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
         let mut view = ApplyTxn {
@@ -278,11 +278,11 @@ impl Store {
         result.map(|value| (value, revision))
     }
 
-    pub(crate) fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+    pub(crate) fn compact(&self, revision: i64) -> Result<(), ServerError> {
         Ok(self.lock().kv.compact(revision)?)
     }
 
-    pub(crate) fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64, EtcdError> {
+    pub(crate) fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64, ServerError> {
         let mut state = self.lock();
         let granted = state.lessor.grant(id, ttl, self.inner.clock.now())?;
         state.kv.backend.put_lease(id, granted, granted);
@@ -290,7 +290,7 @@ impl Store {
     }
 
     /// Revokes a lease and deletes its keys at one revision; returns the revision after.
-    pub(crate) fn revoke_lease(&self, id: i64) -> Result<i64, EtcdError> {
+    pub(crate) fn revoke_lease(&self, id: i64) -> Result<i64, ServerError> {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
         let keys = lessor.revoke(id)?;
@@ -363,17 +363,17 @@ impl Store {
         }
     }
 
-    pub(crate) fn defragment(&self) -> Result<(), EtcdError> {
+    pub(crate) fn defragment(&self) -> Result<(), ServerError> {
         self.lock().kv.backend.defragment().map_err(backend_error)
     }
 
     /// A hash of the whole key space history held (etcd's Hash).
-    pub(crate) fn hash(&self) -> Result<u32, EtcdError> {
+    pub(crate) fn hash(&self) -> Result<u32, ServerError> {
         Ok(self.lock().kv.hash_kv(0)?)
     }
 
     /// etcd's HashKV: (hash, compact revision, revision hashed at).
-    pub(crate) fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), EtcdError> {
+    pub(crate) fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), ServerError> {
         let state = self.lock();
         let at = if revision <= 0 {
             state.kv.revision
@@ -388,14 +388,14 @@ impl Store {
     /// two of the applier's batches under the store's lock (so the image holds exactly the
     /// entries up to that index), to be streamed (to a client, to a peer) without holding
     /// the lock or the whole image in memory.
-    pub(crate) fn copy_image(&self) -> Result<ImageCopy, EtcdError> {
+    pub(crate) fn copy_image(&self) -> Result<ImageCopy, ServerError> {
         let inner = &self.inner;
         let nonce = inner.image_copies.fetch_add(1, Ordering::Relaxed);
         let dir = inner.path.parent().unwrap_or(Path::new("."));
         // Named like an interrupted image save, so a restart clears a copy a crash left.
         let path = dir.join(format!("copy-{nonce}.snap.db.tmp"));
         let io =
-            |error: std::io::Error| EtcdError::Internal(format!("backend image copy: {error}"));
+            |error: std::io::Error| ServerError::Internal(format!("backend image copy: {error}"));
         let file = inner.disk.open(&path, true).map_err(io)?;
         // Made first, so that a failed copy removes its file.
         let mut copy = ImageCopy {
@@ -457,7 +457,7 @@ impl KvView for ReadView<'_> {
         revision: i64,
         limit: i64,
         count_only: bool,
-    ) -> Result<Scan, EtcdError> {
+    ) -> Result<Scan, ServerError> {
         let scan = self.kv.range(key, end, revision, limit, count_only)?;
         Ok(to_scan(scan, self.kv.revision))
     }
@@ -478,16 +478,21 @@ impl KvView for ApplyTxn<'_> {
         revision: i64,
         limit: i64,
         count_only: bool,
-    ) -> Result<Scan, EtcdError> {
+    ) -> Result<Scan, ServerError> {
         let scan = self.txn.range(key, end, revision, limit, count_only)?;
         Ok(to_scan(scan, self.visible_revision()))
     }
 }
 
 impl KvWrite for ApplyTxn<'_> {
-    fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, EtcdError> {
+    fn put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, ServerError> {
         if self.read_only {
-            return Err(EtcdError::Internal(
+            return Err(ServerError::Internal(
                 "a write in a read-only transaction".into(),
             ));
         }
@@ -503,9 +508,9 @@ impl KvWrite for ApplyTxn<'_> {
         Ok(previous)
     }
 
-    fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
+    fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
         if self.read_only {
-            return Err(EtcdError::Internal(
+            return Err(ServerError::Internal(
                 "a write in a read-only transaction".into(),
             ));
         }

@@ -17,15 +17,20 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::KeyValue;
 use crate::server::state::range::{self, KvView, Scan};
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
 /// A write transaction: reads see its own earlier writes; everything it does lands at one
 /// revision when it ends.
 pub(crate) trait KvWrite: KvView {
     /// Puts `key`; returns the previous key-value, if the key existed.
-    fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<Option<KeyValue>, EtcdError>;
+    fn put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, ServerError>;
     /// Deletes `[key, end)` (same range rules as a scan); returns what was deleted.
-    fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, EtcdError>;
+    fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError>;
     /// Whether the lease exists (puts with a lease are refused otherwise).
     fn lease_exists(&self, lease: i64) -> bool;
     /// The store's compacted revision.
@@ -38,22 +43,22 @@ pub(crate) trait KvWrite: KvView {
 }
 
 /// Reads the one key, at the latest revision.
-fn get(txn: &mut dyn KvWrite, key: &[u8]) -> Result<Option<KeyValue>, EtcdError> {
+fn get(txn: &mut dyn KvWrite, key: &[u8]) -> Result<Option<KeyValue>, ServerError> {
     let scan = txn.scan(key, &[], 0, 1, false)?;
     Ok(scan.kvs.into_iter().next())
 }
 
-pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, EtcdError> {
+pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResponse, ServerError> {
     // etcd's applier looks the lease up before it reads the key, so an unknown lease wins
     // over a missing key with `ignore_value` (inside a Txn the order is the other way
     // round, and `check_puts` has already checked both before this runs).
     if request.lease != 0 && !txn.lease_exists(request.lease) {
-        return Err(EtcdError::LeaseNotFound);
+        return Err(ServerError::LeaseNotFound);
     }
     let previous = if request.prev_kv || request.ignore_value || request.ignore_lease {
         let previous = get(txn, &request.key)?;
         if previous.is_none() && (request.ignore_value || request.ignore_lease) {
-            return Err(EtcdError::KeyNotFound);
+            return Err(ServerError::KeyNotFound);
         }
         previous
     } else {
@@ -68,7 +73,7 @@ pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResp
         _ => request.lease,
     };
     if lease != 0 && !txn.lease_exists(lease) {
-        return Err(EtcdError::LeaseNotFound);
+        return Err(ServerError::LeaseNotFound);
     }
     let replaced = txn.put(request.key.clone(), value, lease)?;
     Ok(PutResponse {
@@ -87,7 +92,7 @@ pub(crate) fn put(txn: &mut dyn KvWrite, request: &PutRequest) -> Result<PutResp
 pub(crate) fn delete_range(
     txn: &mut dyn KvWrite,
     request: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, EtcdError> {
+) -> Result<DeleteRangeResponse, ServerError> {
     let deleted = txn.delete_range(&request.key, &request.range_end)?;
     Ok(DeleteRangeResponse {
         header: Some(ResponseHeader {
@@ -99,7 +104,7 @@ pub(crate) fn delete_range(
     })
 }
 
-pub(crate) fn txn(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+pub(crate) fn txn(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<TxnResponse, ServerError> {
     let path = choose_path(txn, request)?;
     if !txn_is_read_only(request) {
         check_puts(txn, request, &path, &mut Vec::new())?;
@@ -124,7 +129,7 @@ fn branch<'a>(request: &'a TxnRequest, path: &Path) -> &'a [RequestOp] {
     }
 }
 
-fn choose_path(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<Path, EtcdError> {
+fn choose_path(txn: &mut dyn KvWrite, request: &TxnRequest) -> Result<Path, ServerError> {
     let succeeded = compares_hold(txn, &request.compare)?;
     let mut path = Path {
         succeeded,
@@ -143,7 +148,7 @@ fn execute(
     txn: &mut dyn KvWrite,
     request: &TxnRequest,
     path: &Path,
-) -> Result<TxnResponse, EtcdError> {
+) -> Result<TxnResponse, ServerError> {
     let ops = branch(request, path);
     let mut nested_paths = path.nested.iter();
     let mut responses = Vec::with_capacity(ops.len());
@@ -158,14 +163,14 @@ fn execute(
             }
             Some(Request::RequestTxn(request)) => {
                 let nested_path = nested_paths.next().ok_or_else(|| {
-                    EtcdError::Internal("etcdserver: txn path shorter than the txn".into())
+                    ServerError::Internal("etcdserver: txn path shorter than the txn".into())
                 })?;
                 let mut nested = execute(txn, request, nested_path)?;
                 // etcd leaves a nested transaction's header empty.
                 nested.header = Some(ResponseHeader::default());
                 Response::ResponseTxn(nested)
             }
-            None => return Err(EtcdError::KeyNotFound),
+            None => return Err(ServerError::KeyNotFound),
         };
         responses.push(ResponseOp {
             response: Some(response),
@@ -193,7 +198,7 @@ fn check_puts(
     request: &TxnRequest,
     path: &Path,
     from_key_deletes: &mut Vec<Bytes>,
-) -> Result<(), EtcdError> {
+) -> Result<(), ServerError> {
     let mut nested_paths = path.nested.iter();
     for op in branch(request, path) {
         match &op.request {
@@ -204,11 +209,11 @@ fn check_puts(
                         .iter()
                         .any(|start| request.key.as_ref() >= start.as_ref());
                     if existing.is_none() || deleted_before {
-                        return Err(EtcdError::KeyNotFound);
+                        return Err(ServerError::KeyNotFound);
                     }
                 }
                 if request.lease != 0 && !txn.lease_exists(request.lease) {
-                    return Err(EtcdError::LeaseNotFound);
+                    return Err(ServerError::LeaseNotFound);
                 }
             }
             Some(Request::RequestDeleteRange(request)) => {
@@ -229,7 +234,11 @@ fn check_puts(
 
 /// etcd's `checkRequestRange`, after the puts: a read at a revision the store does not
 /// hold refuses the whole transaction.
-fn check_ranges(txn: &mut dyn KvWrite, request: &TxnRequest, path: &Path) -> Result<(), EtcdError> {
+fn check_ranges(
+    txn: &mut dyn KvWrite,
+    request: &TxnRequest,
+    path: &Path,
+) -> Result<(), ServerError> {
     let mut nested_paths = path.nested.iter();
     for op in branch(request, path) {
         match &op.request {
@@ -250,16 +259,16 @@ fn check_ranges(txn: &mut dyn KvWrite, request: &TxnRequest, path: &Path) -> Res
 /// compacted at -1 (etcd's bookkeeping), so inside a transaction a revision below -1 (or
 /// any negative one after a compaction) is "compacted" — unlike a plain Range, which reads
 /// negative revisions as the latest.
-fn check_range_revision(txn: &dyn KvWrite, request: &RangeRequest) -> Result<(), EtcdError> {
+fn check_range_revision(txn: &dyn KvWrite, request: &RangeRequest) -> Result<(), ServerError> {
     let first_revision = txn.compact_revision();
     if request.revision == 0 {
         return Ok(());
     }
     if request.revision > txn.current_revision() {
-        return Err(EtcdError::FutureRevision);
+        return Err(ServerError::FutureRevision);
     }
     if request.revision < first_revision {
-        return Err(EtcdError::Compacted);
+        return Err(ServerError::Compacted);
     }
     Ok(())
 }
@@ -269,7 +278,7 @@ fn check_range_revision(txn: &dyn KvWrite, request: &RangeRequest) -> Result<(),
 pub(crate) fn compares_hold(
     txn: &mut dyn KvWrite,
     compares: &[Compare],
-) -> Result<bool, EtcdError> {
+) -> Result<bool, ServerError> {
     for compare in compares {
         let Scan { kvs, .. } = txn.scan(&compare.key, &compare.range_end, 0, 0, false)?;
         let holds = if kvs.is_empty() {
@@ -384,7 +393,7 @@ mod tests {
             _revision: i64,
             limit: i64,
             _count_only: bool,
-        ) -> Result<Scan, EtcdError> {
+        ) -> Result<Scan, ServerError> {
             let inside = |candidate: &[u8]| match end {
                 [] => candidate == key,
                 [0] => candidate >= key,
@@ -416,7 +425,7 @@ mod tests {
             key: Bytes,
             value: Bytes,
             lease: i64,
-        ) -> Result<Option<KeyValue>, EtcdError> {
+        ) -> Result<Option<KeyValue>, ServerError> {
             self.revision += 1;
             let previous = self.kvs.get(&key).cloned();
             let create_revision = previous
@@ -437,7 +446,7 @@ mod tests {
             Ok(previous)
         }
 
-        fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
+        fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
             let deleted = self.scan(key, end, 0, 0, false)?.kvs;
             for kv in &deleted {
                 self.kvs.remove(&kv.key);
@@ -618,7 +627,7 @@ mod tests {
         };
         assert_eq!(
             txn(&mut store, &request).unwrap_err(),
-            EtcdError::LeaseNotFound
+            ServerError::LeaseNotFound
         );
         assert_eq!(store.revision, before);
         assert!(!store.kvs.contains_key(&bytes("c")));
@@ -705,7 +714,7 @@ mod tests {
         };
         assert_eq!(
             txn(&mut store, &request).unwrap_err(),
-            EtcdError::KeyNotFound
+            ServerError::KeyNotFound
         );
         assert_eq!(store.revision, before);
         assert_eq!(store.kvs.len(), 2);
@@ -760,7 +769,7 @@ mod tests {
         };
         assert_eq!(
             put(&mut store, &request).unwrap_err(),
-            EtcdError::LeaseNotFound
+            ServerError::LeaseNotFound
         );
         let in_txn = TxnRequest {
             compare: vec![],
@@ -771,7 +780,7 @@ mod tests {
         };
         assert_eq!(
             txn(&mut store, &in_txn).unwrap_err(),
-            EtcdError::KeyNotFound
+            ServerError::KeyNotFound
         );
     }
 
@@ -839,6 +848,6 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(missing.unwrap_err(), EtcdError::KeyNotFound);
+        assert_eq!(missing.unwrap_err(), ServerError::KeyNotFound);
     }
 }

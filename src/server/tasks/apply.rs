@@ -22,7 +22,7 @@ use crate::raft::{ConfChangeType, ConfChangeV2, Entry, EntryType};
 use crate::server::state::server::Server;
 use crate::server::state::store::Store;
 use crate::server::tasks::apply_chain;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 #[cfg(madsim)]
 use crate::server::types::observe;
 use crate::server::types::request::{Applied, ApplyBatch, NodeInput, REMOVED};
@@ -43,7 +43,7 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    pub(crate) async fn run(mut self) -> Result<(), EtcdError> {
+    pub(crate) async fn run(mut self) -> Result<(), ServerError> {
         let interval = Duration::from_millis(self.server.config.backend_batch_interval.max(1));
         let mut commit_timer = tokio::time::interval(interval);
         commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -71,7 +71,7 @@ impl Applier {
         self.commit()
     }
 
-    fn apply_batch(&mut self, batch: ApplyBatch) -> Result<(), EtcdError> {
+    fn apply_batch(&mut self, batch: ApplyBatch) -> Result<(), ServerError> {
         // A copy of the backend (a snapshot for a peer or a client) waits for the batch to
         // end: it then holds the effects of every entry up to the consistent index and of
         // none after it.
@@ -111,11 +111,11 @@ impl Applier {
     /// Replaces the state machine with the leader's backend image that came with the
     /// snapshot at `index` (the Raft task saved it). The image was taken at or after
     /// `index`; entries up to its own applied index only re-apply membership.
-    fn restore(&mut self, index: u64) -> Result<(), EtcdError> {
+    fn restore(&mut self, index: u64) -> Result<(), ServerError> {
         let dir = self.server.config.snap_dir();
         let image = crate::wal::snapshot_db_path(&dir, index);
         self.backend.restore(&image).map_err(|error| {
-            EtcdError::Internal(format!("restoring the snapshot at index {index}: {error}"))
+            ServerError::Internal(format!("restoring the snapshot at index {index}: {error}"))
         })?;
         if let Err(error) =
             crate::wal::remove_images_before(self.backend.disk().as_ref(), &dir, index)
@@ -143,9 +143,9 @@ impl Applier {
     /// The membership side of a committed configuration change: the member list (kept in
     /// the backend), the transport's peers, and the client waiting for it. A member that
     /// learns it was removed stops.
-    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), EtcdError> {
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), ServerError> {
         let change = ConfChangeV2::decode(entry.data.clone()).map_err(|error| {
-            EtcdError::Internal(format!("entry {} does not decode: {error}", entry.index))
+            ServerError::Internal(format!("entry {} does not decode: {error}", entry.index))
         })?;
         let refusal = self.server.membership.conf_change_refusal(entry.index);
         // Bootstrap entries and the leader's automatic leave of a joint configuration carry
@@ -187,7 +187,7 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_entry(&mut self, entry: Entry) -> Result<(), EtcdError> {
+    fn apply_entry(&mut self, entry: Entry) -> Result<(), ServerError> {
         assert!(
             entry.index > self.applied_index,
             "entry {} applied twice (applied index {})",
@@ -205,7 +205,7 @@ impl Applier {
                 let request = match InternalRequest::decode(entry.data.clone()) {
                     Ok(request) => request,
                     Err(error) => {
-                        return Err(EtcdError::Internal(format!(
+                        return Err(ServerError::Internal(format!(
                             "entry {} does not decode: {error}",
                             entry.index
                         )))
@@ -228,7 +228,7 @@ impl Applier {
                 self.apply_conf_change(&entry)?;
             }
             Err(_) => {
-                return Err(EtcdError::Internal(format!(
+                return Err(ServerError::Internal(format!(
                     "entry {} has unknown type {}",
                     entry.index, entry.entry_type
                 )))
@@ -237,14 +237,14 @@ impl Applier {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), EtcdError> {
+    fn commit(&mut self) -> Result<(), ServerError> {
         if self.uncommitted_entries == 0 {
             return Ok(());
         }
         self.backend.commit().map_err(|error| {
             tracing::error!(%error, "backend commit failed; stopping the member");
             self.server.lifecycle.stop_with_error(error.to_string());
-            EtcdError::Stopped
+            ServerError::Stopped
         })?;
         self.uncommitted_entries = 0;
         Ok(())

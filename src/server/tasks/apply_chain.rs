@@ -18,7 +18,7 @@ use crate::proto::oxcdpb::{internal_request::Request, MemberRecord};
 use crate::server::state::server::Server;
 use crate::server::state::store::Store;
 use crate::server::state::txn;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::{Applied, ApplyResult};
 
 /// Applies each kind of request in the log; answers the response and the revision after it.
@@ -50,7 +50,7 @@ pub(crate) fn dispatch(applier: &mut dyn ApplyRequests, request: Option<Request>
         Some(Request::Alarm(request)) => applier.alarm(&request),
         Some(Request::MemberAttributes(record)) => applier.member_attributes(record),
         Some(Request::MemberUpdate(record)) => applier.member_update(record),
-        None => Err(EtcdError::Internal("empty request in the log".into())),
+        None => Err(ServerError::Internal("empty request in the log".into())),
     }
 }
 
@@ -175,7 +175,7 @@ impl ApplyRequests for StateApplier<'_> {
     fn member_update(&mut self, record: MemberRecord) -> ApplyResult {
         let membership = &self.server.membership;
         if !membership.update_peer_urls(record.id, record.peer_urls) {
-            return Err(EtcdError::MemberNotFound);
+            return Err(ServerError::MemberNotFound);
         }
         Ok((Applied::Membership, self.revision()))
     }
@@ -190,18 +190,18 @@ pub(crate) struct Capped<'a> {
 
 impl ApplyRequests for Capped<'_> {
     fn put(&mut self, _request: &PutRequest) -> ApplyResult {
-        Err(EtcdError::NoSpace)
+        Err(ServerError::NoSpace)
     }
 
     fn txn(&mut self, request: &TxnRequest) -> ApplyResult {
         if txn::txn_has_puts(request) {
-            return Err(EtcdError::NoSpace);
+            return Err(ServerError::NoSpace);
         }
         self.next.txn(request)
     }
 
     fn lease_grant(&mut self, _request: &LeaseGrantRequest) -> ApplyResult {
-        Err(EtcdError::NoSpace)
+        Err(ServerError::NoSpace)
     }
 
     fn delete_range(&mut self, request: &DeleteRangeRequest) -> ApplyResult {
@@ -345,7 +345,7 @@ mod tests {
         let mut recorder = Recorder::default();
         assert!(matches!(
             dispatch(&mut recorder, None),
-            Err(EtcdError::Internal(_))
+            Err(ServerError::Internal(_))
         ));
         assert!(recorder.0.is_empty());
     }
@@ -362,7 +362,7 @@ mod tests {
                 Some(request),
             );
             if growing.contains(&method) {
-                assert_eq!(result.unwrap_err(), EtcdError::NoSpace, "{method}");
+                assert_eq!(result.unwrap_err(), ServerError::NoSpace, "{method}");
                 assert!(recorder.0.is_empty(), "{method} reached the state");
             } else {
                 assert!(result.is_ok(), "{method}");
@@ -383,11 +383,11 @@ mod tests {
         };
         assert_eq!(
             capped.txn(&txn(vec![delete.clone(), put])).unwrap_err(),
-            EtcdError::NoSpace
+            ServerError::NoSpace
         );
         assert_eq!(
             capped.txn(&txn(vec![nested_put])).unwrap_err(),
-            EtcdError::NoSpace
+            ServerError::NoSpace
         );
         assert!(capped.txn(&txn(vec![delete])).is_ok());
         assert_eq!(recorder.0, vec!["txn"]);

@@ -10,7 +10,7 @@ use crate::io::Ticker;
 use crate::proto::etcdserverpb::LeaseRevokeRequest;
 use crate::proto::oxcdpb::internal_request::Request as Internal;
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
 /// How often the leader looks for expired leases.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -47,7 +47,7 @@ pub(crate) async fn run(server: Arc<Server>) {
                 let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
                 match server.proposer.propose(revoke).await {
                     Ok(_) => tracing::debug!(lease = id, "revoked expired lease"),
-                    Err(EtcdError::LeaseNotFound) => {}
+                    Err(ServerError::LeaseNotFound) => {}
                     Err(error) => tracing::warn!(lease = id, %error, "failed to revoke lease"),
                 }
             });

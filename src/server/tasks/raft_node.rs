@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::io::Ticker;
 
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 #[cfg(madsim)]
 use crate::server::types::observe;
 use crate::server::types::request::{ApplyBatch, NodeInput, RaftStatus, LEARNERS_MAX};
@@ -52,7 +52,7 @@ pub(crate) struct RaftNode {
 impl RaftNode {
     /// Runs the Ready loop until the member stops. Returns an error when the member must stop
     /// because its storage failed.
-    pub(crate) async fn run(mut self) -> Result<(), EtcdError> {
+    pub(crate) async fn run(mut self) -> Result<(), ServerError> {
         // One Raft tick per heartbeat interval of this member's clock.
         let mut ticker = Ticker::new(self.server.store.clock(), self.server.config.heartbeat());
         tracing::trace!(ready = self.raw_node.has_ready(), status = ?self.raw_node.status(), "raft task started");
@@ -120,7 +120,7 @@ impl RaftNode {
         }
     }
 
-    fn process_ready(&mut self) -> Result<(), EtcdError> {
+    fn process_ready(&mut self) -> Result<(), ServerError> {
         while self.raw_node.has_ready() {
             let mut ready = self.raw_node.ready();
             tracing::trace!(
@@ -190,7 +190,7 @@ impl RaftNode {
                     self.server
                         .lifecycle
                         .stop_with_error("the applier stopped".to_string());
-                    return Err(EtcdError::Stopped);
+                    return Err(ServerError::Stopped);
                 }
             }
             for read_state in std::mem::take(&mut ready.read_states) {
@@ -241,7 +241,7 @@ impl RaftNode {
     fn persist_snapshot(
         &mut self,
         snapshot: raft::Snapshot,
-    ) -> Result<Option<raft::Snapshot>, EtcdError> {
+    ) -> Result<Option<raft::Snapshot>, ServerError> {
         let Some(metadata) = snapshot.metadata else {
             return Ok(None);
         };
@@ -263,11 +263,11 @@ impl RaftNode {
 
     /// Records a snapshot at `index` (the backend is committed through it), then releases the
     /// WAL and the in-memory log before it, keeping some entries for lagging followers.
-    fn snapshot(&mut self, index: u64, conf_state: ConfState) -> Result<(), EtcdError> {
+    fn snapshot(&mut self, index: u64, conf_state: ConfState) -> Result<(), ServerError> {
         let snapshot = self
             .storage
             .create_snapshot(index, Some(conf_state), Bytes::new())
-            .map_err(|error| EtcdError::Internal(error.to_string()))?;
+            .map_err(|error| ServerError::Internal(error.to_string()))?;
         let Some(metadata) = snapshot.metadata.clone() else {
             return Ok(());
         };
@@ -289,7 +289,7 @@ impl RaftNode {
 
     /// Saves the snapshot file, then marks the snapshot in the WAL (the marker tells a
     /// restart which snapshot the log continues from).
-    fn record_snapshot(&mut self, snapshot: &raft::Snapshot) -> Result<(), EtcdError> {
+    fn record_snapshot(&mut self, snapshot: &raft::Snapshot) -> Result<(), ServerError> {
         let metadata = snapshot.metadata.clone().unwrap_or_default();
         self.snapshots
             .save(snapshot)
@@ -316,7 +316,7 @@ impl RaftNode {
                         None => self
                             .raw_node
                             .try_apply_conf_change(&change)
-                            .map_err(|error| EtcdError::Internal(error.to_string())),
+                            .map_err(|error| ServerError::Internal(error.to_string())),
                     };
                     match refused {
                         Ok(conf_state) => {
@@ -356,20 +356,20 @@ impl RaftNode {
         });
     }
 
-    fn fatal(&self, what: &str, error: String) -> EtcdError {
+    fn fatal(&self, what: &str, error: String) -> ServerError {
         tracing::error!(what, %error, "storage failed; stopping the member");
         self.server
             .lifecycle
             .stop_with_error(format!("{what}: {error}"));
-        EtcdError::Stopped
+        ServerError::Stopped
     }
 }
 
 /// Why the core refused a proposal, as the client sees it.
-fn proposal_error(error: raft::Error) -> EtcdError {
+fn proposal_error(error: raft::Error) -> ServerError {
     match error {
-        raft::Error::ProposalDropped => EtcdError::NoLeader,
-        other => EtcdError::Internal(other.to_string()),
+        raft::Error::ProposalDropped => ServerError::NoLeader,
+        other => ServerError::Internal(other.to_string()),
     }
 }
 
@@ -377,7 +377,7 @@ fn proposal_error(error: raft::Error) -> EtcdError {
 /// the configuration it would change alone, so that every member judges alike (etcd checks
 /// at apply time, too: two requests may pass the proposer's checks together). The
 /// bootstrap entries, which carry no request, are the core's alone to judge.
-fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<EtcdError> {
+fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<ServerError> {
     use crate::raft::ConfChangeType;
     if change.context.is_empty() {
         return None;
@@ -387,15 +387,15 @@ fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<EtcdError> {
         let voter = current.voters.contains(&id);
         let learner = current.learners.contains(&id) || current.learners_next.contains(&id);
         match ConfChangeType::try_from(single.change_type) {
-            Ok(ConfChangeType::AddNode) if voter => return Some(EtcdError::MemberIdExists),
+            Ok(ConfChangeType::AddNode) if voter => return Some(ServerError::MemberIdExists),
             Ok(ConfChangeType::AddLearnerNode) if voter || learner => {
-                return Some(EtcdError::MemberIdExists)
+                return Some(ServerError::MemberIdExists)
             }
             Ok(ConfChangeType::AddLearnerNode) if current.learners.len() >= LEARNERS_MAX => {
-                return Some(EtcdError::TooManyLearners)
+                return Some(ServerError::TooManyLearners)
             }
             Ok(ConfChangeType::RemoveNode) if !voter && !learner => {
-                return Some(EtcdError::MemberNotFound)
+                return Some(ServerError::MemberNotFound)
             }
             _ => {}
         }
@@ -429,20 +429,20 @@ mod tests {
         let refused = |kind, id| refusal(&change(kind, id), &current);
         assert_eq!(
             refused(ConfChangeType::AddLearnerNode, 5),
-            Some(EtcdError::TooManyLearners),
+            Some(ServerError::TooManyLearners),
             "a second learner, added concurrently with the first"
         );
         assert_eq!(
             refused(ConfChangeType::AddNode, 2),
-            Some(EtcdError::MemberIdExists)
+            Some(ServerError::MemberIdExists)
         );
         assert_eq!(
             refused(ConfChangeType::AddLearnerNode, 4),
-            Some(EtcdError::MemberIdExists)
+            Some(ServerError::MemberIdExists)
         );
         assert_eq!(
             refused(ConfChangeType::RemoveNode, 9),
-            Some(EtcdError::MemberNotFound)
+            Some(ServerError::MemberNotFound)
         );
         assert_eq!(refused(ConfChangeType::AddNode, 4), None, "promotion");
         assert_eq!(refused(ConfChangeType::AddNode, 5), None);

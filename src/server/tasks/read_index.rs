@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::server::state::reads::ReadResult;
 use crate::server::state::server::Server;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 use crate::server::types::request::NodeInput;
 
 /// How long a ReadIndex request waits for its answer before it is sent again (etcd: 500 ms).
@@ -30,7 +30,7 @@ pub(crate) async fn run(server: Arc<Server>) {
         }
     }
     for reader in reads.take_waiting() {
-        let _ = reader.send(Err(EtcdError::Stopped));
+        let _ = reader.send(Err(ServerError::Stopped));
     }
 }
 
@@ -50,16 +50,16 @@ async fn round(server: &Server) -> ReadResult {
         let wait = READ_INDEX_RETRY.min(deadline.saturating_duration_since(now));
         match tokio::time::timeout(wait, &mut answer).await {
             Ok(Ok(result)) => break result?,
-            Ok(Err(_)) => return Err(EtcdError::Stopped),
+            Ok(Err(_)) => return Err(ServerError::Stopped),
             Err(_) if tokio::time::Instant::now() < deadline => continue,
             Err(_) => {
                 server.reads.abandon_round(&context);
-                return Err(EtcdError::Timeout);
+                return Err(ServerError::Timeout);
             }
         }
     };
     match tokio::time::timeout(timeout, server.applied_reached(index)).await {
         Ok(()) => Ok(()),
-        Err(_) => Err(EtcdError::TimeoutWaitAppliedIndex),
+        Err(_) => Err(ServerError::TimeoutWaitAppliedIndex),
     }
 }

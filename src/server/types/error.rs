@@ -1,14 +1,14 @@
-//! Every error a client can see, with etcd's exact gRPC code and message.
+//! What can go wrong in a member, in etcd's words.
 //!
-//! etcd clients (clientv3, etcdctl, Kubernetes) rebuild typed errors by matching the message
-//! text, so the strings here must match etcd's byte for byte. This is the one place where
-//! internal conditions become wire errors.
+//! Every layer of the server speaks `ServerError`. Its `Display` text is the exact message
+//! etcd gives for the same condition, because the applier's errors must be the same on
+//! every member and the same as etcd's: clients (clientv3, etcdctl, Kubernetes) rebuild
+//! typed errors by matching the text byte for byte. Which gRPC code each one travels with
+//! is decided at the edge only, in `services::status`.
 
-use tonic::{Code, Status};
-
-/// An error answered to a client. The `Display` text is the exact etcd message.
+/// An error of the server. The `Display` text is the exact etcd message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum EtcdError {
+pub(crate) enum ServerError {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
     #[error("etcdserver: key not found")]
@@ -73,129 +73,4 @@ pub(crate) enum EtcdError {
     /// as etcd reports unexpected errors: code Unknown with the underlying text.
     #[error("{0}")]
     Internal(String),
-}
-
-impl EtcdError {
-    pub(crate) fn code(&self) -> Code {
-        use EtcdError::*;
-        match self {
-            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | RequestTooLarge | InvalidPeerUrls => Code::InvalidArgument,
-            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
-            NoSpace => Code::ResourceExhausted,
-            LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists
-            | BadLeaderTransferee
-            | NotLeader
-            | PeerUrlExists
-            | MemberIdExists
-            | NotLearner
-            | LearnerNotReady
-            | TooManyLearners
-            | NotEnoughStartedMembers => Code::FailedPrecondition,
-            NoLeader | LeaderChanged | Stopped | Timeout | TimeoutWaitAppliedIndex | Unhealthy => {
-                Code::Unavailable
-            }
-            // etcd sends these as plain errors, which gRPC reports as Unknown.
-            TooManyRequests | Internal(_) => Code::Unknown,
-        }
-    }
-}
-
-impl From<EtcdError> for Status {
-    fn from(error: EtcdError) -> Status {
-        Status::new(error.code(), error.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The exact pairs etcd 3.4.23 answers (reference/etcd-api.md §2).
-    #[test]
-    fn codes_and_messages_match_etcd() {
-        let table = [
-            (
-                EtcdError::EmptyKey,
-                Code::InvalidArgument,
-                "etcdserver: key is not provided",
-            ),
-            (
-                EtcdError::Compacted,
-                Code::OutOfRange,
-                "etcdserver: mvcc: required revision has been compacted",
-            ),
-            (
-                EtcdError::FutureRevision,
-                Code::OutOfRange,
-                "etcdserver: mvcc: required revision is a future revision",
-            ),
-            (
-                EtcdError::NoSpace,
-                Code::ResourceExhausted,
-                "etcdserver: mvcc: database space exceeded",
-            ),
-            (
-                EtcdError::LeaseNotFound,
-                Code::NotFound,
-                "etcdserver: requested lease not found",
-            ),
-            (
-                EtcdError::LeaseExists,
-                Code::FailedPrecondition,
-                "etcdserver: lease already exists",
-            ),
-            (
-                EtcdError::LeaseTtlTooLarge,
-                Code::OutOfRange,
-                "etcdserver: too large lease TTL",
-            ),
-            (
-                EtcdError::TooManyOps,
-                Code::InvalidArgument,
-                "etcdserver: too many operations in txn request",
-            ),
-            (
-                EtcdError::DuplicateKey,
-                Code::InvalidArgument,
-                "etcdserver: duplicate key given in txn request",
-            ),
-            (
-                EtcdError::RequestTooLarge,
-                Code::InvalidArgument,
-                "etcdserver: request is too large",
-            ),
-            (
-                EtcdError::NoLeader,
-                Code::Unavailable,
-                "etcdserver: no leader",
-            ),
-            (
-                EtcdError::TooManyLearners,
-                Code::FailedPrecondition,
-                "etcdserver: too many learner members in cluster",
-            ),
-            (
-                EtcdError::NotEnoughStartedMembers,
-                Code::FailedPrecondition,
-                "etcdserver: re-configuration failed due to not enough started members",
-            ),
-            (
-                EtcdError::Unhealthy,
-                Code::Unavailable,
-                "etcdserver: unhealthy cluster",
-            ),
-            (
-                EtcdError::BadLeaderTransferee,
-                Code::FailedPrecondition,
-                "etcdserver: bad leader transferee",
-            ),
-        ];
-        for (error, code, message) in table {
-            let status = Status::from(error.clone());
-            assert_eq!(status.code(), code, "{error:?}");
-            assert_eq!(status.message(), message, "{error:?}");
-        }
-    }
 }

@@ -9,7 +9,7 @@ use crate::proto::etcdserverpb::{
     LeaseRevokeResponse, PutResponse, TxnResponse,
 };
 use crate::raft::{self, ConfChangeV2, ConfState, Entry, Message};
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 
 /// What a member answers a removed member, which then stops (etcd's words).
 pub const REMOVED: &str = "the member has been permanently removed from the cluster";
@@ -40,7 +40,7 @@ pub(crate) enum Applied {
 }
 
 /// What a waiter receives: the response and the store's revision right after the apply.
-pub(crate) type ApplyResult = Result<(Applied, i64), EtcdError>;
+pub(crate) type ApplyResult = Result<(Applied, i64), ServerError>;
 
 /// A response type that one kind of applied request produces: a proposer asks for the
 /// type it expects (`Proposer::propose_as::<PutResponse>`) instead of matching `Applied`.
@@ -87,14 +87,14 @@ pub(crate) enum NodeInput {
     /// still be lost before commit: the waiter's timeout covers that).
     Propose {
         data: Bytes,
-        done: oneshot::Sender<Result<(), EtcdError>>,
+        done: oneshot::Sender<Result<(), ServerError>>,
     },
     /// Start a ReadIndex round; the answer arrives as a read state carrying `context`.
     ReadIndex { context: Bytes },
     /// Propose a membership change.
     ProposeConfChange {
         change: ConfChangeV2,
-        done: oneshot::Sender<Result<(), EtcdError>>,
+        done: oneshot::Sender<Result<(), ServerError>>,
     },
     /// The applier committed the backend through `index`: the log before it may be compacted
     /// and a snapshot recorded.

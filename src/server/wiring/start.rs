@@ -21,7 +21,7 @@ use crate::server::tasks::peer_transport::PeerTransport;
 use crate::server::tasks::raft_node::RaftNode;
 use crate::server::tasks::{lease_expiry, read_index};
 use crate::server::types::config::Config;
-use crate::server::types::error::EtcdError;
+use crate::server::types::error::ServerError;
 #[cfg(madsim)]
 use crate::server::types::observe;
 use crate::server::types::request::REMOVED;
@@ -156,8 +156,8 @@ pub async fn run_on(
     for listener in servers {
         listener.abort();
     }
-    let node_result = node_task.await.unwrap_or(Err(EtcdError::Stopped));
-    let applier_result = applier_task.await.unwrap_or(Err(EtcdError::Stopped));
+    let node_result = node_task.await.unwrap_or(Err(ServerError::Stopped));
+    let applier_result = applier_task.await.unwrap_or(Err(ServerError::Stopped));
     if let Some(reason) = server.lifecycle.stop_reason() {
         return Err(StartError::Stopped(reason));
     }
