@@ -4,7 +4,7 @@
 //! `--max-request-bytes` + 512 KiB before anything decodes it: grpc-go answers
 //! `RESOURCE_EXHAUSTED` "grpc: received message larger than max (N vs. M)". A message under
 //! that but whose proposal is larger than `--max-request-bytes` reaches the server and is
-//! refused there with `etcdserver: request is too large` (`Server::propose`).
+//! refused there with `etcdserver: request is too large` (`Proposer::propose`).
 //!
 //! tonic enforces the first limit too, as early (from the length prefix of the message,
 //! before its body is buffered), but answers `OUT_OF_RANGE` "Error, decoded message length
