@@ -25,9 +25,7 @@ use crate::proto::etcdserverpb::{
     MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
     MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
-use crate::proto::oxcdpb::{
-    internal_request::Request as Internal, MemberRecord, ReconfigurationCheck,
-};
+use crate::proto::oxcdpb::{internal_request::Request as Internal, Member, ReconfigurationCheck};
 use crate::raft::ConfChangeType;
 use crate::server::services::forward;
 use crate::server::state::server::Server;
@@ -46,11 +44,11 @@ fn quorum(voters: usize) -> usize {
 }
 
 /// A member that has published its name; members added but never started have none.
-fn started(record: &MemberRecord) -> bool {
+fn started(record: &Member) -> bool {
     !record.name.is_empty()
 }
 
-fn voters(server: &Server) -> Vec<MemberRecord> {
+fn voters(server: &Server) -> Vec<Member> {
     server
         .membership
         .members()
@@ -147,12 +145,12 @@ async fn may_add(server: &Server, learner: bool) -> Result<(), ServerError> {
 }
 
 /// May member `record` be removed?
-async fn may_remove(server: &Server, record: &MemberRecord) -> Result<(), ServerError> {
+async fn may_remove(server: &Server, record: &Member) -> Result<(), ServerError> {
     if !server.config.strict_reconfig_check || record.is_learner {
         return Ok(());
     }
     let voters = voters(server);
-    let remaining: Vec<&MemberRecord> = voters.iter().filter(|m| m.id != record.id).collect();
+    let remaining: Vec<&Member> = voters.iter().filter(|m| m.id != record.id).collect();
     if remaining.iter().filter(|m| started(m)).count() < quorum(remaining.len()) {
         return Err(ServerError::NotEnoughStartedMembers);
     }
@@ -176,7 +174,7 @@ pub(crate) struct ClusterService {
     pub(crate) server: Arc<Server>,
 }
 
-fn info(record: MemberRecord) -> MemberInfo {
+fn info(record: Member) -> MemberInfo {
     MemberInfo {
         id: record.id,
         name: record.name,
@@ -280,7 +278,7 @@ impl Cluster for ClusterService {
             return Err(ServerError::MemberIdExists.into());
         }
         may_add(&self.server, request.is_learner).await?;
-        let record = MemberRecord {
+        let record = Member {
             id,
             name: String::new(),
             peer_urls: request.peer_ur_ls,
@@ -339,7 +337,7 @@ impl Cluster for ClusterService {
         if peer_urls_taken(&self.server, &request.peer_ur_ls, Some(request.id)) {
             return Err(ServerError::PeerUrlExists.into());
         }
-        let update = MemberRecord {
+        let update = Member {
             peer_urls: request.peer_ur_ls,
             ..record
         };

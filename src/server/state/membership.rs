@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::proto::oxcdpb::MemberRecord;
+use crate::proto::oxcdpb::Member;
 use crate::raft::{ConfChangeType, ConfState};
 use crate::server::state::store::Store;
 use crate::server::types::error::ServerError;
@@ -32,7 +32,7 @@ pub(crate) struct Membership {
     contact_timeout: Duration,
     /// Every member's name and URLs: the initial cluster, updated by what members publish.
     /// Lock order: `members` before `removed`; neither is held across an await.
-    members: Mutex<BTreeMap<u64, MemberRecord>>,
+    members: Mutex<BTreeMap<u64, Member>>,
     /// Members removed from the cluster (their ids may never return).
     removed: Mutex<BTreeSet<u64>>,
     /// The configuration after each recent configuration change, by log index; the newest is
@@ -69,7 +69,7 @@ impl Membership {
     }
 
     /// Every known member, in id order.
-    pub(crate) fn members(&self) -> Vec<MemberRecord> {
+    pub(crate) fn members(&self) -> Vec<Member> {
         self.members
             .lock()
             .expect("members lock poisoned")
@@ -79,7 +79,7 @@ impl Membership {
     }
 
     /// The record of member `id`, if it is a member.
-    pub(crate) fn member(&self, id: u64) -> Option<MemberRecord> {
+    pub(crate) fn member(&self, id: u64) -> Option<Member> {
         self.members
             .lock()
             .expect("members lock poisoned")
@@ -88,7 +88,7 @@ impl Membership {
     }
 
     /// Records a member (from the initial cluster, the backend, or an applied publication).
-    pub(crate) fn set_member(&self, record: MemberRecord) {
+    pub(crate) fn set_member(&self, record: Member) {
         let mut members = self.members.lock().expect("members lock poisoned");
         match members.get_mut(&record.id) {
             // A publication may lack what the bootstrap knew, and the reverse.
@@ -113,7 +113,7 @@ impl Membership {
 
     /// A member's publication of its name and client URLs, applied from the log and saved.
     /// A member removed meanwhile does not come back by publishing.
-    pub(crate) fn publish(&self, record: MemberRecord) {
+    pub(crate) fn publish(&self, record: Member) {
         if !self.is_removed(record.id) {
             self.set_member(record);
             self.save();
@@ -122,7 +122,7 @@ impl Membership {
 
     /// Applies a committed membership change about `record` to the member list and the
     /// transport. Returns whether this member was removed.
-    pub(crate) fn apply_change(&self, change: ConfChangeType, record: &MemberRecord) -> bool {
+    pub(crate) fn apply_change(&self, change: ConfChangeType, record: &Member) -> bool {
         let mut members = self.members.lock().expect("members lock poisoned");
         match change {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
@@ -191,7 +191,7 @@ impl Membership {
     /// Replaces the member list with the one of a leader's snapshot (`records`, `removed`):
     /// members it does not list are gone, and the transport follows. The changes that made
     /// the difference were folded into the snapshot, so they never apply here one by one.
-    pub(crate) fn replace(&self, records: Vec<MemberRecord>, removed: Vec<u64>) {
+    pub(crate) fn replace(&self, records: Vec<Member>, removed: Vec<u64>) {
         self.set_removed(removed);
         let listed: BTreeSet<u64> = records.iter().map(|r| r.id).collect();
         let dropped: Vec<u64> = {
@@ -359,8 +359,8 @@ mod tests {
         membership: Membership,
     }
 
-    fn record(id: u64, url: &str) -> MemberRecord {
-        MemberRecord {
+    fn record(id: u64, url: &str) -> Member {
+        Member {
             id,
             name: format!("m{id}"),
             peer_urls: vec![url.to_string()],

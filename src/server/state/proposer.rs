@@ -15,7 +15,7 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
-use crate::proto::oxcdpb::{ConfChangeContext, MemberRecord};
+use crate::proto::oxcdpb::{ConfChangeContext, Member};
 use crate::raft::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use crate::server::types::error::ServerError;
 use crate::server::types::request::{
@@ -141,7 +141,7 @@ impl Proposer {
     pub(crate) async fn propose_membership(
         &self,
         change: ConfChangeType,
-        record: MemberRecord,
+        record: Member,
     ) -> Result<i64, ServerError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let context = ConfChangeContext {
@@ -365,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn a_membership_change_carries_its_request_id_and_record() {
         let (proposer, mut inputs) = proposer(Duration::from_secs(5));
-        let record = MemberRecord {
+        let record = Member {
             id: 9,
             ..Default::default()
         };

@@ -19,7 +19,7 @@ use super::proposer::Proposer;
 use super::reads::ReadBatcher;
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
-use crate::proto::oxcdpb::MemberRecord;
+use crate::proto::oxcdpb::Member;
 use crate::raft::MemStorage;
 use crate::server::state::store::Store;
 use crate::server::types::config::Config;
@@ -102,8 +102,8 @@ impl Server {
     }
 
     /// This member's own record, as it publishes it.
-    pub(crate) fn own_record(&self) -> MemberRecord {
-        MemberRecord {
+    pub(crate) fn own_record(&self) -> Member {
+        Member {
             id: self.id,
             name: self.name.clone(),
             peer_urls: self.peer_urls.clone(),

@@ -23,7 +23,7 @@ use crate::proto::etcdserverpb::{
     AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{Event, KeyValue};
-use crate::proto::oxcdpb::{MemberRecord, MemberRecords};
+use crate::proto::oxcdpb::{Member, SavedMembers};
 use crate::server::state::range::{self, KvView, Scan};
 use crate::server::state::txn::{self, KvWrite};
 use crate::server::types::config::Config;
@@ -214,13 +214,13 @@ impl Store {
     }
 
     /// The member records and removed member ids saved by [`Store::save_members`].
-    pub(crate) fn member_records(&self) -> MemberRecords {
+    pub(crate) fn member_records(&self) -> SavedMembers {
         let encoded = self.lock().kv.backend.members().unwrap_or_default();
-        MemberRecords::decode(encoded.as_slice()).unwrap_or_default()
+        SavedMembers::decode(encoded.as_slice()).unwrap_or_default()
     }
 
-    pub(crate) fn save_members(&self, members: &[MemberRecord], removed: &[u64]) {
-        let encoded = MemberRecords {
+    pub(crate) fn save_members(&self, members: &[Member], removed: &[u64]) {
+        let encoded = SavedMembers {
             members: members.to_vec(),
             removed: removed.to_vec(),
         }

@@ -14,7 +14,7 @@ use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     TxnRequest,
 };
-use crate::proto::oxcdpb::{internal_request::Request, MemberRecord};
+use crate::proto::oxcdpb::{internal_request::Request, Member};
 use crate::server::state::server::Server;
 use crate::server::state::store::Store;
 use crate::server::state::txn;
@@ -32,9 +32,9 @@ pub(crate) trait ApplyRequests {
     fn lease_checkpoint(&mut self, request: &LeaseCheckpointRequest) -> ApplyResult;
     fn alarm(&mut self, request: &AlarmRequest) -> ApplyResult;
     /// A member publishes its name and client URLs.
-    fn member_attributes(&mut self, record: MemberRecord) -> ApplyResult;
+    fn member_attributes(&mut self, record: Member) -> ApplyResult;
     /// New peer URLs for a member (MemberUpdate).
-    fn member_update(&mut self, record: MemberRecord) -> ApplyResult;
+    fn member_update(&mut self, record: Member) -> ApplyResult;
 }
 
 /// Hands `request` to the method of its kind.
@@ -167,12 +167,12 @@ impl ApplyRequests for StateApplier<'_> {
         Ok((Applied::Alarm(response), self.revision()))
     }
 
-    fn member_attributes(&mut self, record: MemberRecord) -> ApplyResult {
+    fn member_attributes(&mut self, record: Member) -> ApplyResult {
         self.server.membership.publish(record);
         Ok((Applied::Membership, self.revision()))
     }
 
-    fn member_update(&mut self, record: MemberRecord) -> ApplyResult {
+    fn member_update(&mut self, record: Member) -> ApplyResult {
         let membership = &self.server.membership;
         if !membership.update_peer_urls(record.id, record.peer_urls) {
             return Err(ServerError::MemberNotFound);
@@ -224,11 +224,11 @@ impl ApplyRequests for Capped<'_> {
         self.next.alarm(request)
     }
 
-    fn member_attributes(&mut self, record: MemberRecord) -> ApplyResult {
+    fn member_attributes(&mut self, record: Member) -> ApplyResult {
         self.next.member_attributes(record)
     }
 
-    fn member_update(&mut self, record: MemberRecord) -> ApplyResult {
+    fn member_update(&mut self, record: Member) -> ApplyResult {
         self.next.member_update(record)
     }
 }
@@ -274,10 +274,10 @@ mod tests {
         fn alarm(&mut self, _: &AlarmRequest) -> ApplyResult {
             self.reached("alarm")
         }
-        fn member_attributes(&mut self, _: MemberRecord) -> ApplyResult {
+        fn member_attributes(&mut self, _: Member) -> ApplyResult {
             self.reached("member_attributes")
         }
-        fn member_update(&mut self, _: MemberRecord) -> ApplyResult {
+        fn member_update(&mut self, _: Member) -> ApplyResult {
             self.reached("member_update")
         }
     }
@@ -321,13 +321,10 @@ mod tests {
             ),
             (Request::Alarm(AlarmRequest::default()), "alarm"),
             (
-                Request::MemberAttributes(MemberRecord::default()),
+                Request::MemberAttributes(Member::default()),
                 "member_attributes",
             ),
-            (
-                Request::MemberUpdate(MemberRecord::default()),
-                "member_update",
-            ),
+            (Request::MemberUpdate(Member::default()), "member_update"),
         ]
     }
 

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::io::{Clock, Disk};
-use crate::proto::oxcdpb::MemberRecord;
+use crate::proto::oxcdpb::Member;
 use crate::raft::{self, ConfState, MemStorage, RawNode};
 use crate::server::state::store::{self, Store};
 use crate::server::tasks::peer_transport;
@@ -48,9 +48,9 @@ const SNAPSHOT_FILES_KEPT: usize = 5;
 /// Where the member list comes from before anything is applied.
 pub(crate) enum MemberSource {
     /// The peers said, when this member joined a running cluster.
-    Joined(Vec<MemberRecord>),
+    Joined(Vec<Member>),
     /// The initial cluster of the flags (used only when the backend recorded none).
-    Initial(Vec<MemberRecord>),
+    Initial(Vec<Member>),
 }
 
 /// A member's state, recovered or new, ready for the tasks.
@@ -213,7 +213,7 @@ pub(crate) async fn bootstrap(
             initial_members
                 .iter()
                 .zip(&member_ids)
-                .map(|((name, urls), &id)| MemberRecord {
+                .map(|((name, urls), &id)| Member {
                     id,
                     name: name.clone(),
                     peer_urls: urls.clone(),
@@ -244,7 +244,7 @@ pub(crate) async fn bootstrap(
 struct Joined {
     member_id: u64,
     cluster_id: u64,
-    members: Vec<MemberRecord>,
+    members: Vec<Member>,
 }
 
 /// How long a joining member keeps asking its peers for the cluster's membership.
