@@ -485,16 +485,23 @@ pub async fn client(
                 input,
                 output: Some(output),
             }),
-            Some(Err(status)) if definite_failure(&status) => recorder.push(Operation {
-                client: client_id,
-                call,
-                return_time: Some(recorder.now()),
-                input,
-                output: Some(Output {
-                    error: Some(status.message().to_string()),
-                    ..Output::default()
-                }),
-            }),
+            // A keep-alive that failed says nothing about its lease: the server answers a
+            // lease that is gone with TTL 0, not with an error, so an error (this member or
+            // the one it asked stopped leading) is no evidence the lease expired.
+            Some(Err(status))
+                if definite_failure(&status) && !matches!(input, Input::LeaseKeepAlive { .. }) =>
+            {
+                recorder.push(Operation {
+                    client: client_id,
+                    call,
+                    return_time: Some(recorder.now()),
+                    input,
+                    output: Some(Output {
+                        error: Some(status.message().to_string()),
+                        ..Output::default()
+                    }),
+                })
+            }
             failed => {
                 tracing::debug!(?failed, "operation outcome unknown");
                 // A read that failed constrains nothing; a write may or may not have
