@@ -300,43 +300,31 @@ pub(crate) fn compares_hold(
 /// the target (any other field counts as 0); an unknown target compares as equal, and an
 /// unknown result holds.
 fn compare_one(compare: &Compare, kv: &KeyValue) -> bool {
-    let ordering = match (
-        CompareTarget::try_from(compare.target),
-        &compare.target_union,
-    ) {
-        (Ok(CompareTarget::Value), Some(TargetUnion::Value(value))) => {
-            kv.value.as_ref().cmp(value.as_ref())
-        }
-        (Ok(CompareTarget::Value), _) => kv.value.as_ref().cmp(&[][..]),
-        (Ok(CompareTarget::Create), union) => {
-            let n = match union {
-                Some(TargetUnion::CreateRevision(n)) => *n,
-                _ => 0,
-            };
-            kv.create_revision.cmp(&n)
-        }
-        (Ok(CompareTarget::Mod), union) => {
-            let n = match union {
-                Some(TargetUnion::ModRevision(n)) => *n,
-                _ => 0,
-            };
-            kv.mod_revision.cmp(&n)
-        }
-        (Ok(CompareTarget::Version), union) => {
-            let n = match union {
-                Some(TargetUnion::Version(n)) => *n,
-                _ => 0,
-            };
-            kv.version.cmp(&n)
-        }
-        (Ok(CompareTarget::Lease), union) => {
-            let n = match union {
-                Some(TargetUnion::Lease(n)) => *n,
-                _ => 0,
-            };
-            kv.lease.cmp(&n)
-        }
-        (Err(_), _) => std::cmp::Ordering::Equal,
+    let union = compare.target_union.as_ref();
+    // The number in the union field `pick` reads, or 0 when another field is set.
+    let number = |pick: fn(&TargetUnion) -> Option<i64>| union.and_then(pick).unwrap_or(0);
+    let ordering = match CompareTarget::try_from(compare.target) {
+        Ok(CompareTarget::Value) => match union {
+            Some(TargetUnion::Value(value)) => kv.value.as_ref().cmp(value.as_ref()),
+            _ => kv.value.as_ref().cmp(&[][..]),
+        },
+        Ok(CompareTarget::Create) => kv.create_revision.cmp(&number(|u| match u {
+            TargetUnion::CreateRevision(n) => Some(*n),
+            _ => None,
+        })),
+        Ok(CompareTarget::Mod) => kv.mod_revision.cmp(&number(|u| match u {
+            TargetUnion::ModRevision(n) => Some(*n),
+            _ => None,
+        })),
+        Ok(CompareTarget::Version) => kv.version.cmp(&number(|u| match u {
+            TargetUnion::Version(n) => Some(*n),
+            _ => None,
+        })),
+        Ok(CompareTarget::Lease) => kv.lease.cmp(&number(|u| match u {
+            TargetUnion::Lease(n) => Some(*n),
+            _ => None,
+        })),
+        Err(_) => std::cmp::Ordering::Equal,
     };
     match CompareResult::try_from(compare.result) {
         Ok(CompareResult::Equal) => ordering.is_eq(),
