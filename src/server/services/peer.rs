@@ -137,6 +137,11 @@ impl RaftTransport for RaftTransportService {
                 ));
             }
             image.append(&chunk.data).map_err(storage)?;
+            #[cfg(madsim)]
+            crate::server::types::observe::crash_point(
+                self.server.id,
+                crate::server::types::observe::Point::SnapshotChunkReceived,
+            );
         }
         if image.len() != head.image_bytes {
             return Err(Status::invalid_argument(format!(
@@ -146,6 +151,11 @@ impl RaftTransport for RaftTransportService {
             )));
         }
         image.finish().map_err(storage)?;
+        #[cfg(madsim)]
+        crate::server::types::observe::crash_point(
+            self.server.id,
+            crate::server::types::observe::Point::SnapshotImageSaved,
+        );
         if let Some(snapshot) = message.snapshot.as_mut() {
             snapshot.data = Bytes::new();
         }

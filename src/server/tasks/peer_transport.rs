@@ -369,6 +369,8 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
         image_bytes: total,
         data: Bytes::new(),
     };
+    #[cfg(madsim)]
+    let member = server.id;
     // Read from the copy a chunk at a time, as the peer takes them: a large image is never
     // in memory whole.
     tokio::spawn(async move {
@@ -377,6 +379,12 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
         }
         let mut offset = 0;
         while offset < total {
+            #[cfg(madsim)]
+            crate::server::types::observe::delay_point(
+                member,
+                crate::server::types::observe::Point::SnapshotSend,
+            )
+            .await;
             let data = match image.read(offset, SNAPSHOT_CHUNK_BYTES) {
                 Ok(data) => data,
                 Err(error) => {
