@@ -595,12 +595,6 @@ pub(crate) struct Connection {
     info: ConnectionInfo,
 }
 
-impl Connection {
-    pub(crate) fn info(&self) -> &ConnectionInfo {
-        &self.info
-    }
-}
-
 impl Connected for Connection {
     type ConnectInfo = ConnectionInfo;
 
@@ -789,6 +783,14 @@ fn describe(error: &io::Error) -> String {
         Some(rustls::Error::NoCertificatesPresented) => {
             "the client presented no certificate and one is required".to_string()
         }
+        Some(rustls::Error::AlertReceived(
+            alert @ (rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateUnknown),
+        )) => format!(
+            "the client refused this server's certificate (alert {alert:?}): it does not \
+             trust its CA, or the certificate does not name the address the client dialled"
+        ),
         Some(tls_error) => tls_error.to_string(),
         None => error.to_string(),
     }
@@ -988,7 +990,7 @@ mod tests {
             .expect("client TLS");
         let _first = dial(&allowed, address).await.expect("handshake");
         let accepted = next(&mut incoming).await;
-        assert_eq!(accepted.info().common_name.as_deref(), Some("m1"));
+        assert_eq!(accepted.info.common_name.as_deref(), Some("m1"));
 
         // Refused: a certificate of the right CA with another name, one of an unknown CA,
         // and a client that does not speak TLS at all.
@@ -1006,7 +1008,7 @@ mod tests {
         // The next connection to come through is the next allowed one.
         let _second = dial(&allowed, address).await.expect("handshake");
         let accepted = next(&mut incoming).await;
-        assert_eq!(accepted.info().common_name.as_deref(), Some("m1"));
+        assert_eq!(accepted.info.common_name.as_deref(), Some("m1"));
     }
 
     #[test]
