@@ -23,7 +23,7 @@ pub mod io;
 pub mod lease;
 pub mod mvcc;
 #[cfg(not(madsim))]
-mod net;
+pub mod net;
 pub mod planted;
 pub mod proto;
 pub mod raft;

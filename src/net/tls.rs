@@ -73,14 +73,14 @@ const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// A TLS protocol version, by etcd's names (`TLS1.2`, `TLS1.3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum TlsVersion {
+pub enum TlsVersion {
     Tls12,
     Tls13,
 }
 
 impl TlsVersion {
     /// Parses etcd's spelling. TLS 1.0 and 1.1 are known names that rustls does not speak.
-    pub(crate) fn parse(name: &str) -> Result<Self, TlsError> {
+    pub fn parse(name: &str) -> Result<Self, TlsError> {
         match name {
             "TLS1.2" => Ok(TlsVersion::Tls12),
             "TLS1.3" => Ok(TlsVersion::Tls13),
@@ -96,7 +96,7 @@ impl TlsVersion {
 
 /// What the flags say about one side's TLS (client or peer).
 #[derive(Debug, Clone)]
-pub(crate) struct TlsOptions {
+pub struct TlsOptions {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     /// The CAs a certificate of the other side must chain to. On a listener it makes a
@@ -115,7 +115,7 @@ pub(crate) struct TlsOptions {
 
 /// A TLS set-up that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsError {
+pub enum TlsError {
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -515,19 +515,19 @@ impl ServerTls {
 
 /// The client side of TLS, for connections to peers: a connector per connection, from the
 /// configuration as it is on disk now.
-pub(crate) struct ClientTls {
+pub struct ClientTls {
     config: Reloading<ClientConfig>,
 }
 
 impl ClientTls {
-    pub(crate) fn new(options: TlsOptions) -> Result<Self, TlsError> {
+    pub fn new(options: TlsOptions) -> Result<Self, TlsError> {
         Ok(ClientTls {
             config: Reloading::new(options, build_client_config)?,
         })
     }
 
     /// A connector for tonic's `Endpoint::connect_with_connector`.
-    pub(crate) fn connector(&self) -> TlsConnector {
+    pub fn connector(&self) -> TlsConnector {
         TlsConnector {
             config: self.config.get(),
         }
@@ -537,7 +537,7 @@ impl ClientTls {
 /// Dials a URI's host and port and runs the client handshake, naming the host as the
 /// server (the name its certificate must carry when it is verified).
 #[derive(Clone)]
-pub(crate) struct TlsConnector {
+pub struct TlsConnector {
     config: Arc<ClientConfig>,
 }
 
