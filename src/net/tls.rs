@@ -975,7 +975,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_allowed_verified_clients_come_through_and_refusals_do_not_stop_the_listener() {
+    async fn only_allowed_verified_clients_come_through_and_neither_refusals_nor_silence_stop_the_listener(
+    ) {
         let authority = Authority::new("test CA");
         let stranger = Authority::new("another CA");
         let mut server_options = options(authority.sign("server"), Some(authority.ca_file()));
@@ -985,6 +986,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let mut incoming = Incoming::new(listener, Some(server));
+        // A client that connects and never says a word holds only its own handshake.
+        let _silent = TcpStream::connect(address).await.expect("connect");
 
         let allowed = ClientTls::new(options(authority.sign("m1"), Some(authority.ca_file())))
             .expect("client TLS");

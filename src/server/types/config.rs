@@ -649,6 +649,55 @@ mod tests {
     }
 
     #[test]
+    fn https_urls_need_a_certificate_or_auto_tls() {
+        let https_client = "--listen-client-urls=https://127.0.0.1:2379,http://127.0.0.1:2381";
+        assert!(matches!(
+            config(&[https_client]).validate(),
+            Err(ConfigError::TlsNeedsCertificate { side: "client", .. })
+        ));
+        assert!(matches!(
+            config(&[https_client, "--cert-file=a.crt"]).validate(),
+            Err(ConfigError::TlsHalfPair("cert", "key"))
+        ));
+        let with_files = config(&[https_client, "--cert-file=a.crt", "--key-file=a.key"]);
+        with_files.validate().unwrap();
+        assert_eq!(
+            with_files.client_listeners().unwrap(),
+            vec![
+                ("127.0.0.1:2379".parse().unwrap(), true),
+                ("127.0.0.1:2381".parse().unwrap(), false)
+            ]
+        );
+        let files = with_files.tls_files(TlsSide::Client).unwrap();
+        assert_eq!(files.cert_file, PathBuf::from("a.crt"));
+        assert!(!files.generated);
+        assert!(with_files.tls_files(TlsSide::Peer).is_none());
+
+        let auto = config(&[https_client, "--auto-tls", "--data-dir=/d"]);
+        auto.validate().unwrap();
+        let files = auto.tls_files(TlsSide::Client).unwrap();
+        assert_eq!(
+            files.cert_file,
+            PathBuf::from("/d/fixtures/client/cert.pem")
+        );
+        assert!(files.generated);
+        assert_eq!(
+            auto.tls_hosts(TlsSide::Client),
+            vec!["127.0.0.1", "localhost"]
+        );
+
+        let https_peer = "--listen-peer-urls=https://127.0.0.1:2380";
+        assert!(matches!(
+            config(&[https_peer]).validate(),
+            Err(ConfigError::TlsNeedsCertificate { side: "peer", .. })
+        ));
+        config(&[https_peer, "--peer-auto-tls=true"])
+            .validate()
+            .unwrap();
+        assert!(!config(&["--peer-auto-tls=false"]).peer_auto_tls);
+    }
+
+    #[test]
     fn timing_rules() {
         assert!(matches!(
             config(&["--election-timeout", "400"]).validate(),
