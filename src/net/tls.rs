@@ -791,6 +791,10 @@ fn describe(error: &io::Error) -> String {
             "the client refused this server's certificate (alert {alert:?}): it does not \
              trust its CA, or the certificate does not name the address the client dialled"
         ),
+        // Our own reasons (a Common Name not allowed) read better through their Display.
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(reason))) => {
+            format!("invalid peer certificate: {reason}")
+        }
         Some(tls_error) => tls_error.to_string(),
         None => error.to_string(),
     }
