@@ -51,7 +51,9 @@ use rustls::{
     ServerConfig, SignatureScheme, SupportedProtocolVersion,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -107,6 +109,10 @@ pub struct TlsOptions {
     pub client_cert_auth: bool,
     /// The Common Name a client certificate must have (`--peer-cert-allowed-cn`).
     pub allowed_cn: Option<String>,
+    /// Revoked client certificates (`--client-crl-file`): a PEM file of CRLs issued by the
+    /// trusted CAs. As in etcd, a certificate is refused if a CRL lists it; one no CRL
+    /// speaks of is not.
+    pub crl_file: Option<PathBuf>,
     /// TLS 1.2 cipher suites by their IANA names; empty means rustls's defaults.
     pub cipher_suites: Vec<String>,
     pub min_version: TlsVersion,
@@ -159,6 +165,21 @@ fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
             .map_err(|error| file_error(path, format!("not a usable CA certificate: {error}")))?;
     }
     Ok(Arc::new(roots))
+}
+
+/// The certificate revocation lists in a PEM file (at least one).
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|error| file_error(path, error))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| file_error(path, error))?;
+    if crls.is_empty() {
+        return Err(file_error(
+            path,
+            "no PEM certificate revocation list in the file",
+        ));
+    }
+    Ok(crls)
 }
 
 /// The ring provider, limited to the chosen TLS 1.2 cipher suites. TLS 1.3 suites are not
@@ -242,7 +263,14 @@ fn build_server_config(options: &TlsOptions) -> Result<ServerConfig, TlsError> {
         .with_protocol_versions(&versions(options)?)?;
     let builder = match &options.trusted_ca_file {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(load_roots(ca)?, provider)
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(load_roots(ca)?, provider);
+            if let Some(crl_file) = &options.crl_file {
+                verifier = verifier
+                    .with_crls(load_crls(crl_file)?)
+                    .allow_unknown_revocation_status();
+            }
+            let verifier = verifier
                 .build()
                 .map_err(|error| TlsError::Config(format!("client verifier: {error}")))?;
             let verifier: Arc<dyn ClientCertVerifier> = match &options.allowed_cn {
@@ -262,6 +290,11 @@ fn build_server_config(options: &TlsOptions) -> Result<ServerConfig, TlsError> {
         None if options.allowed_cn.is_some() => {
             return Err(TlsError::Config(
                 "an allowed certificate Common Name needs a trusted CA file".into(),
+            ))
+        }
+        None if options.crl_file.is_some() => {
+            return Err(TlsError::Config(
+                "a certificate revocation list needs a trusted CA file".into(),
             ))
         }
         None => builder.with_no_client_auth(),
@@ -470,6 +503,7 @@ impl<T> Reloading<T> {
     fn stamps_of(options: &TlsOptions) -> Vec<Stamp> {
         let mut paths = vec![options.cert_file.as_path(), options.key_file.as_path()];
         paths.extend(options.trusted_ca_file.as_deref());
+        paths.extend(options.crl_file.as_deref());
         paths.into_iter().map(stamp).collect()
     }
 
@@ -916,6 +950,7 @@ mod tests {
             params.key_usages = vec![
                 rcgen::KeyUsagePurpose::KeyCertSign,
                 rcgen::KeyUsagePurpose::DigitalSignature,
+                rcgen::KeyUsagePurpose::CrlSign,
             ];
             let key = rcgen::KeyPair::generate().expect("CA key");
             let certificate = params.self_signed(&key).expect("CA certificate");
@@ -930,8 +965,13 @@ mod tests {
 
         /// Signs a certificate for `common_name` valid for 127.0.0.1; returns its files.
         fn sign(&self, common_name: &str) -> (PathBuf, PathBuf) {
+            self.sign_serial(common_name, 1)
+        }
+
+        fn sign_serial(&self, common_name: &str, serial: u64) -> (PathBuf, PathBuf) {
             let mut params =
                 rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, common_name);
@@ -944,6 +984,32 @@ mod tests {
             std::fs::write(&key_file, key.serialize_pem()).expect("writing");
             (cert_file, key_file)
         }
+
+        /// A CRL revoking the certificates with `serials`; returns its file.
+        fn revoke(&self, serials: &[u64]) -> PathBuf {
+            let now = time::OffsetDateTime::now_utc();
+            let params = rcgen::CertificateRevocationListParams {
+                this_update: now - time::Duration::hours(1),
+                next_update: now + time::Duration::days(1),
+                crl_number: rcgen::SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|serial| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from(*serial),
+                        revocation_time: now - time::Duration::minutes(1),
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+            let crl = params.signed_by(&issuer).expect("signing the CRL");
+            let path = self.dir.path().join("revoked.crl");
+            std::fs::write(&path, crl.pem().expect("PEM")).expect("writing");
+            path
+        }
     }
 
     fn options(cert: (PathBuf, PathBuf), ca: Option<PathBuf>) -> TlsOptions {
@@ -953,6 +1019,7 @@ mod tests {
             trusted_ca_file: ca,
             client_cert_auth: false,
             allowed_cn: None,
+            crl_file: None,
             cipher_suites: Vec::new(),
             min_version: TlsVersion::Tls12,
             max_version: TlsVersion::Tls13,
@@ -976,6 +1043,14 @@ mod tests {
             .expect("a connection within 5 s")
             .expect("the listener goes on")
             .expect("a handshaken connection")
+    }
+
+    /// Asserts that no other connection comes through (the refused ones were dialled
+    /// before, and their handshakes have had time to end).
+    async fn no_more(incoming: &mut Incoming) {
+        let next = std::future::poll_fn(|context| Pin::new(&mut *incoming).poll_next(context));
+        let more = tokio::time::timeout(Duration::from_millis(300), next).await;
+        assert!(more.is_err(), "a refused connection came through");
     }
 
     #[tokio::test]
@@ -1016,6 +1091,33 @@ mod tests {
         let _second = dial(&allowed, address).await.expect("handshake");
         let accepted = next(&mut incoming).await;
         assert_eq!(accepted.info.common_name.as_deref(), Some("m1"));
+        no_more(&mut incoming).await;
+    }
+
+    #[tokio::test]
+    async fn a_revoked_client_certificate_is_refused_and_others_pass() {
+        let authority = Authority::new("test CA");
+        let mut server_options = options(authority.sign("server"), Some(authority.ca_file()));
+        server_options.crl_file = Some(authority.revoke(&[66]));
+        let server = ServerTls::new(server_options).expect("server TLS");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut incoming = Incoming::new(listener, Some(server));
+        let revoked = ClientTls::new(options(
+            authority.sign_serial("revoked", 66),
+            Some(authority.ca_file()),
+        ))
+        .expect("client TLS");
+        let _ = dial(&revoked, address).await;
+        let valid = ClientTls::new(options(
+            authority.sign_serial("valid", 67),
+            Some(authority.ca_file()),
+        ))
+        .expect("client TLS");
+        let _valid = dial(&valid, address).await.expect("handshake");
+        let accepted = next(&mut incoming).await;
+        assert_eq!(accepted.info.common_name.as_deref(), Some("valid"));
+        no_more(&mut incoming).await;
     }
 
     #[test]

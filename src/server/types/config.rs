@@ -165,6 +165,10 @@ pub struct Config {
     #[arg(long, env = "OXCD_TRUSTED_CA_FILE")]
     pub trusted_ca_file: Option<PathBuf>,
 
+    /// Path to the client certificate revocation list (PEM).
+    #[arg(long, env = "OXCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+
     /// Require and verify client certificates; the certificate's Common Name names the user.
     #[arg(long, env = "OXCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub client_cert_auth: bool,
@@ -184,6 +188,10 @@ pub struct Config {
     /// Path to the peer server TLS trusted CA file.
     #[arg(long, env = "OXCD_PEER_TRUSTED_CA_FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Path to the peer certificate revocation list (PEM).
+    #[arg(long, env = "OXCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
 
     /// Require and verify peer client certificates.
     #[arg(long, env = "OXCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -502,12 +510,18 @@ impl Config {
             "" => TlsVersion::Tls13,
             name => TlsVersion::parse(name)?,
         };
-        let (trusted_ca_file, client_cert_auth, allowed_cn) = match side {
-            TlsSide::Client => (self.trusted_ca_file.clone(), self.client_cert_auth, None),
+        let (trusted_ca_file, client_cert_auth, allowed_cn, crl_file) = match side {
+            TlsSide::Client => (
+                self.trusted_ca_file.clone(),
+                self.client_cert_auth,
+                None,
+                self.client_crl_file.clone(),
+            ),
             TlsSide::Peer => (
                 self.peer_trusted_ca_file.clone(),
                 self.peer_client_cert_auth,
                 self.peer_cert_allowed_cn.clone(),
+                self.peer_crl_file.clone(),
             ),
         };
         Ok(Some(TlsOptions {
@@ -516,6 +530,7 @@ impl Config {
             trusted_ca_file,
             client_cert_auth,
             allowed_cn,
+            crl_file,
             cipher_suites: split_list(&self.cipher_suites),
             min_version: TlsVersion::parse(&self.tls_min_version)?,
             max_version,
