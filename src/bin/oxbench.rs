@@ -123,6 +123,7 @@ mod bench {
                 trusted_ca_file: args.cacert.clone(),
                 client_cert_auth: false,
                 allowed_cn: None,
+                allowed_hostname: None,
                 crl_file: None,
                 cipher_suites: Vec::new(),
                 min_version: TlsVersion::Tls12,

@@ -34,7 +34,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -109,6 +109,10 @@ pub struct TlsOptions {
     pub client_cert_auth: bool,
     /// The Common Name a client certificate must have (`--peer-cert-allowed-cn`).
     pub allowed_cn: Option<String>,
+    /// The host a client certificate must name among its subject alternative names
+    /// (`--peer-cert-allowed-hostname`, `--client-cert-allowed-hostname`). At most one of
+    /// this and `allowed_cn`, as in etcd.
+    pub allowed_hostname: Option<String>,
     /// Revoked client certificates (`--client-crl-file`): a PEM file of CRLs issued by the
     /// trusted CAs. As in etcd, a certificate is refused if a CRL lists it; one no CRL
     /// speaks of is not.
@@ -273,10 +277,20 @@ fn build_server_config(options: &TlsOptions) -> Result<ServerConfig, TlsError> {
             let verifier = verifier
                 .build()
                 .map_err(|error| TlsError::Config(format!("client verifier: {error}")))?;
-            let verifier: Arc<dyn ClientCertVerifier> = match &options.allowed_cn {
-                Some(allowed) => Arc::new(AllowedCommonName {
+            let rule = match (&options.allowed_cn, &options.allowed_hostname) {
+                (Some(_), Some(_)) => {
+                    return Err(TlsError::Config(
+                        "an allowed Common Name and an allowed hostname cannot both be set".into(),
+                    ))
+                }
+                (Some(name), None) => Some(IdentityRule::CommonName(name.clone())),
+                (None, Some(host)) => Some(IdentityRule::Hostname(host.clone())),
+                (None, None) => None,
+            };
+            let verifier: Arc<dyn ClientCertVerifier> = match rule {
+                Some(rule) => Arc::new(AllowedIdentity {
                     inner: verifier,
-                    allowed: allowed.clone(),
+                    rule,
                 }),
                 None => verifier,
             };
@@ -287,9 +301,9 @@ fn build_server_config(options: &TlsOptions) -> Result<ServerConfig, TlsError> {
                 "client certificate authentication needs a trusted CA file".into(),
             ))
         }
-        None if options.allowed_cn.is_some() => {
+        None if options.allowed_cn.is_some() || options.allowed_hostname.is_some() => {
             return Err(TlsError::Config(
-                "an allowed certificate Common Name needs a trusted CA file".into(),
+                "an allowed certificate Common Name or hostname needs a trusted CA file".into(),
             ))
         }
         None if options.crl_file.is_some() => {
@@ -321,35 +335,119 @@ fn build_client_config(options: &TlsOptions) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
-/// A client certificate verifier that also requires one Common Name
-/// (`--peer-cert-allowed-cn`): the chain is checked first, the name after.
+/// What a verified client certificate must also say of its owner.
 #[derive(Debug)]
-struct AllowedCommonName {
+enum IdentityRule {
+    /// This subject Common Name (`--peer-cert-allowed-cn`).
+    CommonName(String),
+    /// This host among its subject alternative names (`--peer-cert-allowed-hostname`).
+    Hostname(String),
+}
+
+/// A client certificate verifier that also applies an [`IdentityRule`]: the chain is
+/// checked first, the identity after.
+#[derive(Debug)]
+struct AllowedIdentity {
     inner: Arc<dyn ClientCertVerifier>,
-    allowed: String,
+    rule: IdentityRule,
 }
 
 /// Why a verified certificate was still refused.
 #[derive(Debug)]
-struct CommonNameNotAllowed {
-    found: Option<String>,
-    allowed: String,
-}
+struct IdentityNotAllowed(String);
 
-impl fmt::Display for CommonNameNotAllowed {
+impl fmt::Display for IdentityNotAllowed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "certificate Common Name {:?} is not the allowed {:?}",
-            self.found.as_deref().unwrap_or(""),
-            self.allowed
-        )
+        f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for CommonNameNotAllowed {}
+impl std::error::Error for IdentityNotAllowed {}
 
-impl ClientCertVerifier for AllowedCommonName {
+/// A name a certificate's subject alternative names give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SubjectName {
+    Dns(String),
+    Ip(IpAddr),
+}
+
+/// The DNS names and IP addresses among a certificate's subject alternative names.
+fn subject_names(certificate: &CertificateDer<'_>) -> Vec<SubjectName> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(names)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(SubjectName::Dns(dns.to_ascii_lowercase())),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                _ => None,
+            }
+            .map(SubjectName::Ip),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `names` include `host`: an IP address equal to it, or a DNS name equal to it
+/// (case aside) or a wildcard matching its first label (`*.example.com`), as Go's
+/// `VerifyHostname`, which etcd uses, decides.
+fn names_host(names: &[SubjectName], host: &str) -> bool {
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return names.contains(&SubjectName::Ip(ip));
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    names.iter().any(|name| match name {
+        SubjectName::Dns(pattern) => match pattern.strip_prefix("*.") {
+            Some(parent) => host
+                .split_once('.')
+                .is_some_and(|(first, rest)| !first.is_empty() && rest == parent),
+            None => pattern.trim_end_matches('.') == host,
+        },
+        SubjectName::Ip(_) => false,
+    })
+}
+
+impl AllowedIdentity {
+    /// `Err` with the reason when `certificate` does not satisfy the rule.
+    fn check(&self, certificate: &CertificateDer<'_>) -> Result<(), String> {
+        match &self.rule {
+            IdentityRule::CommonName(allowed) => {
+                let found = common_name(certificate);
+                if found.as_deref() == Some(allowed.as_str()) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "certificate Common Name {:?} is not the allowed {allowed:?}",
+                    found.unwrap_or_default()
+                ))
+            }
+            IdentityRule::Hostname(allowed) => {
+                let names = subject_names(certificate);
+                if names_host(&names, allowed) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "certificate does not name the allowed host {allowed:?} (it names {names:?})"
+                ))
+            }
+        }
+    }
+}
+
+impl ClientCertVerifier for AllowedIdentity {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
@@ -371,16 +469,12 @@ impl ClientCertVerifier for AllowedCommonName {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let found = common_name(end_entity);
-        if found.as_deref() == Some(self.allowed.as_str()) {
-            return Ok(verified);
+        match self.check(end_entity) {
+            Ok(()) => Ok(verified),
+            Err(reason) => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(IdentityNotAllowed(reason))),
+            ))),
         }
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(CommonNameNotAllowed {
-                found,
-                allowed: self.allowed.clone(),
-            })),
-        )))
     }
 
     fn verify_tls12_signature(
@@ -1019,6 +1113,7 @@ mod tests {
             trusted_ca_file: ca,
             client_cert_auth: false,
             allowed_cn: None,
+            allowed_hostname: None,
             crl_file: None,
             cipher_suites: Vec::new(),
             min_version: TlsVersion::Tls12,
@@ -1092,6 +1187,56 @@ mod tests {
         let accepted = next(&mut incoming).await;
         assert_eq!(accepted.info.common_name.as_deref(), Some("m1"));
         no_more(&mut incoming).await;
+    }
+
+    #[test]
+    fn hostnames_match_like_go() {
+        let names = vec![
+            SubjectName::Dns("etcd-0.example.com".into()),
+            SubjectName::Dns("*.peers.example.com".into()),
+            SubjectName::Ip("127.0.0.1".parse().unwrap()),
+            SubjectName::Ip("::1".parse().unwrap()),
+        ];
+        let table = [
+            ("etcd-0.example.com", true),
+            ("ETCD-0.example.com.", true),
+            ("etcd-1.example.com", false),
+            ("m1.peers.example.com", true),
+            ("peers.example.com", false),
+            ("a.m1.peers.example.com", false),
+            ("127.0.0.1", true),
+            ("[::1]", true),
+            ("127.0.0.2", false),
+            ("", false),
+        ];
+        for (host, want) in table {
+            assert_eq!(names_host(&names, host), want, "host {host:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_allowed_hostname_admits_only_certificates_naming_it() {
+        let authority = Authority::new("test CA");
+        let client = ClientTls::new(options(authority.sign("m1"), Some(authority.ca_file())))
+            .expect("client TLS");
+        for (allowed, admitted) in [("127.0.0.1", true), ("10.0.0.1", false)] {
+            let mut server_options = options(authority.sign("server"), Some(authority.ca_file()));
+            server_options.allowed_hostname = Some(allowed.into());
+            let server = ServerTls::new(server_options).expect("server TLS");
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let address = listener.local_addr().expect("address");
+            let mut incoming = Incoming::new(listener, Some(server));
+            let _connection = dial(&client, address).await;
+            if admitted {
+                next(&mut incoming).await;
+            } else {
+                no_more(&mut incoming).await;
+            }
+        }
+        let mut both = options(authority.sign("server"), Some(authority.ca_file()));
+        both.allowed_cn = Some("m1".into());
+        both.allowed_hostname = Some("127.0.0.1".into());
+        assert!(build_server_config(&both).is_err());
     }
 
     #[tokio::test]

@@ -165,6 +165,10 @@ pub struct Config {
     #[arg(long, env = "OXCD_TRUSTED_CA_FILE")]
     pub trusted_ca_file: Option<PathBuf>,
 
+    /// A host a client certificate must name (among its subject alternative names).
+    #[arg(long, env = "OXCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
+
     /// Path to the client certificate revocation list (PEM).
     #[arg(long, env = "OXCD_CLIENT_CRL_FILE")]
     pub client_crl_file: Option<PathBuf>,
@@ -204,6 +208,10 @@ pub struct Config {
     /// The Common Name a peer's client certificate must have.
     #[arg(long, env = "OXCD_PEER_CERT_ALLOWED_CN")]
     pub peer_cert_allowed_cn: Option<String>,
+
+    /// A host a peer's client certificate must name (among its subject alternative names).
+    #[arg(long, env = "OXCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
 
     /// Validity of the self-signed certificates of --auto-tls and --peer-auto-tls, in years.
     #[arg(long, env = "OXCD_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1)]
@@ -510,17 +518,20 @@ impl Config {
             "" => TlsVersion::Tls13,
             name => TlsVersion::parse(name)?,
         };
-        let (trusted_ca_file, client_cert_auth, allowed_cn, crl_file) = match side {
+        let (trusted_ca_file, client_cert_auth, allowed_cn, allowed_hostname, crl_file) = match side
+        {
             TlsSide::Client => (
                 self.trusted_ca_file.clone(),
                 self.client_cert_auth,
                 None,
+                self.client_cert_allowed_hostname.clone(),
                 self.client_crl_file.clone(),
             ),
             TlsSide::Peer => (
                 self.peer_trusted_ca_file.clone(),
                 self.peer_client_cert_auth,
                 self.peer_cert_allowed_cn.clone(),
+                self.peer_cert_allowed_hostname.clone(),
                 self.peer_crl_file.clone(),
             ),
         };
@@ -530,6 +541,7 @@ impl Config {
             trusted_ca_file,
             client_cert_auth,
             allowed_cn,
+            allowed_hostname,
             crl_file,
             cipher_suites: split_list(&self.cipher_suites),
             min_version: TlsVersion::parse(&self.tls_min_version)?,
