@@ -6,33 +6,37 @@
 //!
 //! Each layer wraps the stream of the one below it; [`Incoming`] yields the top of the
 //! stack for every accepted connection, and the gRPC server reads it. TLS terminates
-//! beneath the authority adapter, which must see plaintext HTTP/2 frames.
+//! beneath the authority adapter, which must see plaintext HTTP/2 frames; `tls::Incoming`
+//! yields only connections whose handshake succeeded.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use futures_core::Stream;
-use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::TcpIncoming;
+use tokio::net::TcpListener;
 
 use super::authority::ClientStream;
+use super::tls::{self, Connection, ServerTls};
 
 /// The accepted client connections of one listener, each wrapped in the layers above TCP.
 pub(crate) struct Incoming {
-    tcp: TcpIncoming,
+    tcp: tls::Incoming,
 }
 
 impl Incoming {
-    pub(crate) fn new(listener: TcpListener) -> Self {
+    /// Accepts on `listener`, with TLS when `tls` is given (an `https://` URL).
+    pub(crate) fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> Self {
         Incoming {
-            tcp: TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tcp: tls::Incoming::new(listener, tls),
         }
     }
 }
 
 impl Stream for Incoming {
-    type Item = io::Result<ClientStream<TcpStream>>;
+    type Item = io::Result<ClientStream<Connection>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.tcp)
