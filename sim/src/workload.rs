@@ -250,6 +250,9 @@ pub async fn client(
     // The newest mod_revision this client saw per key: the guard of its compare-and-swaps.
     let mut seen: BTreeMap<String, i64> = BTreeMap::new();
     let mut leases: Vec<i64> = Vec::new();
+    // Lease → when this client last saw it renewed (the grant or a keep-alive it sent) and
+    // its TTL: when its deadline falls, as far as this client knows.
+    let mut renewed: HashMap<i64, (Instant, i64)> = HashMap::new();
     while Instant::now() < deadline {
         if thread_rng().gen_bool(0.1) {
             member = any_member(&members);
@@ -434,9 +437,11 @@ pub async fn client(
                     let input = Input::LeaseGrant { id, ttl };
                     let call = recorder.now();
                     let request = LeaseGrantRequest { ttl, id };
+                    let sent = Instant::now();
                     let result = within(LeaseClient::new(channel).lease_grant(request)).await;
                     if let Some(Ok(_)) = &result {
                         leases.push(id);
+                        renewed.insert(id, (sent, ttl));
                     }
                     let outcome =
                         result.map(|r| r.map(|response| revision_output(response.header)));
@@ -447,11 +452,39 @@ pub async fn client(
                 } else if choice == 2 {
                     let at = thread_rng().gen_range(0..leases.len());
                     let id = leases[at];
+                    // Often right around the lease's deadline, where a renewal races the
+                    // leader's expiry check and its revocation.
+                    if let Some(&(renewed_at, ttl)) = renewed.get(&id) {
+                        let offset = thread_rng().gen_range(-300i64..600);
+                        let due = renewed_at + Duration::from_secs(ttl.max(0) as u64);
+                        let target = if offset < 0 {
+                            due.checked_sub(Duration::from_millis(offset.unsigned_abs()))
+                        } else {
+                            Some(due + Duration::from_millis(offset as u64))
+                        };
+                        let now = Instant::now();
+                        if let Some(target) = target.filter(|&target| {
+                            thread_rng().gen_bool(0.4)
+                                && target > now
+                                && target < deadline
+                                && target - now < Duration::from_secs(4)
+                        }) {
+                            tokio::time::sleep_until(target).await;
+                        }
+                    }
                     let input = Input::LeaseKeepAlive { id };
                     let call = recorder.now();
+                    let sent = Instant::now();
                     let result = within(keep_alive_once(channel, id)).await;
-                    if let Some(Ok(0)) = result {
-                        leases.swap_remove(at);
+                    match result {
+                        Some(Ok(0)) => {
+                            leases.swap_remove(at);
+                            renewed.remove(&id);
+                        }
+                        Some(Ok(ttl)) => {
+                            renewed.insert(id, (sent, ttl));
+                        }
+                        _ => {}
                     }
                     // The header's revision is not recorded: a follower answers with its
                     // own, which may lag the leader that renewed the lease.
