@@ -15,10 +15,13 @@
 //! match the disk, so the task stops the member instead of continuing (the WAL latches the
 //! failure too).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::io::Ticker;
 
@@ -29,7 +32,10 @@ use crate::server::types::observe;
 use crate::server::types::request::{ApplyBatch, NodeInput, RaftStatus, LEARNERS_MAX};
 use prost::Message as _;
 
-use crate::raft::{self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, RawNode};
+use crate::raft::{
+    self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, MessageType, RawNode,
+    Role,
+};
 use crate::wal::{SnapshotFiles, Wal};
 
 /// How many queued inputs one loop turn drains before producing a Ready. Bounded so that a
@@ -47,6 +53,35 @@ pub(crate) struct RaftNode {
     pub(crate) applier: mpsc::UnboundedSender<ApplyBatch>,
     /// The configuration just applied has this member as its only voter.
     pub(crate) campaign_after_advance: bool,
+    /// The leader this task last heard of (0: none), to count leader changes.
+    pub(crate) known_leader: u64,
+    /// When this member, as leader, last sent each follower a heartbeat.
+    pub(crate) heartbeats: HeartbeatDelays,
+}
+
+/// Finds the heartbeats a leader sent late (etcd's `timeoutDetector`): when more than two
+/// heartbeat intervals pass between two heartbeats to one follower, the leader was too
+/// busy (most likely a slow disk holding up the Ready loop) and followers may have started
+/// an election meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct HeartbeatDelays {
+    last_sent: HashMap<u64, Instant>,
+}
+
+impl HeartbeatDelays {
+    /// Records a heartbeat to `to` at `now`; true when it came too late after the one before.
+    fn late(&mut self, to: u64, now: Instant, interval: Duration) -> bool {
+        let late = self
+            .last_sent
+            .insert(to, now)
+            .is_some_and(|before| now.saturating_duration_since(before) > 2 * interval);
+        late
+    }
+
+    /// Forgets every heartbeat: a new term of leadership starts its own count.
+    fn reset(&mut self) {
+        self.last_sent.clear();
+    }
 }
 
 impl RaftNode {
@@ -199,6 +234,14 @@ impl RaftNode {
                     .confirm(&read_state.request_ctx, read_state.index);
             }
             if let Some(soft_state) = ready.soft_state.take() {
+                // etcd counts a change to a known leader, not the loss of one.
+                if soft_state.leader_id != 0 && soft_state.leader_id != self.known_leader {
+                    self.server.metrics.leader_changes.inc();
+                }
+                self.known_leader = soft_state.leader_id;
+                if soft_state.role == Role::Leader {
+                    self.heartbeats.reset();
+                }
                 #[cfg(madsim)]
                 if soft_state.leader_id == self.server.id {
                     observe::report(
@@ -227,11 +270,24 @@ impl RaftNode {
 
     /// Messages to peers. A one-member cluster has none to send; the peer transport carries
     /// them in a multi-member cluster.
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
-            if message.to != self.server.id {
-                self.server.transport.send(message);
+            if message.to == self.server.id {
+                continue;
             }
+            if message.msg_type() == MessageType::Heartbeat {
+                let now = self.server.store.clock().now();
+                let interval = self.server.config.heartbeat();
+                if self.heartbeats.late(message.to, now, interval) {
+                    tracing::warn!(
+                        to = %format!("{:x}", message.to),
+                        heartbeat_interval = ?interval,
+                        "leader failed to send out heartbeat on time; the leader is likely overloaded by a slow disk"
+                    );
+                    self.server.metrics.heartbeat_send_failures.inc();
+                }
+            }
+            self.server.transport.send(message);
         }
     }
 

@@ -140,6 +140,16 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval_ms: u64,
 
+    /// Comma-separated URLs to serve `/metrics` and the health endpoints on, over plain
+    /// HTTP/1.1, beside the client URLs (which serve them too).
+    #[arg(long, env = "OXCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+
+    /// Level of detail of the metrics: `basic`, or `extensive` (adds gRPC latency
+    /// histograms).
+    #[arg(long, env = "OXCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
+
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "OXCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -196,6 +206,7 @@ impl Config {
         }
         self.client_listen_addrs()?;
         self.peer_listen_addrs()?;
+        self.metrics_listen_addrs()?;
         let cluster = self.initial_cluster_members()?;
         if !cluster.iter().any(|(name, _)| *name == self.name) {
             return Err(ConfigError::NameNotInCluster(self.name.clone()));
@@ -261,6 +272,16 @@ impl Config {
 
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         parse_url_list(&self.listen_peer_urls)
+    }
+
+    /// The addresses of `--listen-metrics-urls` (none by default).
+    pub fn metrics_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        parse_url_list(&self.listen_metrics_urls)
+    }
+
+    /// Whether `--metrics extensive` asks for the gRPC latency histograms.
+    pub fn extensive_metrics(&self) -> bool {
+        self.metrics == "extensive"
     }
 
     pub fn advertise_client_urls(&self) -> Vec<String> {
@@ -364,6 +385,8 @@ mod tests {
             config.client_listen_addrs().unwrap(),
             vec!["127.0.0.1:2379".parse().unwrap()]
         );
+        assert_eq!(config.metrics_listen_addrs().unwrap(), vec![]);
+        assert!(!config.extensive_metrics());
         config.validate().expect("the defaults are valid");
     }
 
@@ -405,6 +428,20 @@ mod tests {
             missing.validate(),
             Err(ConfigError::NameNotInCluster(_))
         ));
+    }
+
+    #[test]
+    fn metrics_flags_parse_like_etcd() {
+        let config = config(&[
+            "--metrics",
+            "extensive",
+            "--listen-metrics-urls",
+            "http://127.0.0.1:2381,http://localhost:2382",
+        ]);
+        assert!(config.extensive_metrics());
+        assert_eq!(config.metrics_listen_addrs().unwrap().len(), 2);
+        let mut argv = vec!["oxcd", "--metrics", "verbose"];
+        assert!(Config::try_parse_from(argv.drain(..)).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::server::tasks::apply::Applier;
 #[cfg(madsim)]
 use crate::server::tasks::message_faults::FaultyTransport;
 use crate::server::tasks::peer_transport::PeerTransport;
-use crate::server::tasks::raft_node::RaftNode;
+use crate::server::tasks::raft_node::{HeartbeatDelays, RaftNode};
 use crate::server::tasks::{lease_expiry, read_index};
 use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
@@ -104,6 +104,7 @@ pub async fn run_on(
             seed ^ started_nanos,
             config.max_request_bytes,
             server::request_timeout(&config),
+            store.metrics(),
         ),
         transport: seam,
         applied_index: recovered.applied_index,
@@ -120,6 +121,11 @@ pub async fn run_on(
     seed_membership(&server, &mut recovered)?;
     transport.start(&server);
 
+    // Every fsync of the WAL lands in etcd's fsync histogram.
+    let fsyncs = server.metrics.clone();
+    recovered
+        .wal
+        .observe_syncs(Box::new(move |elapsed| fsyncs.wal_fsync.observe(elapsed)));
     let raft_node = RaftNode {
         raw_node: recovered.raw_node,
         storage: recovered.log,
@@ -129,6 +135,8 @@ pub async fn run_on(
         inputs,
         applier: applier_batches,
         campaign_after_advance: false,
+        known_leader: 0,
+        heartbeats: HeartbeatDelays::default(),
     };
     let applier = Applier {
         server: server.clone(),
