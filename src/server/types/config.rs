@@ -12,6 +12,11 @@ use clap::Parser;
 /// version in `Maintenance.Status`, so it reports the etcd release whose behaviour it matches.
 pub const ETCD_API_VERSION: &str = "3.4.23";
 
+/// The cluster version oxcd reports (`/version`'s `etcdcluster`): the API level's
+/// major.minor, as etcd reports a decided cluster version. etcd 3.4 clients (Patroni among
+/// them) pick the `/v3/` API from it.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
 /// etcd's default request limit: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 /// etcd's default backend quota when `--quota-backend-bytes` is 0: 2 GiB.

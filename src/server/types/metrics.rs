@@ -112,6 +112,7 @@ impl Histogram {
     }
 
     /// How many observations so far.
+    #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
@@ -282,13 +283,23 @@ impl Metrics {
     }
 
     /// The counters of the method a request `path` (`/package.Service/Method`) calls.
+    #[cfg(test)]
     pub(crate) fn grpc_method(&self, path: &str) -> Option<&GrpcMethod> {
+        self.grpc_method_at(self.grpc_method_index(path)?)
+    }
+
+    /// Where the method a request `path` calls sits in the method table.
+    pub(crate) fn grpc_method_index(&self, path: &str) -> Option<usize> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        let at = GRPC_METHODS
+        GRPC_METHODS
             .binary_search_by(|(known_service, known_method, _)| {
                 (*known_service, *known_method).cmp(&(service, method))
             })
-            .ok()?;
+            .ok()
+    }
+
+    /// The counters of the method at `at` in the method table.
+    pub(crate) fn grpc_method_at(&self, at: usize) -> Option<&GrpcMethod> {
         self.grpc.get(at)
     }
 

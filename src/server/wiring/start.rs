@@ -155,6 +155,7 @@ pub async fn run_on(
     tokio::spawn(publish(server.clone()));
     let mut servers = serve(server.clone(), Listeners::Clients).await?;
     servers.extend(serve(server.clone(), Listeners::Peers).await?);
+    servers.extend(serve(server.clone(), Listeners::Metrics).await?);
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
     tokio::select! {
         biased;
@@ -214,6 +215,9 @@ enum Listeners {
     Clients,
     /// The Raft transport, on the peer URLs.
     Peers,
+    /// The HTTP endpoints (metrics, health, version), on `--listen-metrics-urls`. Real
+    /// sockets only: the simulator has no HTTP/1.1 clients.
+    Metrics,
 }
 
 /// Serves `which` on each of its listen addresses until the member stops.
@@ -224,6 +228,10 @@ async fn serve(
     let (addresses, what) = match which {
         Listeners::Clients => (server.config.client_listen_addrs()?, "client"),
         Listeners::Peers => (server.config.peer_listen_addrs()?, "peer"),
+        #[cfg(not(madsim))]
+        Listeners::Metrics => (server.config.metrics_listen_addrs()?, "metrics"),
+        #[cfg(madsim)]
+        Listeners::Metrics => (Vec::new(), "metrics"),
     };
     let mut servers = Vec::new();
     for address in addresses {
@@ -242,6 +250,13 @@ async fn serve(
             let result = match which {
                 Listeners::Clients => listen::serve(server.clone(), listener, shutdown).await,
                 Listeners::Peers => listen::serve_peers(server.clone(), listener, shutdown).await,
+                #[cfg(not(madsim))]
+                Listeners::Metrics => {
+                    listen::serve_metrics(server.clone(), listener, shutdown).await;
+                    Ok(())
+                }
+                #[cfg(madsim)]
+                Listeners::Metrics => Ok(()),
             };
             if let Err(error) = result {
                 tracing::error!(%error, %address, "{what} listener failed");
