@@ -38,6 +38,9 @@ pub(crate) const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections being sniffed at once, at most.
 pub(crate) const SNIFFING_MAX: usize = 1_024;
 
+/// How long to wait after accepting failed before accepting again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Sniffed gRPC connections queued for the gRPC server at most.
 const GRPC_QUEUED_MAX: usize = 128;
 
@@ -184,7 +187,9 @@ where
         let stream = match next {
             Some(Ok(stream)) => stream,
             Some(Err(error)) => {
-                tracing::debug!(%error, "accepting a client connection failed");
+                // Out of file descriptors, mostly: wait a moment rather than spin on it.
+                tracing::warn!(%error, "accepting a client connection failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
             None => return,
