@@ -31,7 +31,8 @@ use crate::proto::etcdserverpb::{AlarmType, RangeRequest};
 use crate::server::state::server::Server;
 use crate::server::types::config::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 use crate::server::types::error::ServerError;
-use crate::server::types::metrics::{ProcessStats, Scrape, CONTENT_TYPE};
+use crate::server::types::metrics::{Scrape, CONTENT_TYPE};
+use crate::server::types::process::ProcessStats;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
