@@ -71,11 +71,9 @@ pub(crate) struct HeartbeatDelays {
 impl HeartbeatDelays {
     /// Records a heartbeat to `to` at `now`; true when it came too late after the one before.
     fn late(&mut self, to: u64, now: Instant, interval: Duration) -> bool {
-        let late = self
-            .last_sent
+        self.last_sent
             .insert(to, now)
-            .is_some_and(|before| now.saturating_duration_since(before) > 2 * interval);
-        late
+            .is_some_and(|before| now.saturating_duration_since(before) > 2 * interval)
     }
 
     /// Forgets every heartbeat: a new term of leadership starts its own count.
@@ -463,6 +461,27 @@ fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<ServerError> {
 mod tests {
     use super::*;
     use crate::raft::{ConfChangeSingle, ConfChangeType};
+
+    #[test]
+    fn a_heartbeat_is_late_after_two_intervals_without_one() {
+        let interval = Duration::from_millis(100);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut delays = HeartbeatDelays::default();
+        assert!(!delays.late(2, at(0), interval), "the first one");
+        assert!(!delays.late(2, at(100), interval));
+        assert!(
+            !delays.late(3, at(150), interval),
+            "each follower counts alone"
+        );
+        assert!(!delays.late(2, at(300), interval), "two intervals exactly");
+        assert!(delays.late(2, at(501), interval));
+        delays.reset();
+        assert!(
+            !delays.late(2, at(2_000), interval),
+            "a new term of leadership"
+        );
+    }
 
     fn change(kind: ConfChangeType, node_id: u64) -> ConfChangeV2 {
         ConfChangeV2 {
