@@ -246,9 +246,30 @@ fn the_metrics_page_parses_and_moves_under_load() {
     assert_eq!(sample(&before, "etcd_server_has_leader"), 1.0);
     assert_eq!(sample(&before, "etcd_server_is_leader"), 1.0);
 
+    // A watcher shows while its stream is open.
+    let mut watch = server
+        .etcdctl()
+        .args(["watch", "load/", "--prefix"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = samples(&get(metrics_port, "/metrics").body);
+        if sample(&page, "etcd_debugging_mvcc_watcher_total") >= 1.0 {
+            assert!(sample(&page, "etcd_debugging_mvcc_watch_stream_total") >= 1.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher never showed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     const PUTS: usize = 50;
     put_keys(&server, PUTS);
     server.ok(&["del", "load/0"]);
+    let _ = watch.kill();
+    let _ = watch.wait();
 
     // The same page on the client port, through the sniffing listener.
     let after = get(server.port, "/metrics");
@@ -449,10 +470,60 @@ fn wait_for_health(member: &Server, status: u16, within: Duration) -> String {
     panic!("/health never answered {status}; last {last:?}");
 }
 
+/// The members' ids in hexadecimal, as the metrics label them.
+fn member_ids(member: &Server) -> Vec<String> {
+    member
+        .ok(&["member", "list"])
+        .lines()
+        .filter_map(|line| line.split(',').next())
+        .map(|id| id.trim().to_string())
+        .collect()
+}
+
 #[test]
 fn health_follows_quorum_in_a_three_member_cluster() {
     let mut members = start_cluster(3);
     wait_for_health(&members[0], 200, Duration::from_secs(10));
+
+    // Exactly one member leads, and each counts the bytes it exchanges with its peers: the
+    // leader with every follower, a follower with the leader (followers need not talk to
+    // one another once a leader is elected).
+    members[0].ok(&["put", "k", "v"]);
+    let ids = member_ids(&members[0]);
+    assert_eq!(ids.len(), 3);
+    let pages: Vec<BTreeMap<String, f64>> = members
+        .iter()
+        .map(|member| samples(&get(member.port, "/metrics").body))
+        .collect();
+    let own_id = |page: &BTreeMap<String, f64>| -> String {
+        page.keys()
+            .find_map(|series| series.strip_prefix("etcd_server_id{server_id=\""))
+            .and_then(|rest| rest.strip_suffix("\"}"))
+            .expect("etcd_server_id")
+            .to_string()
+    };
+    let leaders: Vec<String> = pages
+        .iter()
+        .filter(|page| sample(page, "etcd_server_is_leader") == 1.0)
+        .map(own_id)
+        .collect();
+    assert_eq!(leaders.len(), 1, "one leader");
+    for page in &pages {
+        assert_eq!(sample(page, "etcd_server_has_leader"), 1.0);
+        assert!(sample(page, "etcd_server_leader_changes_seen_total") >= 1.0);
+        let own = own_id(page);
+        let talks_to: Vec<&String> = if own == leaders[0] {
+            ids.iter().filter(|id| **id != own).collect()
+        } else {
+            vec![&leaders[0]]
+        };
+        for peer in talks_to {
+            let sent = format!("etcd_network_peer_sent_bytes_total{{To=\"{peer}\"}}");
+            let received = format!("etcd_network_peer_received_bytes_total{{From=\"{peer}\"}}");
+            assert!(sample(page, &sent) > 0.0, "{own}: {sent}");
+            assert!(sample(page, &received) > 0.0, "{own}: {received}");
+        }
+    }
     members[1].kill();
     members[2].kill();
     let body = wait_for_health(&members[0], 503, Duration::from_secs(30));
