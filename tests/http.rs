@@ -394,6 +394,24 @@ fn assert_grpc_health(server: &Server) {
             .await
             .expect_err("unknown service");
         assert_eq!(unknown.code(), tonic::Code::NotFound);
+        let mut watch = client
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("watching")
+            .into_inner();
+        let first = watch.message().await.expect("a status").expect("open");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        let mut unknown = client
+            .watch(HealthCheckRequest {
+                service: "no.such.Service".to_string(),
+            })
+            .await
+            .expect("watching")
+            .into_inner();
+        let first = unknown.message().await.expect("a status").expect("open");
+        assert_eq!(first.status, ServingStatus::ServiceUnknown as i32);
     });
 }
 
