@@ -32,13 +32,14 @@ use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
 use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxcd::proto::etcdserverpb::{HashKvRequest, LeaseLeasesRequest, PutRequest, RangeRequest};
-use oxcd::server::observe::set_observer;
+use oxcd::server::observe::{set_observer, set_points, Point};
 use oxcd::server::transport::set_message_faults;
 use tokio::time::Instant;
 
 use crate::harness::{ClusterSpec, SimMember};
 use crate::nemesis::{Chaos, ClockBound, Fault, Nemesis};
 use crate::observer::{Observed, RaftObserver};
+use crate::points::FaultPoints;
 use crate::workload::{self, Counts, Mix, Recorder};
 
 /// Operations a run must complete at least, or it proves nothing.
@@ -60,6 +61,8 @@ pub struct Plan {
     pub faults: Vec<(Fault, u32)>,
     pub fault_phase: Duration,
     pub watch_prev_kv: bool,
+    /// Delay points enabled, with the chance a pass through each is delayed.
+    pub delays: BTreeMap<Point, f64>,
 }
 
 impl Plan {
@@ -90,6 +93,7 @@ impl Plan {
             faults: Nemesis::mix_from_rng(rng),
             fault_phase: Duration::from_millis(rng.gen_range(5_000..12_000)),
             watch_prev_kv: rng.gen_bool(0.5),
+            delays: FaultPoints::delays_from_rng(rng),
         }
     }
 }
@@ -105,6 +109,11 @@ pub struct RunOutcome {
     /// What the clock faults allowed lease expiries to be early by.
     pub clocks: ClockBound,
     pub observed: Observed,
+    /// Crashes armed, and those that fired, by point.
+    pub points_armed: BTreeMap<Point, u64>,
+    pub points_fired: BTreeMap<Point, u64>,
+    /// Passes through delay points that were delayed, by point.
+    pub delayed: BTreeMap<Point, u64>,
     /// What the in-simulation checks found (serializable reads, liveness, durability,
     /// HashKV), besides the observer's findings.
     pub violations: Vec<String>,
@@ -114,10 +123,12 @@ impl RunOutcome {
     /// A digest of the run for the determinism check: equal runs give equal strings.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
             self.history.to_jsonl(),
             self.counts,
             self.injected,
+            (&self.points_armed, &self.points_fired),
+            self.delayed,
             self.clocks,
             self.observed,
             self.violations
@@ -154,8 +165,10 @@ pub async fn run(seed: u64) -> RunOutcome {
     );
     let observer = Arc::new(RaftObserver::default());
     let chaos = Arc::new(Chaos::default());
+    let points = Arc::new(FaultPoints::with_delays(plan.delays.clone()));
     set_observer(Some(observer.clone()));
     set_message_faults(Some(chaos.clone()));
+    set_points(Some(points.clone()));
 
     let members: Vec<SimMember> = (1..=plan.spec.size)
         .map(|index| SimMember::start(index, &plan.spec, seed))
@@ -209,6 +222,9 @@ pub async fn run(seed: u64) -> RunOutcome {
         election,
         injected: BTreeMap::new(),
         clocks: ClockBound::default(),
+        points: points.clone(),
+        points_armed: BTreeMap::new(),
+        points_fired: BTreeMap::new(),
     };
     // On a node of its own with an address: the nemesis calls the cluster's API too
     // (MoveLeader, MemberRemove, MemberAdd, MemberPromote).
@@ -252,6 +268,7 @@ pub async fn run(seed: u64) -> RunOutcome {
     }
     set_observer(None);
     set_message_faults(None);
+    set_points(None);
     for expiry in lease_expiries(&history, &nemesis.clocks) {
         history.push_operation(expiry);
     }
@@ -263,6 +280,9 @@ pub async fn run(seed: u64) -> RunOutcome {
         injected: nemesis.injected,
         clocks: nemesis.clocks,
         observed: observer.observed(),
+        points_armed: nemesis.points_armed,
+        points_fired: nemesis.points_fired,
+        delayed: points.delayed(),
         violations,
     }
 }

@@ -18,6 +18,8 @@ pub mod nemesis;
 #[cfg(madsim)]
 pub mod observer;
 #[cfg(madsim)]
+pub mod points;
+#[cfg(madsim)]
 pub mod workload;
 
 /// The seeds a sweep runs: `SIM_SEED` (default 1) and the `SIM_SEEDS - 1` seeds after it
@@ -140,6 +142,9 @@ pub struct SweepTotals {
     elections: u64,
     snapshots_installed: u64,
     member_starts: u64,
+    /// Point → (crashes armed there, crashes that fired).
+    points: std::collections::BTreeMap<String, (u64, u64)>,
+    delayed: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(madsim)]
@@ -155,6 +160,15 @@ impl SweepTotals {
         self.elections += outcome.observed.elections as u64;
         self.snapshots_installed += outcome.observed.snapshots_installed;
         self.member_starts += outcome.observed.member_starts;
+        for (point, armed) in &outcome.points_armed {
+            let fired = outcome.points_fired.get(point).copied().unwrap_or(0);
+            let total = self.points.entry(format!("{point:?}")).or_default();
+            total.0 += armed;
+            total.1 += fired;
+        }
+        for (point, count) in &outcome.delayed {
+            *self.delayed.entry(format!("{point:?}")).or_default() += count;
+        }
     }
 
     /// Prints the totals and writes them to `target/sim-sweep-summary.txt` (the test
@@ -177,6 +191,14 @@ impl SweepTotals {
         );
         for (fault, count) in &self.faults {
             text.push_str(&format!(" {fault}={count}"));
+        }
+        text.push_str("\ncrashes at points (fired/armed):");
+        for (point, (armed, fired)) in &self.points {
+            text.push_str(&format!(" {point}={fired}/{armed}"));
+        }
+        text.push_str("\npasses delayed at points:");
+        for (point, count) in &self.delayed {
+            text.push_str(&format!(" {point}={count}"));
         }
         text.push('\n');
         println!("{text}");

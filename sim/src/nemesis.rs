@@ -31,6 +31,8 @@ use tokio::time::Instant;
 
 use crate::harness::{ClusterSpec, SimMember};
 use crate::observer::RaftObserver;
+use crate::points::{FaultPoints, CRASH_POINTS};
+use oxcd::server::observe::Point;
 
 /// The kinds of fault, as counted in a run's report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,10 +51,11 @@ pub enum Fault {
     StaleFollowerTakeover,
     ClockSkew,
     ClockJump,
+    CrashAtPoint,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Partition,
         Fault::OneWayLink,
         Fault::IsolateLeader,
@@ -67,6 +70,7 @@ impl Fault {
         Fault::StaleFollowerTakeover,
         Fault::ClockSkew,
         Fault::ClockJump,
+        Fault::CrashAtPoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Fault {
             Fault::StaleFollowerTakeover => "stale-follower-then-leader-crash",
             Fault::ClockSkew => "clock-rate-skew",
             Fault::ClockJump => "clock-jump-forward",
+            Fault::CrashAtPoint => "crash-at-point",
         }
     }
 }
@@ -170,6 +175,11 @@ pub struct Nemesis {
     pub election: Duration,
     pub injected: BTreeMap<Fault, u64>,
     pub clocks: ClockBound,
+    /// The run's crash and delay points.
+    pub points: Arc<FaultPoints>,
+    /// Crashes armed, and those that fired, by point.
+    pub points_armed: BTreeMap<Point, u64>,
+    pub points_fired: BTreeMap<Point, u64>,
 }
 
 impl Nemesis {
@@ -338,6 +348,7 @@ impl Nemesis {
                 disk.set_faults(FaultConfig::default());
             }
             Fault::ReplaceMember => return self.replace_member().await,
+            Fault::CrashAtPoint => return self.crash_at_point().await,
             Fault::StaleFollowerTakeover => {
                 // A follower is cut off while writes go on, then comes back just as the
                 // leader dies: only the vote's log check keeps it from leading with a
@@ -400,6 +411,132 @@ impl Nemesis {
                 }
             }
         }
+        true
+    }
+
+    /// Crashes a member at a chosen point of its work (see `points`): arms the point, brings
+    /// the moment about where waiting alone rarely would (an election for a vote, a lagging
+    /// follower for a snapshot transfer), and restarts the member once the crash fired.
+    async fn crash_at_point(&mut self) -> bool {
+        // Points this run's configuration can reach: snapshots are taken only with a small
+        // snapshot count, and sent to followers only when little log is kept behind them.
+        // Those of a snapshot transfer weigh three times: runs that can reach them are few.
+        let reachable: Vec<Point> = CRASH_POINTS
+            .into_iter()
+            .flat_map(|point| {
+                let copies = match point {
+                    Point::SnapshotTaken if self.spec.snapshot_count >= 100_000 => 0,
+                    Point::SnapshotChunkReceived
+                    | Point::SnapshotImageSaved
+                    | Point::SnapshotRecorded
+                    | Point::SnapshotRestored => {
+                        if self.spec.catch_up_entries.is_some() {
+                            3
+                        } else {
+                            0
+                        }
+                    }
+                    _ => 1,
+                };
+                std::iter::repeat_n(point, copies)
+            })
+            .collect();
+        let point = reachable[thread_rng().gen_range(0..reachable.len())];
+        let leader = self.leader_index();
+        let on_follower = matches!(
+            point,
+            Point::VoteSent
+                | Point::SnapshotChunkReceived
+                | Point::SnapshotImageSaved
+                | Point::SnapshotRecorded
+                | Point::SnapshotRestored
+        );
+        let index = match leader {
+            Some(leader) if on_follower => self.other_member(leader),
+            _ => self.leader_or_random(),
+        };
+        let member = &self.members[index];
+        let skip = thread_rng().gen_range(0..3);
+        self.points.arm(
+            member.id,
+            point,
+            skip,
+            member.node.id(),
+            member.disk.clone(),
+        );
+        let net = self.net();
+        match point {
+            Point::VoteSent | Point::HardStateSaved => {
+                // An election: the leader pauses past an election timeout.
+                if let Some(leader) = leader.filter(|&leader| leader != index) {
+                    let node = self.members[leader].node.id();
+                    Handle::current().pause(node);
+                    tokio::time::sleep(self.election * 2).await;
+                    Handle::current().resume(node);
+                }
+            }
+            Point::SnapshotChunkReceived
+            | Point::SnapshotImageSaved
+            | Point::SnapshotRecorded
+            | Point::SnapshotRestored => {
+                // A follower cut off while writes go on falls behind the leader's log past
+                // what the leader keeps, and catches up from an image.
+                let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
+                let cut = self.cross_links(&side);
+                for &(a, b) in &cut {
+                    net.clog_link(a, b);
+                }
+                // Until the others committed past the next snapshot and what it keeps
+                // behind it (or for ten seconds: writes may have stopped).
+                let member_id = self.members[index].id;
+                let (own, _) = self.observer.commit_progress(member_id);
+                let past = own.unwrap_or(0)
+                    + self.spec.snapshot_count
+                    + self.spec.catch_up_entries.unwrap_or(0)
+                    + 5;
+                let give_up = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < give_up && self.observer.commit_progress(member_id).1 < past
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                for &(a, b) in &cut {
+                    net.unclog_link(a, b);
+                }
+            }
+            _ => {}
+        }
+        // A follower that was cut off hears from the leader again only once the leader's
+        // reconnection backoff lets it, and its image takes a while to send.
+        let wait = if on_follower && point != Point::VoteSent {
+            Duration::from_secs(8)
+        } else {
+            Duration::from_secs(2)
+        };
+        let deadline = Instant::now() + self.election * 4 + wait;
+        let fired = loop {
+            if let Some(fired) = self.points.take_fired() {
+                break Some(fired);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.points.disarm();
+        *self.points_armed.entry(point).or_default() += 1;
+        tracing::info!(?point, fired = fired.is_some(), "crash at a point");
+        if fired.is_some() {
+            *self.points_fired.entry(point).or_default() += 1;
+        }
+        // A point the member did not reach in time gets an ordinary power loss now.
+        tokio::time::sleep(Duration::from_millis(
+            thread_rng().gen_range(10..=self.election.as_millis() as u64),
+        ))
+        .await;
+        // The node is dead and its disk off since the crash; the machine comes back.
+        let member = &self.members[index];
+        member.crash();
+        member.restart();
         true
     }
 

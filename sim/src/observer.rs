@@ -9,10 +9,16 @@
 //!   term (Raft §5.4.2); older entries commit with it.
 //! - **Log matching and state-machine safety**: every member that commits index `i` commits
 //!   the same entry there (same term, same data digest), across restarts too.
-//! - **Deterministic apply**: every member that applies index `i` reaches the same revision.
+//! - **Same state at every index**: every member that applies index `i` reaches the same
+//!   revision and the same state digest (every live key with its metadata, every lease with
+//!   its keys, the compaction); a store loaded from disk (at start, or from a leader's
+//!   image) holding index `i` must equal what the members that applied `i` had. The first
+//!   index where two members differ is reported, naming both.
+//! - **One vote per term**: a member never votes for two candidates in one term, across
+//!   restarts too (a vote sent must have been durable).
 //! - **Monotonic progress**: within one process life, committed entries arrive in order
 //!   with no gap (a snapshot from the leader moves the start forward, never back), and the
-//!   applied index only grows.
+//!   applier applies exactly the entries after the state it loaded, each once, in order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -30,8 +36,12 @@ struct State {
     leaders: BTreeMap<u64, u64>,
     /// index → (term, digest, first member to commit it).
     committed: BTreeMap<u64, (u64, u32, u64)>,
-    /// index → (revision, first member to apply it).
-    applied: BTreeMap<u64, (i64, u64)>,
+    /// index → (revision, state digest, first member to reach it).
+    applied: BTreeMap<u64, (i64, u64, u64)>,
+    /// (member, term) → the candidate it voted for.
+    votes: HashMap<(u64, u64), u64>,
+    /// Members whose states already differed: one report per member pair is enough.
+    diverged: std::collections::HashSet<(u64, u64)>,
     lives: HashMap<u64, Life>,
     violations: Vec<String>,
     restarts: u64,
@@ -68,6 +78,18 @@ impl RaftObserver {
             member_starts: state.restarts,
             snapshots_installed: state.snapshots,
         }
+    }
+
+    /// The newest index `member` committed in its current life, and the newest any
+    /// member committed.
+    pub fn commit_progress(&self, member: u64) -> (Option<u64>, u64) {
+        let state = self.state.lock().expect("observer lock poisoned");
+        let own = state
+            .lives
+            .get(&member)
+            .and_then(|life| life.last_committed);
+        let newest = state.committed.keys().next_back().copied().unwrap_or(0);
+        (own, newest)
     }
 
     /// The leader of the newest term that had one, as far as the observer knows.
@@ -141,26 +163,70 @@ impl Observer for RaftObserver {
                     ));
                 }
                 life.last_committed = Some(index);
-                life.last_applied = Some(index);
             }
-            Observation::Applied { index, revision } => {
+            Observation::Applied {
+                index,
+                revision,
+                digest,
+            } => {
                 let life = state.lives.entry(member).or_default();
-                if life.last_applied.is_some_and(|last| index <= last) {
+                if let Some(last) = life.last_applied {
+                    if index != last + 1 {
+                        state.violations.push(format!(
+                            "member {member:x} applied index {index} right after {last}"
+                        ));
+                    }
+                }
+                life.last_applied = Some(index);
+                state.same_state(member, "applying", index, revision, digest);
+            }
+            Observation::Loaded {
+                index,
+                revision,
+                digest,
+            } => {
+                let life = state.lives.entry(member).or_default();
+                if life.last_applied.is_some_and(|last| index < last) {
                     state.violations.push(format!(
-                        "member {member:x} applied index {index} after {:?}",
+                        "member {member:x} loaded a store at index {index} after applying {:?}",
                         life.last_applied
                     ));
                 }
                 life.last_applied = Some(index);
-                let first = *state.applied.entry(index).or_insert((revision, member));
-                if first.0 != revision {
+                state.same_state(member, "loading its store at", index, revision, digest);
+            }
+            Observation::Voted { term, candidate } => {
+                let first = *state.votes.entry((member, term)).or_insert(candidate);
+                if first != candidate {
                     state.violations.push(format!(
-                        "deterministic apply: index {index} left {:x} at revision {} but \
-                         {member:x} at revision {revision}",
-                        first.1, first.0
+                        "one vote per term: {member:x} voted for {first:x} and for \
+                         {candidate:x} in term {term}"
                     ));
                 }
             }
         }
+    }
+}
+
+impl State {
+    /// Checks that `member`, having reached `index` by `how`, holds the state every member
+    /// that reached `index` before it held.
+    fn same_state(&mut self, member: u64, how: &str, index: u64, revision: i64, digest: u64) {
+        let (first_revision, first_digest, first_member) = *self
+            .applied
+            .entry(index)
+            .or_insert((revision, digest, member));
+        if (first_revision, first_digest) == (revision, digest) {
+            return;
+        }
+        let pair = (first_member.min(member), first_member.max(member));
+        if !self.diverged.insert(pair) {
+            return;
+        }
+        self.violations.push(format!(
+            "same state at every index: at index {index}, {first_member:x} had revision \
+             {first_revision} and state {first_digest:016x}, but {member:x}, {how} it, has \
+             revision {revision} and state {digest:016x}"
+        ));
     }
 }

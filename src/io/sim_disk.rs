@@ -132,6 +132,15 @@ impl SimDisk {
         state.collect_garbage();
     }
 
+    /// A power cut at this instant that the process does not survive: what was not synced
+    /// is lost as by [`SimDisk::crash`], and every later call fails until the next
+    /// [`SimDisk::crash`] (the machine coming back), so that code still running on the
+    /// dying process cannot reach the disk.
+    pub fn power_off(&self) {
+        self.crash();
+        self.lock().halted = true;
+    }
+
     /// Sets the faults to inject from now on.
     pub fn set_faults(&self, faults: FaultConfig) {
         self.lock().faults = faults;

@@ -152,6 +152,11 @@ impl RaftTransport for RaftTransportService {
             }
             received.received_bytes.add(chunk.data.len() as u64);
             image.append(&chunk.data).map_err(storage)?;
+            #[cfg(madsim)]
+            crate::server::types::observe::crash_point(
+                self.server.id,
+                crate::server::types::observe::Point::SnapshotChunkReceived,
+            );
         }
         if image.len() != head.image_bytes {
             return Err(Status::invalid_argument(format!(
@@ -161,6 +166,11 @@ impl RaftTransport for RaftTransportService {
             )));
         }
         image.finish().map_err(storage)?;
+        #[cfg(madsim)]
+        crate::server::types::observe::crash_point(
+            self.server.id,
+            crate::server::types::observe::Point::SnapshotImageSaved,
+        );
         if let Some(snapshot) = message.snapshot.as_mut() {
             snapshot.data = Bytes::new();
         }

@@ -55,6 +55,8 @@ impl Applier {
                 biased;
                 batch = self.batches.recv() => {
                     let Some(batch) = batch else { break };
+                    #[cfg(madsim)]
+                    observe::delay_point(self.server.id, observe::Point::ApplyBatch).await;
                     if let Err(error) = self.apply_batch(batch) {
                         // The state machine cannot go on from here (a snapshot that would
                         // not install, an entry that does not decode): stop the member
@@ -80,7 +82,13 @@ impl Applier {
         let _batch = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match batch {
             ApplyBatch::Entries(entries) => {
-                for entry in entries {
+                #[cfg(madsim)]
+                let count = entries.len();
+                for (_position, entry) in entries.into_iter().enumerate() {
+                    #[cfg(madsim)]
+                    if _position > 0 && _position < count {
+                        observe::crash_point(self.server.id, observe::Point::ApplyMidBatch);
+                    }
                     self.apply_entry(entry)?;
                 }
             }
@@ -118,6 +126,8 @@ impl Applier {
         self.backend.restore(&image).map_err(|error| {
             ServerError::Internal(format!("restoring the snapshot at index {index}: {error}"))
         })?;
+        #[cfg(madsim)]
+        observe::crash_point(self.server.id, observe::Point::SnapshotRestored);
         if let Err(error) =
             crate::wal::remove_images_before(self.backend.disk().as_ref(), &dir, index)
         {
@@ -132,6 +142,15 @@ impl Applier {
             .membership
             .replace(records.members, records.removed);
         self.server.alarms.reload();
+        #[cfg(madsim)]
+        observe::report(
+            self.server.id,
+            observe::Observation::Loaded {
+                index: self.backend_index,
+                revision: self.backend.current_revision(),
+                digest: self.backend.state_digest(),
+            },
+        );
         tracing::info!(
             index,
             backend_index = self.backend_index,
@@ -220,14 +239,6 @@ impl Applier {
                     self.server.metrics.slow_applies.inc();
                 }
                 self.server.proposer.waiters.complete(request.id, result);
-                #[cfg(madsim)]
-                observe::report(
-                    self.server.id,
-                    observe::Observation::Applied {
-                        index: entry.index,
-                        revision: self.backend.current_revision(),
-                    },
-                );
             }
             Ok(EntryType::ConfChangeV2) => {
                 // Applied to the core by the Raft task before it handed the entry over;
@@ -241,6 +252,17 @@ impl Applier {
                 )))
             }
         }
+        #[cfg(madsim)]
+        if entry.index > self.backend_index {
+            observe::report(
+                self.server.id,
+                observe::Observation::Applied {
+                    index: entry.index,
+                    revision: self.backend.current_revision(),
+                    digest: self.backend.state_digest(),
+                },
+            );
+        }
         Ok(())
     }
 
@@ -253,6 +275,8 @@ impl Applier {
             self.server.lifecycle.stop_with_error(error.to_string());
             ServerError::Stopped
         })?;
+        #[cfg(madsim)]
+        observe::crash_point(self.server.id, observe::Point::BackendCommitted);
         self.uncommitted_entries = 0;
         Ok(())
     }

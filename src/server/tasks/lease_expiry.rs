@@ -41,6 +41,12 @@ pub(crate) async fn run(server: Arc<Server>) {
         if !is_leader {
             continue;
         }
+        #[cfg(madsim)]
+        crate::server::types::observe::delay_point(
+            server.id,
+            crate::server::types::observe::Point::LeaseExpiryCheck,
+        )
+        .await;
         for id in server.store.expired_leases(EXPIRED_REVOKES_PER_CHECK_MAX) {
             let server = server.clone();
             tokio::spawn(async move {

@@ -373,6 +373,8 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
         image_bytes: total,
         data: Bytes::new(),
     };
+    #[cfg(madsim)]
+    let member = server.id;
     // Read from the copy a chunk at a time, as the peer takes them: a large image is never
     // in memory whole.
     tokio::spawn(async move {
@@ -383,6 +385,12 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
         sent.sent_bytes.add(head_bytes);
         let mut offset = 0;
         while offset < total {
+            #[cfg(madsim)]
+            crate::server::types::observe::delay_point(
+                member,
+                crate::server::types::observe::Point::SnapshotSend,
+            )
+            .await;
             let data = match image.read(offset, SNAPSHOT_CHUNK_BYTES) {
                 Ok(data) => data,
                 Err(error) => {

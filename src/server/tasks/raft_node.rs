@@ -173,6 +173,8 @@ impl RaftNode {
                             index: stored.metadata.as_ref().map_or(0, |m| m.index),
                         },
                     );
+                    #[cfg(madsim)]
+                    observe::crash_point(self.server.id, observe::Point::SnapshotRecorded);
                     let _ = self.applier.send(ApplyBatch::Snapshot(stored));
                 }
             }
@@ -181,6 +183,15 @@ impl RaftNode {
                 self.wal
                     .save(hard_state.as_ref(), &ready.entries, ready.must_sync)
                     .map_err(|error| self.fatal("WAL append", error.to_string()))?;
+                #[cfg(madsim)]
+                observe::crash_point(
+                    self.server.id,
+                    if ready.entries.is_empty() {
+                        observe::Point::HardStateSaved
+                    } else {
+                        observe::Point::EntriesSaved
+                    },
+                );
                 if let Some(hard_state) = hard_state {
                     self.storage.set_hard_state(hard_state);
                 }
@@ -285,7 +296,19 @@ impl RaftNode {
                     self.server.metrics.heartbeat_send_failures.inc();
                 }
             }
+            #[cfg(madsim)]
+            let vote = (message.msg_type() == raft::MessageType::RequestVoteResponse
+                && !message.reject)
+                .then_some((message.term, message.to));
             self.server.transport.send(message);
+            #[cfg(madsim)]
+            if let Some((term, candidate)) = vote {
+                observe::report(
+                    self.server.id,
+                    observe::Observation::Voted { term, candidate },
+                );
+                observe::crash_point(self.server.id, observe::Point::VoteSent);
+            }
         }
     }
 
@@ -326,6 +349,8 @@ impl RaftNode {
             return Ok(());
         };
         self.record_snapshot(&snapshot)?;
+        #[cfg(madsim)]
+        observe::crash_point(self.server.id, observe::Point::SnapshotTaken);
         self.wal
             .release_to(metadata.index)
             .map_err(|error| self.fatal("WAL release", error.to_string()))?;

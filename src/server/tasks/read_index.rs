@@ -35,6 +35,12 @@ pub(crate) async fn run(server: Arc<Server>) {
 }
 
 async fn round(server: &Server) -> ReadResult {
+    #[cfg(madsim)]
+    crate::server::types::observe::delay_point(
+        server.id,
+        crate::server::types::observe::Point::ReadIndexRound,
+    )
+    .await;
     let timeout = server.request_timeout();
     let (context, mut answer) = server.reads.open_round();
     // The request is sent again every retry interval until answered: a request the core

@@ -5,6 +5,11 @@
 //! members (one leader per term, the same entry at every committed index, the same revision
 //! after applying it). The observer is per thread, so that worlds simulated side by side
 //! (parallel tests) do not see each other. Production builds have no observer.
+//!
+//! The same hooks let the simulator act at chosen moments of a member's work (the
+//! [`Point`]s): crash it there (power loss at the instant that matters: right after a vote,
+//! between a WAL append and its acknowledgement, halfway through a snapshot install), or
+//! delay it there (FoundationDB's "buggify": rare interleavings made common).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -29,8 +34,93 @@ pub enum Observation {
     /// The member installed a snapshot from the leader at `index`: committed entries
     /// continue after it.
     Snapshot { index: u64 },
-    /// The applier applied the entry at `index` to the store, which is now at `revision`.
-    Applied { index: u64, revision: i64 },
+    /// The applier applied the entry at `index` (of any type) to the store, which is now at
+    /// `revision` and whose whole state (keys, leases, compaction) hashes to `digest`.
+    Applied {
+        index: u64,
+        revision: i64,
+        digest: u64,
+    },
+    /// The member's store was loaded from disk (at start, or from a leader's snapshot
+    /// image) and holds the effects of every entry up to `index`: it must equal the state
+    /// every member that applied `index` had.
+    Loaded {
+        index: u64,
+        revision: i64,
+        digest: u64,
+    },
+    /// The member sent a vote for `candidate` in `term` (not a pre-vote): it must never
+    /// vote for another candidate in that term, however often it restarts.
+    Voted { term: u64, candidate: u64 },
+}
+
+/// A moment in a member's work where the simulator may step in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Point {
+    /// A granted vote was just handed to the transport (its hard state is synced).
+    VoteSent,
+    /// A hard state without entries (a new term, a vote, a commit index) was just synced.
+    HardStateSaved,
+    /// Entries were appended to the WAL and synced; their acknowledgements are not sent.
+    EntriesSaved,
+    /// A chunk of a leader's snapshot image was written, not yet synced.
+    SnapshotChunkReceived,
+    /// A leader's snapshot image is synced and renamed; the Raft core has not heard of it.
+    SnapshotImageSaved,
+    /// A received snapshot is recorded (snapshot file and WAL marker); the store still
+    /// holds the old state.
+    SnapshotRecorded,
+    /// The store was replaced by a leader's image; nothing after it is committed yet.
+    SnapshotRestored,
+    /// A local snapshot was recorded; the WAL before it is not yet released.
+    SnapshotTaken,
+    /// Some entries of an apply batch are applied, the rest are not.
+    ApplyMidBatch,
+    /// The backend just committed applied entries.
+    BackendCommitted,
+    /// The applier is about to apply a batch (a delay point).
+    ApplyBatch,
+    /// A ReadIndex round is about to start (a delay point).
+    ReadIndexRound,
+    /// The leader is about to send a chunk of a snapshot image (a delay point).
+    SnapshotSend,
+    /// The lessor is about to look for expired leases (a delay point).
+    LeaseExpiryCheck,
+}
+
+/// What the simulator does at a [`Point`].
+pub trait Points: Send + Sync {
+    /// Called where a crash may happen. The simulator crashes the member inside this call
+    /// (its disk keeps only what was synced and refuses every later write; its node is
+    /// killed), so nothing the member does after it reaches the disk or the network.
+    fn crash_point(&self, member: u64, point: Point);
+    /// Called where a delay may happen: how long to wait there, if at all.
+    fn delay(&self, member: u64, point: Point) -> Option<std::time::Duration>;
+}
+
+thread_local! {
+    static POINTS: RefCell<Option<Arc<dyn Points>>> = const { RefCell::new(None) };
+}
+
+/// Installs `points` for every member simulated on this thread (`None` removes it).
+pub fn set_points(points: Option<Arc<dyn Points>>) {
+    POINTS.with(|slot| *slot.borrow_mut() = points);
+}
+
+/// A moment where the simulator may crash `member`.
+pub fn crash_point(member: u64, point: Point) {
+    let points = POINTS.with(|slot| slot.borrow().clone());
+    if let Some(points) = points {
+        points.crash_point(member, point);
+    }
+}
+
+/// A moment where the simulator may delay `member`: waits as long as it says.
+pub async fn delay_point(member: u64, point: Point) {
+    let points = POINTS.with(|slot| slot.borrow().clone());
+    if let Some(wait) = points.and_then(|points| points.delay(member, point)) {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 pub trait Observer: Send + Sync {

@@ -58,7 +58,17 @@ pub async fn run_on(
     let mut recovered = bootstrap(&config, disk, clock, seed).await?;
     let member_id = recovered.member_id;
     #[cfg(madsim)]
-    observe::report(member_id, observe::Observation::Started);
+    {
+        observe::report(member_id, observe::Observation::Started);
+        observe::report(
+            member_id,
+            observe::Observation::Loaded {
+                index: recovered.backend_index,
+                revision: recovered.store.current_revision(),
+                digest: recovered.store.state_digest(),
+            },
+        );
+    }
     let conf_state = &recovered.conf_state;
     let single_voter = conf_state.voters == [member_id] && conf_state.voters_outgoing.is_empty();
     if single_voter {
