@@ -7,8 +7,10 @@
 #   scripts/oxbench-side-by-side.sh OXBENCH NAME=BINARY [NAME=BINARY ...]
 #
 # A binary whose file name is `etcd` gets etcd's flags; any other gets oxcd's. Environment:
-# ROUNDS (default 3), WORKLOADS (default "put range"), CLIENTS (32), CONNS (4),
-# TOTAL (20000), PORT (23790; PORT+10 is the peer port).
+# ROUNDS (default 3), WORKLOADS (default "put range"; also txn-put, and connect, which opens
+# CONNECT_TOTAL (500) connections one after another), CLIENTS (32),
+# CONNS (4), TOTAL (20000), PORT (23790; PORT+10 is the peer port). TLS_DIR=DIR serves the
+# clients over mutual TLS with the certificates scripts/make-test-certs.sh makes in DIR.
 #
 # Example, oxcd at two commits and etcd 3.4:
 #   scripts/oxbench-side-by-side.sh target/release/oxbench \
@@ -23,6 +25,14 @@ workloads=${WORKLOADS:-put range}
 port=${PORT:-23790}
 peer_port=$((port + 10))
 client_url="http://127.0.0.1:$port"
+tls_server=()
+tls_client=()
+if [ -n "${TLS_DIR:-}" ]; then
+    client_url="https://127.0.0.1:$port"
+    tls_server=(--cert-file "$TLS_DIR/server.crt" --key-file "$TLS_DIR/server.key"
+        --trusted-ca-file "$TLS_DIR/ca.crt" --client-cert-auth)
+    tls_client=(--cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key")
+fi
 peer_url="http://127.0.0.1:$peer_port"
 
 port_taken() { ss -ltn | grep -q ":$1 "; }
@@ -35,7 +45,7 @@ run_server() { # name binary
         return 1
     fi
     local flags=(--data-dir "$dir/data" --listen-client-urls "$client_url"
-        --advertise-client-urls "$client_url" --listen-peer-urls "$peer_url")
+        --advertise-client-urls "$client_url" --listen-peer-urls "$peer_url" "${tls_server[@]}")
     if [ "$(basename "$binary")" != etcd ]; then
         flags+=(--initial-advertise-peer-urls "$peer_url" --initial-cluster "default=$peer_url")
     fi
@@ -45,8 +55,11 @@ run_server() { # name binary
     sleep 3
     for workload in $workloads; do
         local result
+        local total=${TOTAL:-20000}
+        # A new connection per request: fewer of them.
+        [ "$workload" = connect ] && total=${CONNECT_TOTAL:-500}
         result=$("$oxbench" --endpoint "127.0.0.1:$port" --clients "${CLIENTS:-32}" \
-            --conns "${CONNS:-4}" --total "${TOTAL:-20000}" "$workload" 2>&1 |
+            --conns "${CONNS:-4}" --total "$total" "${tls_client[@]}" "$workload" 2>&1 |
             grep -E 'Requests/sec|p99' | tr -s '\t\n' '  ')
         echo "$name $workload: $result"
     done

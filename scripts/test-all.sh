@@ -10,8 +10,9 @@
 #      sim/regressions.txt, and a sample of seeds run twice for determinism;
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
 #      of seeds.
-# Environment: SIM_SEEDS (default 500) seeds per sweep, SIM_THREADS (default: the cores)
-# worlds side by side; SKIP_SIM=1 skips steps 3 and 4.
+# Environment: SIM_SEEDS (default 2000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
+# (default 300) of the one-member crash test, SIM_THREADS (default: the cores) worlds side
+# by side; SKIP_SIM=1 skips steps 3 and 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,11 +40,15 @@ step "checker on the recorded histories"
 cargo run -q --locked -p jepsen-lite -- selftest jepsen-lite/testdata
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
-    step "deterministic simulation sweep (${SIM_SEEDS:-500} seeds)"
+    step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-300} seeds)"
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-300}" \
+        cargo test --locked -p oxcd-sim --release --test single_member
+
+    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-2000} seeds), regressions, determinism"
     rm -f target/sim-sweep-summary.txt
     # The sweep simulates as many worlds side by side as there are cores (SIM_THREADS).
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-500}" \
-        cargo test --locked -p oxcd-sim --release
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-2000}" \
+        cargo test --locked -p oxcd-sim --release --test cluster
     cat target/sim-sweep-summary.txt
 
     step "planted bugs: each must be caught (cluster simulation, Raft property test)"

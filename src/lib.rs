@@ -11,7 +11,8 @@
 //!   loop, the applier), the gRPC services, and the wiring that starts them.
 //! - `net` (production builds only): connection adapters beneath HTTP/2 (the `:authority`
 //!   mending that etcdctl's `--cluster` commands need; telling gRPC from HTTP/1.1 on one
-//!   port) and HTTP/1.1 serving for the metrics and health endpoints.
+//!   port), TLS for client and peer connections, and HTTP/1.1 serving for the metrics
+//!   and health endpoints.
 //! - [`planted`]: bugs planted on purpose (only with the `planted-bugs` feature), which
 //!   the simulator must catch.
 //! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.
@@ -23,7 +24,7 @@ pub mod io;
 pub mod lease;
 pub mod mvcc;
 #[cfg(not(madsim))]
-mod net;
+pub mod net;
 pub mod planted;
 pub mod proto;
 pub mod raft;

@@ -5,7 +5,13 @@
 //! oxbench --endpoint 127.0.0.1:2379 --clients 32 --total 20000 range
 //! oxbench --endpoint 127.0.0.1:2379 --clients 32 --total 20000 txn-put
 //! oxbench --endpoint 127.0.0.1:2379 --total 2000 watch-latency
+//! oxbench --endpoint 127.0.0.1:2379 --total 500 connect
+//! oxbench --endpoint 127.0.0.1:2379 --cacert ca.crt --cert client.crt --key client.key put
 //! ```
+//!
+//! `connect` times new connections (TCP, then TLS when asked, then the HTTP/2 preface and
+//! one serializable Range), one after another. With `--cert` and `--key` (and `--cacert`
+//! to verify the server, or `--insecure-skip-tls-verify`) every connection is TLS.
 //!
 //! Prints throughput and latency percentiles (p50, p90, p99, p99.9) in the shape etcd's
 //! `benchmark` tool reports, so the two can be put side by side.
@@ -74,8 +80,82 @@ mod bench {
         /// Range reads are serializable (local) instead of linearizable.
         #[arg(long)]
         serializable: bool,
-        /// put | range | txn-put | watch-latency
+        /// TLS: verify the server's certificate against this CA bundle.
+        #[arg(long)]
+        cacert: Option<std::path::PathBuf>,
+        /// TLS: the client certificate (with --key); giving it turns TLS on.
+        #[arg(long)]
+        cert: Option<std::path::PathBuf>,
+        /// TLS: the client certificate's key.
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+        /// TLS without verifying the server's certificate (instead of --cacert).
+        #[arg(long)]
+        insecure_skip_tls_verify: bool,
+        /// put | range | txn-put | watch-latency | connect
         workload: String,
+    }
+
+    /// How connections are made: plaintext, or TLS with a client certificate.
+    #[derive(Clone)]
+    enum Dialer {
+        Plain,
+        Tls(Arc<oxcd::net::tls::ClientTls>),
+    }
+
+    impl Dialer {
+        fn new(args: &Args) -> Result<Dialer, String> {
+            use oxcd::net::tls::{ClientTls, TlsOptions, TlsVersion};
+            let (cert_file, key_file) = match (&args.cert, &args.key) {
+                (None, None) if args.cacert.is_none() && !args.insecure_skip_tls_verify => {
+                    return Ok(Dialer::Plain)
+                }
+                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+                _ => return Err("TLS needs a client certificate: --cert and --key".into()),
+            };
+            if args.cacert.is_none() && !args.insecure_skip_tls_verify {
+                return Err("TLS needs --cacert or --insecure-skip-tls-verify".into());
+            }
+            let tls = ClientTls::new(TlsOptions {
+                cert_file,
+                key_file,
+                // Without a CA, the server's certificate is not verified.
+                trusted_ca_file: args.cacert.clone(),
+                client_cert_auth: false,
+                allowed_cn: None,
+                allowed_hostname: None,
+                crl_file: None,
+                cipher_suites: Vec::new(),
+                min_version: TlsVersion::Tls12,
+                max_version: TlsVersion::Tls13,
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Dialer::Tls(Arc::new(tls)))
+        }
+
+        async fn connect(&self, endpoint: &str) -> Result<Channel, String> {
+            let failed = |e: tonic::transport::Error| {
+                let mut reason = format!("cannot connect to {endpoint}: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    reason = format!("{reason}: {cause}");
+                    source = cause.source();
+                }
+                reason
+            };
+            match self {
+                Dialer::Plain => Channel::from_shared(format!("http://{endpoint}"))
+                    .map_err(|e| e.to_string())?
+                    .connect()
+                    .await
+                    .map_err(failed),
+                Dialer::Tls(tls) => Channel::from_shared(format!("https://{endpoint}"))
+                    .map_err(|e| e.to_string())?
+                    .connect_with_connector(tls.connector())
+                    .await
+                    .map_err(failed),
+            }
+        }
     }
 
     fn key(index: usize, size: usize) -> Bytes {
@@ -117,21 +197,17 @@ mod bench {
         }
     }
 
-    async fn connect(endpoint: &str) -> Result<Channel, String> {
-        Channel::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {endpoint}: {e}"))
-    }
-
     pub async fn run(args: Args) -> Result<(), String> {
+        let dialer = Dialer::new(&args)?;
         if args.workload == "watch-latency" {
-            return watch_latency(&args).await;
+            return watch_latency(&args, &dialer).await;
+        }
+        if args.workload == "connect" {
+            return connect_latency(&args, &dialer).await;
         }
         let mut channels = Vec::new();
         for _ in 0..args.conns.max(1) {
-            channels.push(connect(&args.endpoint).await?);
+            channels.push(dialer.connect(&args.endpoint).await?);
         }
         let value = Bytes::from(vec![b'v'; args.val_size]);
         if args.workload == "range" {
@@ -239,9 +315,35 @@ mod bench {
         Ok(())
     }
 
+    /// Time to open a connection and have it answer one request, one connection after
+    /// another: the cost of a new client (with TLS, its handshake).
+    async fn connect_latency(args: &Args, dialer: &Dialer) -> Result<(), String> {
+        let mut latencies = Vec::with_capacity(args.total);
+        let start = Instant::now();
+        for _ in 0..args.total {
+            let began = Instant::now();
+            let channel = dialer.connect(&args.endpoint).await?;
+            KvClient::new(channel)
+                .range(RangeRequest {
+                    key: Bytes::from_static(b"oxbench-connect"),
+                    serializable: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            latencies.push(began.elapsed());
+        }
+        println!(
+            "oxbench connect against {}: {} new connections, each answering one serializable range",
+            args.endpoint, args.total
+        );
+        Latencies(latencies).report(start.elapsed(), 0);
+        Ok(())
+    }
+
     /// Time from a put's response to the watch event it caused.
-    async fn watch_latency(args: &Args) -> Result<(), String> {
-        let channel = connect(&args.endpoint).await?;
+    async fn watch_latency(args: &Args, dialer: &Dialer) -> Result<(), String> {
+        let channel = dialer.connect(&args.endpoint).await?;
         let mut watch = WatchClient::new(channel.clone());
         let (requests, receiver) = tokio::sync::mpsc::channel(4);
         requests

@@ -6,40 +6,42 @@
 //! ```
 //!
 //! Each layer wraps the stream of the one below it; [`Incoming`] yields the top of the
-//! stack for every gRPC connection, and the gRPC server reads it. The sniffer
-//! (`net::sniff`) serves the connections that are not HTTP/2 as HTTP/1.1 with the handler
-//! it is given. TLS terminates beneath the sniffer and the authority adapter, which must
-//! see plaintext.
+//! stack for every gRPC connection, and the gRPC server reads it. TLS terminates beneath
+//! the sniffer and the authority adapter, which must see plaintext; `tls::Incoming` yields
+//! only connections whose handshake succeeded. The sniffer (`net::sniff`) serves the
+//! connections that are not HTTP/2 as HTTP/1.1 with the handler it is given.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use futures_core::Stream;
-use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::TcpIncoming;
+use tokio::net::TcpListener;
 
 use super::authority::ClientStream;
 use super::http1::Handler;
 use super::sniff::{self, Sniffed};
+use super::tls::{self, Connection, ServerTls};
 
 /// The accepted gRPC connections of one listener, each wrapped in the layers above TCP.
 pub(crate) struct Incoming {
-    grpc: sniff::Grpc<TcpStream>,
+    grpc: sniff::Grpc<Connection>,
 }
 
 impl Incoming {
-    /// The gRPC connections of `listener`; its HTTP/1.1 connections are served by `http1`.
-    pub(crate) fn new(listener: TcpListener, http1: Handler) -> Self {
-        let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+    /// Accepts on `listener`, with TLS when `tls` is given (an `https://` URL); the
+    /// connections that are not gRPC are served by `http1`.
+    pub(crate) fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>, http1: Handler) -> Self {
         Incoming {
-            grpc: sniff::split(tcp, http1),
+            grpc: sniff::split(tls::Incoming::new(listener, tls), http1),
         }
     }
 }
 
 impl Stream for Incoming {
-    type Item = io::Result<ClientStream<Sniffed<TcpStream>>>;
+    type Item = io::Result<ClientStream<Sniffed<Connection>>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.grpc)

@@ -77,7 +77,9 @@ pub(crate) async fn leader_client(server: &Server) -> Result<PeerClient, ServerE
         .member(leader)
         .and_then(|record| record.peer_urls.into_iter().next())
         .ok_or(ServerError::NoLeader)?;
-    let client = connect(&url).await.ok_or(ServerError::NoLeader)?;
+    let client = connect(&url, &server.config)
+        .await
+        .ok_or(ServerError::NoLeader)?;
     *server
         .leader_connection
         .lock()

@@ -7,6 +7,11 @@
 //! refused with "etcdserver: no leader" while this member knows no leader, instead of
 //! waiting for a request that cannot complete. Authentication tokens are checked here once
 //! authentication exists.
+//!
+//! It also names the user a verified client certificate stands for: on a TLS listener with
+//! client certificate authentication the certificate's Common Name is the user (etcd's
+//! `--client-cert-auth`), and the gate attaches it to the request as a [`CertificateUser`]
+//! extension, the same type in both builds (the simulator has no TLS, so never one there).
 
 use std::sync::Arc;
 
@@ -35,12 +40,32 @@ impl RequestGate {
 }
 
 impl Interceptor for RequestGate {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         // The Raft status is read only for the requests that ask for a leader: most requests
         // pass without touching shared state.
         admit(request.metadata(), || self.server.raft_status().leader)?;
+        if let Some(user) = certificate_user(request.extensions()) {
+            request.extensions_mut().insert(user);
+        }
         Ok(request)
     }
+}
+
+/// The user named by the Common Name of the verified client certificate a request came
+/// with (a request extension; see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertificateUser(pub(crate) Arc<str>);
+
+/// The certificate user of a connection, from what the TLS layer recorded of it.
+#[cfg(not(madsim))]
+fn certificate_user(extensions: &tonic::Extensions) -> Option<CertificateUser> {
+    let connection = extensions.get::<crate::net::tls::ConnectionInfo>()?;
+    connection.common_name.clone().map(CertificateUser)
+}
+
+#[cfg(madsim)]
+fn certificate_user(_extensions: &tonic::Extensions) -> Option<CertificateUser> {
+    None
 }
 
 /// Whether a request with `metadata` may go on; `leader` tells the known leader (0: none).
@@ -74,6 +99,23 @@ mod tests {
         let status = Status::from(ServerError::NoLeader);
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(status.message(), "etcdserver: no leader");
+    }
+
+    #[cfg(not(madsim))]
+    #[test]
+    fn a_verified_certificate_names_the_user_and_a_plain_connection_none() {
+        use crate::net::tls::ConnectionInfo;
+        let mut extensions = tonic::Extensions::new();
+        assert_eq!(certificate_user(&extensions), None);
+        extensions.insert(ConnectionInfo { common_name: None });
+        assert_eq!(certificate_user(&extensions), None);
+        extensions.insert(ConnectionInfo {
+            common_name: Some(Arc::from("alice")),
+        });
+        assert_eq!(
+            certificate_user(&extensions),
+            Some(CertificateUser(Arc::from("alice")))
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::proto::oxcdpb::{RaftBatch, SnapshotChunk};
 use crate::raft::{Message, MessageType};
 use crate::server::state::server::Server;
 use crate::server::state::store::ImageCopy;
+use crate::server::types::config::Config;
 use crate::server::types::request::NodeInput;
 use crate::server::types::request::REMOVED;
 use crate::server::types::stream::ReceiverStream;
@@ -136,11 +137,58 @@ impl PeerTransport {
     }
 }
 
-/// A client of the peer service at `url`, or `None` if it cannot be reached.
-pub(crate) async fn connect(url: &str) -> Option<RaftTransportClient<Channel>> {
+/// A client of the peer service at `url`, or `None` if it cannot be reached. An `https://`
+/// peer is dialled over TLS with the peer certificate of `config` (read from its files now,
+/// so that rotated certificates take effect with the next connection).
+pub(crate) async fn connect(url: &str, config: &Config) -> Option<RaftTransportClient<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_string()).ok()?;
     let endpoint = endpoint.connect_timeout(Duration::from_secs(1));
+    #[cfg(not(madsim))]
+    if url.starts_with("https://") {
+        return connect_tls(url, &endpoint, config).await;
+    }
+    let _ = config;
     endpoint.connect().await.ok().map(RaftTransportClient::new)
+}
+
+#[cfg(not(madsim))]
+async fn connect_tls(
+    url: &str,
+    endpoint: &Endpoint,
+    config: &Config,
+) -> Option<RaftTransportClient<Channel>> {
+    use crate::server::types::config::TlsSide;
+    let tls = config
+        .tls_options(TlsSide::Peer)
+        .map_err(|error| error.to_string())
+        .and_then(|options| {
+            options
+                .ok_or_else(|| "no peer certificate (--peer-cert-file or --peer-auto-tls)".into())
+        })
+        .and_then(|options| {
+            crate::net::tls::ClientTls::new(options).map_err(|error| error.to_string())
+        });
+    let tls = match tls {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::warn!(%url, %error, "cannot dial a peer over TLS");
+            return None;
+        }
+    };
+    match endpoint.connect_with_connector(tls.connector()).await {
+        Ok(channel) => Some(RaftTransportClient::new(channel)),
+        Err(error) => {
+            // tonic's own message is only "transport error"; the cause is in the chain.
+            let mut reason = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                reason = format!("{reason}: {cause}");
+                source = cause.source();
+            }
+            tracing::debug!(%url, %reason, "cannot connect to a peer over TLS");
+            None
+        }
+    }
 }
 
 /// How far the receiving end has read a peer stream: the sender compares it with what it
@@ -186,8 +234,8 @@ struct OpenStream {
 }
 
 impl OpenStream {
-    async fn open(url: &str) -> Option<OpenStream> {
-        let mut client = connect(url).await?;
+    async fn open(url: &str, config: &Config) -> Option<OpenStream> {
+        let mut client = connect(url, config).await?;
         let (batches, receiver) = mpsc::channel(STREAM_BATCHES_MAX);
         let progress: Arc<std::sync::Mutex<StreamProgress>> = Arc::default();
         let stream = PeerStream {
@@ -275,7 +323,7 @@ async fn send_loop(server: Arc<Server>, to: u64, url: String, mut queue: mpsc::R
             stream = None;
         }
         if stream.is_none() {
-            stream = OpenStream::open(&url).await;
+            stream = OpenStream::open(&url, &server.config).await;
         }
         let request = RaftBatch {
             from: server.id,
@@ -362,7 +410,7 @@ fn merged_snapshot(server: &Server, mut message: Message) -> Result<(Message, Im
 }
 
 async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: ImageCopy) -> bool {
-    let Some(mut client) = connect(url).await else {
+    let Some(mut client) = connect(url, &server.config).await else {
         return false;
     };
     let (chunks, receiver) = mpsc::channel(4);

@@ -166,6 +166,100 @@ pub struct Config {
     /// Accepted for etcd compatibility; logs go to stderr.
     #[arg(long, env = "OXCD_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+
+    /// Path to the client server TLS certificate file (for `https://` client URLs).
+    #[arg(long, env = "OXCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "OXCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Path to the client server TLS trusted CA file; clients must then present a
+    /// certificate it signed.
+    #[arg(long, env = "OXCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// A host a client certificate must name (among its subject alternative names).
+    #[arg(long, env = "OXCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
+
+    /// Path to the client certificate revocation list (PEM).
+    #[arg(long, env = "OXCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+
+    /// Require and verify client certificates; the certificate's Common Name names the user.
+    #[arg(long, env = "OXCD_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+
+    /// Client TLS using a generated self-signed certificate (when no --cert-file is given).
+    #[arg(long, env = "OXCD_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auto_tls: bool,
+
+    /// Path to the peer server TLS certificate file (for `https://` peer URLs).
+    #[arg(long, env = "OXCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "OXCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "OXCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Path to the peer certificate revocation list (PEM).
+    #[arg(long, env = "OXCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+
+    /// Require and verify peer client certificates.
+    #[arg(long, env = "OXCD_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+
+    /// Peer TLS using generated self-signed certificates (when no --peer-cert-file is given).
+    #[arg(long, env = "OXCD_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_auto_tls: bool,
+
+    /// The Common Name a peer's client certificate must have.
+    #[arg(long, env = "OXCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+
+    /// A host a peer's client certificate must name (among its subject alternative names).
+    #[arg(long, env = "OXCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
+
+    /// Validity of the self-signed certificates of --auto-tls and --peer-auto-tls, in years.
+    #[arg(long, env = "OXCD_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1)]
+    pub self_signed_cert_validity: u32,
+
+    /// Comma-separated TLS 1.2 cipher suites (IANA names) for client and peer TLS; empty
+    /// means the defaults. TLS 1.3 suites are not configurable.
+    #[arg(long, env = "OXCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
+
+    /// Minimum TLS version: TLS1.2 or TLS1.3.
+    #[arg(long, env = "OXCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+
+    /// Maximum TLS version: TLS1.2 or TLS1.3; empty means the highest supported.
+    #[arg(long, env = "OXCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+}
+
+/// Which side's TLS flags: the client listeners' or the peers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSide {
+    Client,
+    Peer,
+}
+
+/// The TLS files of one side, as the flags (or auto-TLS) name them.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// `true` when the files are the self-signed pair auto-TLS generates at start.
+    pub generated: bool,
 }
 
 /// A configuration error, reported before anything is started.
@@ -185,6 +279,14 @@ pub enum ConfigError {
     InitialCluster(String, &'static str),
     #[error("couldn't find local name {0:?} in the initial cluster configuration")]
     NameNotInCluster(String),
+    #[error("TLS key/cert (--{flags}) must be provided for {side} url {url} with HTTPS scheme")]
+    TlsNeedsCertificate {
+        flags: &'static str,
+        side: &'static str,
+        url: String,
+    },
+    #[error("--{0}-file and --{1}-file must be given together")]
+    TlsHalfPair(&'static str, &'static str),
 }
 
 impl Config {
@@ -212,6 +314,36 @@ impl Config {
         self.client_listen_addrs()?;
         self.peer_listen_addrs()?;
         self.metrics_listen_addrs()?;
+        for side in [TlsSide::Client, TlsSide::Peer] {
+            let (cert, key) = match side {
+                TlsSide::Client => (&self.cert_file, &self.key_file),
+                TlsSide::Peer => (&self.peer_cert_file, &self.peer_key_file),
+            };
+            if cert.is_some() != key.is_some() {
+                return Err(match side {
+                    TlsSide::Client => ConfigError::TlsHalfPair("cert", "key"),
+                    TlsSide::Peer => ConfigError::TlsHalfPair("peer-cert", "peer-key"),
+                });
+            }
+            let https = match side {
+                TlsSide::Client => split_list(&self.listen_client_urls),
+                TlsSide::Peer => split_list(&self.listen_peer_urls),
+            };
+            let https = https.into_iter().find(|url| is_https(url));
+            if let (Some(url), None) = (https, self.tls_files(side)) {
+                return Err(ConfigError::TlsNeedsCertificate {
+                    flags: match side {
+                        TlsSide::Client => "cert-file, --key-file",
+                        TlsSide::Peer => "peer-cert-file, --peer-key-file",
+                    },
+                    side: match side {
+                        TlsSide::Client => "client",
+                        TlsSide::Peer => "peer",
+                    },
+                    url,
+                });
+            }
+        }
         let cluster = self.initial_cluster_members()?;
         if !cluster.iter().any(|(name, _)| *name == self.name) {
             return Err(ConfigError::NameNotInCluster(self.name.clone()));
@@ -275,6 +407,72 @@ impl Config {
         parse_url_list(&self.listen_client_urls)
     }
 
+    /// The client listen addresses, each with whether its URL is `https://`.
+    pub fn client_listeners(&self) -> Result<Vec<(SocketAddr, bool)>, ConfigError> {
+        listeners(&self.listen_client_urls)
+    }
+
+    /// The peer listen addresses, each with whether its URL is `https://`.
+    pub fn peer_listeners(&self) -> Result<Vec<(SocketAddr, bool)>, ConfigError> {
+        listeners(&self.listen_peer_urls)
+    }
+
+    /// The certificate and key of `side`: the files given, or else with auto-TLS the pair
+    /// generated under `<data-dir>/fixtures/{client,peer}` (etcd's place for them).
+    pub fn tls_files(&self, side: TlsSide) -> Option<TlsFiles> {
+        let (cert, key, auto) = match side {
+            TlsSide::Client => (&self.cert_file, &self.key_file, self.auto_tls),
+            TlsSide::Peer => (
+                &self.peer_cert_file,
+                &self.peer_key_file,
+                self.peer_auto_tls,
+            ),
+        };
+        match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                generated: false,
+            }),
+            _ if auto => {
+                let dir = self.fixtures_dir(side);
+                Some(TlsFiles {
+                    cert_file: dir.join("cert.pem"),
+                    key_file: dir.join("key.pem"),
+                    generated: true,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Where auto-TLS keeps the self-signed pair of `side`.
+    pub fn fixtures_dir(&self, side: TlsSide) -> PathBuf {
+        let name = match side {
+            TlsSide::Client => "client",
+            TlsSide::Peer => "peer",
+        };
+        self.data_dir().join("fixtures").join(name)
+    }
+
+    /// The hosts a self-signed certificate of `side` names: those of its listen and
+    /// advertised URLs.
+    pub fn tls_hosts(&self, side: TlsSide) -> Vec<String> {
+        let urls = match side {
+            TlsSide::Client => [&self.listen_client_urls, &self.advertise_client_urls],
+            TlsSide::Peer => [&self.listen_peer_urls, &self.initial_advertise_peer_urls],
+        };
+        let mut hosts: Vec<String> = Vec::new();
+        for url in urls.into_iter().flat_map(|list| split_list(list)) {
+            if let Some(host) = url_host(&url) {
+                if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
+        }
+        hosts
+    }
+
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         parse_url_list(&self.listen_peer_urls)
     }
@@ -327,6 +525,76 @@ fn split_list(list: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(str::to_string)
+        .collect()
+}
+
+/// The TLS options of one side, for the production transport (the simulator has no TLS).
+#[cfg(not(madsim))]
+impl Config {
+    /// `None` when the side has neither certificate files nor auto-TLS.
+    pub(crate) fn tls_options(
+        &self,
+        side: TlsSide,
+    ) -> Result<Option<crate::net::tls::TlsOptions>, crate::net::tls::TlsError> {
+        use crate::net::tls::{TlsOptions, TlsVersion};
+        let Some(files) = self.tls_files(side) else {
+            return Ok(None);
+        };
+        let max_version = match self.tls_max_version.as_str() {
+            "" => TlsVersion::Tls13,
+            name => TlsVersion::parse(name)?,
+        };
+        let (trusted_ca_file, client_cert_auth, allowed_cn, allowed_hostname, crl_file) = match side
+        {
+            TlsSide::Client => (
+                self.trusted_ca_file.clone(),
+                self.client_cert_auth,
+                None,
+                self.client_cert_allowed_hostname.clone(),
+                self.client_crl_file.clone(),
+            ),
+            TlsSide::Peer => (
+                self.peer_trusted_ca_file.clone(),
+                self.peer_client_cert_auth,
+                self.peer_cert_allowed_cn.clone(),
+                self.peer_cert_allowed_hostname.clone(),
+                self.peer_crl_file.clone(),
+            ),
+        };
+        Ok(Some(TlsOptions {
+            cert_file: files.cert_file,
+            key_file: files.key_file,
+            trusted_ca_file,
+            client_cert_auth,
+            allowed_cn,
+            allowed_hostname,
+            crl_file,
+            cipher_suites: split_list(&self.cipher_suites),
+            min_version: TlsVersion::parse(&self.tls_min_version)?,
+            max_version,
+        }))
+    }
+}
+
+fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// The host of a URL (`[…]` removed from an IPv6 address).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = rest.split('/').next()?;
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn listeners(list: &str) -> Result<Vec<(SocketAddr, bool)>, ConfigError> {
+    split_list(list)
+        .iter()
+        .map(|url| Ok((parse_url(url)?, is_https(url))))
         .collect()
 }
 
@@ -447,6 +715,55 @@ mod tests {
         assert_eq!(config.metrics_listen_addrs().unwrap().len(), 2);
         let mut argv = vec!["oxcd", "--metrics", "verbose"];
         assert!(Config::try_parse_from(argv.drain(..)).is_err());
+    }
+
+    #[test]
+    fn https_urls_need_a_certificate_or_auto_tls() {
+        let https_client = "--listen-client-urls=https://127.0.0.1:2379,http://127.0.0.1:2381";
+        assert!(matches!(
+            config(&[https_client]).validate(),
+            Err(ConfigError::TlsNeedsCertificate { side: "client", .. })
+        ));
+        assert!(matches!(
+            config(&[https_client, "--cert-file=a.crt"]).validate(),
+            Err(ConfigError::TlsHalfPair("cert", "key"))
+        ));
+        let with_files = config(&[https_client, "--cert-file=a.crt", "--key-file=a.key"]);
+        with_files.validate().unwrap();
+        assert_eq!(
+            with_files.client_listeners().unwrap(),
+            vec![
+                ("127.0.0.1:2379".parse().unwrap(), true),
+                ("127.0.0.1:2381".parse().unwrap(), false)
+            ]
+        );
+        let files = with_files.tls_files(TlsSide::Client).unwrap();
+        assert_eq!(files.cert_file, PathBuf::from("a.crt"));
+        assert!(!files.generated);
+        assert!(with_files.tls_files(TlsSide::Peer).is_none());
+
+        let auto = config(&[https_client, "--auto-tls", "--data-dir=/d"]);
+        auto.validate().unwrap();
+        let files = auto.tls_files(TlsSide::Client).unwrap();
+        assert_eq!(
+            files.cert_file,
+            PathBuf::from("/d/fixtures/client/cert.pem")
+        );
+        assert!(files.generated);
+        assert_eq!(
+            auto.tls_hosts(TlsSide::Client),
+            vec!["127.0.0.1", "localhost"]
+        );
+
+        let https_peer = "--listen-peer-urls=https://127.0.0.1:2380";
+        assert!(matches!(
+            config(&[https_peer]).validate(),
+            Err(ConfigError::TlsNeedsCertificate { side: "peer", .. })
+        ));
+        config(&[https_peer, "--peer-auto-tls=true"])
+            .validate()
+            .unwrap();
+        assert!(!config(&["--peer-auto-tls=false"]).peer_auto_tls);
     }
 
     #[test]

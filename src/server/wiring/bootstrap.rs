@@ -41,6 +41,8 @@ pub enum StartError {
     Stopped(String),
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Snapshot files kept (etcd's --max-snapshots default).
@@ -267,7 +269,7 @@ async fn join_cluster(
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     loop {
         for url in &peers {
-            let Some(mut client) = peer_transport::connect(url).await else {
+            let Some(mut client) = peer_transport::connect(url, config).await else {
                 continue;
             };
             let call = client.members(crate::proto::oxcdpb::MembersRequest {});

@@ -30,12 +30,92 @@ use crate::server::services::middleware::RequestGate;
 use crate::server::services::peer::RaftTransportService;
 use crate::server::services::watch::WatchService;
 use crate::server::state::server::Server;
+use crate::server::types::config::Config;
+#[cfg(not(madsim))]
+use crate::server::types::config::TlsSide;
+use crate::server::wiring::bootstrap::StartError;
 
-/// Serves every client service on `listener` until `shutdown` completes.
+/// The TLS set-up of the listeners, prepared once at start: the self-signed certificates
+/// of auto-TLS generated, and every certificate file loaded, so that a bad file fails the
+/// start rather than every handshake. The configurations reload themselves when the files
+/// change (`net::tls`).
+#[cfg(not(madsim))]
+pub(crate) struct ListenerTls {
+    /// For the `https://` client listeners.
+    clients: Option<Arc<crate::net::tls::ServerTls>>,
+    /// For the `https://` peer listeners.
+    peers: Option<Arc<crate::net::tls::ServerTls>>,
+}
+
+/// The simulator's listeners have no TLS.
+#[cfg(madsim)]
+pub(crate) struct ListenerTls;
+
+impl ListenerTls {
+    #[cfg(madsim)]
+    pub(crate) fn prepare(_config: &Config) -> Result<Self, StartError> {
+        Ok(ListenerTls)
+    }
+
+    #[cfg(not(madsim))]
+    pub(crate) fn prepare(config: &Config) -> Result<Self, StartError> {
+        use crate::net::tls::{self, ClientTls, ServerTls};
+        let failed = |error: tls::TlsError| StartError::Tls(error.to_string());
+        for side in [TlsSide::Client, TlsSide::Peer] {
+            if config.tls_files(side).is_some_and(|files| files.generated) {
+                tls::self_signed(
+                    &config.fixtures_dir(side),
+                    &config.tls_hosts(side),
+                    config.self_signed_cert_validity,
+                )
+                .map_err(failed)?;
+            }
+        }
+        let clients = match config.client_listeners()?.iter().any(|(_, https)| *https) {
+            true => config
+                .tls_options(TlsSide::Client)
+                .map_err(failed)?
+                .map(ServerTls::new)
+                .transpose()
+                .map_err(failed)?,
+            false => None,
+        };
+        let peer_options = config.tls_options(TlsSide::Peer).map_err(failed)?;
+        let peers = match config.peer_listeners()?.iter().any(|(_, https)| *https) {
+            true => peer_options
+                .clone()
+                .map(ServerTls::new)
+                .transpose()
+                .map_err(failed)?,
+            false => None,
+        };
+        // The same files make the client side of peer connections: check them now too.
+        if let Some(options) = peer_options {
+            ClientTls::new(options).map_err(failed)?;
+        }
+        Ok(ListenerTls { clients, peers })
+    }
+
+    /// What a client listener with an `https://` URL (when `https`) terminates TLS with.
+    #[cfg(not(madsim))]
+    fn for_clients(&self, https: bool) -> Option<Arc<crate::net::tls::ServerTls>> {
+        self.clients.clone().filter(|_| https)
+    }
+
+    #[cfg(not(madsim))]
+    fn for_peers(&self, https: bool) -> Option<Arc<crate::net::tls::ServerTls>> {
+        self.peers.clone().filter(|_| https)
+    }
+}
+
+/// Serves every client service on `listener` until `shutdown` completes, over TLS when
+/// `https` (its URL's scheme).
 #[cfg(not(madsim))]
 pub(crate) async fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
+    tls: &ListenerTls,
+    https: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use tonic::service::interceptor::InterceptedService;
@@ -78,12 +158,12 @@ pub(crate) async fn serve(
         .add_service(InterceptedService::new(maintenance, gate))
         .add_service(health)
         // The client connection stack (`net::client_listener`), not the plain TcpIncoming:
-        // etcdctl's `--cluster` commands send a URL as the `:authority`, which h2 refuses
-        // unless it is mended first (`net::authority`); connections that are not HTTP/2 are
-        // HTTP/1.1 requests for the HTTP endpoints (`net::sniff`); TLS will join the stack
-        // there.
+        // TLS when the URL is https (`net::tls`); connections that are not HTTP/2 are
+        // HTTP/1.1 requests for the HTTP endpoints (`net::sniff`); and etcdctl's `--cluster`
+        // commands send a URL as the `:authority`, which h2 refuses unless it is mended first
+        // (`net::authority`).
         .serve_with_incoming_shutdown(
-            crate::net::client_listener::Incoming::new(listener, http1),
+            crate::net::client_listener::Incoming::new(listener, tls.for_clients(https), http1),
             shutdown,
         )
         .await
@@ -112,6 +192,8 @@ pub(crate) async fn serve_metrics(
 pub(crate) async fn serve(
     server: Arc<Server>,
     address: std::net::SocketAddr,
+    _tls: &ListenerTls,
+    _https: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let gate = RequestGate::new(server.clone());
@@ -142,11 +224,14 @@ pub(crate) async fn serve(
         .await
 }
 
-/// Serves the Raft transport on a peer listener until `shutdown` completes.
+/// Serves the Raft transport on a peer listener until `shutdown` completes, over TLS when
+/// `https`.
 #[cfg(not(madsim))]
 pub(crate) async fn serve_peers(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
+    tls: &ListenerTls,
+    https: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;
@@ -156,7 +241,7 @@ pub(crate) async fn serve_peers(
                 .max_decoding_message_size(usize::MAX),
         )
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            crate::net::tls::Incoming::new(listener, tls.for_peers(https)),
             shutdown,
         )
         .await
@@ -167,6 +252,8 @@ pub(crate) async fn serve_peers(
 pub(crate) async fn serve_peers(
     server: Arc<Server>,
     address: std::net::SocketAddr,
+    _tls: &ListenerTls,
+    _https: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use crate::proto::oxcdpb::raft_transport_server::RaftTransportServer;

@@ -55,6 +55,8 @@ pub async fn run_on(
     seed: u64,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    // Before bootstrap: a joining member already talks to its peers there.
+    let tls = Arc::new(listen::ListenerTls::prepare(&config)?);
     let mut recovered = bootstrap(&config, disk, clock, seed).await?;
     let member_id = recovered.member_id;
     #[cfg(madsim)]
@@ -163,9 +165,9 @@ pub async fn run_on(
     tokio::spawn(lease_expiry::run(server.clone()));
 
     tokio::spawn(publish(server.clone()));
-    let mut servers = serve(server.clone(), Listeners::Clients).await?;
-    servers.extend(serve(server.clone(), Listeners::Peers).await?);
-    servers.extend(serve(server.clone(), Listeners::Metrics).await?);
+    let mut servers = serve(server.clone(), Listeners::Clients, &tls).await?;
+    servers.extend(serve(server.clone(), Listeners::Peers, &tls).await?);
+    servers.extend(serve(server.clone(), Listeners::Metrics, &tls).await?);
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
     tokio::select! {
         biased;
@@ -234,17 +236,28 @@ enum Listeners {
 async fn serve(
     server: Arc<Server>,
     which: Listeners,
+    tls: &Arc<listen::ListenerTls>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let (addresses, what) = match which {
-        Listeners::Clients => (server.config.client_listen_addrs()?, "client"),
-        Listeners::Peers => (server.config.peer_listen_addrs()?, "peer"),
+        Listeners::Clients => (server.config.client_listeners()?, "client"),
+        Listeners::Peers => (server.config.peer_listeners()?, "peer"),
+        // Plain HTTP: the metrics listeners do not terminate TLS.
         #[cfg(not(madsim))]
-        Listeners::Metrics => (server.config.metrics_listen_addrs()?, "metrics"),
+        Listeners::Metrics => {
+            let addresses = server.config.metrics_listen_addrs()?;
+            (
+                addresses
+                    .into_iter()
+                    .map(|address| (address, false))
+                    .collect(),
+                "metrics",
+            )
+        }
         #[cfg(madsim)]
         Listeners::Metrics => (Vec::new(), "metrics"),
     };
     let mut servers = Vec::new();
-    for address in addresses {
+    for (address, https) in addresses {
         // The simulator's transport binds by address; production binds here so that a
         // taken port fails the start instead of a background task.
         #[cfg(not(madsim))]
@@ -254,12 +267,17 @@ async fn serve(
         #[cfg(madsim)]
         let listener = address;
         let server = server.clone();
+        let tls = tls.clone();
         servers.push(tokio::spawn(async move {
             let stopping = server.clone();
             let shutdown = async move { stopping.lifecycle.stopped().await };
             let result = match which {
-                Listeners::Clients => listen::serve(server.clone(), listener, shutdown).await,
-                Listeners::Peers => listen::serve_peers(server.clone(), listener, shutdown).await,
+                Listeners::Clients => {
+                    listen::serve(server.clone(), listener, &tls, https, shutdown).await
+                }
+                Listeners::Peers => {
+                    listen::serve_peers(server.clone(), listener, &tls, https, shutdown).await
+                }
                 #[cfg(not(madsim))]
                 Listeners::Metrics => {
                     listen::serve_metrics(server.clone(), listener, shutdown).await;
