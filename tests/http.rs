@@ -342,6 +342,22 @@ fn health_probes_and_version_answer_as_etcd() {
         assert_eq!(post.status, 405);
         assert_eq!(post.header("allow"), Some("GET"));
     }
+    // Over HTTP/2 (h2c with prior knowledge), as HTTPS clients that negotiate h2 ask too.
+    let h2 = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            " %{http_version} %{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{}/health", server.port))
+        .output()
+        .expect("running curl");
+    assert_eq!(
+        String::from_utf8_lossy(&h2.stdout),
+        "{\"health\":\"true\",\"reason\":\"\"} 2 200"
+    );
+
     // A NOSPACE alarm (the backend outgrew its quota) makes the member unhealthy unless
     // excluded.
     let value = "x".repeat(100 * 1024);

@@ -75,19 +75,31 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        // The HTTP endpoints answer over HTTP/2 too (`http_endpoints::OverHttp2`): such
+        // requests are no gRPC calls and their bytes no gRPC bytes.
+        let grpc = is_grpc(request.headers());
         let mut call = Call {
-            method: self.metrics.grpc_method_index(request.uri().path()),
+            method: self
+                .metrics
+                .grpc_method_index(request.uri().path())
+                .filter(|_| grpc),
             started: self.metrics.extensive.then(Instant::now),
             metrics: self.metrics.clone(),
-            finished: false,
+            finished: !grpc,
+            grpc,
         };
         call.start();
-        let (parts, body) = request.into_parts();
-        let body = tonic::body::Body::new(CountedRequest {
-            inner: body,
-            metrics: self.metrics.clone(),
-        });
-        let response = self.inner.call(http::Request::from_parts(parts, body));
+        let request = if grpc {
+            let (parts, body) = request.into_parts();
+            let body = tonic::body::Body::new(CountedRequest {
+                inner: body,
+                metrics: self.metrics.clone(),
+            });
+            http::Request::from_parts(parts, body)
+        } else {
+            request
+        };
+        let response = self.inner.call(request);
         Box::pin(async move {
             match response.await {
                 Ok(response) => {
@@ -104,6 +116,13 @@ where
             }
         })
     }
+}
+
+/// Whether a request is a gRPC call (by its content type, as gRPC servers tell).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The status code a `grpc-status` header or trailer holds.
@@ -123,6 +142,8 @@ struct Call {
     /// When the call began; only with `--metrics extensive`.
     started: Option<Instant>,
     finished: bool,
+    /// False for a request that is no gRPC call: nothing of it is counted.
+    grpc: bool,
 }
 
 impl Call {
@@ -199,7 +220,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for CountedResponse<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.call.metrics.client_sent_bytes.add(data.len() as u64);
+                    if this.call.grpc {
+                        this.call.metrics.client_sent_bytes.add(data.len() as u64);
+                    }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     this.call.finish(grpc_status(trailers).unwrap_or(UNKNOWN));
                 }
@@ -280,6 +303,7 @@ mod tests {
             tower_layer::Layer::layer(&GrpcMetricsLayer::new(metrics.clone()), Answer { status });
         let request = http::Request::builder()
             .uri(path)
+            .header("content-type", "application/grpc")
             .body(tonic::body::Body::new(http_body_util::Full::new(
                 Bytes::from_static(b"abc"),
             )))

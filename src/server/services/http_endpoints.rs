@@ -21,13 +21,17 @@
 //! 404.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::proto::etcdserverpb::{AlarmType, RangeRequest};
+use crate::server::services::grpc_metrics::is_grpc;
 use crate::server::state::server::Server;
 use crate::server::types::config::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 use crate::server::types::error::ServerError;
@@ -77,6 +81,69 @@ pub(crate) async fn respond(
             }
             None => text(StatusCode::NOT_FOUND, "404 page not found\n"),
         },
+    }
+}
+
+/// Answers the requests for the HTTP endpoints that arrive over HTTP/2 on the gRPC server:
+/// h2c with prior knowledge, and HTTPS clients whose TLS handshake chose `h2` (Go's HTTP
+/// client, and with it Prometheus, does whenever the server offers it). A request that is
+/// not gRPC (by its content type) is answered by [`respond`]; gRPC calls go on to `inner`.
+#[derive(Clone)]
+pub(crate) struct OverHttp2Layer {
+    server: Arc<Server>,
+}
+
+impl OverHttp2Layer {
+    pub(crate) fn new(server: Arc<Server>) -> Self {
+        OverHttp2Layer { server }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for OverHttp2Layer {
+    type Service = OverHttp2<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OverHttp2 {
+            inner,
+            server: self.server.clone(),
+        }
+    }
+}
+
+/// See [`OverHttp2Layer`].
+#[derive(Clone)]
+pub(crate) struct OverHttp2<S> {
+    inner: S,
+    server: Arc<Server>,
+}
+
+impl<S> tonic::codegen::Service<http::Request<tonic::body::Body>> for OverHttp2<S>
+where
+    S: tonic::codegen::Service<
+        http::Request<tonic::body::Body>,
+        Response = Response<tonic::body::Body>,
+    >,
+    S::Future: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if is_grpc(request.headers()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let server = self.server.clone();
+        // The body is not read: no endpoint takes one.
+        let (head, _body) = request.into_parts();
+        Box::pin(async move {
+            let response = respond(server, http::Request::from_parts(head, ())).await;
+            Ok(response.map(tonic::body::Body::new))
+        })
     }
 }
 

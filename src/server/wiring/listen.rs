@@ -124,6 +124,7 @@ pub(crate) async fn serve(
     let limit = limits::grpc_message_bytes_max(server.config.max_request_bytes);
     let gate = RequestGate::new(server.clone());
     let server_metrics = server.metrics.clone();
+    let over_http2 = http_endpoints::OverHttp2Layer::new(server.clone());
     let kv = KvServer::new(KvService {
         server: server.clone(),
     })
@@ -151,6 +152,8 @@ pub(crate) async fn serve(
         // Outermost, so that it counts the status the client receives.
         .layer(GrpcMetricsLayer::new(server_metrics))
         .layer(limits::GrpcMessageLimitLayer)
+        // Innermost: what it answers itself (the HTTP endpoints over HTTP/2) is no gRPC.
+        .layer(over_http2)
         .add_service(InterceptedService::new(kv, gate.clone()))
         .add_service(InterceptedService::new(watch, gate.clone()))
         .add_service(InterceptedService::new(lease, gate.clone()))
