@@ -255,7 +255,9 @@ impl Store {
         self.inner.metrics.clone()
     }
 
-    /// How many keys exist now, and the watch hub's numbers.
+    /// How many keys exist now, and the watch hub's numbers (for a metrics page, which
+    /// simulation builds never render).
+    #[cfg_attr(madsim, allow(dead_code))]
     pub(crate) fn key_and_watch_counts(&self) -> (usize, crate::mvcc::watch::WatchCounts) {
         let (keys, hub) = {
             let state = self.lock();

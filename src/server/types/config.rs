@@ -15,6 +15,7 @@ pub const ETCD_API_VERSION: &str = "3.4.23";
 /// The cluster version oxcd reports (`/version`'s `etcdcluster`): the API level's
 /// major.minor, as etcd reports a decided cluster version. etcd 3.4 clients (Patroni among
 /// them) pick the `/v3/` API from it.
+#[cfg_attr(madsim, allow(dead_code))]
 pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 /// etcd's default request limit: 1.5 MiB.

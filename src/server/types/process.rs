@@ -1,6 +1,9 @@
 //! The standard `process_*` metrics every Prometheus client library exports, read from
 //! `/proc` (Linux): CPU time, memory, file descriptors, start time.
 
+// Only a metrics page reads them, which simulation builds never render.
+#![cfg_attr(madsim, allow(dead_code))]
+
 /// The standard `process_*` metrics of a Prometheus client.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct ProcessStats {
