@@ -13,8 +13,9 @@ const PROTO_FILES: &[&str] = &[
     "proto/etcd/v3lock.proto",
     "proto/etcd/v3election.proto",
     "proto/oxcd/internal.proto",
+    "proto/grpc/health/v1/health.proto",
 ];
-const INCLUDE_DIRS: &[&str] = &["proto/etcd", "proto/oxcd"];
+const INCLUDE_DIRS: &[&str] = &["proto/etcd", "proto/oxcd", "proto/grpc"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in PROTO_FILES {

@@ -10,8 +10,9 @@
 //! - [`server`]: one member, in layers: shared types, state owners, tasks (the Ready
 //!   loop, the applier), the gRPC services, and the wiring that starts them.
 //! - `net` (production builds only): connection adapters beneath HTTP/2 (the `:authority`
-//!   mending that etcdctl's `--cluster` commands need) and TLS for client and peer
-//!   connections.
+//!   mending that etcdctl's `--cluster` commands need; telling gRPC from HTTP/1.1 on one
+//!   port), TLS for client and peer connections, and HTTP/1.1 serving for the metrics
+//!   and health endpoints.
 //! - [`planted`]: bugs planted on purpose (only with the `planted-bugs` feature), which
 //!   the simulator must catch.
 //! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.

@@ -27,3 +27,8 @@ pub mod v3electionpb {
 pub mod oxcdpb {
     tonic::include_proto!("oxcdpb");
 }
+
+/// The standard gRPC health checking service (`grpc.health.v1.Health`).
+pub mod healthpb {
+    tonic::include_proto!("grpc.health.v1");
+}

@@ -457,8 +457,13 @@ impl Nemesis {
         };
         let member = &self.members[index];
         let skip = thread_rng().gen_range(0..3);
-        self.points
-            .arm(member.id, point, skip, member.node.id(), member.disk.clone());
+        self.points.arm(
+            member.id,
+            point,
+            skip,
+            member.node.id(),
+            member.disk.clone(),
+        );
         let net = self.net();
         match point {
             Point::VoteSent | Point::HardStateSaved => {

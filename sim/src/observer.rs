@@ -84,7 +84,10 @@ impl RaftObserver {
     /// member committed.
     pub fn commit_progress(&self, member: u64) -> (Option<u64>, u64) {
         let state = self.state.lock().expect("observer lock poisoned");
-        let own = state.lives.get(&member).and_then(|life| life.last_committed);
+        let own = state
+            .lives
+            .get(&member)
+            .and_then(|life| life.last_committed);
         let newest = state.committed.keys().next_back().copied().unwrap_or(0);
         (own, newest)
     }

@@ -104,7 +104,9 @@ impl FaultPoints {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Arms a crash of `member` (Raft id; its node and disk given) at the `skip + 1`-th

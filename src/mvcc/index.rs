@@ -37,13 +37,27 @@ impl Revision {
 pub struct KeyIndex {
     /// Per key, its revisions in increasing order, each marked when it is a deletion.
     keys: BTreeMap<Bytes, Vec<(Revision, bool)>>,
+    /// Keys whose newest revision is not a deletion (etcd's `keys_total` metric).
+    /// Invariant: equals the keys of `keys` whose last entry is not a tombstone.
+    live: usize,
 }
 
 impl KeyIndex {
     pub fn insert(&mut self, key: Bytes, rev: Revision, tombstone: bool) {
         let revisions = self.keys.entry(key).or_default();
         debug_assert!(revisions.last().is_none_or(|(last, _)| *last < rev));
+        let was_live = revisions.last().is_some_and(|(_, deleted)| !deleted);
         revisions.push((rev, tombstone));
+        match (was_live, tombstone) {
+            (false, false) => self.live += 1,
+            (true, true) => self.live -= 1,
+            _ => {}
+        }
+    }
+
+    /// How many keys exist at the newest revision.
+    pub fn live_keys(&self) -> usize {
+        self.live
     }
 
     fn visible(revisions: &[(Revision, bool)], at: i64) -> Option<Revision> {
@@ -149,5 +163,26 @@ mod tests {
         assert_eq!(removed, vec![rev(2), rev(4), rev(5)]);
         assert_eq!(index.get(b"a", 5), Some(rev(3)));
         assert_eq!(index.len(), 1);
+        assert_eq!(index.live_keys(), 1);
+    }
+
+    #[test]
+    fn live_keys_follow_creations_and_deletions() {
+        let mut index = KeyIndex::default();
+        let steps: &[(&[u8], i64, bool, usize)] = &[
+            (b"a", 2, false, 1),
+            (b"a", 3, false, 1),
+            (b"b", 4, false, 2),
+            (b"a", 5, true, 1),
+            (b"a", 6, false, 2),
+            (b"b", 7, true, 1),
+            (b"c", 8, true, 1),
+        ];
+        for (key, main, tombstone, live) in steps {
+            index.insert(Bytes::copy_from_slice(key), rev(*main), *tombstone);
+            assert_eq!(index.live_keys(), *live, "after revision {main}");
+        }
+        index.compact(8);
+        assert_eq!(index.live_keys(), 1);
     }
 }

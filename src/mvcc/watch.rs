@@ -61,6 +61,15 @@ pub enum WatchError {
     Closed,
 }
 
+/// The hub's numbers at one moment (etcd's watch metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WatchCounts {
+    pub streams: usize,
+    pub watchers: usize,
+    /// Watchers that fell behind and catch up from history.
+    pub slow: usize,
+}
+
 /// Access to the store for catching up, with the store lock held.
 pub trait History: Send + Sync {
     fn with_store(&self, visit: &mut dyn FnMut(&KvStore));
@@ -153,6 +162,22 @@ impl WatchHub {
             caught_up: VecDeque::new(),
             history,
         }
+    }
+
+    /// How many streams and watchers there are, and how many of the watchers are
+    /// unsynced (slow: catching up from history rather than fed by the hub).
+    pub fn counts(&self) -> WatchCounts {
+        let streams: Vec<Arc<Shared>> = self.streams().values().cloned().collect();
+        let mut counts = WatchCounts {
+            streams: streams.len(),
+            ..WatchCounts::default()
+        };
+        for shared in streams {
+            let state = shared.lock();
+            counts.watchers += state.watchers.len();
+            counts.slow += state.watchers.values().filter(|w| !w.synced).count();
+        }
+        counts
     }
 
     /// A write transaction ended at `revision` with `events`. Called with the store lock

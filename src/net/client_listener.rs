@@ -1,13 +1,15 @@
 //! The stack a client connection passes through before HTTP/2 sees it, in one place:
 //!
 //! ```text
-//! TCP (TCP_NODELAY) → [TLS, when the URL is https] → authority::ClientStream → HTTP/2
+//! TCP (TCP_NODELAY) → [TLS, when the URL is https] → sniff → authority::ClientStream → HTTP/2
+//!                                                      └──→ HTTP/1.1 (metrics, health)
 //! ```
 //!
 //! Each layer wraps the stream of the one below it; [`Incoming`] yields the top of the
-//! stack for every accepted connection, and the gRPC server reads it. TLS terminates
-//! beneath the authority adapter, which must see plaintext HTTP/2 frames; `tls::Incoming`
-//! yields only connections whose handshake succeeded.
+//! stack for every gRPC connection, and the gRPC server reads it. TLS terminates beneath
+//! the sniffer and the authority adapter, which must see plaintext; `tls::Incoming` yields
+//! only connections whose handshake succeeded. The sniffer (`net::sniff`) serves the
+//! connections that are not HTTP/2 as HTTP/1.1 with the handler it is given.
 
 use std::io;
 use std::pin::Pin;
@@ -19,27 +21,30 @@ use futures_core::Stream;
 use tokio::net::TcpListener;
 
 use super::authority::ClientStream;
+use super::http1::Handler;
+use super::sniff::{self, Sniffed};
 use super::tls::{self, Connection, ServerTls};
 
-/// The accepted client connections of one listener, each wrapped in the layers above TCP.
+/// The accepted gRPC connections of one listener, each wrapped in the layers above TCP.
 pub(crate) struct Incoming {
-    tcp: tls::Incoming,
+    grpc: sniff::Grpc<Connection>,
 }
 
 impl Incoming {
-    /// Accepts on `listener`, with TLS when `tls` is given (an `https://` URL).
-    pub(crate) fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> Self {
+    /// Accepts on `listener`, with TLS when `tls` is given (an `https://` URL); the
+    /// connections that are not gRPC are served by `http1`.
+    pub(crate) fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>, http1: Handler) -> Self {
         Incoming {
-            tcp: tls::Incoming::new(listener, tls),
+            grpc: sniff::split(tls::Incoming::new(listener, tls), http1),
         }
     }
 }
 
 impl Stream for Incoming {
-    type Item = io::Result<ClientStream<Connection>>;
+    type Item = io::Result<ClientStream<Sniffed<Connection>>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.tcp)
+        Pin::new(&mut self.grpc)
             .poll_next(cx)
             .map(|accepted| accepted.map(|socket| socket.map(ClientStream::new)))
     }

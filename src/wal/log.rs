@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 
@@ -55,7 +56,12 @@ pub struct Wal {
     latched: Option<String>,
     /// Encoding buffer, reused across batches.
     buf: Vec<u8>,
+    /// Told how long each fdatasync of the tail took (the member's fsync histogram).
+    sync_observer: Option<SyncObserver>,
 }
+
+/// Receives the duration of every fdatasync of the log's tail.
+pub type SyncObserver = Box<dyn FnMut(Duration) + Send>;
 
 impl fmt::Debug for Wal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,6 +117,7 @@ impl Wal {
             dirty: false,
             latched: None,
             buf: Vec::new(),
+            sync_observer: None,
         };
         let recovered = Recovered {
             metadata,
@@ -217,6 +224,7 @@ impl Wal {
             dirty: false,
             latched: None,
             buf: Vec::new(),
+            sync_observer: None,
         };
         let recovered = Recovered {
             metadata,
@@ -324,10 +332,20 @@ impl Wal {
             return Ok(());
         }
         let path = self.tail_path();
+        let started = Instant::now();
         let synced = self.tail.sync_data();
+        if let Some(observer) = self.sync_observer.as_mut() {
+            observer(started.elapsed());
+        }
         self.check_io("fdatasync", &path, synced)?;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Has `observer` told the duration of every later fdatasync of the tail (the syncs
+    /// that make appended entries durable, which etcd's WAL fsync metric measures).
+    pub fn observe_syncs(&mut self, observer: SyncObserver) {
+        self.sync_observer = Some(observer);
     }
 
     pub fn metadata(&self) -> WalMetadata {

@@ -35,7 +35,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use log::Wal;
+pub use log::{SyncObserver, Wal};
 pub use snapshot::{remove_images_before, snapshot_db_path, IncomingImage, SnapshotFiles};
 
 use crate::raft::{Entry, HardState};

@@ -162,6 +162,30 @@ fn round_trip_across_segments() {
 }
 
 #[test]
+fn every_sync_is_observed_and_nothing_else() {
+    let (_sim, disk) = sim_disk(2);
+    let (mut wal, _) =
+        Wal::create(disk, Path::new(WAL_DIR), metadata(), small_segments()).expect("create");
+    let observed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = observed.clone();
+    wal.observe_syncs(Box::new(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let count = || observed.load(std::sync::atomic::Ordering::Relaxed);
+    wal.save(Some(&hard_state(1, 0)), &entries(1..=2, 1), true)
+        .expect("save");
+    assert_eq!(count(), 1, "a synced batch");
+    wal.save(None, &entries(3..=3, 1), false).expect("save");
+    assert_eq!(count(), 1, "a batch that need not sync");
+    wal.sync().expect("sync");
+    assert_eq!(count(), 2, "the sync that made it durable");
+    wal.sync().expect("sync");
+    assert_eq!(count(), 2, "nothing left to sync");
+    wal.save_snapshot_marker(2, 1).expect("marker");
+    assert_eq!(count(), 3);
+}
+
+#[test]
 fn open_without_a_wal_fails() {
     let (_sim, disk) = sim_disk(2);
     assert!(matches!(

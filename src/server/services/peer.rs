@@ -21,6 +21,7 @@ use crate::raft::{Message, MessageType};
 use crate::server::services::{cluster, lease};
 use crate::server::state::server::Server;
 use crate::server::types::error::ServerError;
+use crate::server::types::metrics::PeerMetrics;
 use crate::server::types::request::{NodeInput, REMOVED};
 
 /// The receiving side, served on the peer URLs.
@@ -79,7 +80,17 @@ impl RaftTransport for RaftTransportService {
         request: Request<tonic::Streaming<RaftBatch>>,
     ) -> Result<Response<RaftAck>, Status> {
         let mut batches = request.into_inner();
+        // One stream carries one peer's batches: its counter is looked up once.
+        let mut received: Option<(u64, Arc<PeerMetrics>)> = None;
         while let Some(batch) = batches.message().await? {
+            let from = batch.from;
+            let counter = match &received {
+                Some((id, counter)) if *id == from => counter,
+                _ => &received.insert((from, self.server.metrics.peer(from))).1,
+            };
+            counter
+                .received_bytes
+                .add(batch.messages.iter().map(|m| m.len() as u64).sum());
             self.deliver(batch)?;
         }
         Ok(Response::new(RaftAck {}))
@@ -94,6 +105,7 @@ impl RaftTransport for RaftTransportService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let head_bytes = (head.message.len() + head.data.len()) as u64;
         let mut message = Message::decode(head.message)
             .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;
         if message.to != self.server.id || message.msg_type() != MessageType::Snapshot {
@@ -102,6 +114,8 @@ impl RaftTransport for RaftTransportService {
                 self.server.id
             )));
         }
+        let received = self.server.metrics.peer(message.from);
+        received.received_bytes.add(head_bytes);
         // The image can be no larger than the backend quota allows a database to grow.
         let limit = self.server.config.quota_bytes().saturating_mul(2);
         if head.image_bytes > limit {
@@ -136,6 +150,7 @@ impl RaftTransport for RaftTransportService {
                     "snapshot image longer than announced",
                 ));
             }
+            received.received_bytes.add(chunk.data.len() as u64);
             image.append(&chunk.data).map_err(storage)?;
             #[cfg(madsim)]
             crate::server::types::observe::crash_point(

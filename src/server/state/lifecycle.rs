@@ -18,6 +18,11 @@ impl Lifecycle {
         self.stopping.reached(1).await
     }
 
+    /// Whether the member has started stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get() >= 1
+    }
+
     pub(crate) fn stop(&self) {
         self.stopping.advance(1);
     }

@@ -375,7 +375,14 @@ mod tests {
         let config = Config::try_parse_from(["oxcd", "--data-dir", data_dir]).expect("flags");
         let disk: Arc<dyn Disk> = Arc::new(StdDisk);
         disk.create_dir_all(&config.snap_dir()).expect("snap dir");
-        let store = Store::open(disk, Arc::new(SystemClock), &config, 1).expect("store");
+        let store = Store::open(
+            disk,
+            Arc::new(SystemClock),
+            &config,
+            1,
+            Arc::new(crate::server::types::metrics::Metrics::new(false)),
+        )
+        .expect("store");
         let peers = Arc::new(Peers::default());
         let membership = Membership::new(
             1,

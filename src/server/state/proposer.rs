@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -18,6 +18,7 @@ use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
 use crate::proto::oxcdpb::{ConfChangeContext, Member};
 use crate::raft::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use crate::server::types::error::ServerError;
+use crate::server::types::metrics::Metrics;
 use crate::server::types::request::{
     Applied, ApplyResult, FromApplied, NodeInput, PROPOSALS_PENDING_MAX,
 };
@@ -80,6 +81,8 @@ pub(crate) struct Proposer {
     request_bytes_max: u64,
     /// How long a proposal may take from submission to applied.
     timeout: Duration,
+    /// Counts the proposals that failed (refused, lost, timed out).
+    metrics: Arc<Metrics>,
 }
 
 impl Proposer {
@@ -89,6 +92,7 @@ impl Proposer {
         request_id_seed: u64,
         request_bytes_max: u64,
         timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Proposer {
         let request_id_start =
             ((member_id & 0xffff) << 48) | ((request_id_seed & 0xff_ffff_ffff) << 8);
@@ -98,6 +102,7 @@ impl Proposer {
             waiters: Waiters::default(),
             request_bytes_max,
             timeout,
+            metrics,
         }
     }
 
@@ -179,8 +184,16 @@ impl Proposer {
     ) -> Result<(Applied, i64), ServerError> {
         let sent = self.send(input);
         let outcome = tokio::time::timeout(self.timeout, async {
-            sent.await?;
-            acceptance.await.map_err(|_| ServerError::Stopped)??;
+            // The proposal itself failing (no leader, a stopped member) is what etcd
+            // counts as a failed proposal; an applied request answering an error is not.
+            let proposed = async {
+                sent.await?;
+                acceptance.await.map_err(|_| ServerError::Stopped)?
+            };
+            if let Err(error) = proposed.await {
+                self.metrics.proposals_failed.inc();
+                return Err(error);
+            }
             wait.await.map_err(|_| ServerError::Stopped)?
         })
         .await;
@@ -192,6 +205,7 @@ impl Proposer {
                 result
             }
             Err(_) => {
+                self.metrics.proposals_failed.inc();
                 self.waiters.forget(id);
                 Err(ServerError::Timeout)
             }
@@ -240,7 +254,11 @@ mod tests {
 
     fn proposer(timeout: Duration) -> (Proposer, mpsc::Receiver<NodeInput>) {
         let (node, inputs) = mpsc::channel(8);
-        (Proposer::new(node, 0x1234, 7, 1024, timeout), inputs)
+        let metrics = Arc::new(Metrics::new(false));
+        (
+            Proposer::new(node, 0x1234, 7, 1024, timeout, metrics),
+            inputs,
+        )
     }
 
     fn put(value_bytes: usize) -> Request {
@@ -304,6 +322,11 @@ mod tests {
         let (answer, _) = tokio::join!(proposer.propose(put(1)), applier);
         assert_eq!(answer.unwrap_err(), ServerError::LeaseNotFound);
         assert_eq!(proposer.waiters.len(), 0);
+        assert_eq!(
+            proposer.metrics.proposals_failed.get(),
+            0,
+            "the proposal went through; its request failed"
+        );
     }
 
     #[tokio::test]
@@ -318,6 +341,7 @@ mod tests {
         };
         let (answer, ()) = tokio::join!(proposer.propose(put(1)), core);
         assert_eq!(answer.unwrap_err(), ServerError::NoLeader);
+        assert_eq!(proposer.metrics.proposals_failed.get(), 1);
         assert_eq!(proposer.waiters.len(), 0);
     }
 
@@ -333,6 +357,7 @@ mod tests {
         let (answer, ()) = tokio::join!(proposer.propose(put(1)), core);
         assert_eq!(answer.unwrap_err(), ServerError::Timeout);
         assert_eq!(proposer.waiters.len(), 0);
+        assert_eq!(proposer.metrics.proposals_failed.get(), 1);
         // The entry applies after all, once nobody waits: nothing to complete, no panic.
         proposer.waiters.complete(1, Ok((Applied::Membership, 1)));
     }

@@ -24,6 +24,7 @@ use crate::raft::MemStorage;
 use crate::server::state::store::Store;
 use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
+use crate::server::types::metrics::Metrics;
 use crate::server::types::progress::Progress;
 use crate::server::types::request::RaftStatus;
 use crate::server::types::transport::Transport;
@@ -42,6 +43,8 @@ pub(crate) struct Server {
     pub(crate) reads: ReadBatcher,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) transport: Arc<dyn Transport>,
+    /// The member's metrics (the store's, shared by every task and service).
+    pub(crate) metrics: Arc<Metrics>,
     /// The Raft log (shared with the Raft task), for the terms of the entries a snapshot
     /// sent to a peer stops at.
     pub(crate) raft_log: OnceLock<MemStorage>,
@@ -87,6 +90,7 @@ impl Server {
             peer_urls: config.advertise_peer_urls(),
             client_urls: config.advertise_client_urls(),
             config,
+            metrics: store.metrics(),
             store,
             membership,
             alarms,

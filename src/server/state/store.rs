@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -28,6 +29,7 @@ use crate::server::state::range::{self, KvView, Scan};
 use crate::server::state::txn::{self, KvWrite};
 use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
+use crate::server::types::metrics::Metrics;
 
 impl From<MvccError> for ServerError {
     fn from(error: MvccError) -> Self {
@@ -68,6 +70,10 @@ pub(crate) struct ImageCopy {
     pub(crate) len: u64,
     /// The Raft index the backend was applied through.
     pub(crate) index: u64,
+    /// When the copy began: its life, to the end of its transfer, is what etcd's backend
+    /// snapshot duration measures.
+    started: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl ImageCopy {
@@ -84,6 +90,9 @@ impl ImageCopy {
 
 impl Drop for ImageCopy {
     fn drop(&mut self) {
+        self.metrics
+            .backend_snapshot
+            .observe(self.started.elapsed());
         if let Err(error) = self.disk.remove(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "cannot remove a backend image copy");
         }
@@ -104,6 +113,8 @@ struct Inner {
     /// Held by the applier while it applies a batch and by an image copy while it copies,
     /// so that a copy never catches a batch half applied. Taken before the state lock.
     batch: Arc<Mutex<()>>,
+    /// Counts puts, deletes, ranges and txns, backend commits and snapshots.
+    metrics: Arc<Metrics>,
 }
 
 /// The member's store. Clones share it.
@@ -130,6 +141,7 @@ impl Store {
         clock: Arc<dyn Clock>,
         config: &Config,
         seed: u64,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ServerError> {
         let path = config.backend_path();
         let min_lease_ttl = config.min_lease_ttl_secs();
@@ -145,6 +157,7 @@ impl Store {
                 clock,
                 image_copies: AtomicU64::new(0),
                 batch: Arc::default(),
+                metrics,
             }),
         })
     }
@@ -230,7 +243,28 @@ impl Store {
 
     /// Makes everything applied so far durable in the backend.
     pub(crate) fn commit(&self) -> Result<(), BackendError> {
-        self.lock().kv.backend.commit()
+        let mut state = self.lock();
+        let started = Instant::now();
+        let committed = state.kv.backend.commit();
+        self.inner.metrics.backend_commit.observe(started.elapsed());
+        committed
+    }
+
+    /// The member's metrics, which the store shares with the rest of the member.
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// How many keys exist now, and the watch hub's numbers (for a metrics page, which
+    /// simulation builds never render).
+    #[cfg_attr(madsim, allow(dead_code))]
+    pub(crate) fn key_and_watch_counts(&self) -> (usize, crate::mvcc::watch::WatchCounts) {
+        let (keys, hub) = {
+            let state = self.lock();
+            (state.kv.index.live_keys(), state.kv.hub.clone())
+        };
+        // Counted without the store lock: the hub takes its own locks.
+        (keys, hub.counts())
     }
 
     pub(crate) fn db_size_bytes(&self) -> u64 {
@@ -244,7 +278,10 @@ impl Store {
     pub(crate) fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
         let state = self.lock();
         let mut view = ReadView { kv: &state.kv };
-        range::range(&mut view, request)
+        let response = range::range(&mut view, request);
+        drop(state);
+        self.inner.metrics.mvcc_range.inc();
+        response
     }
 
     /// Answers a Txn that only reads; returns the response and the revision it read at.
@@ -252,13 +289,10 @@ impl Store {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
         let revision = kv.revision;
-        let mut view = ApplyTxn {
-            txn: kv.write(),
-            lessor,
-            read_only: true,
-        };
-        let response = txn::txn(&mut view, request)?;
-        Ok((response, revision))
+        let mut view = ApplyTxn::new(kv.write(), lessor, true);
+        let response = txn::txn(&mut view, request);
+        view.record(&self.inner.metrics);
+        Ok((response?, revision))
     }
 
     /// Runs one write through `apply`; everything it writes lands at one revision.
@@ -268,12 +302,9 @@ impl Store {
     ) -> Result<(T, i64), ServerError> {
         let mut state = self.lock();
         let State { kv, lessor } = &mut *state;
-        let mut view = ApplyTxn {
-            txn: kv.write(),
-            lessor,
-            read_only: false,
-        };
+        let mut view = ApplyTxn::new(kv.write(), lessor, false);
         let result = apply(&mut view);
+        view.record(&self.inner.metrics);
         let revision = view.txn.end();
         result.map(|value| (value, revision))
     }
@@ -325,10 +356,12 @@ impl Store {
         let State { kv, lessor } = &mut *state;
         let keys = lessor.revoke(id)?;
         kv.backend.delete_lease(id);
+        let deletes = keys.len() as u64;
         let mut txn = kv.write();
         for key in keys {
             txn.delete_range(&key, &[])?;
         }
+        self.inner.metrics.mvcc_txn_ended(0, 0, deletes);
         Ok(txn.end())
     }
 
@@ -434,6 +467,8 @@ impl Store {
             file,
             len: 0,
             index: 0,
+            started: Instant::now(),
+            metrics: inner.metrics.clone(),
         };
         let _batch = inner
             .batch
@@ -498,6 +533,28 @@ struct ApplyTxn<'a> {
     txn: WriteTxn<'a>,
     lessor: &'a mut Lessor,
     read_only: bool,
+    /// Operations so far, for etcd's mvcc counters.
+    ranges: u64,
+    puts: u64,
+    deletes: u64,
+}
+
+impl<'a> ApplyTxn<'a> {
+    fn new(txn: WriteTxn<'a>, lessor: &'a mut Lessor, read_only: bool) -> Self {
+        ApplyTxn {
+            txn,
+            lessor,
+            read_only,
+            ranges: 0,
+            puts: 0,
+            deletes: 0,
+        }
+    }
+
+    /// Counts the transaction's operations, as etcd does when one ends.
+    fn record(&self, metrics: &Metrics) {
+        metrics.mvcc_txn_ended(self.ranges, self.puts, self.deletes);
+    }
 }
 
 impl KvView for ApplyTxn<'_> {
@@ -509,6 +566,7 @@ impl KvView for ApplyTxn<'_> {
         limit: i64,
         count_only: bool,
     ) -> Result<Scan, ServerError> {
+        self.ranges += 1;
         let scan = self.txn.range(key, end, revision, limit, count_only)?;
         Ok(to_scan(scan, self.visible_revision()))
     }
@@ -526,6 +584,7 @@ impl KvWrite for ApplyTxn<'_> {
                 "a write in a read-only transaction".into(),
             ));
         }
+        self.puts += 1;
         let previous = self.txn.put(key.clone(), value, lease)?;
         if let Some(previous) = &previous {
             if previous.lease != 0 && previous.lease != lease {
@@ -544,6 +603,7 @@ impl KvWrite for ApplyTxn<'_> {
                 "a write in a read-only transaction".into(),
             ));
         }
+        self.deletes += 1;
         let deleted = self.txn.delete_range(key, end)?;
         for kv in &deleted {
             if kv.lease != 0 {

@@ -12,7 +12,7 @@
 //! replays the WAL after the stored index, and every entry is applied exactly once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -23,6 +23,7 @@ use crate::server::state::server::Server;
 use crate::server::state::store::Store;
 use crate::server::tasks::apply_chain;
 use crate::server::types::error::ServerError;
+use crate::server::types::metrics::SLOW_APPLY;
 #[cfg(madsim)]
 use crate::server::types::observe;
 use crate::server::types::request::{Applied, ApplyBatch, NodeInput, REMOVED};
@@ -230,7 +231,13 @@ impl Applier {
                         )))
                     }
                 };
+                let started = Instant::now();
                 let result = apply_chain::apply(&self.server, &self.backend, request.request);
+                let took = started.elapsed();
+                if took > SLOW_APPLY {
+                    tracing::warn!(?took, expected = ?SLOW_APPLY, index = entry.index, "apply request took too long");
+                    self.server.metrics.slow_applies.inc();
+                }
                 self.server.proposer.waiters.complete(request.id, result);
             }
             Ok(EntryType::ConfChangeV2) => {

@@ -282,6 +282,7 @@ impl Drop for OpenStream {
 async fn send_loop(server: Arc<Server>, to: u64, url: String, mut queue: mpsc::Receiver<Message>) {
     let mut stream: Option<OpenStream> = None;
     let mut backoff = BACKOFF_MIN;
+    let sent = server.metrics.peer(to);
     loop {
         let first = tokio::select! {
             biased;
@@ -333,11 +334,13 @@ async fn send_loop(server: Arc<Server>, to: u64, url: String, mut queue: mpsc::R
         };
         // A peer that stops reading (a partition, a paused process) must not hold the
         // queue: after an election timeout its stream is dropped and the peer reported.
+        let bytes: u64 = request.messages.iter().map(|m| m.len() as u64).sum();
         let pushed = match &stream {
             Some(open) => open.push(request, server.config.election()),
             None => Err("unreachable"),
         };
         if pushed.is_ok() {
+            sent.sent_bytes.add(bytes);
             backoff = BACKOFF_MIN;
             continue;
         }
@@ -412,6 +415,7 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
     };
     let (chunks, receiver) = mpsc::channel(4);
     let total = image.len;
+    let sent = server.metrics.peer(message.to);
     let head = SnapshotChunk {
         message: Bytes::from(message.encode_to_vec()),
         image_bytes: total,
@@ -422,9 +426,11 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
     // Read from the copy a chunk at a time, as the peer takes them: a large image is never
     // in memory whole.
     tokio::spawn(async move {
+        let head_bytes = head.message.len() as u64;
         if chunks.send(head).await.is_err() {
             return;
         }
+        sent.sent_bytes.add(head_bytes);
         let mut offset = 0;
         while offset < total {
             #[cfg(madsim)]
@@ -441,6 +447,7 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
                 }
             };
             offset += data.len() as u64;
+            let bytes = data.len() as u64;
             let chunk = SnapshotChunk {
                 data,
                 ..SnapshotChunk::default()
@@ -448,6 +455,7 @@ async fn deliver_snapshot(server: &Server, url: &str, message: Message, image: I
             if chunks.send(chunk).await.is_err() {
                 return;
             }
+            sent.sent_bytes.add(bytes);
         }
     });
     // Generous, but bounded: a peer that stops reading must not pin the image forever.

@@ -15,10 +15,13 @@
 //! match the disk, so the task stops the member instead of continuing (the WAL latches the
 //! failure too).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::io::Ticker;
 
@@ -29,7 +32,10 @@ use crate::server::types::observe;
 use crate::server::types::request::{ApplyBatch, NodeInput, RaftStatus, LEARNERS_MAX};
 use prost::Message as _;
 
-use crate::raft::{self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, RawNode};
+use crate::raft::{
+    self, ConfChangeV2, ConfState, Entry, EntryType, MemStorage, Message, MessageType, RawNode,
+    Role,
+};
 use crate::wal::{SnapshotFiles, Wal};
 
 /// How many queued inputs one loop turn drains before producing a Ready. Bounded so that a
@@ -47,6 +53,33 @@ pub(crate) struct RaftNode {
     pub(crate) applier: mpsc::UnboundedSender<ApplyBatch>,
     /// The configuration just applied has this member as its only voter.
     pub(crate) campaign_after_advance: bool,
+    /// The leader this task last heard of (0: none), to count leader changes.
+    pub(crate) known_leader: u64,
+    /// When this member, as leader, last sent each follower a heartbeat.
+    pub(crate) heartbeats: HeartbeatDelays,
+}
+
+/// Finds the heartbeats a leader sent late (etcd's `timeoutDetector`): when more than two
+/// heartbeat intervals pass between two heartbeats to one follower, the leader was too
+/// busy (most likely a slow disk holding up the Ready loop) and followers may have started
+/// an election meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct HeartbeatDelays {
+    last_sent: HashMap<u64, Instant>,
+}
+
+impl HeartbeatDelays {
+    /// Records a heartbeat to `to` at `now`; true when it came too late after the one before.
+    fn late(&mut self, to: u64, now: Instant, interval: Duration) -> bool {
+        self.last_sent
+            .insert(to, now)
+            .is_some_and(|before| now.saturating_duration_since(before) > 2 * interval)
+    }
+
+    /// Forgets every heartbeat: a new term of leadership starts its own count.
+    fn reset(&mut self) {
+        self.last_sent.clear();
+    }
 }
 
 impl RaftNode {
@@ -210,6 +243,14 @@ impl RaftNode {
                     .confirm(&read_state.request_ctx, read_state.index);
             }
             if let Some(soft_state) = ready.soft_state.take() {
+                // etcd counts a change to a known leader, not the loss of one.
+                if soft_state.leader_id != 0 && soft_state.leader_id != self.known_leader {
+                    self.server.metrics.leader_changes.inc();
+                }
+                self.known_leader = soft_state.leader_id;
+                if soft_state.role == Role::Leader {
+                    self.heartbeats.reset();
+                }
                 #[cfg(madsim)]
                 if soft_state.leader_id == self.server.id {
                     observe::report(
@@ -238,10 +279,22 @@ impl RaftNode {
 
     /// Messages to peers. A one-member cluster has none to send; the peer transport carries
     /// them in a multi-member cluster.
-    fn send(&self, messages: Vec<Message>) {
+    fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
             if message.to == self.server.id {
                 continue;
+            }
+            if message.msg_type() == MessageType::Heartbeat {
+                let now = self.server.store.clock().now();
+                let interval = self.server.config.heartbeat();
+                if self.heartbeats.late(message.to, now, interval) {
+                    tracing::warn!(
+                        to = %format!("{:x}", message.to),
+                        heartbeat_interval = ?interval,
+                        "leader failed to send out heartbeat on time; the leader is likely overloaded by a slow disk"
+                    );
+                    self.server.metrics.heartbeat_send_failures.inc();
+                }
             }
             #[cfg(madsim)]
             let vote = (message.msg_type() == raft::MessageType::RequestVoteResponse
@@ -433,6 +486,27 @@ fn refusal(change: &ConfChangeV2, current: &ConfState) -> Option<ServerError> {
 mod tests {
     use super::*;
     use crate::raft::{ConfChangeSingle, ConfChangeType};
+
+    #[test]
+    fn a_heartbeat_is_late_after_two_intervals_without_one() {
+        let interval = Duration::from_millis(100);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut delays = HeartbeatDelays::default();
+        assert!(!delays.late(2, at(0), interval), "the first one");
+        assert!(!delays.late(2, at(100), interval));
+        assert!(
+            !delays.late(3, at(150), interval),
+            "each follower counts alone"
+        );
+        assert!(!delays.late(2, at(300), interval), "two intervals exactly");
+        assert!(delays.late(2, at(501), interval));
+        delays.reset();
+        assert!(
+            !delays.late(2, at(2_000), interval),
+            "a new term of leadership"
+        );
+    }
 
     fn change(kind: ConfChangeType, node_id: u64) -> ConfChangeV2 {
         ConfChangeV2 {

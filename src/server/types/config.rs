@@ -12,6 +12,12 @@ use clap::Parser;
 /// version in `Maintenance.Status`, so it reports the etcd release whose behaviour it matches.
 pub const ETCD_API_VERSION: &str = "3.4.23";
 
+/// The cluster version oxcd reports (`/version`'s `etcdcluster`): the API level's
+/// major.minor, as etcd reports a decided cluster version. etcd 3.4 clients (Patroni among
+/// them) pick the `/v3/` API from it.
+#[cfg_attr(madsim, allow(dead_code))]
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
 /// etcd's default request limit: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 /// etcd's default backend quota when `--quota-backend-bytes` is 0: 2 GiB.
@@ -139,6 +145,16 @@ pub struct Config {
         default_value_t = 600_000
     )]
     pub watch_progress_notify_interval_ms: u64,
+
+    /// Comma-separated URLs to serve `/metrics` and the health endpoints on, over plain
+    /// HTTP/1.1, beside the client URLs (which serve them too).
+    #[arg(long, env = "OXCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+
+    /// Level of detail of the metrics: `basic`, or `extensive` (adds gRPC latency
+    /// histograms).
+    #[arg(long, env = "OXCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
 
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "OXCD_LOG_LEVEL", default_value = "info")]
@@ -298,6 +314,7 @@ impl Config {
         }
         self.client_listen_addrs()?;
         self.peer_listen_addrs()?;
+        self.metrics_listen_addrs()?;
         for side in [TlsSide::Client, TlsSide::Peer] {
             let (cert, key) = match side {
                 TlsSide::Client => (&self.cert_file, &self.key_file),
@@ -459,6 +476,16 @@ impl Config {
 
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         parse_url_list(&self.listen_peer_urls)
+    }
+
+    /// The addresses of `--listen-metrics-urls` (none by default).
+    pub fn metrics_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        parse_url_list(&self.listen_metrics_urls)
+    }
+
+    /// Whether `--metrics extensive` asks for the gRPC latency histograms.
+    pub fn extensive_metrics(&self) -> bool {
+        self.metrics == "extensive"
     }
 
     pub fn advertise_client_urls(&self) -> Vec<String> {
@@ -632,6 +659,8 @@ mod tests {
             config.client_listen_addrs().unwrap(),
             vec!["127.0.0.1:2379".parse().unwrap()]
         );
+        assert_eq!(config.metrics_listen_addrs().unwrap(), vec![]);
+        assert!(!config.extensive_metrics());
         config.validate().expect("the defaults are valid");
     }
 
@@ -673,6 +702,20 @@ mod tests {
             missing.validate(),
             Err(ConfigError::NameNotInCluster(_))
         ));
+    }
+
+    #[test]
+    fn metrics_flags_parse_like_etcd() {
+        let config = config(&[
+            "--metrics",
+            "extensive",
+            "--listen-metrics-urls",
+            "http://127.0.0.1:2381,http://localhost:2382",
+        ]);
+        assert!(config.extensive_metrics());
+        assert_eq!(config.metrics_listen_addrs().unwrap().len(), 2);
+        let mut argv = vec!["oxcd", "--metrics", "verbose"];
+        assert!(Config::try_parse_from(argv.drain(..)).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::server::state::store::{self, Store};
 use crate::server::tasks::peer_transport;
 use crate::server::types::config::{Config, ConfigError};
 use crate::server::types::ids;
+use crate::server::types::metrics::Metrics;
 use crate::wal::{SnapshotFiles, Wal, WalMetadata, WalOptions};
 
 /// Why a member could not start, or stopped.
@@ -148,7 +149,8 @@ pub(crate) async fn bootstrap(
             .map_err(|error| storage_error("snapshot image", &error))?;
         tracing::info!(index = ?newest_index, "moved the leader's snapshot image over the backend");
     }
-    let store = Store::open(disk.clone(), clock, config, seed)
+    let metrics = Arc::new(Metrics::new(config.extensive_metrics()));
+    let store = Store::open(disk.clone(), clock, config, seed, metrics)
         .map_err(|error| storage_error("backend", &error))?;
     let backend_index = store.consistent_index();
 

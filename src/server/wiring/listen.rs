@@ -1,4 +1,6 @@
-//! Serving the etcd v3 services on a client listener.
+//! Serving the etcd v3 services on a client listener (with the gRPC health service, and
+//! the HTTP endpoints for the HTTP/1.1 connections the listener's sniffer finds), and the
+//! HTTP endpoints alone on a metrics listener.
 //!
 //! The generated server types differ between the production build and the simulator build
 //! (madsim's carry an extra type parameter and ignore message-size limits), so the router is
@@ -12,7 +14,13 @@ use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::proto::healthpb::health_server::HealthServer;
 use crate::server::services::cluster::ClusterService;
+#[cfg(not(madsim))]
+use crate::server::services::grpc_metrics::GrpcMetricsLayer;
+use crate::server::services::health::HealthService;
+#[cfg(not(madsim))]
+use crate::server::services::http_endpoints;
 use crate::server::services::kv::KvService;
 use crate::server::services::lease::LeaseService;
 #[cfg(not(madsim))]
@@ -115,6 +123,8 @@ pub(crate) async fn serve(
     // it but over `--max-request-bytes` is refused when proposed (see `limits`).
     let limit = limits::grpc_message_bytes_max(server.config.max_request_bytes);
     let gate = RequestGate::new(server.clone());
+    let server_metrics = server.metrics.clone();
+    let over_http2 = http_endpoints::OverHttp2Layer::new(server.clone());
     let kv = KvServer::new(KvService {
         server: server.clone(),
     })
@@ -131,25 +141,52 @@ pub(crate) async fn serve(
         server: server.clone(),
     })
     .max_decoding_message_size(limit);
+    let health = HealthServer::new(HealthService {
+        server: server.clone(),
+    });
+    let http1 = http_handler(server.clone());
     let maintenance = MaintenanceServer::new(MaintenanceService { server })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
+        // Outermost, so that it counts the status the client receives.
+        .layer(GrpcMetricsLayer::new(server_metrics))
         .layer(limits::GrpcMessageLimitLayer)
+        // Innermost: what it answers itself (the HTTP endpoints over HTTP/2) is no gRPC.
+        .layer(over_http2)
         .add_service(InterceptedService::new(kv, gate.clone()))
         .add_service(InterceptedService::new(watch, gate.clone()))
         .add_service(InterceptedService::new(lease, gate.clone()))
         .add_service(InterceptedService::new(cluster, gate.clone()))
         .add_service(InterceptedService::new(maintenance, gate))
+        .add_service(health)
         // The client connection stack (`net::client_listener`), not the plain TcpIncoming:
-        // TLS when the URL is https (`net::tls`), and etcdctl's `--cluster` commands send a
-        // URL as the `:authority`, which h2 refuses unless it is mended first
+        // TLS when the URL is https (`net::tls`); connections that are not HTTP/2 are
+        // HTTP/1.1 requests for the HTTP endpoints (`net::sniff`); and etcdctl's `--cluster`
+        // commands send a URL as the `:authority`, which h2 refuses unless it is mended first
         // (`net::authority`).
         .serve_with_incoming_shutdown(
-            crate::net::client_listener::Incoming::new(listener, tls.for_clients(https)),
+            crate::net::client_listener::Incoming::new(listener, tls.for_clients(https), http1),
             shutdown,
         )
         .await
+}
+
+/// The HTTP endpoints (`services::http_endpoints`) as the HTTP/1.1 server calls them.
+#[cfg(not(madsim))]
+fn http_handler(server: Arc<Server>) -> crate::net::http1::Handler {
+    Arc::new(move |request| Box::pin(http_endpoints::respond(server.clone(), request)))
+}
+
+/// Serves the HTTP endpoints on a `--listen-metrics-urls` listener until `shutdown`
+/// completes.
+#[cfg(not(madsim))]
+pub(crate) async fn serve_metrics(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    crate::net::http1::serve(listener, http_handler(server), shutdown).await
 }
 
 /// Serves every client service on `address` until `shutdown` completes (simulator build:
@@ -175,6 +212,9 @@ pub(crate) async fn serve(
     let cluster = ClusterService {
         server: server.clone(),
     };
+    let health = HealthServer::new(HealthService {
+        server: server.clone(),
+    });
     let maintenance = MaintenanceService { server };
     tonic::transport::Server::builder()
         .add_service(KvServer::with_interceptor(kv, gate.clone()))
@@ -182,6 +222,7 @@ pub(crate) async fn serve(
         .add_service(LeaseServer::with_interceptor(lease, gate.clone()))
         .add_service(ClusterServer::with_interceptor(cluster, gate.clone()))
         .add_service(MaintenanceServer::with_interceptor(maintenance, gate))
+        .add_service(health)
         .serve_with_shutdown(address, shutdown)
         .await
 }

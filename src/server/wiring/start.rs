@@ -18,7 +18,7 @@ use crate::server::tasks::apply::Applier;
 #[cfg(madsim)]
 use crate::server::tasks::message_faults::FaultyTransport;
 use crate::server::tasks::peer_transport::PeerTransport;
-use crate::server::tasks::raft_node::RaftNode;
+use crate::server::tasks::raft_node::{HeartbeatDelays, RaftNode};
 use crate::server::tasks::{lease_expiry, read_index};
 use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
@@ -116,6 +116,7 @@ pub async fn run_on(
             seed ^ started_nanos,
             config.max_request_bytes,
             server::request_timeout(&config),
+            store.metrics(),
         ),
         transport: seam,
         applied_index: recovered.applied_index,
@@ -132,6 +133,11 @@ pub async fn run_on(
     seed_membership(&server, &mut recovered)?;
     transport.start(&server);
 
+    // Every fsync of the WAL lands in etcd's fsync histogram.
+    let fsyncs = server.metrics.clone();
+    recovered
+        .wal
+        .observe_syncs(Box::new(move |elapsed| fsyncs.wal_fsync.observe(elapsed)));
     let raft_node = RaftNode {
         raw_node: recovered.raw_node,
         storage: recovered.log,
@@ -141,6 +147,8 @@ pub async fn run_on(
         inputs,
         applier: applier_batches,
         campaign_after_advance: false,
+        known_leader: 0,
+        heartbeats: HeartbeatDelays::default(),
     };
     let applier = Applier {
         server: server.clone(),
@@ -159,6 +167,7 @@ pub async fn run_on(
     tokio::spawn(publish(server.clone()));
     let mut servers = serve(server.clone(), Listeners::Clients, &tls).await?;
     servers.extend(serve(server.clone(), Listeners::Peers, &tls).await?);
+    servers.extend(serve(server.clone(), Listeners::Metrics, &tls).await?);
     tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
     tokio::select! {
         biased;
@@ -218,6 +227,9 @@ enum Listeners {
     Clients,
     /// The Raft transport, on the peer URLs.
     Peers,
+    /// The HTTP endpoints (metrics, health, version), on `--listen-metrics-urls`. Real
+    /// sockets only: the simulator has no HTTP/1.1 clients.
+    Metrics,
 }
 
 /// Serves `which` on each of its listen addresses until the member stops.
@@ -229,6 +241,20 @@ async fn serve(
     let (addresses, what) = match which {
         Listeners::Clients => (server.config.client_listeners()?, "client"),
         Listeners::Peers => (server.config.peer_listeners()?, "peer"),
+        // Plain HTTP: the metrics listeners do not terminate TLS.
+        #[cfg(not(madsim))]
+        Listeners::Metrics => {
+            let addresses = server.config.metrics_listen_addrs()?;
+            (
+                addresses
+                    .into_iter()
+                    .map(|address| (address, false))
+                    .collect(),
+                "metrics",
+            )
+        }
+        #[cfg(madsim)]
+        Listeners::Metrics => (Vec::new(), "metrics"),
     };
     let mut servers = Vec::new();
     for (address, https) in addresses {
@@ -252,6 +278,13 @@ async fn serve(
                 Listeners::Peers => {
                     listen::serve_peers(server.clone(), listener, &tls, https, shutdown).await
                 }
+                #[cfg(not(madsim))]
+                Listeners::Metrics => {
+                    listen::serve_metrics(server.clone(), listener, shutdown).await;
+                    Ok(())
+                }
+                #[cfg(madsim)]
+                Listeners::Metrics => Ok(()),
             };
             if let Err(error) = result {
                 tracing::error!(%error, %address, "{what} listener failed");

@@ -1,0 +1,108 @@
+//! Serving HTTP/1.1 with hyper: the connections the client listener's sniffer finds are not
+//! gRPC (`net::sniff`), and every connection of a `--listen-metrics-urls` listener.
+//!
+//! The handler is whatever the caller passes (the server's HTTP face answers `/metrics`,
+//! `/health` and the like); it sees the request head only, since none of those endpoints
+//! takes a body. Limits keep a bad client from costing more than its own connection:
+//!
+//! - a request head must arrive within [`HEADER_READ_TIMEOUT`] (slow clients, slowloris)
+//!   and fit in [`HEAD_BYTES_MAX`] (hyper answers `431` past it, `400` to garbage);
+//! - a connection lives at most [`CONNECTION_LIFETIME_MAX`], idle or not;
+//! - at most [`CONNECTIONS_MAX`] connections per listener are served at once; more are
+//!   closed as they arrive.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// How long a client may take to send a request head.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest request head (request line and headers) read, in bytes.
+pub(crate) const HEAD_BYTES_MAX: usize = 16 * 1024;
+
+/// How long one connection is served at most (keep-alive included).
+pub(crate) const CONNECTION_LIFETIME_MAX: Duration = Duration::from_secs(300);
+
+/// HTTP/1.1 connections served at once per listener, at most.
+pub(crate) const CONNECTIONS_MAX: usize = 256;
+
+/// The answer to one request head.
+pub(crate) type Reply = Pin<Box<dyn Future<Output = http::Response<Full<Bytes>>> + Send>>;
+
+/// Answers requests; cheap to clone.
+pub(crate) type Handler = Arc<dyn Fn(http::Request<()>) -> Reply + Send + Sync>;
+
+/// Serves HTTP/1.1 requests on `stream` with `handler` until the client closes, a limit
+/// ends it, or an error does.
+pub(crate) async fn serve_connection<S>(stream: S, handler: Handler)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            // The body is not read: no endpoint takes one. hyper discards what the client
+            // sends of it, or closes the connection when that is too much.
+            let (head, _body) = request.into_parts();
+            let reply = handler(http::Request::from_parts(head, ()));
+            async move { Ok::<_, Infallible>(reply.await) }
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(HEAD_BYTES_MAX)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_LIFETIME_MAX, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "HTTP/1.1 connection ended"),
+        Err(_) => tracing::debug!("HTTP/1.1 connection reached its lifetime; closed"),
+    }
+}
+
+/// Serves every connection of `listener` as HTTP/1.1 with `handler` until `shutdown`
+/// completes (a `--listen-metrics-urls` listener).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    shutdown: impl Future<Output = ()>,
+) {
+    let serving = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    tokio::pin!(shutdown);
+    loop {
+        // Why `select!`: a new connection and shutdown are independent events.
+        let accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)> = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, mostly: wait a moment rather than spin.
+                tracing::warn!(%error, "accepting a metrics connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = serving.clone().try_acquire_owned() else {
+            tracing::warn!("too many metrics connections; closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, handler).await;
+            drop(permit);
+        });
+    }
+}
