@@ -20,6 +20,7 @@
 //! Dependencies point one way: `raft` depends on nothing of ours; `wal`, `mvcc` and
 //! `lease` depend on `io` at most; `server` ties them together.
 
+pub mod auth;
 pub mod io;
 pub mod lease;
 pub mod mvcc;

@@ -4,7 +4,8 @@
 //! Tables:
 //! - `kv`: 16-byte revision (big-endian main, sub) → one marker byte (0 put, 1 deletion)
 //!   followed by the protobuf `mvccpb.KeyValue`;
-//! - `meta`: name → value: the applied Raft index, the compacted revision, the alarms;
+//! - `meta`: name → value: the applied Raft index, the compacted revision, the alarms,
+//!   the member list, the auth state;
 //! - `lease`: lease id → granted TTL and remaining TTL (8 bytes each, little-endian).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ const CONSISTENT_INDEX: &str = "consistent_index";
 const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
 const MEMBERS: &str = "members";
+const AUTH: &str = "auth";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -292,6 +294,15 @@ impl Backend {
 
     pub fn set_alarms(&mut self, encoded: Vec<u8>) {
         self.pending.meta.insert(ALARMS, encoded);
+    }
+
+    /// The auth state (users, roles, enabled flag, revision), encoded.
+    pub fn auth(&self) -> Result<Vec<u8>, BackendError> {
+        Ok(self.meta(AUTH)?.unwrap_or_default())
+    }
+
+    pub fn set_auth(&mut self, encoded: Vec<u8>) {
+        self.pending.meta.insert(AUTH, encoded);
     }
 
     pub fn members(&self) -> Result<Vec<u8>, BackendError> {

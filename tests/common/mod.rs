@@ -126,11 +126,19 @@ impl Server {
     }
 
     fn wait_ready(&self) {
+        self.wait_ready_as(&[]);
+    }
+
+    /// Waits until `endpoint health`, with `flags` (credentials once auth is enabled),
+    /// succeeds.
+    pub fn wait_ready_as(&self, flags: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             // A health check reads through the Raft log without writing, so the test's
             // revisions start where a fresh etcd's do.
-            let output = self.ctl(&["endpoint", "health"]);
+            let mut args = vec!["endpoint", "health"];
+            args.extend_from_slice(flags);
+            let output = self.ctl(&args);
             if output.status.success() {
                 return;
             }
@@ -159,6 +167,20 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Starts the process again, with auth enabled: ready once `flags` (credentials) let
+    /// `endpoint health` through.
+    pub fn restart_as(&mut self, flags: &[&str]) {
+        self.respawn();
+        self.wait_ready_as(flags);
+    }
+
+    /// Starts the process again without waiting for it to serve (a whole cluster
+    /// restarting needs a quorum before any member serves).
+    pub fn respawn(&mut self) {
+        self.kill();
+        self.spawn_only();
     }
 
     /// Stops with SIGTERM and waits; returns whether it exited successfully.

@@ -258,6 +258,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        // Membership changes need the `root` role while auth is enabled.
+        self.server.require_admin(&request).await?;
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
         if peer_urls_taken(&self.server, &request.peer_ur_ls, None) {
@@ -307,6 +309,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        // Membership changes need the `root` role while auth is enabled.
+        self.server.require_admin(&request).await?;
         let id = request.into_inner().id;
         let record = self
             .server
@@ -327,6 +331,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        // Membership changes need the `root` role while auth is enabled.
+        self.server.require_admin(&request).await?;
         let request = request.into_inner();
         validate_urls(&request.peer_ur_ls)?;
         let record = self
@@ -367,6 +373,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        // Membership changes need the `root` role while auth is enabled.
+        self.server.require_admin(&request).await?;
         let response = promote(&self.server, request.into_inner().id).await?;
         Ok(Response::new(response))
     }

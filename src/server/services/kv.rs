@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmType, CompactionRequest, CompactionResponse,
@@ -29,6 +30,15 @@ pub(crate) struct KvService {
 }
 
 impl KvService {
+    /// The header of a write `request` proposes: who it comes from.
+    async fn auth_header<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<crate::proto::oxcdpb::AuthHeader>, ServerError> {
+        let info = self.server.request_auth(request).await?;
+        Ok(self.server.auth_header(info.as_ref()))
+    }
+
     /// Refuses a write that would take the backend past its quota, raising the NOSPACE alarm
     /// through Raft so every member stops taking writes (etcd's quota check).
     async fn check_quota(&self, cost_bytes: u64) -> Result<(), ServerError> {
@@ -78,11 +88,18 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let info = self.server.request_auth(&request).await?;
         let request = request.into_inner();
         validate::check_range(&request)?;
         if !request.serializable {
             self.server.read_barrier().await?;
         }
+        self.server.auth.check(
+            info.as_ref(),
+            &request.key,
+            &request.range_end,
+            Access::Read,
+        )?;
         let mut response = self.server.store.range(&request)?;
         let revision = response.header.as_ref().map_or(0, |header| header.revision);
         response.header = Some(self.server.header(revision));
@@ -90,13 +107,14 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let header = self.auth_header(&request).await?;
         let request = request.into_inner();
         validate::check_put(&request)?;
         self.check_quota(put_cost(&request)).await?;
         let (mut response, revision) = self
             .server
             .proposer
-            .propose_as::<PutResponse>(Internal::Put(request))
+            .propose_for::<PutResponse>(Internal::Put(request), header)
             .await?;
         response.header = Some(self.server.header(revision));
         Ok(Response::new(response))
@@ -106,33 +124,37 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let header = self.auth_header(&request).await?;
         let request = request.into_inner();
         validate::check_delete(&request)?;
         let (mut response, revision) = self
             .server
             .proposer
-            .propose_as::<DeleteRangeResponse>(Internal::DeleteRange(request))
+            .propose_for::<DeleteRangeResponse>(Internal::DeleteRange(request), header)
             .await?;
         response.header = Some(self.server.header(revision));
         Ok(Response::new(response))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let info = self.server.request_auth(&request).await?;
         let request = request.into_inner();
         validate::check_txn(&request, self.server.config.max_txn_ops)?;
         if txn::txn_is_read_only(&request) {
             if !txn_is_serializable(&request) {
                 self.server.read_barrier().await?;
             }
+            self.server.auth.check_txn(info.as_ref(), &request)?;
             let (mut response, revision) = self.server.store.read_txn(&request)?;
             response.header = Some(self.server.header(revision));
             return Ok(Response::new(response));
         }
         self.check_quota(txn_cost(&request)).await?;
+        let header = self.server.auth_header(info.as_ref());
         let (mut response, revision) = self
             .server
             .proposer
-            .propose_as::<TxnResponse>(Internal::Txn(request))
+            .propose_for::<TxnResponse>(Internal::Txn(request), header)
             .await?;
         // The responses inside keep the revision-only headers the applier gave
         // them, as etcd's do.
@@ -144,13 +166,14 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let header = self.auth_header(&request).await?;
         let request = request.into_inner();
         // The compaction itself happens while the entry is applied, so a successful answer is
         // already "physical": the old revisions are gone from the backend batch.
         let (mut response, revision) = self
             .server
             .proposer
-            .propose_as::<CompactionResponse>(Internal::Compaction(request))
+            .propose_for::<CompactionResponse>(Internal::Compaction(request), header)
             .await?;
         response.header = Some(self.server.header(revision));
         Ok(Response::new(response))

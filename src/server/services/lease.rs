@@ -57,11 +57,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // The applier checks write access to every key attached to the lease.
+        let info = self.server.request_auth(&request).await?;
+        let header = self.server.auth_header(info.as_ref());
         let request = request.into_inner();
         let (mut response, revision) = self
             .server
             .proposer
-            .propose_as::<LeaseRevokeResponse>(Internal::LeaseRevoke(request))
+            .propose_for::<LeaseRevokeResponse>(Internal::LeaseRevoke(request), header)
             .await?;
         response.header = Some(self.server.header(revision));
         Ok(Response::new(response))

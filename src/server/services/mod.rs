@@ -1,9 +1,11 @@
-//! Layer 4, services: one per etcd gRPC service (KV, Watch, Lease, Cluster, Maintenance)
+//! Layer 4, services: one per etcd gRPC service (KV, Watch, Lease, Cluster, Maintenance,
+//! Auth)
 //! and the gRPC health service, the peer service that receives Raft traffic and answers
 //! what followers forward, and forwarding itself, the middleware every client request
 //! passes first, the gRPC metrics layer, and the HTTP endpoints (metrics, health,
 //! version). Requests are validated here, at the edge.
 
+pub(crate) mod auth;
 pub(crate) mod cluster;
 pub(crate) mod forward;
 #[cfg(not(madsim))]

@@ -26,8 +26,24 @@ fn code(error: &ServerError) -> Code {
         NoLeader | LeaderChanged | Stopped | Timeout | TimeoutWaitAppliedIndex | Unhealthy => {
             Code::Unavailable
         }
+        Auth(error) => auth_code(error),
         // etcd sends these as plain errors, which gRPC reports as Unknown.
-        TooManyRequests | Internal(_) => Code::Unknown,
+        TooManyRequests | Internal(_) | AuthUntranslated(_) => Code::Unknown,
+    }
+}
+
+/// The gRPC code of each auth refusal (etcd's `rpctypes`).
+fn auth_code(error: &crate::auth::AuthError) -> Code {
+    use crate::auth::AuthError::*;
+    match error {
+        UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven | InvalidAuthMgmt
+        | AuthOldRevision => Code::InvalidArgument,
+        PermissionDenied => Code::PermissionDenied,
+        InvalidAuthToken => Code::Unauthenticated,
+        RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
+        | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
+        | AuthNotEnabled => Code::FailedPrecondition,
+        NoPasswordUser => Code::Unknown,
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Access, AuthInfo};
 use crate::mvcc::{WatchFilters, WatchStream};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::watch_server::Watch;
@@ -39,6 +40,11 @@ pub(crate) struct WatchService {
     pub(crate) server: Arc<Server>,
 }
 
+/// The cancel reason of a watcher refused for lack of read access: the text of etcd's gRPC
+/// permission error, as etcd's watch server sends it.
+const PERMISSION_DENIED_REASON: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+
 /// What the response half needs to know about each watcher of the stream.
 #[derive(Clone, Copy, Default)]
 struct WatcherOptions {
@@ -57,6 +63,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Who the stream comes from; each watcher it creates needs read access to its keys.
+        let info = self.server.request_auth(&request).await?;
         let requests = request.into_inner();
         let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
         let hub_stream = self.server.store.new_watch_stream();
@@ -71,6 +79,7 @@ impl Watch for WatchService {
         ));
         tokio::spawn(read_requests(
             self.server.clone(),
+            info,
             requests,
             control,
             watchers,
@@ -83,6 +92,7 @@ impl Watch for WatchService {
 /// The request half.
 async fn read_requests(
     server: Arc<Server>,
+    info: Option<AuthInfo>,
     mut requests: Streaming<WatchRequest>,
     control: crate::mvcc::WatchController,
     watchers: Watchers,
@@ -110,7 +120,22 @@ async fn read_requests(
         };
         let reply = match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
-                let created = create_watcher(&server, &control, &watchers, create);
+                let created = match server.auth.check(
+                    info.as_ref(),
+                    &create.key,
+                    &create.range_end,
+                    Access::Read,
+                ) {
+                    Ok(()) => create_watcher(&server, &control, &watchers, create),
+                    Err(_) => WatchResponse {
+                        header: Some(server.header(server.store.current_revision())),
+                        watch_id: NO_WATCH_ID,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: PERMISSION_DENIED_REASON.into(),
+                        ..Default::default()
+                    },
+                };
                 let id = created.watch_id;
                 let ok = !created.canceled;
                 if responses.send(Ok(created)).await.is_err() {

@@ -4,6 +4,7 @@
 //! composes them. Nothing here runs on its own: the tasks of layer 3 drive it.
 
 pub(crate) mod alarms;
+pub(crate) mod auth;
 pub(crate) mod lifecycle;
 pub(crate) mod membership;
 pub(crate) mod proposer;

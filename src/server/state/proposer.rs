@@ -14,7 +14,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::proto::oxcdpb::{internal_request::Request, InternalRequest};
+use crate::proto::oxcdpb::{internal_request::Request, AuthHeader, InternalRequest};
 use crate::proto::oxcdpb::{ConfChangeContext, Member};
 use crate::raft::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use crate::server::types::error::ServerError;
@@ -119,8 +119,30 @@ impl Proposer {
         }
     }
 
+    /// Proposes a write on behalf of the user `header` names and waits until it is applied;
+    /// the applier checks that user's permissions.
+    pub(crate) async fn propose_for<T: FromApplied>(
+        &self,
+        request: Request,
+        header: Option<AuthHeader>,
+    ) -> Result<(T, i64), ServerError> {
+        let (applied, revision) = self.propose_with(request, header).await?;
+        match T::from_applied(applied) {
+            Some(response) => Ok((response, revision)),
+            None => Err(wrong_kind(std::any::type_name::<T>())),
+        }
+    }
+
     /// Proposes a write and waits until it is applied.
     pub(crate) async fn propose(&self, request: Request) -> Result<(Applied, i64), ServerError> {
+        self.propose_with(request, None).await
+    }
+
+    async fn propose_with(
+        &self,
+        request: Request,
+        header: Option<AuthHeader>,
+    ) -> Result<(Applied, i64), ServerError> {
         if self.waiters.len() >= PROPOSALS_PENDING_MAX {
             return Err(ServerError::TooManyRequests);
         }
@@ -128,6 +150,7 @@ impl Proposer {
         let envelope = InternalRequest {
             id,
             request: Some(request),
+            header,
         };
         let data = envelope.encode_to_vec();
         if data.len() as u64 > self.request_bytes_max {

@@ -13,12 +13,15 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::alarms::Alarms;
+use super::auth::Auth;
 use super::lifecycle::Lifecycle;
 use super::membership::Membership;
 use super::proposer::Proposer;
 use super::reads::ReadBatcher;
+use crate::auth::AuthInfo;
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::proto::oxcdpb::raft_transport_client::RaftTransportClient;
+use crate::proto::oxcdpb::AuthHeader;
 use crate::proto::oxcdpb::Member;
 use crate::raft::MemStorage;
 use crate::server::state::store::Store;
@@ -39,6 +42,7 @@ pub(crate) struct Server {
     pub(crate) store: Store,
     pub(crate) membership: Membership,
     pub(crate) alarms: Alarms,
+    pub(crate) auth: Auth,
     pub(crate) proposer: Proposer,
     pub(crate) reads: ReadBatcher,
     pub(crate) lifecycle: Lifecycle,
@@ -65,6 +69,7 @@ pub(crate) struct Parts {
     pub(crate) store: Store,
     pub(crate) membership: Membership,
     pub(crate) alarms: Alarms,
+    pub(crate) auth: Auth,
     pub(crate) proposer: Proposer,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) applied_index: u64,
@@ -79,6 +84,7 @@ impl Server {
             store,
             membership,
             alarms,
+            auth,
             proposer,
             transport,
             applied_index,
@@ -94,6 +100,7 @@ impl Server {
             store,
             membership,
             alarms,
+            auth,
             proposer,
             reads: ReadBatcher::default(),
             lifecycle: Lifecycle::default(),
@@ -152,6 +159,45 @@ impl Server {
 
     pub(crate) fn set_applied(&self, index: u64) {
         self.applied.advance(index);
+    }
+
+    /// Who a client request comes from (`state::auth`). A token issued by an entry this
+    /// member has not applied yet is looked up once it has (within the request timeout).
+    pub(crate) async fn request_auth<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<Option<AuthInfo>, ServerError> {
+        if let Some(index) = Auth::token_index(request.metadata()) {
+            if index > self.applied_index() {
+                tokio::time::timeout(self.request_timeout(), self.applied_reached(index))
+                    .await
+                    .map_err(|_| ServerError::Timeout)?;
+            }
+        }
+        self.auth
+            .request_info(request.metadata(), request.extensions())
+    }
+
+    /// The header of a write proposed for `info`: while auth is enabled every client write
+    /// names its user, or nobody, and the applier checks it.
+    pub(crate) fn auth_header(&self, info: Option<&AuthInfo>) -> Option<AuthHeader> {
+        match info {
+            Some(_) => Auth::header(info),
+            None if self.auth.is_enabled() => Some(AuthHeader::default()),
+            None => None,
+        }
+    }
+
+    /// Refuses a request that needs the `root` role, in etcd's server words.
+    pub(crate) async fn require_admin<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<(), ServerError> {
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        let info = self.request_auth(request).await?;
+        Ok(self.auth.check_admin(info.as_ref())?)
     }
 
     /// Returns once the applier has applied `index`.

@@ -24,7 +24,7 @@ use crate::proto::etcdserverpb::{
     AlarmMember, AlarmResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::{Event, KeyValue};
-use crate::proto::oxcdpb::{Member, SavedMembers};
+use crate::proto::oxcdpb::{Member, SavedAuth, SavedMembers};
 use crate::server::state::range::{self, KvView, Scan};
 use crate::server::state::txn::{self, KvWrite};
 use crate::server::types::config::Config;
@@ -226,6 +226,28 @@ impl Store {
         self.lock().kv.backend.set_alarms(encoded);
     }
 
+    /// The auth state saved by [`Store::save_auth`]: an error for a record that does not
+    /// decode (the member must not start with its users and roles lost).
+    pub(crate) fn auth(&self) -> Result<SavedAuth, ServerError> {
+        let encoded = self.lock().kv.backend.auth().map_err(backend_error)?;
+        SavedAuth::decode(encoded.as_slice())
+            .map_err(|error| ServerError::Internal(format!("the saved auth state: {error}")))
+    }
+
+    pub(crate) fn save_auth(&self, auth: &SavedAuth) {
+        self.lock().kv.backend.set_auth(auth.encode_to_vec());
+    }
+
+    /// The keys attached to lease `id` (none for a lease that does not exist).
+    pub(crate) fn lease_keys(&self, id: i64) -> Vec<Bytes> {
+        let state = self.lock();
+        state
+            .lessor
+            .time_to_live(id, self.inner.clock.now())
+            .map(|(_, _, keys)| keys)
+            .unwrap_or_default()
+    }
+
     /// The member records and removed member ids saved by [`Store::save_members`].
     pub(crate) fn member_records(&self) -> SavedMembers {
         let encoded = self.lock().kv.backend.members().unwrap_or_default();
@@ -330,6 +352,12 @@ impl Store {
             }
             Err(error) => error.to_string().hash(&mut hasher),
         }
+        state
+            .kv
+            .backend
+            .auth()
+            .unwrap_or_default()
+            .hash(&mut hasher);
         let now = self.inner.clock.now();
         for id in state.lessor.ids() {
             if let Some((_, ttl, keys)) = state.lessor.time_to_live(id, now) {

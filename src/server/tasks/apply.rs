@@ -142,6 +142,7 @@ impl Applier {
             .membership
             .replace(records.members, records.removed);
         self.server.alarms.reload();
+        self.server.auth.reload()?;
         #[cfg(madsim)]
         observe::report(
             self.server.id,
@@ -232,7 +233,13 @@ impl Applier {
                     }
                 };
                 let started = Instant::now();
-                let result = apply_chain::apply(&self.server, &self.backend, request.request);
+                let result = apply_chain::apply(
+                    &self.server,
+                    &self.backend,
+                    entry.index,
+                    request.request,
+                    request.header,
+                );
                 let took = started.elapsed();
                 if took > SLOW_APPLY {
                     tracing::warn!(?took, expected = ?SLOW_APPLY, index = entry.index, "apply request took too long");

@@ -2,19 +2,22 @@
 //! implemented once against the member's state and wrapped by decorators that may refuse a
 //! request before it reaches the state.
 //!
-//! Today there is one decorator, [`Capped`] (etcd's `applierV3Capped`): while the NOSPACE
-//! alarm is raised it refuses every request that would grow the backend. Authorization
-//! joins as another decorator, checking the proposer's permissions at the revision the
-//! entry applies at (etcd's `authApplierV3`). Every member applies the same entries through
-//! the same chain, so a refusal is as deterministic as a success.
+//! Two decorators: [`Capped`] (etcd's `applierV3Capped`) refuses every request that would
+//! grow the backend while the NOSPACE alarm is raised; [`Authorized`] (etcd's
+//! `authApplierV3`), in front while auth is enabled, checks the permissions of the user the
+//! entry's header names against the auth state at the entry's place in the log. Every
+//! member applies the same entries through the same chain, so a refusal is as
+//! deterministic as a success.
 
+use crate::auth::AuthInfo;
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
     CompactionRequest, CompactionResponse, DeleteRangeRequest, LeaseCheckpointRequest,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     TxnRequest,
 };
-use crate::proto::oxcdpb::{internal_request::Request, Member};
+use crate::proto::oxcdpb::{internal_request::Request, AuthHeader, Member};
+use crate::server::state::auth::Auth;
 use crate::server::state::server::Server;
 use crate::server::state::store::Store;
 use crate::server::state::txn;
@@ -35,6 +38,8 @@ pub(crate) trait ApplyRequests {
     fn member_attributes(&mut self, record: Member) -> ApplyResult;
     /// New peer URLs for a member (MemberUpdate).
     fn member_update(&mut self, record: Member) -> ApplyResult;
+    /// A request of the Auth service.
+    fn auth(&mut self, request: &Request) -> ApplyResult;
 }
 
 /// Hands `request` to the method of its kind.
@@ -50,25 +55,73 @@ pub(crate) fn dispatch(applier: &mut dyn ApplyRequests, request: Option<Request>
         Some(Request::Alarm(request)) => applier.alarm(&request),
         Some(Request::MemberAttributes(record)) => applier.member_attributes(record),
         Some(Request::MemberUpdate(record)) => applier.member_update(record),
+        Some(
+            request @ (Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::Authenticate(_)
+            | Request::AuthUserAdd(_)
+            | Request::AuthUserDelete(_)
+            | Request::AuthUserGet(_)
+            | Request::AuthUserChangePassword(_)
+            | Request::AuthUserGrantRole(_)
+            | Request::AuthUserRevokeRole(_)
+            | Request::AuthUserList(_)
+            | Request::AuthRoleList(_)
+            | Request::AuthRoleAdd(_)
+            | Request::AuthRoleDelete(_)
+            | Request::AuthRoleGet(_)
+            | Request::AuthRoleGrantPermission(_)
+            | Request::AuthRoleRevokePermission(_)),
+        ) => applier.auth(&request),
         None => Err(ServerError::Internal("empty request in the log".into())),
     }
 }
 
-/// Applies `request` through the chain the member's state calls for now: capped while the
-/// NOSPACE alarm is raised (an alarm applied earlier in the same batch counts).
-pub(crate) fn apply(server: &Server, store: &Store, request: Option<Request>) -> ApplyResult {
-    let mut state = StateApplier { server, store };
-    if server.alarms.is_active(AlarmType::Nospace) {
-        dispatch(&mut Capped { next: &mut state }, request)
+/// Applies the request of the log entry at `index` through the chain the member's state
+/// calls for now: authorized while auth is enabled, capped while the NOSPACE alarm is
+/// raised (an alarm or an AuthEnable applied earlier in the same batch counts).
+pub(crate) fn apply(
+    server: &Server,
+    store: &Store,
+    index: u64,
+    request: Option<Request>,
+    header: Option<AuthHeader>,
+) -> ApplyResult {
+    let mut state = StateApplier {
+        server,
+        store,
+        index,
+    };
+    let mut capped;
+    let next: &mut dyn ApplyRequests = if server.alarms.is_active(AlarmType::Nospace) {
+        capped = Capped { next: &mut state };
+        &mut capped
     } else {
-        dispatch(&mut state, request)
+        &mut state
+    };
+    if server.auth.is_enabled() {
+        let info = header.map(|header| AuthInfo {
+            username: header.username,
+            revision: header.auth_revision,
+        });
+        let mut authorized = Authorized {
+            next,
+            auth: &server.auth,
+            info,
+        };
+        dispatch(&mut authorized, request)
+    } else {
+        dispatch(next, request)
     }
 }
 
-/// The end of the chain: changes the store, the lessor, the alarms and the member list.
+/// The end of the chain: changes the store, the lessor, the alarms, the member list and
+/// the auth state.
 pub(crate) struct StateApplier<'a> {
     pub(crate) server: &'a Server,
     pub(crate) store: &'a Store,
+    /// The Raft index of the entry being applied.
+    pub(crate) index: u64,
 }
 
 impl StateApplier<'_> {
@@ -179,6 +232,88 @@ impl ApplyRequests for StateApplier<'_> {
         }
         Ok((Applied::Membership, self.revision()))
     }
+
+    fn auth(&mut self, request: &Request) -> ApplyResult {
+        match self.server.auth.apply(request, self.index) {
+            Some(answer) => Ok((Applied::Auth(answer?), self.revision())),
+            None => Err(ServerError::Internal("not an auth request".into())),
+        }
+    }
+}
+
+/// Checks the permissions of the user an entry names before its request reaches the rest
+/// of the chain (etcd's `authApplierV3`): keys for puts, deletes, transactions and lease
+/// revocations, the `root` role for the Auth service's administrative requests. Compaction,
+/// lease grants and alarms pass unchecked, as in etcd 3.4.
+pub(crate) struct Authorized<'a> {
+    pub(crate) next: &'a mut dyn ApplyRequests,
+    pub(crate) auth: &'a Auth,
+    /// Who proposed the entry; `None` for an entry proposed without credentials.
+    pub(crate) info: Option<AuthInfo>,
+}
+
+impl ApplyRequests for Authorized<'_> {
+    fn put(&mut self, request: &PutRequest) -> ApplyResult {
+        self.auth.check_put(self.info.as_ref(), request)?;
+        self.next.put(request)
+    }
+
+    fn delete_range(&mut self, request: &DeleteRangeRequest) -> ApplyResult {
+        self.auth.check_delete(self.info.as_ref(), request)?;
+        self.next.delete_range(request)
+    }
+
+    fn txn(&mut self, request: &TxnRequest) -> ApplyResult {
+        self.auth.check_txn(self.info.as_ref(), request)?;
+        self.next.txn(request)
+    }
+
+    fn compaction(&mut self, request: &CompactionRequest) -> ApplyResult {
+        self.next.compaction(request)
+    }
+
+    fn lease_grant(&mut self, request: &LeaseGrantRequest) -> ApplyResult {
+        self.next.lease_grant(request)
+    }
+
+    fn lease_revoke(&mut self, request: &LeaseRevokeRequest) -> ApplyResult {
+        // Lease expiry is proposed by the leader itself, with no user: it always applies.
+        if self.info.is_some() {
+            self.auth.check_lease(self.info.as_ref(), request.id)?;
+        }
+        self.next.lease_revoke(request)
+    }
+
+    fn lease_checkpoint(&mut self, request: &LeaseCheckpointRequest) -> ApplyResult {
+        self.next.lease_checkpoint(request)
+    }
+
+    fn alarm(&mut self, request: &AlarmRequest) -> ApplyResult {
+        self.next.alarm(request)
+    }
+
+    fn member_attributes(&mut self, record: Member) -> ApplyResult {
+        self.next.member_attributes(record)
+    }
+
+    fn member_update(&mut self, record: Member) -> ApplyResult {
+        self.next.member_update(record)
+    }
+
+    fn auth(&mut self, request: &Request) -> ApplyResult {
+        let info = self.info.clone().unwrap_or_default();
+        let admin = self.auth.check_admin(Some(&info));
+        let permitted = match request {
+            _ if admin.is_ok() => Ok(()),
+            Request::AuthUserGet(get) if get.name == info.username => Ok(()),
+            Request::AuthRoleGet(get) if self.auth.has_role(&info.username, &get.role) => Ok(()),
+            Request::AuthUserGet(_) | Request::AuthRoleGet(_) => admin,
+            request if crate::server::state::auth::needs_admin(request) => admin,
+            _ => Ok(()),
+        };
+        permitted?;
+        self.next.auth(request)
+    }
 }
 
 /// Refuses what would grow the backend while the NOSPACE alarm is raised: puts, txns that
@@ -231,6 +366,10 @@ impl ApplyRequests for Capped<'_> {
     fn member_update(&mut self, record: Member) -> ApplyResult {
         self.next.member_update(record)
     }
+
+    fn auth(&mut self, request: &Request) -> ApplyResult {
+        self.next.auth(request)
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +418,9 @@ mod tests {
         }
         fn member_update(&mut self, _: Member) -> ApplyResult {
             self.reached("member_update")
+        }
+        fn auth(&mut self, _: &Request) -> ApplyResult {
+            self.reached("auth")
         }
     }
 

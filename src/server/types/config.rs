@@ -238,6 +238,19 @@ pub struct Config {
     #[arg(long, env = "OXCD_CIPHER_SUITES", default_value = "")]
     pub cipher_suites: String,
 
+    /// The kind of auth token: `simple` (opaque tokens held in members' memory). etcd's
+    /// `jwt,...` signed tokens are not supported yet and refused at start.
+    #[arg(long, env = "OXCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Seconds a simple token lives without use.
+    #[arg(long, env = "OXCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// The bcrypt cost of password hashes (4 to 31; anything else means the default, 10).
+    #[arg(long, env = "OXCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
+
     /// Minimum TLS version: TLS1.2 or TLS1.3.
     #[arg(long, env = "OXCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
     pub tls_min_version: String,
@@ -288,6 +301,8 @@ pub enum ConfigError {
     },
     #[error("--{0}-file and --{1}-file must be given together")]
     TlsHalfPair(&'static str, &'static str),
+    #[error("failed to create token provider: {0}")]
+    AuthToken(String),
 }
 
 impl Config {
@@ -345,11 +360,38 @@ impl Config {
                 });
             }
         }
+        match self.auth_token.split(',').next().unwrap_or_default() {
+            "simple" => {}
+            "jwt" => {
+                return Err(ConfigError::AuthToken(
+                    "jwt tokens are not supported yet; use --auth-token simple".into(),
+                ))
+            }
+            other => {
+                return Err(ConfigError::AuthToken(format!(
+                    "unknown token type: {other}"
+                )))
+            }
+        }
         let cluster = self.initial_cluster_members()?;
         if !cluster.iter().any(|(name, _)| *name == self.name) {
             return Err(ConfigError::NameNotInCluster(self.name.clone()));
         }
         Ok(())
+    }
+
+    /// The bcrypt cost of password hashes: `--bcrypt-cost`, or etcd's default when it is out
+    /// of bcrypt's range.
+    pub fn bcrypt_cost(&self) -> u32 {
+        if (4..=31).contains(&self.bcrypt_cost) {
+            self.bcrypt_cost
+        } else {
+            tracing::warn!(
+                given = self.bcrypt_cost,
+                "use default bcrypt cost instead of the invalid given cost"
+            );
+            10
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -69,8 +69,47 @@ pub(crate) enum ServerError {
     BadLeaderTransferee,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
+    /// A refusal of the auth store, in the words etcd's server gives it.
+    #[error("{}", auth_message(.0))]
+    Auth(crate::auth::AuthError),
+    /// A refusal of the auth store passed on as etcd's maintenance service passes it: the
+    /// auth package's own text, code Unknown.
+    #[error("{0}")]
+    AuthUntranslated(crate::auth::AuthError),
     /// An internal failure (disk I/O, a broken invariant of the store). The member reports it
     /// as etcd reports unexpected errors: code Unknown with the underlying text.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<crate::auth::AuthError> for ServerError {
+    fn from(error: crate::auth::AuthError) -> Self {
+        ServerError::Auth(error)
+    }
+}
+
+/// etcd's server message for each refusal of the auth store (its `rpctypes` errors).
+fn auth_message(error: &crate::auth::AuthError) -> &'static str {
+    use crate::auth::AuthError::*;
+    match error {
+        RootUserNotExist => "etcdserver: root user does not exist",
+        RootRoleNotExist => "etcdserver: root user does not have root role",
+        UserAlreadyExist => "etcdserver: user name already exists",
+        UserEmpty => "etcdserver: user name is empty",
+        UserNotFound => "etcdserver: user name not found",
+        RoleAlreadyExist => "etcdserver: role name already exists",
+        RoleNotFound => "etcdserver: role name not found",
+        RoleEmpty => "etcdserver: role name is empty",
+        PermissionNotGiven => "etcdserver: permission not given",
+        AuthFailed => "etcdserver: authentication failed, invalid user ID or password",
+        // etcd has no server error for this one: its clients see the auth package's text.
+        NoPasswordUser => "auth: authentication failed, password was given for no password user",
+        PermissionDenied => "etcdserver: permission denied",
+        RoleNotGranted => "etcdserver: role is not granted to the user",
+        PermissionNotGranted => "etcdserver: permission is not granted to the role",
+        AuthNotEnabled => "etcdserver: authentication is not enabled",
+        AuthOldRevision => "etcdserver: revision of auth store is old",
+        InvalidAuthToken => "etcdserver: invalid auth token",
+        InvalidAuthMgmt => "etcdserver: invalid auth management",
+    }
 }

@@ -5,10 +5,16 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::proto::etcdserverpb::{
-    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    AlarmResponse, AuthDisableResponse, AuthEnableResponse, AuthRoleAddResponse,
+    AuthRoleDeleteResponse, AuthRoleGetResponse, AuthRoleGrantPermissionResponse,
+    AuthRoleListResponse, AuthRoleRevokePermissionResponse, AuthUserAddResponse,
+    AuthUserChangePasswordResponse, AuthUserDeleteResponse, AuthUserGetResponse,
+    AuthUserGrantRoleResponse, AuthUserListResponse, AuthUserRevokeRoleResponse,
+    AuthenticateResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
     LeaseRevokeResponse, PutResponse, TxnResponse,
 };
 use crate::raft::{self, ConfChangeV2, ConfState, Entry, Message};
+use crate::server::state::auth::AuthAnswer;
 use crate::server::types::error::ServerError;
 
 /// What a member answers a removed member, which then stops (etcd's words).
@@ -37,6 +43,8 @@ pub(crate) enum Applied {
     LeaseCheckpoint,
     /// A change of the member list (a publication, an update, a configuration change).
     Membership,
+    /// An Auth request.
+    Auth(AuthAnswer),
 }
 
 /// What a waiter receives: the response and the store's revision right after the apply.
@@ -72,6 +80,40 @@ from_applied! {
     LeaseGrant => LeaseGrantResponse,
     LeaseRevoke => LeaseRevokeResponse,
     Alarm => AlarmResponse,
+}
+
+macro_rules! from_auth_answer {
+    ($($variant:ident => $response:ty),* $(,)?) => {
+        $(
+            impl FromApplied for $response {
+                fn from_applied(applied: Applied) -> Option<Self> {
+                    match applied {
+                        Applied::Auth(AuthAnswer::$variant(response)) => Some(response),
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
+}
+
+from_auth_answer! {
+    Enable => AuthEnableResponse,
+    Disable => AuthDisableResponse,
+    Authenticate => AuthenticateResponse,
+    UserAdd => AuthUserAddResponse,
+    UserDelete => AuthUserDeleteResponse,
+    UserGet => AuthUserGetResponse,
+    UserChangePassword => AuthUserChangePasswordResponse,
+    UserGrantRole => AuthUserGrantRoleResponse,
+    UserRevokeRole => AuthUserRevokeRoleResponse,
+    UserList => AuthUserListResponse,
+    RoleList => AuthRoleListResponse,
+    RoleAdd => AuthRoleAddResponse,
+    RoleDelete => AuthRoleDeleteResponse,
+    RoleGet => AuthRoleGetResponse,
+    RoleGrantPermission => AuthRoleGrantPermissionResponse,
+    RoleRevokePermission => AuthRoleRevokePermissionResponse,
 }
 
 /// Membership changes and publications answer with nothing but the revision.

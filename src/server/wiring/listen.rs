@@ -11,10 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::proto::healthpb::health_server::HealthServer;
+use crate::server::services::auth::AuthService;
 use crate::server::services::cluster::ClusterService;
 #[cfg(not(madsim))]
 use crate::server::services::grpc_metrics::GrpcMetricsLayer;
@@ -141,6 +142,10 @@ pub(crate) async fn serve(
         server: server.clone(),
     })
     .max_decoding_message_size(limit);
+    let auth = AuthServer::new(AuthService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(limit);
     let health = HealthServer::new(HealthService {
         server: server.clone(),
     });
@@ -158,6 +163,7 @@ pub(crate) async fn serve(
         .add_service(InterceptedService::new(watch, gate.clone()))
         .add_service(InterceptedService::new(lease, gate.clone()))
         .add_service(InterceptedService::new(cluster, gate.clone()))
+        .add_service(InterceptedService::new(auth, gate.clone()))
         .add_service(InterceptedService::new(maintenance, gate))
         .add_service(health)
         // The client connection stack (`net::client_listener`), not the plain TcpIncoming:
@@ -212,6 +218,9 @@ pub(crate) async fn serve(
     let cluster = ClusterService {
         server: server.clone(),
     };
+    let auth = AuthService {
+        server: server.clone(),
+    };
     let health = HealthServer::new(HealthService {
         server: server.clone(),
     });
@@ -221,6 +230,7 @@ pub(crate) async fn serve(
         .add_service(WatchServer::with_interceptor(watch, gate.clone()))
         .add_service(LeaseServer::with_interceptor(lease, gate.clone()))
         .add_service(ClusterServer::with_interceptor(cluster, gate.clone()))
+        .add_service(AuthServer::with_interceptor(auth, gate.clone()))
         .add_service(MaintenanceServer::with_interceptor(maintenance, gate))
         .add_service(health)
         .serve_with_shutdown(address, shutdown)

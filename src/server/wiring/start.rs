@@ -11,6 +11,7 @@ use super::bootstrap::{bootstrap, MemberSource, Recovered};
 use super::listen;
 use crate::io::{Clock, Disk, StdDisk, SystemClock};
 use crate::server::state::alarms::Alarms;
+use crate::server::state::auth::Auth;
 use crate::server::state::membership::Membership;
 use crate::server::state::proposer::Proposer;
 use crate::server::state::server::{self, Parts, Server};
@@ -110,6 +111,13 @@ pub async fn run_on(
             recovered.conf_state.clone(),
         ),
         alarms: Alarms::load(store.clone()),
+        auth: Auth::load(
+            store.clone(),
+            std::time::Duration::from_secs(config.auth_token_ttl),
+            config.bcrypt_cost(),
+            config.client_cert_auth,
+        )
+        .map_err(|error| StartError::Storage(error.to_string()))?,
         proposer: Proposer::new(
             node_inputs,
             member_id,
