@@ -391,3 +391,82 @@ fn auth_survives_restarts_and_reaches_a_member_through_a_snapshot() {
         );
     }
 }
+
+#[test]
+fn signed_tokens_verify_on_every_member_go_stale_with_the_revision_and_expire() {
+    let keys = tempfile::tempdir().expect("a temp dir");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
+    let private = keys.path().join("jwt.key");
+    let public = keys.path().join("jwt.pub");
+    std::fs::write(&private, key.serialize_pem()).expect("writing");
+    std::fs::write(&public, key.public_key_pem()).expect("writing");
+    let option = format!(
+        "--auth-token=jwt,sign-method=ES256,priv-key={},pub-key={},ttl=8s",
+        private.display(),
+        public.display()
+    );
+    let mut cluster = start_cluster_with(3, &[&option]);
+    set_up_users(&cluster[0]);
+    cluster[0].ok(&["put", "/app/k", "v", ALICE]);
+    let endpoints: Vec<String> = cluster.iter().map(Server::endpoint).collect();
+    let alice = runtime().block_on(async {
+        let alice = token(&endpoints[0], "alice", "alicepw")
+            .await
+            .expect("a token");
+        assert_eq!(alice.split('.').count(), 3, "a JWT: {alice}");
+        for endpoint in &endpoints {
+            assert_eq!(get(endpoint, "/app/k", &alice).await.expect("get"), ["v"]);
+        }
+        alice
+    });
+    // A signed token outlives the member that issued it.
+    cluster[0].restart_as(&[ROOT]);
+    runtime().block_on(async {
+        assert_eq!(
+            get(&endpoints[0], "/app/k", &alice).await.expect("get"),
+            ["v"]
+        );
+    });
+    // A change of users or roles makes it stale: the client must log in again.
+    cluster[1].ok(&["role", "add", "other", ROOT]);
+    runtime().block_on(async {
+        let stale = get(&endpoints[2], "/app/k", &alice).await.unwrap_err();
+        assert_eq!(stale.code(), tonic::Code::InvalidArgument);
+        assert_eq!(stale.message(), "etcdserver: revision of auth store is old");
+        let fresh = token(&endpoints[2], "alice", "alicepw").await.expect("a token");
+        assert_eq!(get(&endpoints[1], "/app/k", &fresh).await.expect("get"), ["v"]);
+        // And it expires with its TTL.
+        tokio::time::sleep(Duration::from_millis(9200)).await;
+        let expired = get(&endpoints[1], "/app/k", &fresh).await.unwrap_err();
+        assert_eq!(expired.message(), "etcdserver: invalid auth token");
+        let forged = get(&endpoints[1], "/app/k", "eyJhbGciOiJub25lIn0.eyJ1c2VybmFtZSI6InJvb3QiLCJyZXZpc2lvbiI6OTk5LCJleHAiOjk5OTk5OTk5OTl9.").await.unwrap_err();
+        assert_eq!(forged.message(), "etcdserver: invalid auth token");
+    });
+    // etcdctl logs in and retries on its own.
+    assert_eq!(
+        cluster[2].ok(&["get", "/app/k", "--print-value-only", ALICE]),
+        "v\n"
+    );
+}
+
+#[test]
+fn a_token_option_that_cannot_work_stops_the_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_oxcd"))
+        .arg("--data-dir=/nonexistent/oxcd-auth-test")
+        .arg("--auth-token=jwt,sign-method=ES256,pub-key=/nonexistent/key.pub")
+        .output()
+        .expect("running oxcd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed to create token provider"),
+        "{stderr}"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_oxcd"))
+        .arg("--auth-token=opaque")
+        .output()
+        .expect("running oxcd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown token type: opaque"), "{stderr}");
+}

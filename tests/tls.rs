@@ -594,6 +594,102 @@ fn refusals_leave_the_listener_serving_and_rotated_certificates_take_effect() {
     assert!(seen.contains("PUT\nrotated\nyes"), "watch saw {seen:?}");
 }
 
+/// With `--client-cert-auth`, the verified certificate's Common Name is the user once auth
+/// is enabled: the client certificate (CN alice) reads and writes what alice's roles allow
+/// without a password, a token wins over the certificate, and a certificate whose CN names
+/// no user is refused.
+#[test]
+fn the_certificate_common_name_is_the_user_when_auth_is_enabled() {
+    ensure_etcd_tools();
+    let pki = Pki::new();
+    let dir = pki.dir.path();
+    let flags = mutual_tls_flags(&pki);
+    let (members, urls) = start_tls_cluster(1, &flags);
+    let endpoint = format!("--endpoints={}", urls[0]);
+    let as_cert = |cert: &'static str, args: &[&'static str]| -> Vec<String> {
+        let mut all = vec![
+            endpoint.clone(),
+            "--cacert".into(),
+            "ca.crt".into(),
+            "--cert".into(),
+            format!("{cert}.crt"),
+            "--key".into(),
+            format!("{cert}.key"),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all
+    };
+    let run =
+        |args: Vec<String>| etcdctl(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ok = |args: Vec<String>| {
+        let output = run(args.clone());
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let error = |args: Vec<String>| {
+        let output = run(args.clone());
+        assert!(!output.status.success(), "etcdctl {args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        stderr
+            .lines()
+            .find(|line| line.starts_with("Error:"))
+            .unwrap_or(&stderr)
+            .to_string()
+    };
+    let health = as_cert("client", &["endpoint", "health"]);
+    wait_until_serving(
+        dir,
+        &health.iter().map(String::as_str).collect::<Vec<_>>(),
+        &members[0],
+    );
+    for step in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice", "--no-password"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        ok(as_cert("client", step));
+    }
+    // The client certificate is alice's.
+    ok(as_cert("client", &["put", "/app/k", "v"]));
+    assert_eq!(
+        ok(as_cert("client", &["get", "/app/k", "--print-value-only"])),
+        "v\n"
+    );
+    assert_eq!(
+        error(as_cert("client", &["put", "/other", "v"])),
+        "Error: etcdserver: permission denied"
+    );
+    assert_eq!(
+        error(as_cert("client", &["user", "list"])),
+        "Error: etcdserver: permission denied"
+    );
+    // A token wins over the certificate.
+    ok(as_cert(
+        "client",
+        &["put", "/other", "v", "--user=root:rootpw"],
+    ));
+    // The server certificate's CN (kube-etcd) names no user.
+    assert_eq!(
+        error(as_cert("server", &["get", "/app/k"])),
+        "Error: etcdserver: permission denied"
+    );
+}
+
 fn with_str<'a>(flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
     flags.iter().chain(args).copied().collect()
 }

@@ -12,6 +12,8 @@
 //! range covered. Nothing here does I/O or hashing: passwords arrive hashed, and
 //! persistence and tokens are the server's.
 
+#[cfg(not(madsim))]
+pub mod jwt;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};

@@ -29,6 +29,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::oxcdpb::{internal_request::Request, AuthHeader};
 use crate::server::services::middleware::CertificateUser;
 use crate::server::state::store::Store;
+use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
 
 /// The metadata key of a client's token (etcd's `rpctypes.TokenFieldNameGRPC`).
@@ -82,27 +83,60 @@ pub(crate) struct Auth {
     /// Where the auth state is persisted.
     store: Store,
     state: RwLock<AuthState>,
-    tokens: Mutex<SimpleTokens>,
+    tokens: Tokens,
     bcrypt_cost: u32,
     /// Whether a verified client certificate names the user (`--client-cert-auth`).
     certificate_users: bool,
 }
 
+/// How this member issues and recognizes tokens (`--auth-token`).
+enum Tokens {
+    /// Opaque tokens every member issues alike when it applies the Authenticate entry.
+    Simple(Mutex<SimpleTokens>),
+    /// Signed tokens (production builds only: the simulator uses simple tokens).
+    #[cfg(not(madsim))]
+    Jwt(crate::auth::jwt::JwtTokens),
+}
+
+impl Tokens {
+    fn from_config(config: &Config) -> Result<Tokens, String> {
+        let kind = config.auth_token.split(',').next().unwrap_or_default();
+        match kind {
+            "simple" => Ok(Tokens::Simple(Mutex::new(SimpleTokens::new(
+                Duration::from_secs(config.auth_token_ttl),
+            )))),
+            #[cfg(not(madsim))]
+            "jwt" => crate::auth::jwt::JwtTokens::from_options(&config.auth_token, |path| {
+                std::fs::read(path)
+            })
+            .map(Tokens::Jwt)
+            .map_err(|error| error.to_string()),
+            other => Err(format!("unknown token type: {other}")),
+        }
+    }
+
+    fn simple(&self) -> Option<std::sync::MutexGuard<'_, SimpleTokens>> {
+        match self {
+            Tokens::Simple(tokens) => Some(tokens.lock().expect("tokens lock poisoned")),
+            #[cfg(not(madsim))]
+            Tokens::Jwt(_) => None,
+        }
+    }
+}
+
 impl Auth {
-    /// The auth state `store` recorded.
-    pub(crate) fn load(
-        store: Store,
-        token_ttl: Duration,
-        bcrypt_cost: u32,
-        certificate_users: bool,
-    ) -> Result<Auth, ServerError> {
-        let state = AuthState::from_saved(store.auth()?);
+    /// The auth state `store` recorded, with the token provider and the bcrypt cost
+    /// `config` names.
+    pub(crate) fn load(store: Store, config: &Config) -> Result<Auth, String> {
+        let saved = store.auth().map_err(|error| error.to_string())?;
+        let tokens = Tokens::from_config(config)
+            .map_err(|error| format!("failed to create token provider: {error}"))?;
         Ok(Auth {
             store,
-            state: RwLock::new(state),
-            tokens: Mutex::new(SimpleTokens::new(token_ttl)),
-            bcrypt_cost,
-            certificate_users,
+            state: RwLock::new(AuthState::from_saved(saved)),
+            tokens,
+            bcrypt_cost: config.bcrypt_cost(),
+            certificate_users: config.client_cert_auth,
         })
     }
 
@@ -153,21 +187,23 @@ impl Auth {
         Ok(None)
     }
 
-    /// The user of `token`, at the current auth revision (a simple token stands for its
-    /// user until it lapses or the user changes, as in etcd).
+    /// Who `token` stands for: a simple token its user at the current auth revision (it
+    /// stands for its user until it lapses or the user changes, as in etcd); a signed
+    /// token its user at the revision it was issued at.
     fn token_info(&self, token: &str) -> Result<AuthInfo, ServerError> {
-        let user = self
-            .tokens
-            .lock()
-            .expect("tokens lock poisoned")
-            .user(token, Instant::now());
-        match user {
-            Some(username) => Ok(AuthInfo {
-                username,
-                revision: self.revision(),
-            }),
-            None => Err(AuthError::InvalidAuthToken.into()),
-        }
+        let info = match &self.tokens {
+            Tokens::Simple(tokens) => tokens
+                .lock()
+                .expect("tokens lock poisoned")
+                .user(token, Instant::now())
+                .map(|username| AuthInfo {
+                    username,
+                    revision: self.revision(),
+                }),
+            #[cfg(not(madsim))]
+            Tokens::Jwt(tokens) => tokens.info(token),
+        };
+        info.ok_or_else(|| AuthError::InvalidAuthToken.into())
     }
 
     /// The Raft index a token says it was issued at, if it is well formed: a member that
@@ -320,22 +356,37 @@ impl Auth {
             Request::AuthDisable(_) => {
                 if state.disable() {
                     tracing::info!("disabled authentication");
-                    self.tokens.lock().expect("tokens lock poisoned").clear();
+                    if let Some(mut tokens) = self.tokens.simple() {
+                        tokens.clear();
+                    }
                 }
                 Ok(AuthAnswer::Disable(Default::default()))
             }
-            Request::Authenticate(request) => state.authenticate(&request.name).map(|()| {
-                let token = self.tokens.lock().expect("tokens lock poisoned").assign(
-                    &request.simple_token_prefix,
-                    index,
-                    &request.name,
-                    Instant::now(),
-                );
-                AuthAnswer::Authenticate(AuthenticateResponse {
-                    header: None,
-                    token,
-                })
-            }),
+            Request::Authenticate(request) => match state.authenticate(&request.name) {
+                Ok(()) => {
+                    let token = match &self.tokens {
+                        Tokens::Simple(tokens) => {
+                            Ok(tokens.lock().expect("tokens lock poisoned").assign(
+                                &request.simple_token_prefix,
+                                index,
+                                &request.name,
+                                Instant::now(),
+                            ))
+                        }
+                        #[cfg(not(madsim))]
+                        Tokens::Jwt(tokens) => tokens
+                            .assign(&request.name, state.revision())
+                            .map_err(|error| ServerError::Internal(error.to_string())),
+                    };
+                    return Some(token.map(|token| {
+                        AuthAnswer::Authenticate(AuthenticateResponse {
+                            header: None,
+                            token,
+                        })
+                    }));
+                }
+                Err(error) => Err(error),
+            },
             Request::AuthUserAdd(request) => state
                 .user_add(request, decode_hash(&request.hashed_password))
                 .map(AuthAnswer::UserAdd),
@@ -377,11 +428,11 @@ impl Auth {
         Some(answer.map_err(ServerError::from))
     }
 
+    /// Forgets the simple tokens of `name` (signed tokens go stale with the revision).
     fn invalidate_user(&self, name: &str) {
-        self.tokens
-            .lock()
-            .expect("tokens lock poisoned")
-            .invalidate_user(name);
+        if let Some(mut tokens) = self.tokens.simple() {
+            tokens.invalidate_user(name);
+        }
     }
 
     /// Whether `user` holds `role` (RoleGet is open to holders of the role).

@@ -238,8 +238,8 @@ pub struct Config {
     #[arg(long, env = "OXCD_CIPHER_SUITES", default_value = "")]
     pub cipher_suites: String,
 
-    /// The kind of auth token: `simple` (opaque tokens held in members' memory). etcd's
-    /// `jwt,...` signed tokens are not supported yet and refused at start.
+    /// The kind of auth token: `simple` (opaque tokens held in members' memory), or
+    /// `jwt,sign-method=...,pub-key=...,priv-key=...,ttl=...` (signed tokens).
     #[arg(long, env = "OXCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
 
@@ -361,12 +361,7 @@ impl Config {
             }
         }
         match self.auth_token.split(',').next().unwrap_or_default() {
-            "simple" => {}
-            "jwt" => {
-                return Err(ConfigError::AuthToken(
-                    "jwt tokens are not supported yet; use --auth-token simple".into(),
-                ))
-            }
+            "simple" | "jwt" => {}
             other => {
                 return Err(ConfigError::AuthToken(format!(
                     "unknown token type: {other}"

@@ -30,6 +30,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("{0}")]
+    Auth(String),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
     #[error("cannot listen on {address}: {source}")]

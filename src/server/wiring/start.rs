@@ -111,13 +111,7 @@ pub async fn run_on(
             recovered.conf_state.clone(),
         ),
         alarms: Alarms::load(store.clone()),
-        auth: Auth::load(
-            store.clone(),
-            std::time::Duration::from_secs(config.auth_token_ttl),
-            config.bcrypt_cost(),
-            config.client_cert_auth,
-        )
-        .map_err(|error| StartError::Storage(error.to_string()))?,
+        auth: Auth::load(store.clone(), &config).map_err(StartError::Auth)?,
         proposer: Proposer::new(
             node_inputs,
             member_id,
