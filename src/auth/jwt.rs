@@ -354,4 +354,19 @@ mod tests {
             JwtError::InvalidOptions(_)
         ));
     }
+
+    proptest::proptest! {
+        /// Arbitrary text as a signed token is refused without panicking, including text
+        /// shaped like a token (three base64 parts).
+        #[test]
+        fn arbitrary_tokens_are_refused(
+            text in ".{0,200}",
+            parts in proptest::collection::vec("[A-Za-z0-9_-]{0,40}", 3),
+        ) {
+            let files = [("secret", b"a shared secret".to_vec())];
+            let tokens = provider("jwt,sign-method=HS256,priv-key=secret", &files).unwrap();
+            proptest::prop_assert_eq!(tokens.info(&text), None);
+            proptest::prop_assert_eq!(tokens.info(&parts.join(".")), None);
+        }
+    }
 }

@@ -416,3 +416,20 @@ proptest! {
         prop_assert_eq!(checked, naive_permitted(&perms, &key, &end));
     }
 }
+
+proptest! {
+    /// Whatever a client sends as a token, parsing it answers without panicking, and only
+    /// a token that was issued names a user.
+    #[test]
+    fn arbitrary_tokens_are_refused_without_panicking(token in ".{0,64}", bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let now = Instant::now();
+        let mut tokens = SimpleTokens::new(Duration::from_secs(300));
+        let issued = tokens.assign("abcdefghijklmnop", 9, "alice", now);
+        let _ = token_index(&token);
+        let lossy = String::from_utf8_lossy(&bytes);
+        let _ = token_index(&lossy);
+        prop_assume!(token != issued && lossy != issued);
+        prop_assert_eq!(tokens.user(&token, now), None);
+        prop_assert_eq!(tokens.user(&lossy, now), None);
+    }
+}

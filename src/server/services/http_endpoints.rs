@@ -168,6 +168,7 @@ fn scrape(server: &Server) -> Scrape {
         watch_streams: watch.streams as u64,
         watchers: watch.watchers as u64,
         slow_watchers: watch.slow as u64,
+        auth_revision: server.auth.revision(),
         process: ProcessStats::read(),
     }
 }

@@ -467,6 +467,10 @@ mod tests {
                 "member_attributes",
             ),
             (Request::MemberUpdate(Member::default()), "member_update"),
+            (
+                Request::AuthRoleList(crate::proto::etcdserverpb::AuthRoleListRequest {}),
+                "auth",
+            ),
         ]
     }
 
@@ -530,5 +534,227 @@ mod tests {
         );
         assert!(capped.txn(&txn(vec![delete])).is_ok());
         assert_eq!(recorder.0, vec!["txn"]);
+    }
+
+    mod authorized {
+        use std::sync::Arc;
+
+        use clap::Parser as _;
+
+        use super::*;
+        use crate::io::{Disk, StdDisk, SystemClock};
+        use crate::proto::authpb::{permission::Type as PermissionType, Permission};
+        use crate::proto::etcdserverpb::{
+            AuthEnableRequest, AuthRoleAddRequest, AuthRoleGetRequest,
+            AuthRoleGrantPermissionRequest, AuthUserAddRequest, AuthUserGetRequest,
+            AuthUserGrantRoleRequest, RangeRequest,
+        };
+        use crate::server::types::config::Config;
+
+        struct Fixture {
+            _dir: tempfile::TempDir,
+            auth: Auth,
+        }
+
+        /// Auth enabled with root, and alice holding role `app` (read-write on `/app/`).
+        fn fixture() -> Fixture {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let data_dir = dir.path().to_str().expect("utf-8 path");
+            let config = Config::try_parse_from(["oxcd", "--data-dir", data_dir]).expect("flags");
+            let disk: Arc<dyn Disk> = Arc::new(StdDisk);
+            disk.create_dir_all(&config.snap_dir()).expect("snap dir");
+            let metrics = Arc::new(crate::server::types::metrics::Metrics::new(false));
+            let store =
+                Store::open(disk, Arc::new(SystemClock), &config, 1, metrics).expect("store");
+            let auth = Auth::load(store, &config).expect("auth");
+            let user = |name: &str| {
+                Request::AuthUserAdd(AuthUserAddRequest {
+                    name: name.into(),
+                    ..Default::default()
+                })
+            };
+            let grant = |user: &str, role: &str| {
+                Request::AuthUserGrantRole(AuthUserGrantRoleRequest {
+                    user: user.into(),
+                    role: role.into(),
+                })
+            };
+            let setup = [
+                user("root"),
+                grant("root", "root"),
+                user("alice"),
+                Request::AuthRoleAdd(AuthRoleAddRequest { name: "app".into() }),
+                Request::AuthRoleGrantPermission(AuthRoleGrantPermissionRequest {
+                    name: "app".into(),
+                    perm: Some(Permission {
+                        perm_type: PermissionType::Readwrite as i32,
+                        key: b"/app/".to_vec().into(),
+                        range_end: b"/app0".to_vec().into(),
+                    }),
+                }),
+                grant("alice", "app"),
+                Request::AuthEnable(AuthEnableRequest {}),
+            ];
+            for (index, request) in setup.iter().enumerate() {
+                auth.apply(request, index as u64 + 1)
+                    .expect("an auth request")
+                    .expect("applied");
+            }
+            Fixture { _dir: dir, auth }
+        }
+
+        fn info(auth: &Auth, user: &str) -> Option<AuthInfo> {
+            Some(AuthInfo {
+                username: user.into(),
+                revision: auth.revision(),
+            })
+        }
+
+        fn put(key: &str) -> PutRequest {
+            PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                ..Default::default()
+            }
+        }
+
+        /// Applies `request` for `info` through the decorator; answers what reached the
+        /// recorder behind it.
+        fn through(
+            auth: &Auth,
+            info: Option<AuthInfo>,
+            request: Request,
+        ) -> (Result<(), ServerError>, Vec<&'static str>) {
+            let mut recorder = Recorder::default();
+            let result = dispatch(
+                &mut Authorized {
+                    next: &mut recorder,
+                    auth,
+                    info,
+                },
+                Some(request),
+            );
+            (result.map(|_| ()), recorder.0)
+        }
+
+        #[test]
+        fn writes_reach_the_state_only_within_the_users_permissions() {
+            let fixture = fixture();
+            let auth = &fixture.auth;
+            let denied = Err(ServerError::Auth(crate::auth::AuthError::PermissionDenied));
+            let alice = || info(auth, "alice");
+            assert_eq!(
+                through(auth, alice(), Request::Put(put("/app/x"))),
+                (Ok(()), vec!["put"])
+            );
+            assert_eq!(
+                through(auth, alice(), Request::Put(put("/other"))),
+                (denied.clone(), vec![])
+            );
+            assert_eq!(
+                through(auth, info(auth, "root"), Request::Put(put("/other"))),
+                (Ok(()), vec!["put"])
+            );
+            // No credentials at all: the user name is empty.
+            assert_eq!(
+                through(auth, Some(AuthInfo::default()), Request::Put(put("/app/x"))).0,
+                Err(ServerError::Auth(crate::auth::AuthError::UserEmpty))
+            );
+            // A transaction needs every branch permitted, the one that will not run too,
+            // and read access to what it compares and reads.
+            let in_range = request_op::Request::RequestPut(put("/app/a"));
+            let out_of_range = request_op::Request::RequestPut(put("/b"));
+            let mut both = txn(vec![in_range.clone()]);
+            both.failure = txn(vec![out_of_range]).success;
+            assert_eq!(
+                through(auth, alice(), Request::Txn(both)),
+                (denied.clone(), vec![])
+            );
+            let read_outside = request_op::Request::RequestRange(RangeRequest {
+                key: b"/b".to_vec().into(),
+                ..Default::default()
+            });
+            let nested = request_op::Request::RequestTxn(txn(vec![read_outside]));
+            assert_eq!(
+                through(
+                    auth,
+                    alice(),
+                    Request::Txn(txn(vec![in_range.clone(), nested]))
+                ),
+                (denied.clone(), vec![])
+            );
+            assert_eq!(
+                through(auth, alice(), Request::Txn(txn(vec![in_range]))),
+                (Ok(()), vec!["txn"])
+            );
+            let delete = DeleteRangeRequest {
+                key: b"/app/".to_vec().into(),
+                range_end: b"/app1".to_vec().into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                through(auth, alice(), Request::DeleteRange(delete)),
+                (denied, vec![])
+            );
+            // Credentials checked at an older auth revision are stale.
+            let stale = Some(AuthInfo {
+                username: "alice".into(),
+                revision: auth.revision() - 1,
+            });
+            assert_eq!(
+                through(auth, stale, Request::Put(put("/app/x"))).0,
+                Err(ServerError::Auth(crate::auth::AuthError::AuthOldRevision))
+            );
+            // Lease expiry carries no user and always applies; a client's revocation of a
+            // lease with no keys needs nothing more.
+            let revoke = || Request::LeaseRevoke(LeaseRevokeRequest { id: 7 });
+            assert_eq!(
+                through(auth, None, revoke()),
+                (Ok(()), vec!["lease_revoke"])
+            );
+            assert_eq!(
+                through(auth, alice(), revoke()),
+                (Ok(()), vec!["lease_revoke"])
+            );
+        }
+
+        #[test]
+        fn auth_administration_needs_the_root_role() {
+            let fixture = fixture();
+            let auth = &fixture.auth;
+            let alice = || info(auth, "alice");
+            let role_add = || Request::AuthRoleAdd(AuthRoleAddRequest { name: "x".into() });
+            assert_eq!(
+                through(auth, alice(), role_add()).0,
+                Err(ServerError::Auth(crate::auth::AuthError::PermissionDenied))
+            );
+            assert_eq!(
+                through(auth, Some(AuthInfo::default()), role_add()).0,
+                Err(ServerError::Auth(crate::auth::AuthError::UserEmpty))
+            );
+            assert_eq!(
+                through(auth, info(auth, "root"), role_add()),
+                (Ok(()), vec!["auth"])
+            );
+            // A user may read its own record and the roles it holds, nothing else.
+            let user_get =
+                |name: &str| Request::AuthUserGet(AuthUserGetRequest { name: name.into() });
+            let role_get =
+                |role: &str| Request::AuthRoleGet(AuthRoleGetRequest { role: role.into() });
+            assert_eq!(through(auth, alice(), user_get("alice")).1, vec!["auth"]);
+            assert!(through(auth, alice(), user_get("root")).0.is_err());
+            assert_eq!(through(auth, alice(), role_get("app")).1, vec!["auth"]);
+            assert!(through(auth, alice(), role_get("root")).0.is_err());
+        }
+
+        #[test]
+        fn the_auth_state_is_saved_with_every_change() {
+            let fixture = fixture();
+            let reloaded_revision = {
+                fixture.auth.reload().expect("reload");
+                fixture.auth.revision()
+            };
+            assert!(fixture.auth.is_enabled());
+            assert_eq!(reloaded_revision, 7, "six changes after revision 1");
+        }
     }
 }

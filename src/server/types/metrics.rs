@@ -475,6 +475,12 @@ impl Metrics {
             scrape.db_size_in_use_bytes,
         );
         page.single(
+            "etcd_debugging_auth_revision",
+            "The current revision of auth store.",
+            "gauge",
+            scrape.auth_revision,
+        );
+        page.single(
             "etcd_debugging_mvcc_keys_total",
             "Total number of keys.",
             "gauge",
@@ -633,6 +639,8 @@ pub(crate) struct Scrape {
     pub(crate) watch_streams: u64,
     pub(crate) watchers: u64,
     pub(crate) slow_watchers: u64,
+    /// The auth store's revision.
+    pub(crate) auth_revision: u64,
     /// The process' own numbers, where the platform tells them.
     pub(crate) process: Option<ProcessStats>,
 }
