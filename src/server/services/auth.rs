@@ -40,15 +40,23 @@ impl AuthService {
         Ok(response)
     }
 
-    /// Runs bcrypt off the async workers.
+    /// Runs bcrypt off the async workers (in the simulator, which has no blocking pool,
+    /// in place).
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Server) -> Result<T, ServerError> + Send + 'static,
     ) -> Result<T, ServerError> {
         let server = self.server.clone();
-        tokio::task::spawn_blocking(move || work(&server))
-            .await
-            .map_err(|error| ServerError::Internal(format!("password hashing: {error}")))?
+        #[cfg(not(madsim))]
+        {
+            tokio::task::spawn_blocking(move || work(&server))
+                .await
+                .map_err(|error| ServerError::Internal(format!("password hashing: {error}")))?
+        }
+        #[cfg(madsim)]
+        {
+            work(&server)
+        }
     }
 }
 

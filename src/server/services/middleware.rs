@@ -21,6 +21,7 @@ use tonic::{Request, Status};
 
 use crate::server::state::server::Server;
 use crate::server::types::error::ServerError;
+pub(crate) use crate::server::types::request::CertificateUser;
 
 /// The metadata key etcd's clients set to require a leader (`rpctypes.MetadataRequireLeaderKey`).
 const REQUIRE_LEADER_KEY: &str = "hasleader";
@@ -50,11 +51,6 @@ impl Interceptor for RequestGate {
         Ok(request)
     }
 }
-
-/// The user named by the Common Name of the verified client certificate a request came
-/// with (a request extension; see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CertificateUser(pub(crate) Arc<str>);
 
 /// The certificate user of a connection, from what the TLS layer recorded of it.
 #[cfg(not(madsim))]

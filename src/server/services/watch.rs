@@ -64,8 +64,11 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         // Who the stream comes from; each watcher it creates needs read access to its keys.
-        let info = self.server.request_auth(&request).await?;
-        let requests = request.into_inner();
+        let (metadata, extensions, requests) = request.into_parts();
+        let info = self
+            .server
+            .request_parts_auth(&metadata, &extensions)
+            .await?;
         let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
         let hub_stream = self.server.store.new_watch_stream();
         // A std mutex: the two halves only insert, remove or copy one entry at a time.

@@ -19,44 +19,19 @@ use tonic::metadata::MetadataMap;
 use crate::auth::tokens::{self, SimpleTokens};
 use crate::auth::{Access, AuthError, AuthInfo, AuthState};
 use crate::proto::etcdserverpb::{
-    request_op::Request as Op, AuthDisableResponse, AuthEnableResponse, AuthRoleAddResponse,
-    AuthRoleDeleteResponse, AuthRoleGetResponse, AuthRoleGrantPermissionResponse,
-    AuthRoleListResponse, AuthRoleRevokePermissionResponse, AuthUserAddResponse,
-    AuthUserChangePasswordResponse, AuthUserDeleteResponse, AuthUserGetResponse,
-    AuthUserGrantRoleResponse, AuthUserListResponse, AuthUserRevokeRoleResponse,
-    AuthenticateResponse, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
+    request_op::Request as Op, AuthenticateResponse, DeleteRangeRequest, PutRequest, RequestOp,
+    TxnRequest,
 };
 use crate::proto::oxcdpb::{internal_request::Request, AuthHeader};
-use crate::server::services::middleware::CertificateUser;
 use crate::server::state::store::Store;
 use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
+use crate::server::types::request::{AuthAnswer, CertificateUser};
 
 /// The metadata key of a client's token (etcd's `rpctypes.TokenFieldNameGRPC`).
 pub(crate) const TOKEN_KEY: &str = "token";
 /// The key the JSON gateway maps an `Authorization` header to.
 const TOKEN_KEY_GATEWAY: &str = "authorization";
-
-/// The answer of an applied Auth request.
-#[derive(Debug, Clone)]
-pub(crate) enum AuthAnswer {
-    Enable(AuthEnableResponse),
-    Disable(AuthDisableResponse),
-    Authenticate(AuthenticateResponse),
-    UserAdd(AuthUserAddResponse),
-    UserDelete(AuthUserDeleteResponse),
-    UserGet(AuthUserGetResponse),
-    UserChangePassword(AuthUserChangePasswordResponse),
-    UserGrantRole(AuthUserGrantRoleResponse),
-    UserRevokeRole(AuthUserRevokeRoleResponse),
-    UserList(AuthUserListResponse),
-    RoleList(AuthRoleListResponse),
-    RoleAdd(AuthRoleAddResponse),
-    RoleDelete(AuthRoleDeleteResponse),
-    RoleGet(AuthRoleGetResponse),
-    RoleGrantPermission(AuthRoleGrantPermissionResponse),
-    RoleRevokePermission(AuthRoleRevokePermissionResponse),
-}
 
 /// Whether an Auth request needs the `root` role (etcd's `needAdminPermission`); UserGet
 /// and RoleGet are also open to the user asked about and to holders of the role.

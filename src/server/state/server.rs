@@ -167,15 +167,33 @@ impl Server {
         &self,
         request: &tonic::Request<T>,
     ) -> Result<Option<AuthInfo>, ServerError> {
-        if let Some(index) = Auth::token_index(request.metadata()) {
+        self.wait_for_token(request.metadata()).await?;
+        self.auth
+            .request_info(request.metadata(), request.extensions())
+    }
+
+    /// [`Server::request_auth`] for a request already taken apart.
+    pub(crate) async fn request_parts_auth(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<Option<AuthInfo>, ServerError> {
+        self.wait_for_token(metadata).await?;
+        self.auth.request_info(metadata, extensions)
+    }
+
+    async fn wait_for_token(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), ServerError> {
+        if let Some(index) = Auth::token_index(metadata) {
             if index > self.applied_index() {
                 tokio::time::timeout(self.request_timeout(), self.applied_reached(index))
                     .await
                     .map_err(|_| ServerError::Timeout)?;
             }
         }
-        self.auth
-            .request_info(request.metadata(), request.extensions())
+        Ok(())
     }
 
     /// The header of a write proposed for `info`: while auth is enabled every client write

@@ -14,7 +14,6 @@ use crate::proto::etcdserverpb::{
     LeaseRevokeResponse, PutResponse, TxnResponse,
 };
 use crate::raft::{self, ConfChangeV2, ConfState, Entry, Message};
-use crate::server::state::auth::AuthAnswer;
 use crate::server::types::error::ServerError;
 
 /// What a member answers a removed member, which then stops (etcd's words).
@@ -46,6 +45,33 @@ pub(crate) enum Applied {
     /// An Auth request.
     Auth(AuthAnswer),
 }
+
+/// The answer of an applied Auth request.
+#[derive(Debug, Clone)]
+pub(crate) enum AuthAnswer {
+    Enable(AuthEnableResponse),
+    Disable(AuthDisableResponse),
+    Authenticate(AuthenticateResponse),
+    UserAdd(AuthUserAddResponse),
+    UserDelete(AuthUserDeleteResponse),
+    UserGet(AuthUserGetResponse),
+    UserChangePassword(AuthUserChangePasswordResponse),
+    UserGrantRole(AuthUserGrantRoleResponse),
+    UserRevokeRole(AuthUserRevokeRoleResponse),
+    UserList(AuthUserListResponse),
+    RoleList(AuthRoleListResponse),
+    RoleAdd(AuthRoleAddResponse),
+    RoleDelete(AuthRoleDeleteResponse),
+    RoleGet(AuthRoleGetResponse),
+    RoleGrantPermission(AuthRoleGrantPermissionResponse),
+    RoleRevokePermission(AuthRoleRevokePermissionResponse),
+}
+
+/// The user named by the Common Name of the verified client certificate a request came
+/// with: a request extension the request gate (`services::middleware`) attaches, the same
+/// type in both builds (the simulator has no TLS, so never one there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertificateUser(pub(crate) std::sync::Arc<str>);
 
 /// What a waiter receives: the response and the store's revision right after the apply.
 pub(crate) type ApplyResult = Result<(Applied, i64), ServerError>;
