@@ -290,6 +290,23 @@ fn tokens_work_on_every_member_and_lapse_after_their_ttl() {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let lapsed = get(&endpoints[0], "/app/k", &alice).await.unwrap_err();
         assert_eq!(lapsed.message(), "etcdserver: invalid auth token");
+        // Six wrong passwords in a row lock the user out of that member for a second:
+        // even the right password is refused there, in the same words.
+        for _ in 0..5 {
+            token(&endpoints[0], "alice", "nope").await.unwrap_err();
+        }
+        let locked = token(&endpoints[0], "alice", "alicepw").await.unwrap_err();
+        assert_eq!(
+            locked.message(),
+            "etcdserver: authentication failed, invalid user ID or password"
+        );
+        token(&endpoints[1], "alice", "alicepw")
+            .await
+            .expect("another member");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        token(&endpoints[0], "alice", "alicepw")
+            .await
+            .expect("after the lockout");
     });
 }
 

@@ -12,6 +12,7 @@
 //! range covered. Nothing here does I/O or hashing: passwords arrive hashed, and
 //! persistence and tokens are the server's.
 
+pub mod attempts;
 #[cfg(not(madsim))]
 pub mod jwt;
 pub mod tokens;

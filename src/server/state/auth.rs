@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tonic::metadata::MetadataMap;
 
+use crate::auth::attempts::FailedLogins;
 use crate::auth::tokens::{self, SimpleTokens};
 use crate::auth::{Access, AuthError, AuthInfo, AuthState};
 use crate::proto::etcdserverpb::{
@@ -59,6 +60,8 @@ pub(crate) struct Auth {
     store: Store,
     state: RwLock<AuthState>,
     tokens: Tokens,
+    /// Wrong passwords per user, for the lockout (`auth::attempts`).
+    failed_logins: Mutex<FailedLogins>,
     bcrypt_cost: u32,
     /// Whether a verified client certificate names the user (`--client-cert-auth`).
     certificate_users: bool,
@@ -110,6 +113,7 @@ impl Auth {
             store,
             state: RwLock::new(AuthState::from_saved(saved)),
             tokens,
+            failed_logins: Mutex::default(),
             bcrypt_cost: config.bcrypt_cost(),
             certificate_users: config.client_cert_auth,
         })
@@ -302,16 +306,37 @@ impl Auth {
 
     /// Checks `password` against the user's hash (etcd's `CheckPassword`); answers the auth
     /// revision it was checked at. Slow on purpose (bcrypt).
+    /// A user locked out after too many wrong passwords gets the same answer as a wrong
+    /// password, without a bcrypt round.
     pub(crate) fn check_password(&self, name: &str, password: &str) -> Result<u64, ServerError> {
         let (hash, revision) = self.read().password_hash(name)?;
+        if self.logins().check(name, Instant::now()).is_err() {
+            return Err(AuthError::AuthFailed.into());
+        }
         let hash = String::from_utf8(hash).map_err(|_| AuthError::AuthFailed)?;
         match bcrypt::verify(password, &hash) {
-            Ok(true) => Ok(revision),
+            Ok(true) => {
+                self.logins().succeeded(name);
+                Ok(revision)
+            }
             _ => {
                 tracing::info!(user = name, "invalid password");
+                if let Some(lockout) = self.logins().failed(name, Instant::now()) {
+                    tracing::warn!(
+                        user = name,
+                        ?lockout,
+                        "too many wrong passwords in a row: refusing this user's logins for a while"
+                    );
+                }
                 Err(AuthError::AuthFailed.into())
             }
         }
+    }
+
+    fn logins(&self) -> std::sync::MutexGuard<'_, FailedLogins> {
+        self.failed_logins
+            .lock()
+            .expect("failed logins lock poisoned")
     }
 
     /// Applies an Auth request from the log entry at `index`, saving the state when it
@@ -367,6 +392,7 @@ impl Auth {
                 .map(AuthAnswer::UserAdd),
             Request::AuthUserDelete(request) => state.user_delete(request).map(|response| {
                 self.invalidate_user(&request.name);
+                self.logins().forget(&request.name);
                 AuthAnswer::UserDelete(response)
             }),
             Request::AuthUserGet(request) => state.user_get(request).map(AuthAnswer::UserGet),
@@ -374,6 +400,7 @@ impl Auth {
                 .user_change_password(request, decode_hash(&request.hashed_password))
                 .map(|response| {
                     self.invalidate_user(&request.name);
+                    self.logins().forget(&request.name);
                     AuthAnswer::UserChangePassword(response)
                 }),
             Request::AuthUserGrantRole(request) => state
