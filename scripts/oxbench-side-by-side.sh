@@ -11,6 +11,8 @@
 # CONNECT_TOTAL (500) connections one after another), CLIENTS (32),
 # CONNS (4), TOTAL (20000), PORT (23790; PORT+10 is the peer port). TLS_DIR=DIR serves the
 # clients over mutual TLS with the certificates scripts/make-test-certs.sh makes in DIR.
+# AUTH=1 enables authentication on each server (etcdctl: user root, auth enable) and runs
+# oxbench as root with a token (and the `authenticate` workload times logins).
 #
 # Example, oxcd at two commits and etcd 3.4:
 #   scripts/oxbench-side-by-side.sh target/release/oxbench \
@@ -27,11 +29,13 @@ peer_port=$((port + 10))
 client_url="http://127.0.0.1:$port"
 tls_server=()
 tls_client=()
+tls_ctl=()
 if [ -n "${TLS_DIR:-}" ]; then
     client_url="https://127.0.0.1:$port"
     tls_server=(--cert-file "$TLS_DIR/server.crt" --key-file "$TLS_DIR/server.key"
         --trusted-ca-file "$TLS_DIR/ca.crt" --client-cert-auth)
     tls_client=(--cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key")
+    tls_ctl=(--cacert "$TLS_DIR/ca.crt" --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key")
 fi
 peer_url="http://127.0.0.1:$peer_port"
 
@@ -53,13 +57,23 @@ run_server() { # name binary
     (exec "$binary" "${flags[@]}" >"$dir/server.log" 2>&1) &
     local pid=$!
     sleep 3
+    local auth_client=()
+    if [ "${AUTH:-0}" = 1 ]; then
+        local ctl=(env ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$port" "${tls_ctl[@]}")
+        "${ctl[@]}" user add root:rootpw >/dev/null
+        "${ctl[@]}" user grant-role root root >/dev/null
+        "${ctl[@]}" auth enable >/dev/null
+        auth_client=(--user root:rootpw)
+    fi
     for workload in $workloads; do
         local result
         local total=${TOTAL:-20000}
         # A new connection per request: fewer of them.
         [ "$workload" = connect ] && total=${CONNECT_TOTAL:-500}
+        [ "$workload" = authenticate ] && total=${AUTHENTICATE_TOTAL:-100}
         result=$("$oxbench" --endpoint "127.0.0.1:$port" --clients "${CLIENTS:-32}" \
-            --conns "${CONNS:-4}" --total "$total" "${tls_client[@]}" "$workload" 2>&1 |
+            --conns "${CONNS:-4}" --total "$total" "${tls_client[@]}" "${auth_client[@]}" \
+            "$workload" 2>&1 |
             grep -E 'Requests/sec|p99' | tr -s '\t\n' '  ')
         echo "$name $workload: $result"
     done

@@ -7,7 +7,12 @@
 //! oxbench --endpoint 127.0.0.1:2379 --total 2000 watch-latency
 //! oxbench --endpoint 127.0.0.1:2379 --total 500 connect
 //! oxbench --endpoint 127.0.0.1:2379 --cacert ca.crt --cert client.crt --key client.key put
+//! oxbench --endpoint 127.0.0.1:2379 --user root:rootpw put
+//! oxbench --endpoint 127.0.0.1:2379 --user root:rootpw --total 200 authenticate
 //! ```
+//!
+//! With `--user`, oxbench logs in once and every request carries the token (auth enabled);
+//! `authenticate` times logins, one after another (a bcrypt check each).
 //!
 //! `connect` times new connections (TCP, then TLS when asked, then the HTTP/2 preface and
 //! one serializable Range), one after another. With `--cert` and `--key` (and `--cacert`
@@ -44,16 +49,63 @@ mod bench {
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
+    use oxcd::proto::etcdserverpb::auth_client::AuthClient;
     use oxcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
     use oxcd::proto::etcdserverpb::kv_client::KvClient;
     use oxcd::proto::etcdserverpb::request_op::Request as Op;
     use oxcd::proto::etcdserverpb::watch_client::WatchClient;
     use oxcd::proto::etcdserverpb::watch_request::RequestUnion;
+    use oxcd::proto::etcdserverpb::AuthenticateRequest;
     use oxcd::proto::etcdserverpb::{
         Compare, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
     };
     use tokio::sync::Mutex;
+    use tonic::metadata::MetadataValue;
+    use tonic::service::interceptor::InterceptedService;
     use tonic::transport::Channel;
+
+    /// Attaches the token of `--user` to every request (nothing without one).
+    #[derive(Clone)]
+    struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+    impl tonic::service::Interceptor for Token {
+        fn call(
+            &mut self,
+            mut request: tonic::Request<()>,
+        ) -> Result<tonic::Request<()>, tonic::Status> {
+            if let Some(token) = &self.0 {
+                request.metadata_mut().insert("token", token.clone());
+            }
+            Ok(request)
+        }
+    }
+
+    type Kv = KvClient<InterceptedService<Channel, Token>>;
+
+    fn credentials(user: &str) -> Result<AuthenticateRequest, String> {
+        let (name, password) = user.split_once(':').ok_or("--user takes name:password")?;
+        Ok(AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+    }
+
+    /// Logs in as `--user`, if given.
+    async fn token(args: &Args, channel: &Channel) -> Result<Token, String> {
+        let Some(user) = &args.user else {
+            return Ok(Token(None));
+        };
+        let response = AuthClient::new(channel.clone())
+            .authenticate(credentials(user)?)
+            .await
+            .map_err(|e| format!("logging in: {}", e.message()))?;
+        let token = response
+            .into_inner()
+            .token
+            .parse()
+            .map_err(|_| "a token that is not ASCII")?;
+        Ok(Token(Some(token)))
+    }
 
     #[derive(clap::Parser, Debug, Clone)]
     #[command(name = "oxbench", about = "Load over the etcd v3 gRPC API")]
@@ -92,7 +144,10 @@ mod bench {
         /// TLS without verifying the server's certificate (instead of --cacert).
         #[arg(long)]
         insecure_skip_tls_verify: bool,
-        /// put | range | txn-put | watch-latency | connect
+        /// name:password: log in once and send the token with every request.
+        #[arg(long)]
+        user: Option<String>,
+        /// put | range | txn-put | watch-latency | connect | authenticate
         workload: String,
     }
 
@@ -205,14 +260,18 @@ mod bench {
         if args.workload == "connect" {
             return connect_latency(&args, &dialer).await;
         }
+        if args.workload == "authenticate" {
+            return authenticate_latency(&args, &dialer).await;
+        }
         let mut channels = Vec::new();
         for _ in 0..args.conns.max(1) {
             channels.push(dialer.connect(&args.endpoint).await?);
         }
+        let token = token(&args, &channels[0]).await?;
         let value = Bytes::from(vec![b'v'; args.val_size]);
         if args.workload == "range" {
             // Something to read.
-            let mut client = KvClient::new(channels[0].clone());
+            let mut client: Kv = KvClient::with_interceptor(channels[0].clone(), token.clone());
             for i in 0..args.key_space.min(1000) {
                 client
                     .put(PutRequest {
@@ -229,7 +288,8 @@ mod bench {
         let start = Instant::now();
         let mut tasks = Vec::new();
         for client_index in 0..args.clients.max(1) {
-            let mut client = KvClient::new(channels[client_index % channels.len()].clone());
+            let channel = channels[client_index % channels.len()].clone();
+            let mut client: Kv = KvClient::with_interceptor(channel, token.clone());
             let next = next.clone();
             let results = results.clone();
             let args = args.clone();
@@ -335,6 +395,30 @@ mod bench {
         }
         println!(
             "oxbench connect against {}: {} new connections, each answering one serializable range",
+            args.endpoint, args.total
+        );
+        Latencies(latencies).report(start.elapsed(), 0);
+        Ok(())
+    }
+
+    /// Time to log in (Authenticate: a bcrypt check and a trip through the log), one login
+    /// after another on one connection.
+    async fn authenticate_latency(args: &Args, dialer: &Dialer) -> Result<(), String> {
+        let user = args.user.as_deref().ok_or("authenticate needs --user")?;
+        let request = credentials(user)?;
+        let mut client = AuthClient::new(dialer.connect(&args.endpoint).await?);
+        let mut latencies = Vec::with_capacity(args.total);
+        let start = Instant::now();
+        for _ in 0..args.total {
+            let began = Instant::now();
+            client
+                .authenticate(request.clone())
+                .await
+                .map_err(|e| format!("logging in: {}", e.message()))?;
+            latencies.push(began.elapsed());
+        }
+        println!(
+            "oxbench authenticate against {}: {} logins one after another",
             args.endpoint, args.total
         );
         Latencies(latencies).report(start.elapsed(), 0);
