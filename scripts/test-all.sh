@@ -7,11 +7,13 @@
 #   3. a bounded sweep of the deterministic simulation (madsim) in its own target dir:
 #      the one-member crash test and the multi-member fault runs (every seed checked by
 #      the Raft observer, jepsen-lite, durability, HashKV and liveness checks), the seeds of
-#      sim/regressions.txt, and a sample of seeds run twice for determinism;
+#      sim/regressions.txt, and a sample of seeds run twice for determinism; then auth
+#      under faults: permission changes must be as linearizable as the data;
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
 #      of seeds.
 # Environment: SIM_SEEDS (default 2000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
-# (default 300) of the one-member crash test, SIM_THREADS (default: the cores) worlds side
+# (default 300) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
+# scenario, SIM_THREADS (default: the cores) worlds side
 # by side; SKIP_SIM=1 skips steps 3 and 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +52,10 @@ if [ "${SKIP_SIM:-0}" != "1" ]; then
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-2000}" \
         cargo test --locked -p oxcd-sim --release --test cluster
     cat target/sim-sweep-summary.txt
+
+    step "deterministic simulation: authorization under faults (${SIM_AUTH_SEEDS:-50} seeds)"
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_AUTH_SEEDS="${SIM_AUTH_SEEDS:-50}" \
+        cargo test --locked -p oxcd-sim --release --test auth
 
     step "planted bugs: each must be caught (cluster simulation, Raft property test)"
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \

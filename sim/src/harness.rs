@@ -161,6 +161,9 @@ impl ClusterSpec {
             self.snapshot_count.to_string(),
         ];
         args.push(format!("--strict-reconfig-check={}", self.strict_reconfig));
+        // bcrypt's cheapest cost: the auth scenario hashes and checks passwords, and the
+        // simulator runs them on its one thread.
+        args.push("--bcrypt-cost=4".into());
         if let Some(entries) = self.catch_up_entries {
             args.push("--experimental-snapshot-catchup-entries".into());
             args.push(entries.to_string());

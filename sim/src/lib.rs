@@ -10,6 +10,8 @@
 //! reproduced.
 
 #[cfg(madsim)]
+pub mod auth;
+#[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
 pub mod harness;
