@@ -1,6 +1,7 @@
 //! Compiles `proto/` at build time without a system `protoc`: protox (a pure-Rust protobuf
 //! compiler) produces the descriptor set, and madsim-tonic-build turns it into messages and
-//! gRPC code that works both in the production build and under `--cfg madsim`.
+//! gRPC code that works both in the production build and under `--cfg madsim`; pbjson-build
+//! adds the JSON forms of etcd's messages (the gateway's, production builds only).
 
 use std::path::PathBuf;
 
@@ -32,5 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Values and keys are shared between the log, the store and responses without copies.
         .bytes(["."])
         .compile_protos(PROTO_FILES, INCLUDE_DIRS)?;
+
+    // The JSON forms of etcd's messages for the gRPC-JSON gateway, as etcd's grpc-gateway
+    // writes them: the proto field names, int64 as strings, bytes as base64, defaults left
+    // out.
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptor_path)?)?
+        .preserve_proto_field_names()
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

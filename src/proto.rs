@@ -6,14 +6,20 @@
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 pub mod authpb {
     tonic::include_proto!("authpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 pub mod v3lockpb {

@@ -148,10 +148,12 @@ impl Lessor {
     }
 
     /// (remaining seconds, granted TTL, attached keys), or None if the lease is unknown.
+    /// The remaining seconds are whole seconds left, rounded down, as etcd reports them (a
+    /// lease granted for 60 s a moment ago has 59 left).
     pub fn time_to_live(&self, id: i64, now: Instant) -> Option<(i64, i64, Vec<Bytes>)> {
         let lease = self.leases.get(&id)?;
         let remaining = match lease.deadline {
-            Some(deadline) => deadline.saturating_duration_since(now).as_secs_f64().ceil() as i64,
+            Some(deadline) => deadline.saturating_duration_since(now).as_secs() as i64,
             None => lease.ttl,
         };
         Some((remaining, lease.ttl, lease.keys.iter().cloned().collect()))

@@ -2,11 +2,13 @@
 //! gRPC (`net::sniff`), and every connection of a `--listen-metrics-urls` listener.
 //!
 //! The handler is whatever the caller passes (the server's HTTP face answers `/metrics`,
-//! `/health` and the like); it sees the request head only, since none of those endpoints
-//! takes a body. Limits keep a bad client from costing more than its own connection:
+//! `/health` and the like, and the JSON gateway's `/v3/...`); it sees the request with its
+//! whole body. Limits keep a bad client from costing more than its own connection:
 //!
 //! - a request head must arrive within [`HEADER_READ_TIMEOUT`] (slow clients, slowloris)
 //!   and fit in [`HEAD_BYTES_MAX`] (hyper answers `431` past it, `400` to garbage);
+//! - a body must arrive within [`BODY_READ_TIMEOUT`] and fit in [`BODY_BYTES_MAX`] (`408`
+//!   and `413` otherwise, and the connection closes);
 //! - a connection lives at most [`CONNECTION_LIFETIME_MAX`], idle or not;
 //! - at most [`CONNECTIONS_MAX`] connections per listener are served at once; more are
 //!   closed as they arrive.
@@ -31,17 +33,56 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request head (request line and headers) read, in bytes.
 pub(crate) const HEAD_BYTES_MAX: usize = 16 * 1024;
 
+/// How long a client may take to send a request body.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request body read, in bytes: the largest request etcd takes
+/// (`--max-request-bytes` tops out at a few MiB) in base64 within JSON.
+pub(crate) const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// How long one connection is served at most (keep-alive included).
 pub(crate) const CONNECTION_LIFETIME_MAX: Duration = Duration::from_secs(300);
 
 /// HTTP/1.1 connections served at once per listener, at most.
 pub(crate) const CONNECTIONS_MAX: usize = 256;
 
-/// The answer to one request head.
+/// The answer to one request.
 pub(crate) type Reply = Pin<Box<dyn Future<Output = http::Response<Full<Bytes>>> + Send>>;
 
 /// Answers requests; cheap to clone.
-pub(crate) type Handler = Arc<dyn Fn(http::Request<()>) -> Reply + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(http::Request<Bytes>) -> Reply + Send + Sync>;
+
+/// Reads a whole request body within the limits; the status to answer when it cannot.
+pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, http::StatusCode>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(body, BODY_BYTES_MAX);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(http::StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Ok(Err(_)) => Err(http::StatusCode::BAD_REQUEST),
+        Err(_) => Err(http::StatusCode::REQUEST_TIMEOUT),
+    }
+}
+
+/// A bare answer with `status` (a body that could not be read).
+pub(crate) fn status_only(status: http::StatusCode) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::from(format!(
+        "{}\n",
+        status.canonical_reason().unwrap_or("")
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
 
 /// Serves HTTP/1.1 requests on `stream` with `handler` until the client closes, a limit
 /// ends it, or an error does.
@@ -51,11 +92,15 @@ where
 {
     let service =
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            // The body is not read: no endpoint takes one. hyper discards what the client
-            // sends of it, or closes the connection when that is too much.
-            let (head, _body) = request.into_parts();
-            let reply = handler(http::Request::from_parts(head, ()));
-            async move { Ok::<_, Infallible>(reply.await) }
+            let handler = handler.clone();
+            async move {
+                let (head, body) = request.into_parts();
+                let response = match read_body(body).await {
+                    Ok(body) => handler(http::Request::from_parts(head, body)).await,
+                    Err(status) => status_only(status),
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -188,9 +188,17 @@ fn members(server: &Server) -> Vec<MemberInfo> {
     server.membership.members().into_iter().map(info).collect()
 }
 
-/// The header and member list once a change applied at `revision`.
-fn applied(server: &Server, revision: i64) -> (Option<ResponseHeader>, Vec<MemberInfo>) {
-    (Some(server.header(revision)), members(server))
+/// The header and member list once a change applied.
+fn applied(server: &Server, _revision: i64) -> (Option<ResponseHeader>, Vec<MemberInfo>) {
+    (Some(cluster_header(server)), members(server))
+}
+
+/// The header of the Cluster service's answers: etcd's carries no revision.
+fn cluster_header(server: &Server) -> ResponseHeader {
+    ResponseHeader {
+        revision: 0,
+        ..server.header(0)
+    }
 }
 
 /// Peer URLs must be absolute http(s) URLs with a host and a port.
@@ -364,7 +372,7 @@ impl Cluster for ClusterService {
             self.server.read_barrier().await?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.server.header(self.server.store.current_revision())),
+            header: Some(cluster_header(&self.server)),
             members: members(&self.server),
         }))
     }

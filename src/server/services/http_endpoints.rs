@@ -40,10 +40,22 @@ use crate::server::types::process::ProcessStats;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// The answer to `request` (its head: no endpoint reads a body).
-pub(crate) async fn respond(
+/// The answer to `request` on a client URL: the JSON gateway's `/v3/...` requests, and
+/// the endpoints below.
+pub(crate) async fn respond_client(
     server: Arc<Server>,
-    request: http::Request<()>,
+    request: http::Request<Bytes>,
+) -> Response<Full<Bytes>> {
+    if super::gateway::is_gateway_path(request.uri().path()) {
+        return super::gateway::respond(server, request).await;
+    }
+    respond(server, request).await
+}
+
+/// The answer to `request` for the endpoints of this module (no endpoint reads a body).
+pub(crate) async fn respond<B>(
+    server: Arc<Server>,
+    request: http::Request<B>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     let query = Query::parse(request.uri().query().unwrap_or(""));
@@ -138,10 +150,12 @@ where
             return Box::pin(self.inner.call(request));
         }
         let server = self.server.clone();
-        // The body is not read: no endpoint takes one.
-        let (head, _body) = request.into_parts();
+        let (head, body) = request.into_parts();
         Box::pin(async move {
-            let response = respond(server, http::Request::from_parts(head, ())).await;
+            let response = match crate::net::http1::read_body(body).await {
+                Ok(body) => respond_client(server, http::Request::from_parts(head, body)).await,
+                Err(status) => crate::net::http1::status_only(status),
+            };
             Ok(response.map(tonic::body::Body::new))
         })
     }

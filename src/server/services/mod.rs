@@ -9,6 +9,8 @@ pub(crate) mod auth;
 pub(crate) mod cluster;
 pub(crate) mod forward;
 #[cfg(not(madsim))]
+pub(crate) mod gateway;
+#[cfg(not(madsim))]
 pub(crate) mod grpc_metrics;
 pub(crate) mod health;
 #[cfg(not(madsim))]

@@ -149,7 +149,7 @@ pub(crate) async fn serve(
     let health = HealthServer::new(HealthService {
         server: server.clone(),
     });
-    let http1 = http_handler(server.clone());
+    let http1 = client_http_handler(server.clone());
     let maintenance = MaintenanceServer::new(MaintenanceService { server })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
@@ -182,6 +182,12 @@ pub(crate) async fn serve(
 #[cfg(not(madsim))]
 fn http_handler(server: Arc<Server>) -> crate::net::http1::Handler {
     Arc::new(move |request| Box::pin(http_endpoints::respond(server.clone(), request)))
+}
+
+/// The HTTP/1.1 requests of a client listener: the HTTP endpoints and the JSON gateway.
+#[cfg(not(madsim))]
+fn client_http_handler(server: Arc<Server>) -> crate::net::http1::Handler {
+    Arc::new(move |request| Box::pin(http_endpoints::respond_client(server.clone(), request)))
 }
 
 /// Serves the HTTP endpoints on a `--listen-metrics-urls` listener until `shutdown`

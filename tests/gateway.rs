@@ -1,0 +1,227 @@
+//! The gRPC-JSON gateway: the same session of JSON requests (curl) against oxcd and a real
+//! etcd 3.4 on this machine must get byte-identical bodies and the same HTTP statuses —
+//! puts, ranges (prefix, limit, revision, sort), deletes, txns, compaction, leases, the
+//! member list, errors, and auth with a token in the `Authorization` header.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Kind, Server};
+
+/// POSTs `body` to `path` (GET when `body` is `None`); answers the status and the body.
+fn post(server: &Server, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+        .arg(format!("http://{}{path}", server.endpoint()));
+    if let Some(body) = body {
+        command.args(["-X", "POST", "-d", body]);
+    }
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: {token}")]);
+    }
+    let output = command.output().expect("running curl");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+const STEPS: &[(&str, Option<&str>)] = &[
+    ("/v3/kv/put", Some(r#"{"key":"YS8x","value":"b25l"}"#)),
+    (
+        "/v3/kv/put",
+        Some(r#"{"key":"YS8y","value":"dHdv","prev_kv":true}"#),
+    ),
+    (
+        "/v3/kv/put",
+        Some(r#"{"key":"YS8x","value":"dXBkYXRlZA==","prev_kv":true}"#),
+    ),
+    ("/v3/kv/range", Some(r#"{"key":"YS8x"}"#)),
+    ("/v3/kv/range", Some(r#"{"key":"YS8=","range_end":"YTA="}"#)),
+    (
+        "/v3/kv/range",
+        Some(r#"{"key":"YS8=","range_end":"YTA=","limit":1}"#),
+    ),
+    (
+        "/v3/kv/range",
+        Some(r#"{"key":"YS8=","range_end":"YTA=","sort_order":"DESCEND","sort_target":"VALUE"}"#),
+    ),
+    (
+        "/v3/kv/range",
+        Some(r#"{"key":"YS8=","range_end":"YTA=","count_only":true}"#),
+    ),
+    (
+        "/v3/kv/range",
+        Some(r#"{"key":"YS8=","range_end":"YTA=","keys_only":true,"revision":"2"}"#),
+    ),
+    ("/v3/kv/range", Some(r#"{"key":"bWlzc2luZw=="}"#)),
+    ("/v3/kv/range", Some(r#"{"key":"YS8x","revision":99}"#)),
+    (
+        "/v3/kv/txn",
+        Some(
+            r#"{"compare":[{"key":"YS8x","result":"EQUAL","target":"VALUE","value":"dXBkYXRlZA=="}],"success":[{"request_put":{"key":"YS8z","value":"dGhyZWU="}},{"request_range":{"key":"YS8x"}}],"failure":[{"request_delete_range":{"key":"YS8x"}}]}"#,
+        ),
+    ),
+    (
+        "/v3/kv/txn",
+        Some(
+            r#"{"compare":[{"key":"YS8x","target":"VERSION","result":"GREATER","version":"5"}],"success":[{"request_put":{"key":"YS8z","value":"eA=="}}],"failure":[{"request_range":{"key":"YS8z"}}]}"#,
+        ),
+    ),
+    (
+        "/v3/kv/txn",
+        Some(r#"{"success":[{"request_put":{"key":"YS8z"}},{"request_put":{"key":"YS8z"}}]}"#),
+    ),
+    (
+        "/v3/kv/deleterange",
+        Some(r#"{"key":"YS8y","prev_kv":true}"#),
+    ),
+    ("/v3/kv/deleterange", Some(r#"{"key":"bm9uZQ=="}"#)),
+    ("/v3/kv/put", Some(r#"{"key":""}"#)),
+    ("/v3/kv/compaction", Some(r#"{"revision":"3"}"#)),
+    ("/v3/kv/range", Some(r#"{"key":"YS8x","revision":2}"#)),
+    ("/v3/kv/compaction", Some(r#"{"revision":"3"}"#)),
+    ("/v3/lease/grant", Some(r#"{"TTL":"60","ID":"4242"}"#)),
+    ("/v3/lease/grant", Some(r#"{"TTL":"60","ID":"4242"}"#)),
+    (
+        "/v3/kv/put",
+        Some(r#"{"key":"bGVhc2Vk","value":"dg==","lease":"4242"}"#),
+    ),
+    (
+        "/v3/kv/lease/timetolive",
+        Some(r#"{"ID":"4242","keys":true}"#),
+    ),
+    ("/v3/lease/timetolive", Some(r#"{"ID":"999"}"#)),
+    ("/v3/lease/leases", Some("{}")),
+    ("/v3/kv/lease/revoke", Some(r#"{"ID":"4242"}"#)),
+    ("/v3/lease/revoke", Some(r#"{"ID":"4242"}"#)),
+    ("/v3/kv/range", Some(r#"{"key":"bGVhc2Vk"}"#)),
+    ("/v3/cluster/member/list", Some("")),
+    ("/v3beta/kv/range", Some(r#"{"key":"YS8x"}"#)),
+    ("/v3/kv/range", None),
+    ("/v3/nothing/here", Some("{}")),
+    (
+        "/v3/auth/authenticate",
+        Some(r#"{"name":"root","password":"x"}"#),
+    ),
+    (
+        "/v3/auth/user/add",
+        Some(r#"{"name":"root","password":"rootpw"}"#),
+    ),
+    (
+        "/v3/auth/user/grant",
+        Some(r#"{"user":"root","role":"root"}"#),
+    ),
+    ("/v3/auth/role/add", Some(r#"{"name":"app"}"#)),
+    (
+        "/v3/auth/role/grant",
+        Some(r#"{"name":"app","perm":{"key":"YS8=","range_end":"YTA=","permType":"READWRITE"}}"#),
+    ),
+    ("/v3/auth/role/get", Some(r#"{"role":"app"}"#)),
+    ("/v3/auth/user/list", Some("{}")),
+    ("/v3/auth/enable", Some("{}")),
+    ("/v3/kv/range", Some(r#"{"key":"YS8x"}"#)),
+    (
+        "/v3/auth/authenticate",
+        Some(r#"{"name":"root","password":"wrong"}"#),
+    ),
+];
+
+/// With the token root logs in with: auth steps after enabling.
+const ROOT_STEPS: &[(&str, &str)] = &[
+    ("/v3/kv/range", r#"{"key":"YS8x"}"#),
+    ("/v3/auth/user/get", r#"{"name":"root"}"#),
+    ("/v3/auth/role/list", "{}"),
+    ("/v3/auth/disable", "{}"),
+];
+
+fn session(server: &Server) -> Vec<(u16, String)> {
+    let mut answers: Vec<(u16, String)> = STEPS
+        .iter()
+        .map(|(path, body)| post(server, path, *body, None))
+        .collect();
+    let (status, login) = post(
+        server,
+        "/v3/auth/authenticate",
+        Some(r#"{"name":"root","password":"rootpw"}"#),
+        None,
+    );
+    assert_eq!(status, 200, "{login}");
+    let token = login
+        .split("\"token\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a token")
+        .to_string();
+    for (path, body) in ROOT_STEPS {
+        answers.push(post(server, path, Some(body), Some(&token)));
+    }
+    answers.push(post(
+        server,
+        "/v3/kv/range",
+        Some(r#"{"key":"YS8x"}"#),
+        None,
+    ));
+    answers
+}
+
+#[test]
+fn a_json_session_matches_etcd() {
+    let oxcd = Server::start(Kind::Oxcd);
+    let etcd = Server::start(Kind::Etcd);
+    let ours = session(&oxcd);
+    let theirs = session(&etcd);
+    let steps = STEPS
+        .iter()
+        .map(|(path, body)| format!("{path} {}", body.unwrap_or("(GET)")))
+        .chain(
+            ROOT_STEPS
+                .iter()
+                .map(|(path, body)| format!("{path} {body} (as root)")),
+        )
+        .chain(std::iter::once(
+            "/v3/kv/range after auth disable".to_string(),
+        ));
+    // The members' client URLs name each server's own port.
+    let unported = |(status, body): &(u16, String)| {
+        (
+            *status,
+            body.replace(&oxcd.endpoint(), "ENDPOINT")
+                .replace(&etcd.endpoint(), "ENDPOINT"),
+        )
+    };
+    for ((step, ours), theirs) in steps.zip(&ours).zip(&theirs) {
+        assert_eq!(unported(ours), unported(theirs), "{step} differs from etcd");
+    }
+    // Not vacuous: values, errors and auth went through.
+    let joined: String = ours.iter().map(|(_, body)| body.as_str()).collect();
+    assert!(joined.contains(r#""value":"dXBkYXRlZA==""#));
+    assert!(joined.contains("etcdserver: user name is empty"));
+    assert!(joined.contains("required revision has been compacted"));
+}
+
+#[test]
+fn bad_json_is_refused_with_a_clear_error() {
+    let oxcd = Server::start(Kind::Oxcd);
+    for body in [
+        "{",
+        "not json",
+        r#"{"key":"!!!"}"#,
+        r#"{"key":"YQ==","limit":"many"}"#,
+        r#"{"key":"YQ==","sort_order":"SIDEWAYS"}"#,
+        "[]",
+    ] {
+        let (status, answer) = post(&oxcd, "/v3/kv/range", Some(body), None);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(r#""code":3"#), "{body}: {answer}");
+    }
+    // The member is unharmed.
+    let (status, _) = post(
+        &oxcd,
+        "/v3/kv/put",
+        Some(r#"{"key":"YQ==","value":"Yg=="}"#),
+        None,
+    );
+    assert_eq!(status, 200);
+}
