@@ -46,8 +46,11 @@ pub(crate) const CONNECTION_LIFETIME_MAX: Duration = Duration::from_secs(300);
 /// HTTP/1.1 connections served at once per listener, at most.
 pub(crate) const CONNECTIONS_MAX: usize = 256;
 
+/// The body of an answer: whole, or streamed (the gateway's watch and keep-alive).
+pub(crate) type ReplyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
 /// The answer to one request.
-pub(crate) type Reply = Pin<Box<dyn Future<Output = http::Response<Full<Bytes>>> + Send>>;
+pub(crate) type Reply = Pin<Box<dyn Future<Output = http::Response<ReplyBody>> + Send>>;
 
 /// Answers requests; cheap to clone.
 pub(crate) type Handler = Arc<dyn Fn(http::Request<Bytes>) -> Reply + Send + Sync>;
@@ -68,6 +71,12 @@ where
         Ok(Err(_)) => Err(http::StatusCode::BAD_REQUEST),
         Err(_) => Err(http::StatusCode::REQUEST_TIMEOUT),
     }
+}
+
+/// An answer with its whole body, as a [`ReplyBody`].
+pub(crate) fn whole(response: http::Response<Full<Bytes>>) -> http::Response<ReplyBody> {
+    use http_body_util::BodyExt as _;
+    response.map(|body| body.boxed_unsync())
 }
 
 /// A bare answer with `status` (a body that could not be read).
@@ -97,7 +106,7 @@ where
                 let (head, body) = request.into_parts();
                 let response = match read_body(body).await {
                     Ok(body) => handler(http::Request::from_parts(head, body)).await,
-                    Err(status) => status_only(status),
+                    Err(status) => whole(status_only(status)),
                 };
                 Ok::<_, Infallible>(response)
             }

@@ -9,7 +9,10 @@
 //! An error answers `{"error":…,"message":…,"code":…}` with grpc-gateway's HTTP status for
 //! the gRPC code. `/v3beta/...` is the same as `/v3/...` (etcd 3.4 serves both).
 //!
-//! Streams (Watch, LeaseKeepAlive, Snapshot) are not served here yet.
+//! The two streams clients use over the gateway are served too: `/v3/watch` and
+//! `/v3/lease/keepalive` read one or more JSON requests from the body and answer a chunked
+//! stream of `{"result":…}` lines (an error ends it with `{"error":…}`) for as long as the
+//! client stays. The Snapshot stream is not served here.
 
 use std::sync::Arc;
 
@@ -19,17 +22,20 @@ use http_body_util::Full;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::net::http1::{whole, ReplyBody};
 use crate::proto::etcdserverpb::auth_server::Auth as _;
 use crate::proto::etcdserverpb::cluster_server::Cluster as _;
 use crate::proto::etcdserverpb::kv_server::Kv as _;
 use crate::proto::etcdserverpb::lease_server::Lease as _;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance as _;
+use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
 use crate::server::services::auth::AuthService;
 use crate::server::services::cluster::ClusterService;
 use crate::server::services::kv::KvService;
 use crate::server::services::lease::LeaseService;
 use crate::server::services::maintenance::MaintenanceService;
 use crate::server::state::server::Server;
+use crate::server::types::stream::{ChannelStream, GivenRequests};
 
 /// Whether `path` is the gateway's.
 pub(crate) fn is_gateway_path(path: &str) -> bool {
@@ -115,7 +121,11 @@ fn grpc_request<T: serde::de::DeserializeOwned + Default>(
     Ok(request)
 }
 
-fn answer<T: serde::Serialize>(
+fn answer<T: serde::Serialize>(result: Result<tonic::Response<T>, Status>) -> Response<ReplyBody> {
+    whole(answer_whole(result))
+}
+
+fn answer_whole<T: serde::Serialize>(
     result: Result<tonic::Response<T>, Status>,
 ) -> Response<Full<Bytes>> {
     match result {
@@ -138,7 +148,7 @@ macro_rules! call {
                 };
                 answer(service.$method(request).await)
             }
-            Err(status) => error(&status),
+            Err(status) => whole(error(&status)),
         }
     }};
 }
@@ -147,7 +157,26 @@ macro_rules! call {
 pub(crate) async fn respond(
     server: Arc<Server>,
     request: http::Request<Bytes>,
-) -> Response<Full<Bytes>> {
+) -> Response<ReplyBody> {
+    let mut response = route(server, request).await;
+    // etcd's gateway answers cross-origin requests from anywhere.
+    let headers = response.headers_mut();
+    headers.insert(
+        "access-control-allow-origin",
+        header::HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        "access-control-allow-methods",
+        header::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        header::HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    response
+}
+
+async fn route(server: Arc<Server>, request: http::Request<Bytes>) -> Response<ReplyBody> {
     let path = request.uri().path();
     let route = path
         .strip_prefix("/v3beta/")
@@ -157,18 +186,20 @@ pub(crate) async fn respond(
         .to_string();
     let known = ROUTES.contains(&route.as_str());
     if !known {
-        return text(StatusCode::NOT_FOUND, "Not Found\n");
+        return whole(text(StatusCode::NOT_FOUND, "Not Found\n"));
     }
     if request.method() != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+        return whole(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"));
     }
     match route.as_str() {
+        "watch" => watch(server, request).await,
+        "lease/keepalive" => keep_alive(server, request),
         "kv/range" => call!(server, request, KvService, range),
         "kv/put" => call!(server, request, KvService, put),
         "kv/deleterange" => call!(server, request, KvService, delete_range),
         "kv/txn" => call!(server, request, KvService, txn),
         "kv/compaction" => call!(server, request, KvService, compact),
-        "lease/grant" | "kv/lease/grant" => call!(server, request, LeaseService, lease_grant),
+        "lease/grant" => call!(server, request, LeaseService, lease_grant),
         "lease/revoke" | "kv/lease/revoke" => call!(server, request, LeaseService, lease_revoke),
         "lease/timetolive" | "kv/lease/timetolive" => {
             call!(server, request, LeaseService, lease_time_to_live)
@@ -204,19 +235,131 @@ pub(crate) async fn respond(
         "auth/role/delete" => call!(server, request, AuthService, role_delete),
         "auth/role/grant" => call!(server, request, AuthService, role_grant_permission),
         "auth/role/revoke" => call!(server, request, AuthService, role_revoke_permission),
-        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+        _ => whole(text(StatusCode::NOT_FOUND, "Not Found\n")),
+    }
+}
+
+/// The requests of a streaming call: the JSON objects of the body, one after another.
+fn requests<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Vec<T>, Status> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<T>()
+        .collect::<Result<Vec<T>, _>>()
+        .map_err(|error| Status::invalid_argument(error.to_string()))
+}
+
+async fn watch(server: Arc<Server>, request: http::Request<Bytes>) -> Response<ReplyBody> {
+    let (head, body) = request.into_parts();
+    let watches = match requests::<WatchRequest>(&body) {
+        Ok(watches) => watches,
+        Err(status) => return whole(error(&status)),
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Some(token) = head.headers.get(header::AUTHORIZATION) {
+        if let Ok(token) = MetadataValue::try_from(token.as_bytes()) {
+            metadata.insert("authorization", token);
+        }
+    }
+    let info = match server
+        .request_parts_auth(&metadata, &tonic::Extensions::default())
+        .await
+    {
+        Ok(info) => info,
+        Err(failure) => return whole(error(&Status::from(failure))),
+    };
+    let stream = super::watch::open(server, info, GivenRequests(watches.into_iter()));
+    streamed(stream)
+}
+
+fn keep_alive(server: Arc<Server>, request: http::Request<Bytes>) -> Response<ReplyBody> {
+    let renewals = match requests::<LeaseKeepAliveRequest>(request.body()) {
+        Ok(renewals) => renewals,
+        Err(status) => return whole(error(&status)),
+    };
+    let stream = super::lease::keep_alive_stream(server, GivenRequests(renewals.into_iter()));
+    streamed(stream)
+}
+
+/// A chunked answer of one JSON line per message of `stream`.
+fn streamed<T: serde::Serialize + Send + 'static>(stream: ChannelStream<T>) -> Response<ReplyBody> {
+    use http_body_util::BodyExt as _;
+    let mut response = Response::new(JsonLines(Some(stream)).boxed_unsync());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The body of a streamed answer: `{"result":…}` per message, `{"error":…}` to end with
+/// an error, as grpc-gateway writes streams.
+struct JsonLines<T>(Option<ChannelStream<T>>);
+
+impl<T: serde::Serialize> http_body::Body for JsonLines<T> {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let Some(stream) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let line = match std::task::ready!(stream.0.poll_recv(context)) {
+            None => {
+                self.0 = None;
+                return Poll::Ready(None);
+            }
+            Some(Ok(message)) => {
+                #[derive(serde::Serialize)]
+                struct Line<'a, T> {
+                    result: &'a T,
+                }
+                serde_json::to_vec(&Line { result: &message }).unwrap_or_default()
+            }
+            Some(Err(status)) => {
+                // The stream ends with its error.
+                self.0 = None;
+                #[derive(serde::Serialize)]
+                struct Failure<'a> {
+                    grpc_code: i32,
+                    http_code: u16,
+                    message: &'a str,
+                    http_status: &'a str,
+                }
+                #[derive(serde::Serialize)]
+                struct Line<'a> {
+                    error: Failure<'a>,
+                }
+                let http = http_status(status.code());
+                let line = Line {
+                    error: Failure {
+                        grpc_code: status.code() as i32,
+                        http_code: http.as_u16(),
+                        message: status.message(),
+                        http_status: http.canonical_reason().unwrap_or(""),
+                    },
+                };
+                serde_json::to_vec(&line).unwrap_or_default()
+            }
+        };
+        let mut line = line;
+        line.push(b'\n');
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(line)))))
     }
 }
 
 /// Every path the gateway serves, after `/v3/`.
 const ROUTES: &[&str] = &[
+    "watch",
+    "lease/keepalive",
     "kv/range",
     "kv/put",
     "kv/deleterange",
     "kv/txn",
     "kv/compaction",
     "lease/grant",
-    "kv/lease/grant",
     "lease/revoke",
     "kv/lease/revoke",
     "lease/timetolive",

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::net::http1::{whole, ReplyBody};
 use crate::proto::etcdserverpb::{AlarmType, RangeRequest};
 use crate::server::services::grpc_metrics::is_grpc;
 use crate::server::state::server::Server;
@@ -45,11 +46,11 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub(crate) async fn respond_client(
     server: Arc<Server>,
     request: http::Request<Bytes>,
-) -> Response<Full<Bytes>> {
+) -> Response<ReplyBody> {
     if super::gateway::is_gateway_path(request.uri().path()) {
         return super::gateway::respond(server, request).await;
     }
-    respond(server, request).await
+    whole(respond(server, request).await)
 }
 
 /// The answer to `request` for the endpoints of this module (no endpoint reads a body).
@@ -154,7 +155,7 @@ where
         Box::pin(async move {
             let response = match crate::net::http1::read_body(body).await {
                 Ok(body) => respond_client(server, http::Request::from_parts(head, body)).await,
-                Err(status) => crate::net::http1::status_only(status),
+                Err(status) => whole(crate::net::http1::status_only(status)),
             };
             Ok(response.map(tonic::body::Body::new))
         })

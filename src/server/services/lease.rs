@@ -22,7 +22,7 @@ use crate::server::services::forward;
 use crate::server::state::server::Server;
 use crate::server::types::error::ServerError;
 use crate::server::types::request::LEASE_TTL_MAX_SECS;
-use crate::server::types::stream::ChannelStream;
+use crate::server::types::stream::{ChannelStream, RequestSource};
 
 /// Responses buffered per keep-alive stream before the stream waits for the client.
 const KEEP_ALIVE_BUFFER: usize = 16;
@@ -76,29 +76,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut requests = request.into_inner();
-        let (responses, stream) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            loop {
-                let request = match requests.message().await {
-                    Ok(Some(request)) => request,
-                    Ok(None) => break,
-                    Err(status) => {
-                        // etcd ends the stream with the receive error.
-                        let _ = responses
-                            .send(Err(super::limits::receive_failed(status)))
-                            .await;
-                        break;
-                    }
-                };
-                let answer = keep_alive(&server, request.id).await;
-                if responses.send(answer).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(ChannelStream(stream)))
+        Ok(Response::new(keep_alive_stream(
+            self.server.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn lease_time_to_live(
@@ -217,4 +198,38 @@ pub(crate) async fn renew_as_leader(server: &Server, id: i64) -> Result<i64, Ser
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Serves one keep-alive stream, its requests from `requests`.
+pub(crate) fn keep_alive_stream(
+    server: Arc<Server>,
+    mut requests: impl RequestSource<LeaseKeepAliveRequest>,
+) -> ChannelStream<LeaseKeepAliveResponse> {
+    let (responses, stream) = mpsc::channel(KEEP_ALIVE_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                biased;
+                request = requests.next() => request,
+                // The client went away (its response stream is gone).
+                _ = responses.closed() => break,
+            };
+            let request = match request {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(status) => {
+                    // etcd ends the stream with the receive error.
+                    let _ = responses
+                        .send(Err(super::limits::receive_failed(status)))
+                        .await;
+                    break;
+                }
+            };
+            let answer = keep_alive(&server, request.id).await;
+            if responses.send(answer).await.is_err() {
+                break;
+            }
+        }
+    });
+    ChannelStream(stream)
 }

@@ -28,7 +28,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::mvccpb::Event;
 use crate::server::state::server::Server;
 use crate::server::types::error::ServerError;
-use crate::server::types::stream::ChannelStream;
+use crate::server::types::stream::{ChannelStream, RequestSource};
 
 /// Responses buffered per gRPC stream before the senders wait for the client.
 const RESPONSES_BUFFERED: usize = 128;
@@ -69,34 +69,38 @@ impl Watch for WatchService {
             .server
             .request_parts_auth(&metadata, &extensions)
             .await?;
-        let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
-        let hub_stream = self.server.store.new_watch_stream();
-        // A std mutex: the two halves only insert, remove or copy one entry at a time.
-        let watchers: Watchers = Arc::default();
-        let control = hub_stream.controller();
-        tokio::spawn(forward_hub(
-            self.server.clone(),
-            hub_stream,
-            watchers.clone(),
-            responses.clone(),
-        ));
-        tokio::spawn(read_requests(
-            self.server.clone(),
-            info,
-            requests,
-            control,
-            watchers,
-            responses,
-        ));
-        Ok(Response::new(ChannelStream(stream)))
+        Ok(Response::new(open(self.server.clone(), info, requests)))
     }
+}
+
+/// Serves one watch stream for the user `info` names, its requests from `requests`.
+pub(crate) fn open(
+    server: Arc<Server>,
+    info: Option<AuthInfo>,
+    requests: impl RequestSource<WatchRequest>,
+) -> ChannelStream<WatchResponse> {
+    let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
+    let hub_stream = server.store.new_watch_stream();
+    // A std mutex: the two halves only insert, remove or copy one entry at a time.
+    let watchers: Watchers = Arc::default();
+    let control = hub_stream.controller();
+    tokio::spawn(forward_hub(
+        server.clone(),
+        hub_stream,
+        watchers.clone(),
+        responses.clone(),
+    ));
+    tokio::spawn(read_requests(
+        server, info, requests, control, watchers, responses,
+    ));
+    ChannelStream(stream)
 }
 
 /// The request half.
 async fn read_requests(
     server: Arc<Server>,
     info: Option<AuthInfo>,
-    mut requests: Streaming<WatchRequest>,
+    mut requests: impl RequestSource<WatchRequest>,
     control: crate::mvcc::WatchController,
     watchers: Watchers,
     responses: mpsc::Sender<Result<WatchResponse, Status>>,
@@ -104,11 +108,13 @@ async fn read_requests(
     loop {
         let request = tokio::select! {
             biased;
-            request = requests.message() => request,
+            request = requests.next() => request,
             _ = server.lifecycle.stopped() => {
                 let _ = responses.send(Err(ServerError::Stopped.into())).await;
                 break;
             }
+            // The client went away (its response stream is gone).
+            _ = responses.closed() => break,
         };
         let request = match request {
             Ok(Some(request)) => request,

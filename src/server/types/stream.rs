@@ -31,3 +31,29 @@ impl<T> Stream for ReceiverStream<T> {
         self.0.poll_recv(context)
     }
 }
+
+/// Where a streaming call's requests come from: a gRPC stream, or requests given all at
+/// once (the JSON gateway reads them from one request body) after which the call stays
+/// open until its client goes away.
+pub(crate) trait RequestSource<T>: Send + 'static {
+    /// The next request; `Ok(None)` when the client closed its side.
+    fn next(&mut self) -> impl std::future::Future<Output = Result<Option<T>, Status>> + Send;
+}
+
+impl<T: Send + 'static> RequestSource<T> for tonic::Streaming<T> {
+    async fn next(&mut self) -> Result<Option<T>, Status> {
+        self.message().await
+    }
+}
+
+/// Requests given up front; then none, without ending the call.
+pub(crate) struct GivenRequests<T>(pub(crate) std::vec::IntoIter<T>);
+
+impl<T: Send + 'static> RequestSource<T> for GivenRequests<T> {
+    async fn next(&mut self) -> Result<Option<T>, Status> {
+        match self.0.next() {
+            Some(request) => Ok(Some(request)),
+            None => std::future::pending().await,
+        }
+    }
+}

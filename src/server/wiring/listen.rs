@@ -181,7 +181,12 @@ pub(crate) async fn serve(
 /// The HTTP endpoints (`services::http_endpoints`) as the HTTP/1.1 server calls them.
 #[cfg(not(madsim))]
 fn http_handler(server: Arc<Server>) -> crate::net::http1::Handler {
-    Arc::new(move |request| Box::pin(http_endpoints::respond(server.clone(), request)))
+    Arc::new(move |request| {
+        let server = server.clone();
+        Box::pin(
+            async move { crate::net::http1::whole(http_endpoints::respond(server, request).await) },
+        )
+    })
 }
 
 /// The HTTP/1.1 requests of a client listener: the HTTP endpoints and the JSON gateway.
