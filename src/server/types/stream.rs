@@ -47,8 +47,10 @@ impl<T: Send + 'static> RequestSource<T> for tonic::Streaming<T> {
 }
 
 /// Requests given up front; then none, without ending the call.
+#[cfg(not(madsim))]
 pub(crate) struct GivenRequests<T>(pub(crate) std::vec::IntoIter<T>);
 
+#[cfg(not(madsim))]
 impl<T: Send + 'static> RequestSource<T> for GivenRequests<T> {
     async fn next(&mut self) -> Result<Option<T>, Status> {
         match self.0.next() {
