@@ -4,9 +4,10 @@
 //!
 //! 1. **Plan**: 3 or 5 members, heartbeat and election timeout, snapshot count, the fault
 //!    mix, the operation mix, the number of clients and keys, the watchers.
-//! 2. **Fault phase**: clients and two watchers (one from revision 1, one from the
-//!    current revision) run against random members while the nemesis
-//!    injects faults; the Raft observer checks its invariants on every report.
+//! 2. **Fault phase**: clients and two watchers of every key (one from revision 1, one
+//!    from the current revision), in some runs a third of a prefix of the byte keys, run
+//!    against random members while the nemesis injects faults; the Raft observer checks
+//!    its invariants on every report.
 //! 3. **Liveness phase**: every fault is healed; the clients run on for a few seconds, and
 //!    within a bound a write through every member must succeed.
 //! 4. **End checks**: every acknowledged write is readable at its revision (durability);
@@ -61,6 +62,8 @@ pub struct Plan {
     pub faults: Vec<(Fault, u32)>,
     pub fault_phase: Duration,
     pub watch_prev_kv: bool,
+    /// The prefix of `workload::PREFIXES` a third watcher watches, if any.
+    pub watch_prefix: Option<&'static [u8]>,
     /// Delay points enabled, with the chance a pass through each is delayed.
     pub delays: BTreeMap<Point, f64>,
 }
@@ -94,6 +97,9 @@ impl Plan {
             fault_phase: Duration::from_millis(rng.gen_range(5_000..12_000)),
             watch_prev_kv: rng.gen_bool(0.5),
             delays: FaultPoints::delays_from_rng(rng),
+            watch_prefix: rng
+                .gen_bool(0.5)
+                .then(|| workload::PREFIXES[rng.gen_range(0..workload::PREFIXES.len())]),
         }
     }
 }
@@ -199,11 +205,15 @@ pub async fn run(seed: u64) -> RunOutcome {
             clients_deadline,
         )));
     }
-    for from_start in [true, false] {
+    let watchers = [(true, None), (false, None)]
+        .into_iter()
+        .chain(plan.watch_prefix.map(|prefix| (false, Some(prefix))));
+    for (from_start, prefix) in watchers {
         tasks.push(client_node.spawn(workload::watcher(
             recorder.clone(),
             addresses.clone(),
             from_start,
+            prefix,
             plan.watch_prev_kv,
             clients_deadline,
         )));
@@ -430,7 +440,7 @@ async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>)
         };
         let Some((key, value)) = write else { continue };
         let request = RangeRequest {
-            key: Bytes::from(key.clone()),
+            key: workload::raw(key),
             revision: at,
             ..Default::default()
         };
@@ -440,16 +450,20 @@ async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>)
                 .into_inner()
                 .kvs
                 .first()
-                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                .map(|kv| jepsen_lite::bytes::from_bytes(&kv.value)),
             other => {
-                violations.push(format!("durability: read of {key}@{at} failed: {other:?}"));
+                violations.push(format!(
+                    "durability: read of {}@{at} failed: {other:?}",
+                    jepsen_lite::bytes::display(key)
+                ));
                 break;
             }
         };
         if stored.as_deref() != Some(value.as_str()) {
             violations.push(format!(
-                "durability: acknowledged write {key}={value} at revision {at} reads back as \
-                 {stored:?}"
+                "durability: acknowledged write {}={value} at revision {at} reads back as \
+                 {stored:?}",
+                jepsen_lite::bytes::display(key)
             ));
         }
     }

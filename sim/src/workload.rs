@@ -9,6 +9,13 @@
 //!
 //! Serializable reads may be stale by design, so they are not part of the linearizable
 //! history; each one is checked instead to return only values some client wrote.
+//!
+//! Besides plain gets, puts, deletes, txns and leases, the mix has prefix reads, deletes
+//! and a watch over keys that end in a multi-byte character or are not UTF-8 at all
+//! ([`BYTE_KEYS`]). Every range end is computed on bytes and the history holds the raw
+//! bytes, so a range end computed on characters (or on a lossy decoding of the prefix)
+//! anywhere between the client and the store reads or deletes the wrong keys, and the
+//! checker sees it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -47,6 +54,44 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// `cluster::lease_expiries`), long enough that keep-alives keep some alive.
 const LEASE_TTL_EXTRA_SECS: i64 = 3;
 
+/// Keys besides `k0`, `k1`, ... that a run may use: byte strings whose last character
+/// takes more than one byte, or that are not UTF-8. Each comment says which prefix range
+/// it tests the end of.
+pub const BYTE_KEYS: [&[u8]; 6] = [
+    // "k¿": its last character is two bytes, c2 bf.
+    b"k\xc2\xbf",
+    // Inside the prefix "k¿".
+    b"k\xc2\xbf0",
+    // Just past the prefix "k¿" on bytes (which ends at c2 c0), yet below "kÀ" (c3 80), where
+    // a prefix end computed on characters would put it.
+    b"k\xc2\xc0",
+    // Not UTF-8: a lossy decoding turns ff into U+FFFD, bytes ef bf bd, and a prefix end
+    // computed from that (ef bf be) falls below the key itself.
+    b"k\xff",
+    // Inside the prefix "k\xff", which ends at "l" (a trailing ff is dropped, not
+    // incremented).
+    b"k\xff\xfe",
+    b"k\xfe",
+];
+
+/// The prefixes of the prefix reads, deletes and watches: the byte keys' (one of them,
+/// c2 alone, is a UTF-8 character cut in half) and every key's.
+pub const PREFIXES: [&[u8]; 5] = [b"k\xc2\xbf", b"k\xc2", b"k\xff", b"k\xfe", b"k"];
+
+/// The end of the range of keys that start with `prefix`, computed on bytes as etcd's
+/// client does: the last byte below ff incremented, what follows dropped; `\0` (every
+/// key) when every byte is ff.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// Relative weights of the operations a client picks.
 #[derive(Clone, Debug)]
 pub struct Mix {
@@ -57,6 +102,10 @@ pub struct Mix {
     pub delete: u32,
     pub txn: u32,
     pub lease: u32,
+    /// A prefix read or delete over [`PREFIXES`].
+    pub prefix: u32,
+    /// Percent of the operations on one key that pick one of [`BYTE_KEYS`].
+    pub byte_keys: u32,
 }
 
 impl Mix {
@@ -69,6 +118,8 @@ impl Mix {
             delete: rng.gen_range(0..3),
             txn: rng.gen_range(0..4),
             lease: rng.gen_range(0..3),
+            prefix: rng.gen_range(0..2),
+            byte_keys: [0, 10, 25][rng.gen_range(0..3)],
         }
     }
 
@@ -80,6 +131,7 @@ impl Mix {
             + self.delete
             + self.txn
             + self.lease
+            + self.prefix
     }
 }
 
@@ -92,6 +144,7 @@ enum Pick {
     Delete,
     Txn,
     Lease,
+    Prefix,
 }
 
 impl Mix {
@@ -105,6 +158,7 @@ impl Mix {
             (self.delete, Pick::Delete),
             (self.txn, Pick::Txn),
             (self.lease, Pick::Lease),
+            (self.prefix, Pick::Prefix),
         ] {
             if roll < weight {
                 return pick;
@@ -112,6 +166,15 @@ impl Mix {
             roll -= weight;
         }
         Pick::Put
+    }
+
+    /// The key of an operation on one key: `k0`, `k1`, ... or, now and then, a byte key.
+    fn key(&self, keys: usize, rng: &mut impl Rng) -> String {
+        if rng.gen_range(0..100) < self.byte_keys {
+            text(BYTE_KEYS[rng.gen_range(0..BYTE_KEYS.len())])
+        } else {
+            format!("k{}", rng.gen_range(0..keys))
+        }
     }
 }
 
@@ -204,6 +267,11 @@ fn text(bytes: &[u8]) -> String {
     jepsen_lite::bytes::from_bytes(bytes)
 }
 
+/// The bytes a key or value held as [`text`] stands for.
+pub fn raw(text: &str) -> Bytes {
+    Bytes::from(jepsen_lite::bytes::to_bytes(text).expect("built by `text`: one byte a character"))
+}
+
 fn key_value(kv: &mvccpb::KeyValue) -> KeyValue {
     KeyValue {
         key: text(&kv.key),
@@ -272,7 +340,7 @@ pub async fn client(
             },
         };
         sequence += 1;
-        let key = format!("k{}", thread_rng().gen_range(0..keys));
+        let key = mix.key(keys, &mut thread_rng());
         let value = format!("c{client_id}-{sequence}");
         let pick = mix.pick(&mut thread_rng());
         let (input, outcome) = match pick {
@@ -288,7 +356,7 @@ pub async fn client(
                         range_end: None,
                         prefix: false,
                     };
-                    (input, range_request(key.as_bytes(), b""))
+                    (input, range_request(&raw(&key), b""))
                 } else {
                     let input = Input::Get {
                         key: "k".into(),
@@ -307,6 +375,50 @@ pub async fn client(
                 }
                 (input, (call, outcome))
             }
+            Pick::Prefix => {
+                let prefix = PREFIXES[thread_rng().gen_range(0..PREFIXES.len())];
+                let end = prefix_end(prefix);
+                let call;
+                let (input, result) = if thread_rng().gen_bool(0.6) {
+                    let input = Input::Get {
+                        key: text(prefix),
+                        range_end: None,
+                        prefix: true,
+                    };
+                    call = recorder.now();
+                    let result = within(KvClient::new(channel).range(range_request(prefix, &end)))
+                        .await
+                        .map(|r| r.map(|response| range_output(&response)));
+                    if let Some(Ok(output)) = &result {
+                        for kv in output.kvs.iter().flatten() {
+                            seen.insert(kv.key.clone(), kv.mod_revision.unwrap_or(0));
+                        }
+                    }
+                    (input, result)
+                } else {
+                    let input = Input::Delete {
+                        key: text(prefix),
+                        range_end: None,
+                        prefix: true,
+                    };
+                    let request = DeleteRangeRequest {
+                        key: Bytes::from_static(prefix),
+                        range_end: Bytes::from(end),
+                        ..Default::default()
+                    };
+                    call = recorder.now();
+                    let result = within(KvClient::new(channel).delete_range(request))
+                        .await
+                        .map(|r| {
+                            r.map(|response| Output {
+                                deleted: Some(response.deleted),
+                                ..revision_output(response.header)
+                            })
+                        });
+                    (input, result)
+                };
+                (input, (call, result))
+            }
             Pick::Delete => {
                 let input = Input::Delete {
                     key: key.clone(),
@@ -315,7 +427,7 @@ pub async fn client(
                 };
                 let call = recorder.now();
                 let request = DeleteRangeRequest {
-                    key: Bytes::from(key.clone()),
+                    key: raw(&key),
                     ..Default::default()
                 };
                 let result = within(KvClient::new(channel).delete_range(request)).await;
@@ -336,7 +448,7 @@ pub async fn client(
                 // then the put.
                 let from_key = thread_rng().gen_bool(0.25);
                 let put_key = if from_key {
-                    format!("k{}", thread_rng().gen_range(0..keys))
+                    mix.key(keys, &mut thread_rng())
                 } else {
                     key.clone()
                 };
@@ -350,7 +462,7 @@ pub async fn client(
                     });
                     success_ops.push(RequestOp {
                         request: Some(PbOp::RequestDeleteRange(DeleteRangeRequest {
-                            key: Bytes::from(key.clone()),
+                            key: raw(&key),
                             range_end: Bytes::from_static(b"\0"),
                             ..Default::default()
                         })),
@@ -363,8 +475,8 @@ pub async fn client(
                 });
                 success_ops.push(RequestOp {
                     request: Some(PbOp::RequestPut(PutRequest {
-                        key: Bytes::from(put_key),
-                        value: Bytes::from(value),
+                        key: raw(&put_key),
+                        value: raw(&value),
                         ..Default::default()
                     })),
                 });
@@ -387,13 +499,13 @@ pub async fn client(
                     compare: vec![Compare {
                         result: PbResult::Equal as i32,
                         target: PbTarget::Mod as i32,
-                        key: Bytes::from(key.clone()),
+                        key: raw(&key),
                         range_end: Bytes::new(),
                         target_union: Some(compare::TargetUnion::ModRevision(guard)),
                     }],
                     success: success_ops,
                     failure: vec![RequestOp {
-                        request: Some(PbOp::RequestRange(range_request(key.as_bytes(), b""))),
+                        request: Some(PbOp::RequestRange(range_request(&raw(&key), b""))),
                     }],
                 };
                 let call = recorder.now();
@@ -595,8 +707,8 @@ async fn put(
     };
     let call = recorder.now();
     let request = PutRequest {
-        key: Bytes::from(key.to_string()),
-        value: Bytes::from(value),
+        key: raw(key),
+        value: raw(&value),
         lease: lease.unwrap_or(0),
         ..Default::default()
     };
@@ -628,7 +740,7 @@ fn range_request(key: &[u8], range_end: &[u8]) -> RangeRequest {
 async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
     let request = RangeRequest {
         serializable: true,
-        ..range_request(key.as_bytes(), b"")
+        ..range_request(&raw(key), b"")
     };
     let Some(Ok(response)) = within(KvClient::new(channel).range(request)).await else {
         return;
@@ -639,101 +751,114 @@ async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
         let value = text(&kv.value);
         if !written.contains(&value) {
             recorder.violations.lock().unwrap().push(format!(
-                "serializable read of {key} returned {value:?}, which no client wrote"
+                "serializable read of {} returned {value:?}, which no client wrote",
+                jepsen_lite::bytes::display(key)
             ));
         }
     }
 }
 
-/// One watcher of every key until `deadline`: from revision 1 (`from_start`: the
-/// checker's reference watch) or from the current revision. A stream that fails or goes
-/// quiet is recorded as it was, and the watcher resumes on another member from the revision
-/// after the last event it saw (the checker chains such records into one).
-pub async fn watcher(
+/// One watcher until `deadline`: of every key, from revision 1 (`from_start`: the
+/// checker's reference watch) or from the current revision; or, with `prefix`, of the keys
+/// that start with it (its range end computed on bytes), from the current revision. A
+/// stream that fails or goes quiet is recorded as it was, and the watcher resumes on
+/// another member from the revision after the last event it saw (the checker chains such
+/// records into one). A prefix watcher that a
+/// compaction cancels resumes from the compaction.
+pub fn watcher(
     recorder: Arc<Recorder>,
     members: Members,
     from_start: bool,
+    prefix: Option<&'static [u8]>,
     prev_kv: bool,
     deadline: Instant,
-) {
+) -> impl std::future::Future<Output = ()> {
     let mut next_revision = i64::from(from_start);
-    while Instant::now() < deadline {
-        let Some(channel) = channel(any_member(&members)).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let mut watch = Watch {
-            client: recorder.new_client(),
-            watch_id: 0,
-            key: String::new(),
-            range_end: Some("\0".into()),
-            prefix: false,
-            start_revision: next_revision,
-            filters: Vec::new(),
-            prev_kv,
-            responses: Vec::new(),
-            canceled: false,
-            compact_revision: 0,
-        };
-        let (requests, receiver) = tokio::sync::mpsc::channel(1);
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: Bytes::from_static(b"\0"),
-                    range_end: Bytes::from_static(b"\0"),
-                    start_revision: next_revision,
-                    prev_kv,
-                    ..Default::default()
-                },
-            )),
-        };
-        let _ = requests.send(create).await;
-        let stream = oxcd::server::ReceiverStream(receiver);
-        let opened =
-            tokio::time::timeout(CALL_TIMEOUT, WatchClient::new(channel).watch(stream)).await;
-        let Ok(Ok(response)) = opened else {
-            continue;
-        };
-        let mut responses = response.into_inner();
-        let mut created = false;
-        loop {
-            let quiet = Duration::from_secs(3);
-            let next = tokio::time::timeout(quiet, responses.message()).await;
-            let Ok(Ok(Some(message))) = next else { break };
-            if message.created && !created {
-                created = true;
-                watch.watch_id = message.watch_id;
+    let (key, range_end) = match prefix {
+        Some(prefix) => (Bytes::from_static(prefix), Bytes::from(prefix_end(prefix))),
+        None => (Bytes::from_static(b"\0"), Bytes::from_static(b"\0")),
+    };
+    async move {
+        while Instant::now() < deadline {
+            let Some(channel) = channel(any_member(&members)).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut watch = Watch {
+                client: recorder.new_client(),
+                watch_id: 0,
+                key: prefix.map(text).unwrap_or_default(),
+                range_end: prefix.is_none().then(|| "\0".into()),
+                prefix: prefix.is_some(),
+                start_revision: next_revision,
+                filters: Vec::new(),
+                prev_kv,
+                responses: Vec::new(),
+                canceled: false,
+                compact_revision: 0,
+            };
+            let (requests, receiver) = tokio::sync::mpsc::channel(1);
+            let create = WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: key.clone(),
+                        range_end: range_end.clone(),
+                        start_revision: next_revision,
+                        prev_kv,
+                        ..Default::default()
+                    },
+                )),
+            };
+            let _ = requests.send(create).await;
+            let stream = oxcd::server::ReceiverStream(receiver);
+            let opened =
+                tokio::time::timeout(CALL_TIMEOUT, WatchClient::new(channel).watch(stream)).await;
+            let Ok(Ok(response)) = opened else {
+                continue;
+            };
+            let mut responses = response.into_inner();
+            let mut created = false;
+            loop {
+                let quiet = Duration::from_secs(3);
+                let next = tokio::time::timeout(quiet, responses.message()).await;
+                let Ok(Ok(Some(message))) = next else { break };
+                if message.created && !created {
+                    created = true;
+                    watch.watch_id = message.watch_id;
+                    if message.canceled {
+                        watch.canceled = true;
+                        watch.compact_revision = message.compact_revision;
+                        break;
+                    }
+                    continue;
+                }
                 if message.canceled {
                     watch.canceled = true;
                     watch.compact_revision = message.compact_revision;
                     break;
                 }
-                continue;
+                let revision = message.header.as_ref().map_or(0, |h| h.revision);
+                let events: Vec<Event> = message.events.iter().map(event).collect();
+                if let Some(last) = events.last() {
+                    next_revision = next_revision.max(last.mod_revision + 1);
+                }
+                recorder.counts.lock().unwrap().watch_events += events.len() as u64;
+                watch.responses.push(WatchResponse {
+                    revision,
+                    progress_notify: events.is_empty(),
+                    events,
+                    fragment: message.fragment,
+                });
+                if Instant::now() >= deadline {
+                    break;
+                }
             }
-            if message.canceled {
-                watch.canceled = true;
-                watch.compact_revision = message.compact_revision;
-                break;
+            drop(requests);
+            // What was compacted is gone: the watch resumes where the history now starts.
+            next_revision = next_revision.max(watch.compact_revision);
+            if created {
+                recorder.history.lock().unwrap().push_watch(watch);
             }
-            let revision = message.header.as_ref().map_or(0, |h| h.revision);
-            let events: Vec<Event> = message.events.iter().map(event).collect();
-            if let Some(last) = events.last() {
-                next_revision = next_revision.max(last.mod_revision + 1);
-            }
-            recorder.counts.lock().unwrap().watch_events += events.len() as u64;
-            watch.responses.push(WatchResponse {
-                revision,
-                progress_notify: events.is_empty(),
-                events,
-                fragment: message.fragment,
-            });
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        drop(requests);
-        if created {
-            recorder.history.lock().unwrap().push_watch(watch);
         }
     }
 }
