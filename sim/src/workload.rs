@@ -10,12 +10,14 @@
 //! Serializable reads may be stale by design, so they are not part of the linearizable
 //! history; each one is checked instead to return only values some client wrote.
 //!
-//! Besides plain gets, puts, deletes, txns and leases, the mix has prefix reads, deletes
-//! and a watch over keys that end in a multi-byte character or are not UTF-8 at all
-//! ([`BYTE_KEYS`]). Every range end is computed on bytes and the history holds the raw
-//! bytes, so a range end computed on characters (or on a lossy decoding of the prefix)
-//! anywhere between the client and the store reads or deletes the wrong keys, and the
-//! checker sees it.
+//! Besides plain gets, puts, deletes, txns and leases, the mix has etcd's whole `Range`
+//! (limit, `count_only`, `keys_only`, sort, revision filters), reads at a revision the
+//! client saw earlier, compactions (so that some of those reads fail as compacted), and
+//! prefix reads, deletes and a watch over keys that end in a multi-byte character or are
+//! not UTF-8 at all ([`BYTE_KEYS`]). Every range end is computed on bytes and the history
+//! holds the raw bytes, so a range end computed on characters (or on a lossy decoding of
+//! the prefix) anywhere between the client and the store reads or deletes the wrong keys,
+//! and the checker sees it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,20 +28,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use jepsen_lite::history::{
     Compare as HCompare, CompareOperand, CompareResult, CompareTarget, Event, EventType, KeyValue,
-    TxnOp, Watch, WatchResponse,
+    RangeRequest as HRange, SortOrder as HSortOrder, SortTarget as HSortTarget, TxnOp, Watch,
+    WatchResponse,
 };
 use jepsen_lite::{History, Input, Operation, Output};
 use madsim::rand::{thread_rng, Rng};
 use oxcd::proto::etcdserverpb::compare::{CompareResult as PbResult, CompareTarget as PbTarget};
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
+use oxcd::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use oxcd::proto::etcdserverpb::request_op::Request as PbOp;
 use oxcd::proto::etcdserverpb::response_op::Response as PbOpResponse;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::{
-    compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
-    TxnRequest, WatchCreateRequest, WatchRequest,
+    compare, watch_request, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
 use oxcd::server::ReceiverStream;
@@ -102,8 +106,15 @@ pub struct Mix {
     pub delete: u32,
     pub txn: u32,
     pub lease: u32,
+    /// A `Range` with etcd's options: limit, `count_only`, `keys_only`, sort, revision
+    /// filters.
+    pub range_options: u32,
+    /// A `Range` at a revision the client saw earlier, with or without options.
+    pub past_read: u32,
     /// A prefix read or delete over [`PREFIXES`].
     pub prefix: u32,
+    /// A compaction at a revision the client saw earlier.
+    pub compact: u32,
     /// Percent of the operations on one key that pick one of [`BYTE_KEYS`].
     pub byte_keys: u32,
 }
@@ -118,7 +129,12 @@ impl Mix {
             delete: rng.gen_range(0..3),
             txn: rng.gen_range(0..4),
             lease: rng.gen_range(0..3),
+            range_options: rng.gen_range(0..2),
+            past_read: rng.gen_range(0..2),
             prefix: rng.gen_range(0..2),
+            // In a third of the runs: the durability check cannot read what a compaction
+            // removed, so most runs keep their whole history.
+            compact: u32::from(rng.gen_range(0..3) == 0),
             byte_keys: [0, 10, 25][rng.gen_range(0..3)],
         }
     }
@@ -131,7 +147,10 @@ impl Mix {
             + self.delete
             + self.txn
             + self.lease
+            + self.range_options
+            + self.past_read
             + self.prefix
+            + self.compact
     }
 }
 
@@ -144,7 +163,10 @@ enum Pick {
     Delete,
     Txn,
     Lease,
+    RangeOptions,
+    PastRead,
     Prefix,
+    Compact,
 }
 
 impl Mix {
@@ -158,7 +180,10 @@ impl Mix {
             (self.delete, Pick::Delete),
             (self.txn, Pick::Txn),
             (self.lease, Pick::Lease),
+            (self.range_options, Pick::RangeOptions),
+            (self.past_read, Pick::PastRead),
             (self.prefix, Pick::Prefix),
+            (self.compact, Pick::Compact),
         ] {
             if roll < weight {
                 return pick;
@@ -186,6 +211,11 @@ pub struct Counts {
     pub unknown: u64,
     pub serializable_reads: u64,
     pub watch_events: u64,
+    /// Reads at a past revision answered, and those refused as compacted.
+    pub past_reads: u64,
+    pub compacted_reads: u64,
+    /// Compactions that took effect.
+    pub compactions: u64,
 }
 
 /// The shared record of a run: the history, and what serializable reads saw.
@@ -197,6 +227,11 @@ pub struct Recorder {
     written: Mutex<HashSet<String>>,
     counts: Mutex<Counts>,
     violations: Mutex<Vec<String>>,
+    /// Per watcher of every key, the revision it resumes from when its stream breaks (0:
+    /// the current one). Clients compact no further than the lowest: a watcher of every key
+    /// must never be cancelled by a compaction, since its unbroken record is what lets the
+    /// checker place writes whose outcome is unknown.
+    compaction_floors: Mutex<Vec<i64>>,
 }
 
 impl Recorder {
@@ -208,6 +243,7 @@ impl Recorder {
             written: Mutex::default(),
             counts: Mutex::default(),
             violations: Mutex::default(),
+            compaction_floors: Mutex::default(),
         })
     }
 
@@ -240,6 +276,18 @@ impl Recorder {
 
     pub fn violations(&self) -> Vec<String> {
         self.violations.lock().unwrap().clone()
+    }
+
+    /// The highest revision a compaction may remove history below, as far as the watchers
+    /// of every key allow.
+    fn compaction_floor(&self) -> i64 {
+        let floors = self.compaction_floors.lock().unwrap();
+        floors
+            .iter()
+            .copied()
+            .filter(|&r| r > 0)
+            .min()
+            .unwrap_or(i64::MAX)
     }
 }
 
@@ -321,6 +369,9 @@ pub async fn client(
     // Lease → when this client last saw it renewed (the grant or a keep-alive it sent) and
     // its TTL: when its deadline falls, as far as this client knows.
     let mut renewed: HashMap<i64, (Instant, i64)> = HashMap::new();
+    // Header revisions this client was told (a sample): what its past-revision reads,
+    // revision filters and compactions pick from.
+    let mut revisions: Vec<i64> = Vec::new();
     while Instant::now() < deadline {
         if thread_rng().gen_bool(0.1) {
             member = any_member(&members);
@@ -375,6 +426,27 @@ pub async fn client(
                 }
                 (input, (call, outcome))
             }
+            Pick::RangeOptions | Pick::PastRead => {
+                let revision = if matches!(pick, Pick::PastRead) {
+                    pick_revision(&revisions).unwrap_or(1)
+                } else {
+                    0
+                };
+                let range = range_with_options(&key, revision, &revisions, &mut thread_rng());
+                let request = range_request_of(&range);
+                let call = recorder.now();
+                let result = within(KvClient::new(channel).range(request)).await;
+                let outcome = result.map(|r| r.map(|response| range_output(&response)));
+                if let Some(Ok(output)) = &outcome {
+                    // What a past revision held is no guard for a compare-and-swap now.
+                    if revision == 0 {
+                        for kv in output.kvs.iter().flatten() {
+                            seen.insert(kv.key.clone(), kv.mod_revision.unwrap_or(0));
+                        }
+                    }
+                }
+                (Input::Range(range), (call, outcome))
+            }
             Pick::Prefix => {
                 let prefix = PREFIXES[thread_rng().gen_range(0..PREFIXES.len())];
                 let end = prefix_end(prefix);
@@ -418,6 +490,27 @@ pub async fn client(
                     (input, result)
                 };
                 (input, (call, result))
+            }
+            Pick::Compact => {
+                // A revision this client saw, so never a future one; at or below what the
+                // watchers of every key will resume from. Revision 1 (nothing to remove) when
+                // there is none: it fails as compacted once anything was.
+                let floor = recorder.compaction_floor();
+                let eligible: Vec<i64> =
+                    revisions.iter().copied().filter(|&r| r <= floor).collect();
+                let revision = pick_revision(&eligible).unwrap_or(1);
+                let input = Input::Compact {
+                    revision,
+                    physical: false,
+                };
+                let request = CompactionRequest {
+                    revision,
+                    physical: false,
+                };
+                let call = recorder.now();
+                let result = within(KvClient::new(channel).compact(request)).await;
+                let outcome = result.map(|r| r.map(|response| revision_output(response.header)));
+                (input, (call, outcome))
             }
             Pick::Delete => {
                 let input = Input::Delete {
@@ -622,6 +715,21 @@ pub async fn client(
         };
         let (call, outcome) = outcome;
         let read_only = input.is_read_only();
+        let past_read = matches!(&input, Input::Range(range) if range.revision > 0);
+        match &outcome {
+            Some(Ok(output)) => {
+                if let Some(revision) = output.revision {
+                    note_revision(&mut revisions, revision);
+                }
+                let mut counts = recorder.counts.lock().unwrap();
+                counts.past_reads += u64::from(past_read);
+                counts.compactions += u64::from(matches!(input, Input::Compact { .. }));
+            }
+            Some(Err(status)) if past_read && is_compacted(status) => {
+                recorder.counts.lock().unwrap().compacted_reads += 1;
+            }
+            _ => {}
+        }
         match outcome {
             Some(Ok(output)) => recorder.push(Operation {
                 client: client_id,
@@ -688,6 +796,125 @@ fn revision_output(header: Option<ResponseHeader>) -> Output {
     Output {
         revision: header.map(|h| h.revision),
         ..Output::default()
+    }
+}
+
+/// Keeps a sample of the header revisions a client was told: all of the first few, then
+/// each new one in place of a random old one, so that old revisions (which compactions
+/// remove) stay in it for a while.
+fn note_revision(revisions: &mut Vec<i64>, revision: i64) {
+    const KEPT: usize = 32;
+    if revisions.contains(&revision) {
+        return;
+    }
+    if revisions.len() < KEPT {
+        revisions.push(revision);
+    } else {
+        let at = thread_rng().gen_range(0..KEPT);
+        revisions[at] = revision;
+    }
+}
+
+/// A random revision of `revisions`, the newer ones more often.
+fn pick_revision(revisions: &[i64]) -> Option<i64> {
+    if revisions.is_empty() {
+        return None;
+    }
+    let mut sorted = revisions.to_vec();
+    sorted.sort_unstable();
+    // The larger of two draws: older revisions come up, but less often.
+    let a = thread_rng().gen_range(0..sorted.len());
+    let b = thread_rng().gen_range(0..sorted.len());
+    Some(sorted[a.max(b)])
+}
+
+/// Whether a read failed because its revision was compacted (etcd's `ErrCompacted`).
+fn is_compacted(status: &Status) -> bool {
+    status.code() == Code::OutOfRange && status.message().contains("compacted")
+}
+
+/// A `Range` with random options, at `revision` (0: the newest): over one key, every key
+/// from `key` on, or a prefix of [`PREFIXES`]; with a limit, a sort, `keys_only` or
+/// `count_only`, and revision filters drawn from `revisions`, each now and then.
+fn range_with_options(key: &str, revision: i64, revisions: &[i64], rng: &mut impl Rng) -> HRange {
+    let (key, range_end, prefix) = match rng.gen_range(0..4) {
+        0 => (key.to_string(), None, false),
+        1 => (key.to_string(), Some("\0".to_string()), false),
+        _ => (text(PREFIXES[rng.gen_range(0..PREFIXES.len())]), None, true),
+    };
+    let [min_mod_revision, max_mod_revision, min_create_revision, max_create_revision] =
+        std::array::from_fn(|_| match rng.gen_bool(0.15) {
+            true => pick_revision(revisions).unwrap_or(0),
+            false => 0,
+        });
+    let limit = [0, 0, 1, 2, 3][rng.gen_range(0..5)];
+    let sort_target = [
+        HSortTarget::Key,
+        HSortTarget::Key,
+        HSortTarget::Version,
+        HSortTarget::Create,
+        HSortTarget::Mod,
+        HSortTarget::Value,
+    ][rng.gen_range(0..6)];
+    let mut sort_order =
+        [HSortOrder::None, HSortOrder::Ascend, HSortOrder::Descend][rng.gen_range(0..3)];
+    // etcd decides whether to push the limit down to the store before it turns a non-key
+    // target with no order into an ascending sort, so such a range with a limit sorts only
+    // the first limit + 1 keys (oxcd does the same); jepsen-lite models a sort of the whole
+    // range, so the workload asks for the order.
+    if limit > 0 && sort_order == HSortOrder::None && sort_target != HSortTarget::Key {
+        sort_order = HSortOrder::Ascend;
+    }
+    HRange {
+        key,
+        range_end,
+        prefix,
+        limit,
+        revision,
+        sort_order,
+        sort_target,
+        serializable: false,
+        keys_only: rng.gen_bool(0.3),
+        count_only: rng.gen_bool(0.15),
+        min_mod_revision,
+        max_mod_revision,
+        min_create_revision,
+        max_create_revision,
+    }
+}
+
+/// The request a range of the history stands for, its range end computed on bytes.
+fn range_request_of(range: &HRange) -> RangeRequest {
+    let key = raw(&range.key);
+    let range_end = if range.prefix {
+        Bytes::from(prefix_end(&key))
+    } else {
+        range.range_end.as_deref().map(raw).unwrap_or_default()
+    };
+    RangeRequest {
+        key,
+        range_end,
+        limit: range.limit,
+        revision: range.revision,
+        sort_order: match range.sort_order {
+            HSortOrder::None => SortOrder::None,
+            HSortOrder::Ascend => SortOrder::Ascend,
+            HSortOrder::Descend => SortOrder::Descend,
+        } as i32,
+        sort_target: match range.sort_target {
+            HSortTarget::Key => SortTarget::Key,
+            HSortTarget::Version => SortTarget::Version,
+            HSortTarget::Create => SortTarget::Create,
+            HSortTarget::Mod => SortTarget::Mod,
+            HSortTarget::Value => SortTarget::Value,
+        } as i32,
+        serializable: range.serializable,
+        keys_only: range.keys_only,
+        count_only: range.count_only,
+        min_mod_revision: range.min_mod_revision,
+        max_mod_revision: range.max_mod_revision,
+        min_create_revision: range.min_create_revision,
+        max_create_revision: range.max_create_revision,
     }
 }
 
@@ -763,8 +990,9 @@ async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
 /// that start with it (its range end computed on bytes), from the current revision. A
 /// stream that fails or goes quiet is recorded as it was, and the watcher resumes on
 /// another member from the revision after the last event it saw (the checker chains such
-/// records into one). A prefix watcher that a
-/// compaction cancels resumes from the compaction.
+/// records into one). A watcher of every key holds compactions back to that revision (see
+/// `Recorder::compaction_floors`); a prefix watcher that a compaction cancels resumes from
+/// the compaction.
 pub fn watcher(
     recorder: Arc<Recorder>,
     members: Members,
@@ -774,6 +1002,12 @@ pub fn watcher(
     deadline: Instant,
 ) -> impl std::future::Future<Output = ()> {
     let mut next_revision = i64::from(from_start);
+    // Registered before the first client runs, so that no compaction overtakes the start.
+    let floor = prefix.is_none().then(|| {
+        let mut floors = recorder.compaction_floors.lock().unwrap();
+        floors.push(next_revision);
+        floors.len() - 1
+    });
     let (key, range_end) = match prefix {
         Some(prefix) => (Bytes::from_static(prefix), Bytes::from(prefix_end(prefix))),
         None => (Bytes::from_static(b"\0"), Bytes::from_static(b"\0")),
@@ -841,6 +1075,9 @@ pub fn watcher(
                 let events: Vec<Event> = message.events.iter().map(event).collect();
                 if let Some(last) = events.last() {
                     next_revision = next_revision.max(last.mod_revision + 1);
+                    if let Some(floor) = floor {
+                        recorder.compaction_floors.lock().unwrap()[floor] = next_revision;
+                    }
                 }
                 recorder.counts.lock().unwrap().watch_events += events.len() as u64;
                 watch.responses.push(WatchResponse {
@@ -856,6 +1093,9 @@ pub fn watcher(
             drop(requests);
             // What was compacted is gone: the watch resumes where the history now starts.
             next_revision = next_revision.max(watch.compact_revision);
+            if let Some(floor) = floor {
+                recorder.compaction_floors.lock().unwrap()[floor] = next_revision;
+            }
             if created {
                 recorder.history.lock().unwrap().push_watch(watch);
             }
