@@ -205,16 +205,22 @@ pub async fn run(seed: u64) -> RunOutcome {
             clients_deadline,
         )));
     }
-    let watchers = [(true, None), (false, None)]
-        .into_iter()
-        .chain(plan.watch_prefix.map(|prefix| (false, Some(prefix))));
-    for (from_start, prefix) in watchers {
+    // The prefix watcher asks for no `prev_kv`: compactions do not wait for it, and etcd
+    // sends an event whose previous revision was compacted without its `prev_kv`, which
+    // jepsen-lite does not model.
+    let watchers = [
+        (true, None, plan.watch_prev_kv),
+        (false, None, plan.watch_prev_kv),
+    ]
+    .into_iter()
+    .chain(plan.watch_prefix.map(|prefix| (false, Some(prefix), false)));
+    for (from_start, prefix, prev_kv) in watchers {
         tasks.push(client_node.spawn(workload::watcher(
             recorder.clone(),
             addresses.clone(),
             from_start,
             prefix,
-            plan.watch_prev_kv,
+            prev_kv,
             clients_deadline,
         )));
     }

@@ -227,10 +227,11 @@ pub struct Recorder {
     written: Mutex<HashSet<String>>,
     counts: Mutex<Counts>,
     violations: Mutex<Vec<String>>,
-    /// Per watcher of every key, the revision it resumes from when its stream breaks (0:
-    /// the current one). Clients compact no further than the lowest: a watcher of every key
-    /// must never be cancelled by a compaction, since its unbroken record is what lets the
-    /// checker place writes whose outcome is unknown.
+    /// Per watcher of every key, the lowest revision it may still be sent an event for.
+    /// Clients compact only below the lowest of them: a watcher of every key must never be
+    /// cancelled by a compaction, since its unbroken record is what lets the checker place
+    /// writes whose outcome is unknown; and the revision before each of its events must
+    /// survive, or etcd sends the event without its `prev_kv`.
     compaction_floors: Mutex<Vec<i64>>,
 }
 
@@ -278,16 +279,17 @@ impl Recorder {
         self.violations.lock().unwrap().clone()
     }
 
-    /// The highest revision a compaction may remove history below, as far as the watchers
-    /// of every key allow.
+    /// Compactions stay below this revision (see `compaction_floors`).
     fn compaction_floor(&self) -> i64 {
         let floors = self.compaction_floors.lock().unwrap();
-        floors
-            .iter()
-            .copied()
-            .filter(|&r| r > 0)
-            .min()
-            .unwrap_or(i64::MAX)
+        floors.iter().copied().min().unwrap_or(i64::MAX)
+    }
+
+    /// Sets the floor of watcher `floor` (if it holds one) to `revision`.
+    fn hold_compactions(&self, floor: Option<usize>, revision: i64) {
+        if let Some(floor) = floor {
+            self.compaction_floors.lock().unwrap()[floor] = revision;
+        }
     }
 }
 
@@ -492,12 +494,11 @@ pub async fn client(
                 (input, (call, result))
             }
             Pick::Compact => {
-                // A revision this client saw, so never a future one; at or below what the
-                // watchers of every key will resume from. Revision 1 (nothing to remove) when
-                // there is none: it fails as compacted once anything was.
+                // A revision this client saw, so never a future one; below every event the
+                // watchers of every key may still be sent. Revision 1 (nothing to remove)
+                // when there is none: it fails as compacted once anything was.
                 let floor = recorder.compaction_floor();
-                let eligible: Vec<i64> =
-                    revisions.iter().copied().filter(|&r| r <= floor).collect();
+                let eligible: Vec<i64> = revisions.iter().copied().filter(|&r| r < floor).collect();
                 let revision = pick_revision(&eligible).unwrap_or(1);
                 let input = Input::Compact {
                     revision,
@@ -990,9 +991,9 @@ async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
 /// that start with it (its range end computed on bytes), from the current revision. A
 /// stream that fails or goes quiet is recorded as it was, and the watcher resumes on
 /// another member from the revision after the last event it saw (the checker chains such
-/// records into one). A watcher of every key holds compactions back to that revision (see
-/// `Recorder::compaction_floors`); a prefix watcher that a compaction cancels resumes from
-/// the compaction.
+/// records into one). A watcher of every key holds compactions below the next revision it
+/// may be sent (see `Recorder::compaction_floors`); a prefix watcher that a compaction
+/// cancels resumes after the compaction's revision.
 pub fn watcher(
     recorder: Arc<Recorder>,
     members: Members,
@@ -1003,9 +1004,11 @@ pub fn watcher(
 ) -> impl std::future::Future<Output = ()> {
     let mut next_revision = i64::from(from_start);
     // Registered before the first client runs, so that no compaction overtakes the start.
+    // A watcher from the current revision holds every compaction until it knows that
+    // revision.
     let floor = prefix.is_none().then(|| {
         let mut floors = recorder.compaction_floors.lock().unwrap();
-        floors.push(next_revision);
+        floors.push(1);
         floors.len() - 1
     });
     let (key, range_end) = match prefix {
@@ -1059,6 +1062,10 @@ pub fn watcher(
                 if message.created && !created {
                     created = true;
                     watch.watch_id = message.watch_id;
+                    if next_revision == 0 {
+                        let revision = message.header.as_ref().map_or(0, |h| h.revision);
+                        recorder.hold_compactions(floor, revision + 1);
+                    }
                     if message.canceled {
                         watch.canceled = true;
                         watch.compact_revision = message.compact_revision;
@@ -1075,9 +1082,7 @@ pub fn watcher(
                 let events: Vec<Event> = message.events.iter().map(event).collect();
                 if let Some(last) = events.last() {
                     next_revision = next_revision.max(last.mod_revision + 1);
-                    if let Some(floor) = floor {
-                        recorder.compaction_floors.lock().unwrap()[floor] = next_revision;
-                    }
+                    recorder.hold_compactions(floor, next_revision);
                 }
                 recorder.counts.lock().unwrap().watch_events += events.len() as u64;
                 watch.responses.push(WatchResponse {
@@ -1091,11 +1096,13 @@ pub fn watcher(
                 }
             }
             drop(requests);
-            // What was compacted is gone: the watch resumes where the history now starts.
-            next_revision = next_revision.max(watch.compact_revision);
-            if let Some(floor) = floor {
-                recorder.compaction_floors.lock().unwrap()[floor] = next_revision;
+            // What was compacted is gone: the watch resumes after the compaction's revision
+            // (a compaction at r removes a delete made at r too, so a watch from r would not
+            // see it).
+            if watch.compact_revision > 0 {
+                next_revision = next_revision.max(watch.compact_revision + 1);
             }
+            recorder.hold_compactions(floor, next_revision.max(1));
             if created {
                 recorder.history.lock().unwrap().push_watch(watch);
             }
