@@ -75,7 +75,7 @@ impl Plan {
         // Half the runs take snapshots often; of those, half keep almost no log behind
         // them, so that a member that falls behind must catch up from a snapshot.
         let frequent_snapshots = rng.gen_bool(0.5);
-        Plan {
+        let mut plan = Plan {
             spec: ClusterSpec {
                 size: if rng.gen_bool(0.7) { 3 } else { 5 },
                 heartbeat_ms,
@@ -97,10 +97,14 @@ impl Plan {
             fault_phase: Duration::from_millis(rng.gen_range(5_000..12_000)),
             watch_prev_kv: rng.gen_bool(0.5),
             delays: FaultPoints::delays_from_rng(rng),
-            watch_prefix: rng
-                .gen_bool(0.5)
-                .then(|| workload::PREFIXES[rng.gen_range(0..workload::PREFIXES.len())]),
-        }
+            watch_prefix: None,
+        };
+        // Drawn last: see `Mix::draw_ranges_and_bytes`.
+        plan.mix.draw_ranges_and_bytes(rng);
+        plan.watch_prefix = rng
+            .gen_bool(0.5)
+            .then(|| workload::PREFIXES[rng.gen_range(0..workload::PREFIXES.len())]);
+        plan
     }
 }
 
