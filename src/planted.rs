@@ -25,15 +25,19 @@ pub enum Bug {
     /// A keep-alive renews a lease already past its deadline: the revocation on its way
     /// through Raft then cuts short the TTL the client was just promised.
     RenewExpiredLease = 5,
+    /// A sorted range takes its limit from the store's key order before sorting: it answers
+    /// with the first keys by key, sorted, instead of the first keys in the order asked for.
+    LimitBeforeSort = 6,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::StaleRead,
         Bug::SkipFsync,
         Bug::CommitOldTerm,
         Bug::VoteWithoutLogCheck,
         Bug::RenewExpiredLease,
+        Bug::LimitBeforeSort,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Bug {
             Bug::CommitOldTerm => "commit-old-term",
             Bug::VoteWithoutLogCheck => "vote-without-log-check",
             Bug::RenewExpiredLease => "renew-expired-lease",
+            Bug::LimitBeforeSort => "limit-before-sort",
         }
     }
 }

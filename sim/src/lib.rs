@@ -141,6 +141,9 @@ pub struct SweepTotals {
     operations: u64,
     unknown: u64,
     watch_events: u64,
+    past_reads: u64,
+    compacted_reads: u64,
+    compactions: u64,
     elections: u64,
     snapshots_installed: u64,
     member_starts: u64,
@@ -159,6 +162,9 @@ impl SweepTotals {
         self.operations += outcome.counts.ok + outcome.counts.failed;
         self.unknown += outcome.counts.unknown;
         self.watch_events += outcome.counts.watch_events;
+        self.past_reads += outcome.counts.past_reads + outcome.counts.compacted_reads;
+        self.compacted_reads += outcome.counts.compacted_reads;
+        self.compactions += outcome.counts.compactions;
         self.elections += outcome.observed.elections as u64;
         self.snapshots_installed += outcome.observed.snapshots_installed;
         self.member_starts += outcome.observed.member_starts;
@@ -179,14 +185,18 @@ impl SweepTotals {
         let minutes = elapsed.as_secs_f64() / 60.0;
         let mut text = format!(
             "cluster sweep: {} seeds in {:.1} s ({:.0} seeds/min); {} operations with a known \
-             outcome, {} unknown, {} watch events, {} elections, {} snapshots installed, {} \
-             member starts\nfaults injected:",
+             outcome, {} unknown, {} watch events, {} past-revision reads ({} compacted), {} \
+             compactions, {} elections, {} snapshots installed, {} member starts\nfaults \
+             injected:",
             self.seeds,
             elapsed.as_secs_f64(),
             self.seeds as f64 / minutes.max(1e-9),
             self.operations,
             self.unknown,
             self.watch_events,
+            self.past_reads,
+            self.compacted_reads,
+            self.compactions,
             self.elections,
             self.snapshots_installed,
             self.member_starts

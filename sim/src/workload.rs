@@ -9,6 +9,15 @@
 //!
 //! Serializable reads may be stale by design, so they are not part of the linearizable
 //! history; each one is checked instead to return only values some client wrote.
+//!
+//! Besides plain gets, puts, deletes, txns and leases, the mix has etcd's whole `Range`
+//! (limit, `count_only`, `keys_only`, sort, revision filters), reads at a revision the
+//! client saw earlier, compactions (so that some of those reads fail as compacted), and
+//! prefix reads, deletes and a watch over keys that end in a multi-byte character or are
+//! not UTF-8 at all ([`BYTE_KEYS`]). Every range end is computed on bytes and the history
+//! holds the raw bytes, so a range end computed on characters (or on a lossy decoding of
+//! the prefix) anywhere between the client and the store reads or deletes the wrong keys,
+//! and the checker sees it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,20 +28,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use jepsen_lite::history::{
     Compare as HCompare, CompareOperand, CompareResult, CompareTarget, Event, EventType, KeyValue,
-    TxnOp, Watch, WatchResponse,
+    RangeRequest as HRange, SortOrder as HSortOrder, SortTarget as HSortTarget, TxnOp, Watch,
+    WatchResponse,
 };
 use jepsen_lite::{History, Input, Operation, Output};
 use madsim::rand::{thread_rng, Rng};
 use oxcd::proto::etcdserverpb::compare::{CompareResult as PbResult, CompareTarget as PbTarget};
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
+use oxcd::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use oxcd::proto::etcdserverpb::request_op::Request as PbOp;
 use oxcd::proto::etcdserverpb::response_op::Response as PbOpResponse;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::{
-    compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
-    TxnRequest, WatchCreateRequest, WatchRequest,
+    compare, watch_request, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
 use oxcd::server::ReceiverStream;
@@ -47,6 +58,44 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// `cluster::lease_expiries`), long enough that keep-alives keep some alive.
 const LEASE_TTL_EXTRA_SECS: i64 = 3;
 
+/// Keys besides `k0`, `k1`, ... that a run may use: byte strings whose last character
+/// takes more than one byte, or that are not UTF-8. Each comment says which prefix range
+/// it tests the end of.
+pub const BYTE_KEYS: [&[u8]; 6] = [
+    // "k¿": its last character is two bytes, c2 bf.
+    b"k\xc2\xbf",
+    // Inside the prefix "k¿".
+    b"k\xc2\xbf0",
+    // Just past the prefix "k¿" on bytes (which ends at c2 c0), yet below "kÀ" (c3 80), where
+    // a prefix end computed on characters would put it.
+    b"k\xc2\xc0",
+    // Not UTF-8: a lossy decoding turns ff into U+FFFD, bytes ef bf bd, and a prefix end
+    // computed from that (ef bf be) falls below the key itself.
+    b"k\xff",
+    // Inside the prefix "k\xff", which ends at "l" (a trailing ff is dropped, not
+    // incremented).
+    b"k\xff\xfe",
+    b"k\xfe",
+];
+
+/// The prefixes of the prefix reads, deletes and watches: the byte keys' (one of them,
+/// c2 alone, is a UTF-8 character cut in half) and every key's.
+pub const PREFIXES: [&[u8]; 5] = [b"k\xc2\xbf", b"k\xc2", b"k\xff", b"k\xfe", b"k"];
+
+/// The end of the range of keys that start with `prefix`, computed on bytes as etcd's
+/// client does: the last byte below ff incremented, what follows dropped; `\0` (every
+/// key) when every byte is ff.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// Relative weights of the operations a client picks.
 #[derive(Clone, Debug)]
 pub struct Mix {
@@ -57,9 +106,22 @@ pub struct Mix {
     pub delete: u32,
     pub txn: u32,
     pub lease: u32,
+    /// A `Range` with etcd's options: limit, `count_only`, `keys_only`, sort, revision
+    /// filters.
+    pub range_options: u32,
+    /// A `Range` at a revision the client saw earlier, with or without options.
+    pub past_read: u32,
+    /// A prefix read or delete over [`PREFIXES`].
+    pub prefix: u32,
+    /// A compaction at a revision the client saw earlier.
+    pub compact: u32,
+    /// Percent of the operations on one key that pick one of [`BYTE_KEYS`].
+    pub byte_keys: u32,
 }
 
 impl Mix {
+    /// The weights of the plain operations; those of the others are 0 until
+    /// [`Mix::draw_ranges_and_bytes`].
     pub fn from_rng(rng: &mut impl Rng) -> Mix {
         Mix {
             put: rng.gen_range(2..8),
@@ -69,7 +131,26 @@ impl Mix {
             delete: rng.gen_range(0..3),
             txn: rng.gen_range(0..4),
             lease: rng.gen_range(0..3),
+            range_options: 0,
+            past_read: 0,
+            prefix: 0,
+            compact: 0,
+            byte_keys: 0,
         }
+    }
+
+    /// Draws the weights of the ranges with options, past-revision reads, prefix operations
+    /// and compactions, and the share of byte keys. A plan draws them after everything
+    /// else, so that operations added to the mix do not redraw the clusters and faults of
+    /// existing seeds (those of `sim/regressions.txt` among them).
+    pub fn draw_ranges_and_bytes(&mut self, rng: &mut impl Rng) {
+        self.range_options = rng.gen_range(0..2);
+        self.past_read = rng.gen_range(0..2);
+        self.prefix = rng.gen_range(0..2);
+        // In a third of the runs: the durability check cannot read what a compaction
+        // removed, so most runs keep their whole history.
+        self.compact = u32::from(rng.gen_range(0..3) == 0);
+        self.byte_keys = [0, 10, 25][rng.gen_range(0..3)];
     }
 
     fn total(&self) -> u32 {
@@ -80,6 +161,10 @@ impl Mix {
             + self.delete
             + self.txn
             + self.lease
+            + self.range_options
+            + self.past_read
+            + self.prefix
+            + self.compact
     }
 }
 
@@ -92,6 +177,10 @@ enum Pick {
     Delete,
     Txn,
     Lease,
+    RangeOptions,
+    PastRead,
+    Prefix,
+    Compact,
 }
 
 impl Mix {
@@ -105,6 +194,10 @@ impl Mix {
             (self.delete, Pick::Delete),
             (self.txn, Pick::Txn),
             (self.lease, Pick::Lease),
+            (self.range_options, Pick::RangeOptions),
+            (self.past_read, Pick::PastRead),
+            (self.prefix, Pick::Prefix),
+            (self.compact, Pick::Compact),
         ] {
             if roll < weight {
                 return pick;
@@ -112,6 +205,15 @@ impl Mix {
             roll -= weight;
         }
         Pick::Put
+    }
+
+    /// The key of an operation on one key: `k0`, `k1`, ... or, now and then, a byte key.
+    fn key(&self, keys: usize, rng: &mut impl Rng) -> String {
+        if rng.gen_range(0..100) < self.byte_keys {
+            text(BYTE_KEYS[rng.gen_range(0..BYTE_KEYS.len())])
+        } else {
+            format!("k{}", rng.gen_range(0..keys))
+        }
     }
 }
 
@@ -123,6 +225,11 @@ pub struct Counts {
     pub unknown: u64,
     pub serializable_reads: u64,
     pub watch_events: u64,
+    /// Reads at a past revision answered, and those refused as compacted.
+    pub past_reads: u64,
+    pub compacted_reads: u64,
+    /// Compactions that took effect.
+    pub compactions: u64,
 }
 
 /// The shared record of a run: the history, and what serializable reads saw.
@@ -134,6 +241,12 @@ pub struct Recorder {
     written: Mutex<HashSet<String>>,
     counts: Mutex<Counts>,
     violations: Mutex<Vec<String>>,
+    /// Per watcher of every key, the lowest revision it may still be sent an event for.
+    /// Clients compact only below the lowest of them: a watcher of every key must never be
+    /// cancelled by a compaction, since its unbroken record is what lets the checker place
+    /// writes whose outcome is unknown; and the revision before each of its events must
+    /// survive, or etcd sends the event without its `prev_kv`.
+    compaction_floors: Mutex<Vec<i64>>,
 }
 
 impl Recorder {
@@ -145,6 +258,7 @@ impl Recorder {
             written: Mutex::default(),
             counts: Mutex::default(),
             violations: Mutex::default(),
+            compaction_floors: Mutex::default(),
         })
     }
 
@@ -178,6 +292,19 @@ impl Recorder {
     pub fn violations(&self) -> Vec<String> {
         self.violations.lock().unwrap().clone()
     }
+
+    /// Compactions stay below this revision (see `compaction_floors`).
+    fn compaction_floor(&self) -> i64 {
+        let floors = self.compaction_floors.lock().unwrap();
+        floors.iter().copied().min().unwrap_or(i64::MAX)
+    }
+
+    /// Sets the floor of watcher `floor` (if it holds one) to `revision`.
+    fn hold_compactions(&self, floor: Option<usize>, revision: i64) {
+        if let Some(floor) = floor {
+            self.compaction_floors.lock().unwrap()[floor] = revision;
+        }
+    }
 }
 
 /// Connects to `address`, or gives up after a second.
@@ -202,6 +329,11 @@ fn definite_failure(status: &Status) -> bool {
 /// byte, so that keys that are not UTF-8 round-trip.
 fn text(bytes: &[u8]) -> String {
     jepsen_lite::bytes::from_bytes(bytes)
+}
+
+/// The bytes a key or value held as [`text`] stands for.
+pub fn raw(text: &str) -> Bytes {
+    Bytes::from(jepsen_lite::bytes::to_bytes(text).expect("built by `text`: one byte a character"))
 }
 
 fn key_value(kv: &mvccpb::KeyValue) -> KeyValue {
@@ -253,6 +385,9 @@ pub async fn client(
     // Lease → when this client last saw it renewed (the grant or a keep-alive it sent) and
     // its TTL: when its deadline falls, as far as this client knows.
     let mut renewed: HashMap<i64, (Instant, i64)> = HashMap::new();
+    // Header revisions this client was told (a sample): what its past-revision reads,
+    // revision filters and compactions pick from.
+    let mut revisions: Vec<i64> = Vec::new();
     while Instant::now() < deadline {
         if thread_rng().gen_bool(0.1) {
             member = any_member(&members);
@@ -272,7 +407,7 @@ pub async fn client(
             },
         };
         sequence += 1;
-        let key = format!("k{}", thread_rng().gen_range(0..keys));
+        let key = mix.key(keys, &mut thread_rng());
         let value = format!("c{client_id}-{sequence}");
         let pick = mix.pick(&mut thread_rng());
         let (input, outcome) = match pick {
@@ -288,7 +423,7 @@ pub async fn client(
                         range_end: None,
                         prefix: false,
                     };
-                    (input, range_request(key.as_bytes(), b""))
+                    (input, range_request(&raw(&key), b""))
                 } else {
                     let input = Input::Get {
                         key: "k".into(),
@@ -307,6 +442,91 @@ pub async fn client(
                 }
                 (input, (call, outcome))
             }
+            Pick::RangeOptions | Pick::PastRead => {
+                let revision = if matches!(pick, Pick::PastRead) {
+                    pick_revision(&revisions).unwrap_or(1)
+                } else {
+                    0
+                };
+                let range = range_with_options(&key, revision, &revisions, &mut thread_rng());
+                let request = range_request_of(&range);
+                let call = recorder.now();
+                let result = within(KvClient::new(channel).range(request)).await;
+                let outcome = result.map(|r| r.map(|response| range_output(&response)));
+                if let Some(Ok(output)) = &outcome {
+                    // What a past revision held is no guard for a compare-and-swap now.
+                    if revision == 0 {
+                        for kv in output.kvs.iter().flatten() {
+                            seen.insert(kv.key.clone(), kv.mod_revision.unwrap_or(0));
+                        }
+                    }
+                }
+                (Input::Range(range), (call, outcome))
+            }
+            Pick::Prefix => {
+                let prefix = PREFIXES[thread_rng().gen_range(0..PREFIXES.len())];
+                let end = prefix_end(prefix);
+                let call;
+                let (input, result) = if thread_rng().gen_bool(0.6) {
+                    let input = Input::Get {
+                        key: text(prefix),
+                        range_end: None,
+                        prefix: true,
+                    };
+                    call = recorder.now();
+                    let result = within(KvClient::new(channel).range(range_request(prefix, &end)))
+                        .await
+                        .map(|r| r.map(|response| range_output(&response)));
+                    if let Some(Ok(output)) = &result {
+                        for kv in output.kvs.iter().flatten() {
+                            seen.insert(kv.key.clone(), kv.mod_revision.unwrap_or(0));
+                        }
+                    }
+                    (input, result)
+                } else {
+                    let input = Input::Delete {
+                        key: text(prefix),
+                        range_end: None,
+                        prefix: true,
+                    };
+                    let request = DeleteRangeRequest {
+                        key: Bytes::from_static(prefix),
+                        range_end: Bytes::from(end),
+                        ..Default::default()
+                    };
+                    call = recorder.now();
+                    let result = within(KvClient::new(channel).delete_range(request))
+                        .await
+                        .map(|r| {
+                            r.map(|response| Output {
+                                deleted: Some(response.deleted),
+                                ..revision_output(response.header)
+                            })
+                        });
+                    (input, result)
+                };
+                (input, (call, result))
+            }
+            Pick::Compact => {
+                // A revision this client saw, so never a future one; below every event the
+                // watchers of every key may still be sent. Revision 1 (nothing to remove)
+                // when there is none: it fails as compacted once anything was.
+                let floor = recorder.compaction_floor();
+                let eligible: Vec<i64> = revisions.iter().copied().filter(|&r| r < floor).collect();
+                let revision = pick_revision(&eligible).unwrap_or(1);
+                let input = Input::Compact {
+                    revision,
+                    physical: false,
+                };
+                let request = CompactionRequest {
+                    revision,
+                    physical: false,
+                };
+                let call = recorder.now();
+                let result = within(KvClient::new(channel).compact(request)).await;
+                let outcome = result.map(|r| r.map(|response| revision_output(response.header)));
+                (input, (call, outcome))
+            }
             Pick::Delete => {
                 let input = Input::Delete {
                     key: key.clone(),
@@ -315,7 +535,7 @@ pub async fn client(
                 };
                 let call = recorder.now();
                 let request = DeleteRangeRequest {
-                    key: Bytes::from(key.clone()),
+                    key: raw(&key),
                     ..Default::default()
                 };
                 let result = within(KvClient::new(channel).delete_range(request)).await;
@@ -336,7 +556,7 @@ pub async fn client(
                 // then the put.
                 let from_key = thread_rng().gen_bool(0.25);
                 let put_key = if from_key {
-                    format!("k{}", thread_rng().gen_range(0..keys))
+                    mix.key(keys, &mut thread_rng())
                 } else {
                     key.clone()
                 };
@@ -350,7 +570,7 @@ pub async fn client(
                     });
                     success_ops.push(RequestOp {
                         request: Some(PbOp::RequestDeleteRange(DeleteRangeRequest {
-                            key: Bytes::from(key.clone()),
+                            key: raw(&key),
                             range_end: Bytes::from_static(b"\0"),
                             ..Default::default()
                         })),
@@ -363,8 +583,8 @@ pub async fn client(
                 });
                 success_ops.push(RequestOp {
                     request: Some(PbOp::RequestPut(PutRequest {
-                        key: Bytes::from(put_key),
-                        value: Bytes::from(value),
+                        key: raw(&put_key),
+                        value: raw(&value),
                         ..Default::default()
                     })),
                 });
@@ -387,13 +607,13 @@ pub async fn client(
                     compare: vec![Compare {
                         result: PbResult::Equal as i32,
                         target: PbTarget::Mod as i32,
-                        key: Bytes::from(key.clone()),
+                        key: raw(&key),
                         range_end: Bytes::new(),
                         target_union: Some(compare::TargetUnion::ModRevision(guard)),
                     }],
                     success: success_ops,
                     failure: vec![RequestOp {
-                        request: Some(PbOp::RequestRange(range_request(key.as_bytes(), b""))),
+                        request: Some(PbOp::RequestRange(range_request(&raw(&key), b""))),
                     }],
                 };
                 let call = recorder.now();
@@ -510,6 +730,21 @@ pub async fn client(
         };
         let (call, outcome) = outcome;
         let read_only = input.is_read_only();
+        let past_read = matches!(&input, Input::Range(range) if range.revision > 0);
+        match &outcome {
+            Some(Ok(output)) => {
+                if let Some(revision) = output.revision {
+                    note_revision(&mut revisions, revision);
+                }
+                let mut counts = recorder.counts.lock().unwrap();
+                counts.past_reads += u64::from(past_read);
+                counts.compactions += u64::from(matches!(input, Input::Compact { .. }));
+            }
+            Some(Err(status)) if past_read && is_compacted(status) => {
+                recorder.counts.lock().unwrap().compacted_reads += 1;
+            }
+            _ => {}
+        }
         match outcome {
             Some(Ok(output)) => recorder.push(Operation {
                 client: client_id,
@@ -579,6 +814,125 @@ fn revision_output(header: Option<ResponseHeader>) -> Output {
     }
 }
 
+/// Keeps a sample of the header revisions a client was told: all of the first few, then
+/// each new one in place of a random old one, so that old revisions (which compactions
+/// remove) stay in it for a while.
+fn note_revision(revisions: &mut Vec<i64>, revision: i64) {
+    const KEPT: usize = 32;
+    if revisions.contains(&revision) {
+        return;
+    }
+    if revisions.len() < KEPT {
+        revisions.push(revision);
+    } else {
+        let at = thread_rng().gen_range(0..KEPT);
+        revisions[at] = revision;
+    }
+}
+
+/// A random revision of `revisions`, the newer ones more often.
+fn pick_revision(revisions: &[i64]) -> Option<i64> {
+    if revisions.is_empty() {
+        return None;
+    }
+    let mut sorted = revisions.to_vec();
+    sorted.sort_unstable();
+    // The larger of two draws: older revisions come up, but less often.
+    let a = thread_rng().gen_range(0..sorted.len());
+    let b = thread_rng().gen_range(0..sorted.len());
+    Some(sorted[a.max(b)])
+}
+
+/// Whether a read failed because its revision was compacted (etcd's `ErrCompacted`).
+fn is_compacted(status: &Status) -> bool {
+    status.code() == Code::OutOfRange && status.message().contains("compacted")
+}
+
+/// A `Range` with random options, at `revision` (0: the newest): over one key, every key
+/// from `key` on, or a prefix of [`PREFIXES`]; with a limit, a sort, `keys_only` or
+/// `count_only`, and revision filters drawn from `revisions`, each now and then.
+fn range_with_options(key: &str, revision: i64, revisions: &[i64], rng: &mut impl Rng) -> HRange {
+    let (key, range_end, prefix) = match rng.gen_range(0..4) {
+        0 => (key.to_string(), None, false),
+        1 => (key.to_string(), Some("\0".to_string()), false),
+        _ => (text(PREFIXES[rng.gen_range(0..PREFIXES.len())]), None, true),
+    };
+    let [min_mod_revision, max_mod_revision, min_create_revision, max_create_revision] =
+        std::array::from_fn(|_| match rng.gen_bool(0.15) {
+            true => pick_revision(revisions).unwrap_or(0),
+            false => 0,
+        });
+    let limit = [0, 0, 1, 2, 3][rng.gen_range(0..5)];
+    let sort_target = [
+        HSortTarget::Key,
+        HSortTarget::Key,
+        HSortTarget::Version,
+        HSortTarget::Create,
+        HSortTarget::Mod,
+        HSortTarget::Value,
+    ][rng.gen_range(0..6)];
+    let mut sort_order =
+        [HSortOrder::None, HSortOrder::Ascend, HSortOrder::Descend][rng.gen_range(0..3)];
+    // etcd decides whether to push the limit down to the store before it turns a non-key
+    // target with no order into an ascending sort, so such a range with a limit sorts only
+    // the first limit + 1 keys (oxcd does the same); jepsen-lite models a sort of the whole
+    // range, so the workload asks for the order.
+    if limit > 0 && sort_order == HSortOrder::None && sort_target != HSortTarget::Key {
+        sort_order = HSortOrder::Ascend;
+    }
+    HRange {
+        key,
+        range_end,
+        prefix,
+        limit,
+        revision,
+        sort_order,
+        sort_target,
+        serializable: false,
+        keys_only: rng.gen_bool(0.3),
+        count_only: rng.gen_bool(0.15),
+        min_mod_revision,
+        max_mod_revision,
+        min_create_revision,
+        max_create_revision,
+    }
+}
+
+/// The request a range of the history stands for, its range end computed on bytes.
+fn range_request_of(range: &HRange) -> RangeRequest {
+    let key = raw(&range.key);
+    let range_end = if range.prefix {
+        Bytes::from(prefix_end(&key))
+    } else {
+        range.range_end.as_deref().map(raw).unwrap_or_default()
+    };
+    RangeRequest {
+        key,
+        range_end,
+        limit: range.limit,
+        revision: range.revision,
+        sort_order: match range.sort_order {
+            HSortOrder::None => SortOrder::None,
+            HSortOrder::Ascend => SortOrder::Ascend,
+            HSortOrder::Descend => SortOrder::Descend,
+        } as i32,
+        sort_target: match range.sort_target {
+            HSortTarget::Key => SortTarget::Key,
+            HSortTarget::Version => SortTarget::Version,
+            HSortTarget::Create => SortTarget::Create,
+            HSortTarget::Mod => SortTarget::Mod,
+            HSortTarget::Value => SortTarget::Value,
+        } as i32,
+        serializable: range.serializable,
+        keys_only: range.keys_only,
+        count_only: range.count_only,
+        min_mod_revision: range.min_mod_revision,
+        max_mod_revision: range.max_mod_revision,
+        min_create_revision: range.min_create_revision,
+        max_create_revision: range.max_create_revision,
+    }
+}
+
 /// A put of `value` (unique) under `key`, with `lease` attached if given.
 async fn put(
     recorder: &Recorder,
@@ -595,8 +949,8 @@ async fn put(
     };
     let call = recorder.now();
     let request = PutRequest {
-        key: Bytes::from(key.to_string()),
-        value: Bytes::from(value),
+        key: raw(key),
+        value: raw(&value),
         lease: lease.unwrap_or(0),
         ..Default::default()
     };
@@ -628,7 +982,7 @@ fn range_request(key: &[u8], range_end: &[u8]) -> RangeRequest {
 async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
     let request = RangeRequest {
         serializable: true,
-        ..range_request(key.as_bytes(), b"")
+        ..range_request(&raw(key), b"")
     };
     let Some(Ok(response)) = within(KvClient::new(channel).range(request)).await else {
         return;
@@ -639,101 +993,133 @@ async fn serializable_get(recorder: &Recorder, channel: Channel, key: &str) {
         let value = text(&kv.value);
         if !written.contains(&value) {
             recorder.violations.lock().unwrap().push(format!(
-                "serializable read of {key} returned {value:?}, which no client wrote"
+                "serializable read of {} returned {value:?}, which no client wrote",
+                jepsen_lite::bytes::display(key)
             ));
         }
     }
 }
 
-/// One watcher of every key until `deadline`: from revision 1 (`from_start`: the
-/// checker's reference watch) or from the current revision. A stream that fails or goes
-/// quiet is recorded as it was, and the watcher resumes on another member from the revision
-/// after the last event it saw (the checker chains such records into one).
-pub async fn watcher(
+/// One watcher until `deadline`: of every key, from revision 1 (`from_start`: the
+/// checker's reference watch) or from the current revision; or, with `prefix`, of the keys
+/// that start with it (its range end computed on bytes), from the current revision. A
+/// stream that fails or goes quiet is recorded as it was, and the watcher resumes on
+/// another member from the revision after the last event it saw (the checker chains such
+/// records into one). A watcher of every key holds compactions below the next revision it
+/// may be sent (see `Recorder::compaction_floors`); a prefix watcher that a compaction
+/// cancels resumes after the compaction's revision.
+pub fn watcher(
     recorder: Arc<Recorder>,
     members: Members,
     from_start: bool,
+    prefix: Option<&'static [u8]>,
     prev_kv: bool,
     deadline: Instant,
-) {
+) -> impl std::future::Future<Output = ()> {
     let mut next_revision = i64::from(from_start);
-    while Instant::now() < deadline {
-        let Some(channel) = channel(any_member(&members)).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let mut watch = Watch {
-            client: recorder.new_client(),
-            watch_id: 0,
-            key: String::new(),
-            range_end: Some("\0".into()),
-            prefix: false,
-            start_revision: next_revision,
-            filters: Vec::new(),
-            prev_kv,
-            responses: Vec::new(),
-            canceled: false,
-            compact_revision: 0,
-        };
-        let (requests, receiver) = tokio::sync::mpsc::channel(1);
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: Bytes::from_static(b"\0"),
-                    range_end: Bytes::from_static(b"\0"),
-                    start_revision: next_revision,
-                    prev_kv,
-                    ..Default::default()
-                },
-            )),
-        };
-        let _ = requests.send(create).await;
-        let stream = oxcd::server::ReceiverStream(receiver);
-        let opened =
-            tokio::time::timeout(CALL_TIMEOUT, WatchClient::new(channel).watch(stream)).await;
-        let Ok(Ok(response)) = opened else {
-            continue;
-        };
-        let mut responses = response.into_inner();
-        let mut created = false;
-        loop {
-            let quiet = Duration::from_secs(3);
-            let next = tokio::time::timeout(quiet, responses.message()).await;
-            let Ok(Ok(Some(message))) = next else { break };
-            if message.created && !created {
-                created = true;
-                watch.watch_id = message.watch_id;
+    // Registered before the first client runs, so that no compaction overtakes the start.
+    // A watcher from the current revision holds every compaction until it knows that
+    // revision.
+    let floor = prefix.is_none().then(|| {
+        let mut floors = recorder.compaction_floors.lock().unwrap();
+        floors.push(1);
+        floors.len() - 1
+    });
+    let (key, range_end) = match prefix {
+        Some(prefix) => (Bytes::from_static(prefix), Bytes::from(prefix_end(prefix))),
+        None => (Bytes::from_static(b"\0"), Bytes::from_static(b"\0")),
+    };
+    async move {
+        while Instant::now() < deadline {
+            let Some(channel) = channel(any_member(&members)).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut watch = Watch {
+                client: recorder.new_client(),
+                watch_id: 0,
+                key: prefix.map(text).unwrap_or_default(),
+                range_end: prefix.is_none().then(|| "\0".into()),
+                prefix: prefix.is_some(),
+                start_revision: next_revision,
+                filters: Vec::new(),
+                prev_kv,
+                responses: Vec::new(),
+                canceled: false,
+                compact_revision: 0,
+            };
+            let (requests, receiver) = tokio::sync::mpsc::channel(1);
+            let create = WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: key.clone(),
+                        range_end: range_end.clone(),
+                        start_revision: next_revision,
+                        prev_kv,
+                        ..Default::default()
+                    },
+                )),
+            };
+            let _ = requests.send(create).await;
+            let stream = oxcd::server::ReceiverStream(receiver);
+            let opened =
+                tokio::time::timeout(CALL_TIMEOUT, WatchClient::new(channel).watch(stream)).await;
+            let Ok(Ok(response)) = opened else {
+                continue;
+            };
+            let mut responses = response.into_inner();
+            let mut created = false;
+            loop {
+                let quiet = Duration::from_secs(3);
+                let next = tokio::time::timeout(quiet, responses.message()).await;
+                let Ok(Ok(Some(message))) = next else { break };
+                if message.created && !created {
+                    created = true;
+                    watch.watch_id = message.watch_id;
+                    if next_revision == 0 {
+                        let revision = message.header.as_ref().map_or(0, |h| h.revision);
+                        recorder.hold_compactions(floor, revision + 1);
+                    }
+                    if message.canceled {
+                        watch.canceled = true;
+                        watch.compact_revision = message.compact_revision;
+                        break;
+                    }
+                    continue;
+                }
                 if message.canceled {
                     watch.canceled = true;
                     watch.compact_revision = message.compact_revision;
                     break;
                 }
-                continue;
+                let revision = message.header.as_ref().map_or(0, |h| h.revision);
+                let events: Vec<Event> = message.events.iter().map(event).collect();
+                if let Some(last) = events.last() {
+                    next_revision = next_revision.max(last.mod_revision + 1);
+                    recorder.hold_compactions(floor, next_revision);
+                }
+                recorder.counts.lock().unwrap().watch_events += events.len() as u64;
+                watch.responses.push(WatchResponse {
+                    revision,
+                    progress_notify: events.is_empty(),
+                    events,
+                    fragment: message.fragment,
+                });
+                if Instant::now() >= deadline {
+                    break;
+                }
             }
-            if message.canceled {
-                watch.canceled = true;
-                watch.compact_revision = message.compact_revision;
-                break;
+            drop(requests);
+            // What was compacted is gone: the watch resumes after the compaction's revision
+            // (a compaction at r removes a delete made at r too, so a watch from r would not
+            // see it).
+            if watch.compact_revision > 0 {
+                next_revision = next_revision.max(watch.compact_revision + 1);
             }
-            let revision = message.header.as_ref().map_or(0, |h| h.revision);
-            let events: Vec<Event> = message.events.iter().map(event).collect();
-            if let Some(last) = events.last() {
-                next_revision = next_revision.max(last.mod_revision + 1);
+            recorder.hold_compactions(floor, next_revision.max(1));
+            if created {
+                recorder.history.lock().unwrap().push_watch(watch);
             }
-            recorder.counts.lock().unwrap().watch_events += events.len() as u64;
-            watch.responses.push(WatchResponse {
-                revision,
-                progress_notify: events.is_empty(),
-                events,
-                fragment: message.fragment,
-            });
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        drop(requests);
-        if created {
-            recorder.history.lock().unwrap().push_watch(watch);
         }
     }
 }

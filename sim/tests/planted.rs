@@ -44,6 +44,7 @@ fn every_planted_bug_is_caught() {
         Bug::SkipFsync,
         Bug::VoteWithoutLogCheck,
         Bug::RenewExpiredLease,
+        Bug::LimitBeforeSort,
     ] {
         if only_bug.as_deref().is_some_and(|name| name != bug.name()) {
             continue;

@@ -55,7 +55,9 @@ pub(crate) fn range(
         || request.min_create_revision != 0
         || request.max_create_revision != 0;
     let mut limit = request.limit;
-    if request.sort_order != SortOrder::None as i32 || filtered {
+    let sorted = request.sort_order != SortOrder::None as i32
+        && !crate::planted::active(crate::planted::Bug::LimitBeforeSort);
+    if sorted || filtered {
         limit = 0;
     }
     if limit > 0 {
