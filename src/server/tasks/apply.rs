@@ -138,9 +138,15 @@ impl Applier {
         self.backend_index = self.backend.consistent_index();
         self.uncommitted_entries = 0;
         let records = self.backend.member_records();
-        self.server
-            .membership
-            .replace(records.members, records.removed);
+        if records.members.is_empty() {
+            // An image saved before the member list ever was (older members): keep the
+            // list this member knows rather than dropping every peer.
+            tracing::warn!(index, "the snapshot image has no member list; keeping ours");
+        } else {
+            self.server
+                .membership
+                .replace(records.members, records.removed);
+        }
         self.server.alarms.reload();
         self.server.auth.reload()?;
         #[cfg(madsim)]
@@ -170,12 +176,22 @@ impl Applier {
         })?;
         let refusal = self.server.membership.conf_change_refusal(entry.index);
         // Bootstrap entries and the leader's automatic leave of a joint configuration carry
-        // no context: there is no record to change and nobody waiting.
-        let Ok(context) = ConfChangeContext::decode(change.context.clone()) else {
+        // no context: there is no record to change and nobody waiting. The member list is
+        // saved all the same, so that every backend image from here on carries it: a
+        // member restored from an image taken before any publication would otherwise
+        // learn an empty list and lose its routes to every peer.
+        let record = ConfChangeContext::decode(change.context.clone())
+            .ok()
+            .and_then(|context| context.member.map(|member| (context.request_id, member)));
+        let Some((request_id, record)) = record else {
+            if entry.index > self.backend_index {
+                self.server.membership.save();
+            }
             return Ok(());
         };
-        let Some(record) = context.member else {
-            return Ok(());
+        let context = ConfChangeContext {
+            request_id,
+            member: None,
         };
         if let Some(error) = refusal {
             // The Raft task refused it: the membership stays as it was.
