@@ -34,6 +34,15 @@ pub(crate) const TOKEN_KEY: &str = "token";
 /// The key the JSON gateway maps an `Authorization` header to.
 const TOKEN_KEY_GATEWAY: &str = "authorization";
 
+/// The token a request carries: gRPC's `token` metadata, or the gateway's `Authorization`.
+fn token_value(
+    metadata: &MetadataMap,
+) -> Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    metadata
+        .get(TOKEN_KEY)
+        .or_else(|| metadata.get(TOKEN_KEY_GATEWAY))
+}
+
 /// Whether an Auth request needs the `root` role (etcd's `needAdminPermission`); UserGet
 /// and RoleGet are also open to the user asked about and to holders of the role.
 pub(crate) fn needs_admin(request: &Request) -> bool {
@@ -146,10 +155,7 @@ impl Auth {
         metadata: &MetadataMap,
         extensions: &tonic::Extensions,
     ) -> Result<Option<AuthInfo>, ServerError> {
-        let token = metadata
-            .get(TOKEN_KEY)
-            .or_else(|| metadata.get(TOKEN_KEY_GATEWAY));
-        if let Some(token) = token {
+        if let Some(token) = token_value(metadata) {
             let token = token
                 .to_str()
                 .map_err(|_| ServerError::from(AuthError::InvalidAuthToken))?;
@@ -188,7 +194,7 @@ impl Auth {
     /// The Raft index a token says it was issued at, if it is well formed: a member that
     /// has not applied that far yet waits before it looks the token up.
     pub(crate) fn token_index(metadata: &MetadataMap) -> Option<u64> {
-        let token = metadata.get(TOKEN_KEY)?.to_str().ok()?;
+        let token = token_value(metadata)?.to_str().ok()?;
         tokens::token_index(token)
     }
 

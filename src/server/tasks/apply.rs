@@ -189,16 +189,12 @@ impl Applier {
             }
             return Ok(());
         };
-        let context = ConfChangeContext {
-            request_id,
-            member: None,
-        };
         if let Some(error) = refusal {
             // The Raft task refused it: the membership stays as it was.
             self.server
                 .proposer
                 .waiters
-                .complete(context.request_id, Err(error));
+                .complete(request_id, Err(error));
             return Ok(());
         }
         let mut removed_self = false;
@@ -215,7 +211,7 @@ impl Applier {
         self.server
             .proposer
             .waiters
-            .complete(context.request_id, Ok((Applied::Membership, revision)));
+            .complete(request_id, Ok((Applied::Membership, revision)));
         if removed_self {
             // Make the removal durable before stopping, so a restart does not rejoin.
             self.commit()?;
