@@ -341,6 +341,9 @@ fn auth_survives_restarts_and_reaches_a_member_through_a_snapshot() {
     // A member away while users change and the log moves past a snapshot learns the auth
     // state from the snapshot it receives.
     cluster[2].kill();
+    // The member killed may have led: the others elect a leader before the writes, as a
+    // client's 2 s dial timeout covers authenticating and an election may take longer.
+    cluster[0].wait_ready_as(&[ROOT]);
     cluster[0].ok(&["user", "add", "carol:carolpw", ROOT]);
     cluster[0].ok(&["user", "grant-role", "carol", "app", ROOT]);
     let changed = cluster[0].ctl_input(
