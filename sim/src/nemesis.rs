@@ -628,6 +628,7 @@ impl Nemesis {
         };
         let indexes: Vec<u8> = self.members.iter().map(|m| m.index).collect();
         let initial = ClusterSpec::cluster_of(indexes.into_iter().chain([new_index]));
+        tracing::info!(old = %format!("{old:x}"), new = %format!("{:x}", added.id), learner, "replacing a member");
         let joined = SimMember::join(new_index, &self.spec, &initial, self.seed, added.id);
         self.members.push(joined);
         self.sync_addresses();

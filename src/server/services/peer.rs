@@ -48,6 +48,11 @@ impl RaftTransportService {
             return Err(Status::failed_precondition(REMOVED));
         }
         self.server.membership.heard_from(batch.from);
+        if !batch.from_url.is_empty() {
+            self.server
+                .membership
+                .answer_unlisted(batch.from, &batch.from_url);
+        }
         for bytes in batch.messages {
             let message = Message::decode(bytes)
                 .map_err(|error| Status::invalid_argument(format!("bad raft message: {error}")))?;

@@ -171,6 +171,28 @@ impl Membership {
         true
     }
 
+    /// A peer that sent messages from `url` while this member's list does not name it: a
+    /// member added while this one was away (partitioned, or behind the leader's log) may
+    /// lead by the time this one is back, and this member learns of the addition only from
+    /// the entries or the snapshot that peer sends, which it sends only once it hears
+    /// answers. So the answers go to the URL the peer gave, until the list catches up.
+    /// Removed members, this member itself and listed members are left as they are.
+    pub(crate) fn answer_unlisted(&self, id: u64, url: &str) {
+        if id == self.own_id || self.is_removed(id) {
+            return;
+        }
+        if self
+            .members
+            .lock()
+            .expect("members lock poisoned")
+            .contains_key(&id)
+        {
+            return;
+        }
+        tracing::info!(peer = %format!("{id:x}"), url, "answering a member not yet in this member's list");
+        self.transport.add_peer(id, url.to_string());
+    }
+
     /// Members removed from the cluster (their ids may never return).
     pub(crate) fn removed(&self) -> Vec<u64> {
         self.removed
@@ -192,6 +214,10 @@ impl Membership {
     /// members it does not list are gone, and the transport follows. The changes that made
     /// the difference were folded into the snapshot, so they never apply here one by one.
     pub(crate) fn replace(&self, records: Vec<Member>, removed: Vec<u64>) {
+        // A removed peer may have been answered before it was listed (`answer_unlisted`).
+        for &id in removed.iter().filter(|&&id| id != self.own_id) {
+            self.transport.remove_peer(id);
+        }
         self.set_removed(removed);
         let listed: BTreeSet<u64> = records.iter().map(|r| r.id).collect();
         let dropped: Vec<u64> = {
@@ -467,6 +493,34 @@ mod tests {
         let known = membership.member(3).expect("listed");
         assert_eq!(known.peer_urls, vec!["http://127.0.0.1:3".to_string()]);
         assert_eq!(known.client_urls, vec!["http://127.0.0.1:2379".to_string()]);
+    }
+
+    #[test]
+    fn a_peer_not_yet_listed_is_answered_until_the_list_names_or_removes_it() {
+        let fixture = fixture();
+        let membership = &fixture.membership;
+        membership.set_member(record(1, "http://127.0.0.1:1"));
+        membership.apply_change(ConfChangeType::AddNode, &record(2, "http://127.0.0.1:2"));
+        // Member 3 joined while this one was away and now sends it messages.
+        membership.answer_unlisted(3, "http://127.0.0.1:3");
+        let peers = fixture.peers.0.lock().unwrap().clone();
+        assert_eq!(
+            peers.get(&3).map(String::as_str),
+            Some("http://127.0.0.1:3")
+        );
+        // It is answered, not listed: the list changes only by what the log says.
+        assert!(membership.member(3).is_none());
+        // Neither this member, a listed member's URL, nor a removed member is touched.
+        membership.answer_unlisted(1, "http://127.0.0.1:9");
+        membership.answer_unlisted(2, "http://127.0.0.1:9");
+        membership.apply_change(ConfChangeType::RemoveNode, &record(4, ""));
+        membership.answer_unlisted(4, "http://127.0.0.1:4");
+        let peers = fixture.peers.0.lock().unwrap().clone();
+        assert_eq!(peers.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(peers[&2], "http://127.0.0.1:2");
+        // A snapshot that says it was removed drops it from the transport too.
+        membership.replace(vec![record(1, "http://127.0.0.1:1")], vec![3]);
+        assert!(fixture.peers.0.lock().unwrap().is_empty());
     }
 
     #[test]

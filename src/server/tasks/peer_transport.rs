@@ -250,6 +250,15 @@ impl OpenStream {
         })
     }
 
+    /// Whether nothing was queued on this stream yet.
+    fn is_fresh(&self) -> bool {
+        self.progress
+            .lock()
+            .expect("stream progress lock poisoned")
+            .queued
+            == 0
+    }
+
     /// Queues `batch`; `Err` with the reason when the stream is gone or stalled.
     fn push(&self, batch: RaftBatch, stall: Duration) -> Result<(), &'static str> {
         let mut progress = self.progress.lock().expect("stream progress lock poisoned");
@@ -283,6 +292,12 @@ async fn send_loop(server: Arc<Server>, to: u64, url: String, mut queue: mpsc::R
     let mut stream: Option<OpenStream> = None;
     let mut backoff = BACKOFF_MIN;
     let sent = server.metrics.peer(to);
+    let own_url = server
+        .config
+        .advertise_peer_urls()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     loop {
         let first = tokio::select! {
             biased;
@@ -331,6 +346,10 @@ async fn send_loop(server: Arc<Server>, to: u64, url: String, mut queue: mpsc::R
                 .iter()
                 .map(|m| Bytes::from(m.encode_to_vec()))
                 .collect(),
+            from_url: match &stream {
+                Some(open) if open.is_fresh() => own_url.clone(),
+                _ => String::new(),
+            },
         };
         // A peer that stops reading (a partition, a paused process) must not hold the
         // queue: after an election timeout its stream is dropped and the peer reported.
