@@ -2,7 +2,8 @@
 //! (`promtool check metrics`) with etcd's metric names moving under load, `/health`,
 //! `/livez`, `/readyz` and `/version` on the metrics listener and on the client port, the
 //! gRPC health service, `/health` following quorum in a three-member cluster, and bad
-//! HTTP clients that must get a clear answer without stalling gRPC on the same port.
+//! HTTP clients that must get a clear answer without stalling gRPC on the same port; and
+//! the logs, to every output of `--log-outputs`, plain or as JSON.
 
 mod common;
 
@@ -579,4 +580,68 @@ fn health_follows_quorum_in_a_three_member_cluster() {
     members[2].restart();
     let body = wait_for_health(&members[0], 200, Duration::from_secs(30));
     assert_eq!(body, "{\"health\":\"true\",\"reason\":\"\"}");
+}
+
+#[test]
+fn logs_go_to_every_output_plain_or_as_json() {
+    // Logs to a file (stderr here is the test's log file): no terminal colors.
+    let plain = Server::start(Kind::Oxcd);
+    let log = plain.log();
+    assert!(log.contains("ready to serve client requests"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colors in a log that is not a terminal: {log:?}"
+    );
+    drop(plain);
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("oxcd.log");
+    let outputs = format!("--log-outputs=stderr,{}", file.display());
+    let json = Server::start_with(Kind::Oxcd, &[&outputs, "--log-format=json"]);
+    json.ok(&["put", "k", "v"]);
+    let written = std::fs::read_to_string(&file).expect("the log file");
+    assert!(!written.is_empty());
+    for line in written.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
+        assert!(
+            event["level"].is_string() && event["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        written
+            .lines()
+            .any(|line| line.contains(r#""message":"ready to serve client requests""#)),
+        "{written}"
+    );
+    // The same lines went to stderr.
+    let stderr = json.log();
+    assert!(
+        stderr.starts_with(written.lines().next().unwrap()),
+        "{stderr}"
+    );
+    drop(json);
+
+    // An output that cannot be opened, or a format oxcd does not write, stops the start.
+    for (flags, says) in [
+        (
+            vec!["--log-outputs=/nonexistent/dir/oxcd.log"],
+            "--log-outputs: cannot open \"/nonexistent/dir/oxcd.log\"",
+        ),
+        (
+            vec!["--log-format=xml"],
+            "invalid value 'xml' for '--log-format",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_oxcd"))
+            .args(&flags)
+            .arg("--data-dir")
+            .arg(dir.path().join("never"))
+            .output()
+            .expect("running oxcd");
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
 }

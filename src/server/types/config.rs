@@ -164,9 +164,15 @@ pub struct Config {
     #[arg(long, env = "OXCD_LOGGER", default_value = "zap")]
     pub logger: String,
 
-    /// Accepted for etcd compatibility; logs go to stderr.
+    /// Where logs go, comma-separated: `stderr` (also `default`), `stdout`, or file paths
+    /// (appended to; created when missing).
     #[arg(long, env = "OXCD_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+
+    /// Log format: `console` (one human-readable line per event, colored on a terminal)
+    /// or `json` (one JSON object per line, as etcd's zap logger writes).
+    #[arg(long, env = "OXCD_LOG_FORMAT", default_value = "console", value_parser = ["console", "json"])]
+    pub log_format: String,
 
     /// Path to the client server TLS certificate file (for `https://` client URLs).
     #[arg(long, env = "OXCD_CERT_FILE")]
