@@ -13,6 +13,8 @@
 //!   mending that etcdctl's `--cluster` commands need; telling gRPC from HTTP/1.1 on one
 //!   port), TLS for client and peer connections, and HTTP/1.1 serving for the metrics
 //!   and health endpoints.
+//! - `fuzz` (production builds only): the entry points of the fuzz targets in
+//!   `tests/fuzz`, one per decoder of outside input.
 //! - [`planted`]: bugs planted on purpose (only with the `planted-bugs` feature), which
 //!   the simulator must catch.
 //! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.
@@ -21,6 +23,8 @@
 //! `lease` depend on `io` at most; `server` ties them together.
 
 pub mod auth;
+#[cfg(not(madsim))]
+pub mod fuzz;
 pub mod io;
 pub mod lease;
 pub mod mvcc;

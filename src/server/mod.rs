@@ -48,6 +48,9 @@ mod tasks;
 pub(crate) mod types;
 mod wiring;
 
+/// The request checks, for the fuzz targets' entry points (`crate::fuzz`).
+#[cfg(not(madsim))]
+pub(crate) use services::validate;
 pub use types::config::Config;
 pub use types::ids::member_id;
 #[cfg(madsim)]

@@ -218,6 +218,21 @@ impl FrameHeader {
     }
 }
 
+/// What h2 reads of a connection on which a client sent `reads`, one after another, or the
+/// error that ends the connection (for the fuzz targets).
+pub(crate) fn rewrite<'a>(reads: impl IntoIterator<Item = &'a [u8]>) -> io::Result<Vec<u8>> {
+    let mut rewriter = Rewriter::new();
+    let mut read = Vec::new();
+    for chunk in reads {
+        rewriter.input.extend_from_slice(chunk);
+        rewriter.process()?;
+        read.extend_from_slice(&rewriter.output.split());
+    }
+    rewriter.end_of_stream();
+    read.extend_from_slice(&rewriter.output.split());
+    Ok(read)
+}
+
 impl Rewriter {
     fn new() -> Self {
         Rewriter {

@@ -1,0 +1,219 @@
+//! Entry points of the fuzz targets (`tests/fuzz`), one per decoder of outside input: what
+//! a peer sends, what a client sends (gRPC's HTTP/2 headers, the JSON gateway's bodies,
+//! auth tokens), and what is read back from disk at start (WAL segments, snapshot files).
+//!
+//! Each takes arbitrary bytes and must return without panicking, hanging or allocating
+//! without bound. Where a decoder promises more than that (a decoded value encodes back to
+//! itself; a connection that is not HTTP/2 passes through untouched), the entry point
+//! asserts it. The same functions replay the committed corpora in `tests/fuzz_corpora.rs`,
+//! so every input a fuzzer kept stays a case of the ordinary test suite.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use prost::Message as _;
+
+use crate::auth::jwt::JwtTokens;
+use crate::auth::tokens::{token_index, SimpleTokens};
+use crate::io::{Disk, SimDisk};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::oxcdpb::RaftBatch;
+use crate::raft::Message;
+use crate::server::validate;
+use crate::wal::{SnapshotFiles, Wal, WalOptions};
+
+/// A batch of Raft messages as a peer's stream carries it: the batch and each message
+/// decode or are refused, and a decoded message encodes back to itself.
+pub fn peer_batch(data: &[u8]) {
+    let Ok(batch) = RaftBatch::decode(data) else {
+        return;
+    };
+    for bytes in &batch.messages {
+        if let Ok(message) = Message::decode(bytes.as_ref()) {
+            let again = Message::decode(message.encode_to_vec().as_slice())
+                .expect("an encoded message decodes");
+            assert_eq!(
+                again, message,
+                "a message changed on its way through encoding"
+            );
+        }
+    }
+}
+
+/// The bytes a client sends on a gRPC connection, through the `:authority` rewriting,
+/// read in chunks whose sizes the input's first byte chooses. A connection that does not
+/// open with the HTTP/2 preface passes through byte for byte.
+pub fn client_connection(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(first).max(1);
+    let rewritten = crate::net::authority::rewrite(rest.chunks(chunk));
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let could_be_http2 =
+        rest.len() >= PREFACE.len() && rest.starts_with(PREFACE) || PREFACE.starts_with(rest);
+    if !could_be_http2 {
+        assert_eq!(
+            rewritten.expect("a pass-through cannot fail"),
+            rest,
+            "a connection that is not HTTP/2 was changed"
+        );
+    }
+}
+
+/// A JSON gateway body for the request type the input's first byte chooses: it decodes or
+/// is refused; a decoded request that encodes as JSON decodes back to itself, and the
+/// KV requests go through the checks a gRPC request meets.
+pub fn gateway_body(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    match kind % 16 {
+        0 => {
+            if let Some(request) = json_round_trip::<pb::RangeRequest>(body) {
+                let _ = validate::check_range(&request);
+            }
+        }
+        1 => {
+            if let Some(request) = json_round_trip::<pb::PutRequest>(body) {
+                let _ = validate::check_put(&request);
+            }
+        }
+        2 => {
+            if let Some(request) = json_round_trip::<pb::DeleteRangeRequest>(body) {
+                let _ = validate::check_delete(&request);
+            }
+        }
+        3 => {
+            if let Some(request) = json_round_trip::<pb::TxnRequest>(body) {
+                let _ = validate::check_txn(&request, 128);
+            }
+        }
+        4 => drop(json_round_trip::<pb::CompactionRequest>(body)),
+        5 => drop(json_round_trip::<pb::LeaseGrantRequest>(body)),
+        6 => drop(json_round_trip::<pb::LeaseTimeToLiveRequest>(body)),
+        7 => drop(json_round_trip::<pb::AuthenticateRequest>(body)),
+        8 => drop(json_round_trip::<pb::AuthUserAddRequest>(body)),
+        9 => drop(json_round_trip::<pb::AuthRoleGrantPermissionRequest>(body)),
+        10 => drop(json_round_trip::<pb::MemberAddRequest>(body)),
+        11 => drop(json_round_trip::<pb::AlarmRequest>(body)),
+        12 => drop(json_round_trip::<pb::MoveLeaderRequest>(body)),
+        13 => drop(json_round_trip::<pb::HashKvRequest>(body)),
+        // The streaming calls' bodies: JSON objects one after another.
+        14 => {
+            for request in serde_json::Deserializer::from_slice(body)
+                .into_iter::<pb::WatchRequest>()
+                .map_while(Result::ok)
+            {
+                json_round_trip_value(&request);
+            }
+        }
+        _ => {
+            for request in serde_json::Deserializer::from_slice(body)
+                .into_iter::<pb::LeaseKeepAliveRequest>()
+                .map_while(Result::ok)
+            {
+                json_round_trip_value(&request);
+            }
+        }
+    }
+}
+
+fn json_round_trip<T>(body: &[u8]) -> Option<T>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug,
+{
+    let request: T = serde_json::from_slice(body).ok()?;
+    json_round_trip_value(&request);
+    Some(request)
+}
+
+fn json_round_trip_value<T>(value: &T)
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug,
+{
+    // An enum number no variant has decodes but does not encode: only the decoding is
+    // the gateway's business.
+    if let Ok(json) = serde_json::to_vec(value) {
+        let again: T = serde_json::from_slice(&json).expect("encoded JSON decodes");
+        assert_eq!(&again, value, "a request changed on its way through JSON");
+    }
+}
+
+/// A token from a client's `authorization` metadata, looked up as a simple token and
+/// verified as a signed one.
+pub fn auth_token(data: &[u8]) {
+    static SIGNED: OnceLock<JwtTokens> = OnceLock::new();
+    let signed = SIGNED.get_or_init(|| {
+        JwtTokens::from_options("jwt,sign-method=HS256,priv-key=key,ttl=1h", |_| {
+            Ok(b"a fuzzing secret".to_vec())
+        })
+        .expect("HS256 options")
+    });
+    let token = String::from_utf8_lossy(data);
+    let _ = token_index(&token);
+    let now = Instant::now();
+    let mut simple = SimpleTokens::new(std::time::Duration::from_secs(300));
+    let issued = simple.assign("abcdefghijklmnop", 7, "alice", now);
+    assert_eq!(token_index(&issued), Some(7));
+    if token != issued {
+        assert_eq!(
+            simple.user(&token, now),
+            None,
+            "a token never issued was accepted"
+        );
+    }
+    if let Some(info) = signed.info(&token) {
+        // A signature that verified came from this key: it must name a user.
+        assert!(!info.username.is_empty());
+    }
+}
+
+/// A WAL directory whose segments are the input, split where its first two bytes say.
+pub fn wal_segments(data: &[u8]) {
+    let (split, segments) = match data {
+        [a, b, rest @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), rest),
+        _ => return,
+    };
+    let disk = Arc::new(SimDisk::new(0));
+    let dir = Path::new("/fuzz/wal");
+    disk.create_dir_all(dir)
+        .expect("a directory on a healthy disk");
+    let (first, second) = segments.split_at(split.min(segments.len()));
+    write(
+        disk.as_ref(),
+        &dir.join(format!("{:016x}-{:016x}.wal", 0, 0)),
+        first,
+    );
+    if !second.is_empty() {
+        write(
+            disk.as_ref(),
+            &dir.join(format!("{:016x}-{:016x}.wal", 1, 1)),
+            second,
+        );
+    }
+    let options = WalOptions {
+        segment_bytes: 1 << 20,
+        preallocate: false,
+    };
+    let _ = Wal::open(disk, dir, options);
+}
+
+/// A snapshot file read back at start.
+pub fn snapshot_file(data: &[u8]) {
+    let disk = Arc::new(SimDisk::new(0));
+    let dir = Path::new("/fuzz/snap");
+    let files = SnapshotFiles::open(disk.clone(), dir, 1).expect("a directory on a healthy disk");
+    write(
+        disk.as_ref(),
+        &dir.join("0000000000000002-0000000000000009.snap"),
+        data,
+    );
+    let _ = files.load_newest();
+}
+
+fn write(disk: &dyn Disk, path: &Path, data: &[u8]) {
+    let file = disk.open(path, true).expect("a file on a healthy disk");
+    file.write_at(0, data).expect("a write on a healthy disk");
+}
