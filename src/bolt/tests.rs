@@ -461,6 +461,9 @@ fn meta_page_ids_past_the_high_water_mark_are_refused() {
     ));
 }
 
+/// Picks a child page from the root's page id and the high-water mark.
+type ChildOf = fn(u64, u64) -> u64;
+
 /// Changes the first branch element of bucket "key"'s root in `image` to point at
 /// `child`.
 fn point_root_branch_at(image: &mut [u8], child: impl Fn(u64, u64) -> u64) {
@@ -474,7 +477,7 @@ fn point_root_branch_at(image: &mut [u8], child: impl Fn(u64, u64) -> u64) {
 #[test]
 fn branches_pointing_astray_are_refused() {
     let (image, _) = deep_image();
-    let cases: [(&str, fn(u64, u64) -> u64); 5] = [
+    let cases: [(&str, ChildOf); 5] = [
         ("itself", |root, _| root),
         ("the high-water mark", |_, high_water| high_water),
         ("far past the file", |_, _| u64::MAX / 2),
