@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::process::Command;
 
 use common::{Kind, Server};
@@ -101,8 +100,9 @@ fn an_etcd_snapshot_reads_back_as_its_revisions() {
     assert!(u64::from_be_bytes(consistent_index[..].try_into().unwrap()) >= 300);
 }
 
-/// Writes an etcd-shaped file of `count` revisions (`key{i}` = `value{i}`) at `path`.
-fn write_etcd_shaped(path: &std::path::Path, count: u64) {
+/// Writes an etcd-shaped file of `count` revisions (`key{i}` = `value{i}`) at `path`,
+/// with etcd's trailer if `trailer`.
+fn write_etcd_shaped(path: &std::path::Path, count: u64, trailer: bool) {
     let mut writer = Writer::create(path).unwrap();
     writer.begin_bucket(b"key").unwrap();
     for revision in 1..=count {
@@ -127,7 +127,11 @@ fn write_etcd_shaped(path: &std::path::Path, count: u64) {
     writer
         .put(b"consistent_index", &count.to_be_bytes())
         .unwrap();
-    writer.finish().unwrap();
+    let file = writer.finish().unwrap();
+    if trailer {
+        let mut file = file.into_inner().unwrap();
+        append_trailer(&mut file).unwrap();
+    }
 }
 
 #[test]
@@ -136,7 +140,7 @@ fn etcdctl_reads_a_written_file_and_etcd_serves_it_restored() {
     const COUNT: u64 = 500;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("written.db");
-    write_etcd_shaped(&path, COUNT);
+    write_etcd_shaped(&path, COUNT, false);
 
     let status = snapshot_status(&path);
     assert_eq!(status["revision"], COUNT);
@@ -146,13 +150,8 @@ fn etcdctl_reads_a_written_file_and_etcd_serves_it_restored() {
 
     // With etcd's trailer. `snapshot status` does not look at it (it reads the same),
     // `snapshot restore` checks it.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    append_trailer(&mut file).unwrap();
-    drop(file);
+    write_etcd_shaped(&path, COUNT, true);
+    assert_eq!(std::fs::metadata(&path).unwrap().len() % 512, 32);
     assert_eq!(snapshot_status(&path), status);
     Reader::open(&path).unwrap().verify_trailer().unwrap();
 
@@ -192,14 +191,7 @@ fn restore_refuses_a_written_file_whose_trailer_is_wrong() {
     common::ensure_etcd_tools();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("written.db");
-    write_etcd_shaped(&path, 20);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    append_trailer(&mut file).unwrap();
-    drop(file);
+    write_etcd_shaped(&path, 20, true);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;

@@ -6,7 +6,7 @@
 //! Pages 0 to 2 are reserved at the start and written last: the two metas, which point
 //! at the finished trees, and an empty freelist.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
@@ -39,9 +39,17 @@ pub struct Writer<W: Write + Seek> {
 }
 
 impl Writer<BufWriter<File>> {
-    /// Creates (or truncates) the file at `path` and writes a bbolt file into it.
+    /// Creates (or truncates) the file at `path` and writes a bbolt file into it. The
+    /// file is open for reading too, so that [`append_trailer`] can take it from
+    /// [`Writer::finish`].
     pub fn create(path: impl AsRef<Path>) -> Result<Self, Error> {
-        Writer::new(BufWriter::new(File::create(path)?), PAGE_SIZE_DEFAULT)
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Writer::new(BufWriter::new(file), PAGE_SIZE_DEFAULT)
     }
 }
 
@@ -131,6 +139,16 @@ impl<W: Write + Seek> Writer<W> {
         sink.seek(SeekFrom::Start(self.pages.next_page * page_size as u64))?;
         sink.flush()?;
         Ok(self.pages.sink)
+    }
+
+    /// The bytes of nodes held in memory, waiting to be written.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        let current = self
+            .current
+            .as_ref()
+            .map_or(0, |(_, tree)| tree.held_bytes());
+        current + self.root.held_bytes()
     }
 
     /// Writes the current bucket's tree and enters it in the root bucket.
@@ -383,6 +401,11 @@ impl TreeBuilder {
             child,
         });
         Ok(())
+    }
+
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.leaf.bytes + self.branches.iter().map(|node| node.bytes).sum::<usize>()
     }
 
     /// Writes what remains of every level and returns the root's page id.
