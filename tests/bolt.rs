@@ -90,6 +90,7 @@ fn an_etcd_snapshot_reads_back_as_its_revisions() {
     assert_eq!(revisions, expected);
 
     let meta = reader.bucket(b"meta").unwrap().unwrap();
+    assert!(meta.is_inline(), "etcd's small buckets are inline");
     let meta: BTreeMap<Vec<u8>, Vec<u8>> = reader
         .entries(&meta)
         .map(|entry| entry.map(|entry| (entry.key, entry.value)))
