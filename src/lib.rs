@@ -5,6 +5,8 @@
 //! - [`raft`]: the consensus core. Pure and deterministic: no async, no I/O, no clock.
 //! - [`io`]: the disk seam the simulator swaps (and redb's storage over it).
 //! - [`wal`]: the write-ahead log and snapshot files, over the disk seam.
+//! - [`bolt`]: bbolt database files, the format of etcd's backend and snapshots: a
+//!   reader and a streaming writer.
 //! - [`mvcc`]: revisions, the key index, the KV store on redb, the watch hub.
 //! - [`lease`]: the lessor.
 //! - [`server`]: one member, in layers: shared types, state owners, tasks (the Ready
@@ -23,6 +25,7 @@
 //! `lease` depend on `io` at most; `server` ties them together.
 
 pub mod auth;
+pub mod bolt;
 #[cfg(not(madsim))]
 pub mod fuzz;
 pub mod io;
