@@ -1,6 +1,7 @@
 //! Entry points of the fuzz targets (`tests/fuzz`), one per decoder of outside input: what
 //! a peer sends, what a client sends (gRPC's HTTP/2 headers, the JSON gateway's bodies,
-//! auth tokens), and what is read back from disk at start (WAL segments, snapshot files).
+//! auth tokens), and what is read back from disk at start (WAL segments, snapshot files),
+//! or handed in by an operator (bbolt snapshot files).
 //!
 //! Each takes arbitrary bytes and must return without panicking, hanging or allocating
 //! without bound. Where a decoder promises more than that (a decoded value encodes back to
@@ -216,4 +217,46 @@ pub fn snapshot_file(data: &[u8]) {
 fn write(disk: &dyn Disk, path: &Path, data: &[u8]) {
     let file = disk.open(path, true).expect("a file on a healthy disk");
     file.write_at(0, data).expect("a write on a healthy disk");
+}
+
+/// A bbolt file (an etcd snapshot or backend): every bucket and entry is read or the file
+/// is refused; a file read whole writes back, through the writer, as the same buckets and
+/// entries.
+pub fn bolt_file(data: &[u8]) {
+    type Buckets = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
+    let read = |bytes: &[u8]| -> Option<Buckets> {
+        let mut reader = crate::bolt::Reader::new(std::io::Cursor::new(bytes)).ok()?;
+        let _ = reader.verify_trailer();
+        let mut buckets = Vec::new();
+        for bucket in reader.buckets().ok()? {
+            let mut entries = Vec::new();
+            for entry in reader.entries(&bucket) {
+                let entry = entry.ok()?;
+                if entry.nested_bucket {
+                    // The writer makes top-level buckets only, as etcd uses.
+                    return None;
+                }
+                entries.push((entry.key, entry.value));
+            }
+            buckets.push((bucket.name, entries));
+        }
+        Some(buckets)
+    };
+    let Some(buckets) = read(data) else {
+        return;
+    };
+    let mut writer = crate::bolt::Writer::new(std::io::Cursor::new(Vec::new()), 4096)
+        .expect("a writer in memory");
+    for (name, entries) in &buckets {
+        writer.begin_bucket(name).expect("bucket names come sorted");
+        for (key, value) in entries {
+            writer.put(key, value).expect("keys come sorted");
+        }
+    }
+    let written = writer.finish().expect("a finished file").into_inner();
+    assert_eq!(
+        read(&written).as_ref(),
+        Some(&buckets),
+        "a file changed on its way through the writer"
+    );
 }

@@ -50,3 +50,27 @@ fn wal_segments() {
 fn snapshot_file() {
     replay("snapshot_file", oxcd::fuzz::snapshot_file);
 }
+
+#[test]
+fn bolt_file() {
+    replay("bolt_file", oxcd::fuzz::bolt_file);
+}
+
+/// The bbolt target's seed is a real etcd 3.4 snapshot that reads whole, so the target's
+/// round trip through the writer runs from the first input on.
+#[test]
+fn the_bolt_seed_is_a_readable_etcd_snapshot() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/bolt_file/etcd-3.4-snapshot");
+    let mut reader = oxcd::bolt::Reader::open(&path).expect("an etcd snapshot");
+    reader.verify_trailer().expect("its SHA-256 trailer");
+    let key = reader
+        .bucket(b"key")
+        .expect("buckets")
+        .expect("a key bucket");
+    let revisions = reader
+        .entries(&key)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("entries");
+    assert!(revisions.len() >= 4, "{revisions:?}");
+}
