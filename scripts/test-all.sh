@@ -10,11 +10,12 @@
 #      sim/regressions.txt, and a sample of seeds run twice for determinism; then auth
 #      under faults: permission changes must be as linearizable as the data;
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
-#      of seeds.
-# Environment: SIM_SEEDS (default 2000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
-# (default 300) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
-# scenario, SIM_THREADS (default: the cores) worlds side
-# by side; SKIP_SIM=1 skips steps 3 and 4.
+#      of seeds;
+#   5. a short run of every fuzz target (scripts/fuzz.sh).
+# Environment: SIM_SEEDS (default 1000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
+# (default 200) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
+# scenario, SIM_THREADS (default: the cores) worlds side by side; SKIP_SIM=1 skips steps
+# 3 and 4; FUZZ_SECONDS (default 15) per fuzz target, SKIP_FUZZ=1 skips step 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,14 +43,14 @@ step "checker on the recorded histories"
 cargo run -q --locked -p jepsen-lite -- selftest jepsen-lite/testdata
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
-    step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-300} seeds)"
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-300}" \
+    step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-200} seeds)"
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-200}" \
         cargo test --locked -p oxcd-sim --release --test single_member
 
-    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-2000} seeds), regressions, determinism"
+    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-1000} seeds), regressions, determinism"
     rm -f target/sim-sweep-summary.txt
     # The sweep simulates as many worlds side by side as there are cores (SIM_THREADS).
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-2000}" \
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-1000}" \
         cargo test --locked -p oxcd-sim --release --test cluster
     cat target/sim-sweep-summary.txt
 
@@ -65,4 +66,8 @@ if [ "${SKIP_SIM:-0}" != "1" ]; then
         -- --nocapture 2>&1 | grep -E '^planted bug|test result|panicked|not caught'
 fi
 
+if [ "${SKIP_FUZZ:-0}" != "1" ]; then
+    step "fuzzing: every target for ${FUZZ_SECONDS:-15} s"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-15}" bash scripts/fuzz.sh
+fi
 step "all tests passed"
