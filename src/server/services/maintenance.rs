@@ -131,9 +131,10 @@ impl Maintenance for MaintenanceService {
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         require_admin(&self.server, &_request).await?;
-        // A copy on disk, read a chunk at a time as the client takes them: the image is
-        // never in memory whole.
-        let image = self.server.store.copy_image()?;
+        // A copy on disk in etcd's format (what etcdctl's snapshot status and restore
+        // read), read a chunk at a time as the client takes them: the image is never in
+        // memory whole.
+        let image = self.server.store.copy_etcd_image()?;
         let header = self.server.header(self.server.store.current_revision());
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED);
         tokio::spawn(async move {

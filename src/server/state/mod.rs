@@ -5,6 +5,7 @@
 
 pub(crate) mod alarms;
 pub(crate) mod auth;
+pub(crate) mod etcd_image;
 pub(crate) mod lifecycle;
 pub(crate) mod membership;
 pub(crate) mod proposer;

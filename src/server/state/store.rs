@@ -74,6 +74,8 @@ pub(crate) struct ImageCopy {
     /// snapshot duration measures.
     started: Instant,
     metrics: Arc<Metrics>,
+    /// Whether its life counts as a snapshot's duration (an intermediate copy does not).
+    timed: bool,
 }
 
 impl ImageCopy {
@@ -90,9 +92,11 @@ impl ImageCopy {
 
 impl Drop for ImageCopy {
     fn drop(&mut self) {
-        self.metrics
-            .backend_snapshot
-            .observe(self.started.elapsed());
+        if self.timed {
+            self.metrics
+                .backend_snapshot
+                .observe(self.started.elapsed());
+        }
         if let Err(error) = self.disk.remove(&self.path) {
             tracing::warn!(path = %self.path.display(), %error, "cannot remove a backend image copy");
         }
@@ -497,6 +501,7 @@ impl Store {
             index: 0,
             started: Instant::now(),
             metrics: inner.metrics.clone(),
+            timed: true,
         };
         let _batch = inner
             .batch
@@ -509,6 +514,39 @@ impl Store {
             .copy_image(copy.file.as_ref())
             .map_err(backend_error)?;
         copy.index = state.kv.backend.consistent_index().map_err(backend_error)?;
+        Ok(copy)
+    }
+
+    /// A copy of the backend in etcd 3.4's format (a bbolt file, see `etcd_image`), for
+    /// the Maintenance snapshot: made from a copy of this backend, so the store is locked
+    /// only while that is taken.
+    pub(crate) fn copy_etcd_image(&self) -> Result<ImageCopy, ServerError> {
+        let mut native = self.copy_image()?;
+        native.timed = false;
+        let inner = &self.inner;
+        let nonce = inner.image_copies.fetch_add(1, Ordering::Relaxed);
+        let dir = inner.path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(format!("copy-{nonce}.etcd.snap.db.tmp"));
+        let io = |error: std::io::Error| ServerError::Internal(format!("etcd image: {error}"));
+        let file = inner.disk.open(&path, true).map_err(io)?;
+        let mut copy = ImageCopy {
+            disk: inner.disk.clone(),
+            path,
+            file,
+            len: 0,
+            index: native.index,
+            started: native.started,
+            metrics: inner.metrics.clone(),
+            timed: true,
+        };
+        let backend = Db::open(inner.disk.clone(), &native.path).map_err(backend_error)?;
+        let sink = FileSink {
+            file: copy.file.as_ref(),
+            position: 0,
+        };
+        let written = super::etcd_image::write(&backend, sink)
+            .map_err(|error| ServerError::Internal(format!("etcd image: {error}")))?;
+        copy.len = written.position;
         Ok(copy)
     }
 
@@ -655,5 +693,37 @@ impl KvWrite for ApplyTxn<'_> {
 
     fn visible_revision(&self) -> i64 {
         self.txn.current_revision() + i64::from(self.txn.has_changes())
+    }
+}
+
+/// `Write` and `Seek` over a disk file, for writers that stream (the bbolt writer).
+struct FileSink<'a> {
+    file: &'a dyn crate::io::DiskFile,
+    position: u64,
+}
+
+impl std::io::Write for FileSink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.file.write_at(self.position, bytes)?;
+        self.position += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for FileSink<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(at) => Some(at),
+            std::io::SeekFrom::End(delta) => self.file.len()?.checked_add_signed(delta),
+            std::io::SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+        };
+        self.position = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.position)
     }
 }
