@@ -60,6 +60,7 @@ pub use types::stream::ReceiverStream;
 /// The simulator's message faults plug in at the transport seam.
 #[cfg(madsim)]
 pub use types::transport;
+pub use wiring::backup::{restore_snapshot, snapshot_status, RestoreSummary, SnapshotStatus};
 pub use wiring::start::{run, run_on, StartError};
 
 #[cfg(test)]

@@ -293,6 +293,17 @@ pub fn start_member(server: &mut Server) {
     server.wait_ready();
 }
 
+/// Starts members made by [`member_server`] together (none answers before a quorum runs)
+/// and waits until each answers.
+pub fn start_members(members: &mut [Server]) {
+    for member in members.iter_mut() {
+        member.spawn_only();
+    }
+    for member in members.iter() {
+        member.wait_ready();
+    }
+}
+
 /// Starts an `n`-member oxcd cluster on loopback (members named m1, m2, …).
 pub fn start_cluster(n: usize) -> Vec<Server> {
     start_cluster_with(n, &[])

@@ -17,12 +17,13 @@
 //! - `meta`: `consistent_index` (u64, big-endian), and once compacted
 //!   `finishedCompactRev` and `scheduledCompactRev` (a revision key).
 
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 
 use prost::Message as _;
 
 use crate::bolt::{self, Writer};
-use crate::mvcc::Backend;
+use crate::mvcc::{Backend, Revision};
+use crate::proto::authpb::{Role, User};
 use crate::proto::etcdserverpb::AlarmResponse;
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::oxcdpb::{Member, SavedAuth, SavedMembers};
@@ -49,6 +50,8 @@ pub(crate) enum ImageError {
     Backend(#[from] crate::mvcc::BackendError),
     #[error("the saved {0} does not decode: {1}")]
     Decode(&'static str, prost::DecodeError),
+    #[error("not an etcd snapshot: {0}")]
+    NotEtcd(String),
 }
 
 /// An etcd revision key: `main` and `sub` big-endian with `_` between, and `t` after a
@@ -169,6 +172,180 @@ pub(crate) fn write<W: Write + Seek>(backend: &Backend, sink: W) -> Result<W, Im
         out.put(b"scheduledCompactRev", &revision)?;
     }
     Ok(out.finish()?)
+}
+
+/// What `restore` put in a backend.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Restored {
+    pub revisions: u64,
+    pub revision: i64,
+    pub compacted: i64,
+    pub leases: usize,
+    pub users: usize,
+    pub roles: usize,
+}
+
+/// Revisions written to the backend between commits, so that a large snapshot never
+/// waits in memory whole.
+const RESTORE_BATCH: u64 = 10_000;
+
+/// Fills `backend` (new and empty) from the etcd backend file `reader` reads: every
+/// revision, the compaction, the leases and the auth state. Membership and the applied
+/// index are left out: the restored member starts a new cluster from its flags, as a
+/// member restored by etcd's tools does.
+pub(crate) fn restore<R: Read + Seek>(
+    reader: &mut bolt::Reader<R>,
+    backend: &mut Backend,
+) -> Result<Restored, ImageError> {
+    let mut restored = Restored::default();
+    let key = reader
+        .bucket(b"key")?
+        .ok_or_else(|| ImageError::NotEtcd("no key bucket".into()))?;
+    let mut entries = Vec::new();
+    for entry in reader.entries(&key) {
+        let entry = entry?;
+        let (revision, tombstone) = parse_revision_key(&entry.key).ok_or_else(|| {
+            ImageError::NotEtcd(format!("a key bucket key of {} bytes", entry.key.len()))
+        })?;
+        let kv = KeyValue::decode(entry.value.as_slice())
+            .map_err(|error| ImageError::Decode("revision", error))?;
+        entries.push((revision, tombstone, kv));
+        if entries.len() as u64 >= RESTORE_BATCH {
+            restored.revisions += put_revisions(backend, &mut entries, &mut restored)?;
+        }
+    }
+    restored.revisions += put_revisions(backend, &mut entries, &mut restored)?;
+
+    if let Some(meta) = reader.bucket(b"meta")? {
+        for entry in reader.entries(&meta) {
+            let entry = entry?;
+            if entry.key == b"finishedCompactRev" {
+                let (revision, _) = parse_revision_key(&entry.value).ok_or_else(|| {
+                    ImageError::NotEtcd("a compacted revision that does not parse".into())
+                })?;
+                restored.compacted = revision.main;
+            }
+        }
+    }
+    if restored.compacted > 0 {
+        backend.set_compact_revision(restored.compacted);
+    }
+
+    if let Some(leases) = reader.bucket(b"lease")? {
+        for entry in reader.entries(&leases) {
+            let lease = EtcdLease::decode(entry?.value.as_slice())
+                .map_err(|error| ImageError::Decode("lease", error))?;
+            backend.put_lease(lease.id, lease.ttl, lease.remaining_ttl);
+            restored.leases += 1;
+        }
+    }
+
+    let mut auth = SavedAuth::default();
+    if let Some(bucket) = reader.bucket(b"auth")? {
+        for entry in reader.entries(&bucket) {
+            let entry = entry?;
+            match entry.key.as_slice() {
+                b"authEnabled" => auth.enabled = entry.value == [1],
+                b"authRevision" => {
+                    let bytes: [u8; 8] = entry.value.as_slice().try_into().map_err(|_| {
+                        ImageError::NotEtcd("an auth revision that is not 8 bytes".into())
+                    })?;
+                    auth.revision = u64::from_be_bytes(bytes);
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(bucket) = reader.bucket(b"authUsers")? {
+        for entry in reader.entries(&bucket) {
+            auth.users.push(
+                User::decode(entry?.value.as_slice())
+                    .map_err(|error| ImageError::Decode("user", error))?,
+            );
+        }
+    }
+    if let Some(bucket) = reader.bucket(b"authRoles")? {
+        for entry in reader.entries(&bucket) {
+            auth.roles.push(
+                Role::decode(entry?.value.as_slice())
+                    .map_err(|error| ImageError::Decode("role", error))?,
+            );
+        }
+    }
+    restored.users = auth.users.len();
+    restored.roles = auth.roles.len();
+    backend.set_auth(auth.encode_to_vec());
+    backend.commit()?;
+    Ok(restored)
+}
+
+fn put_revisions(
+    backend: &mut Backend,
+    entries: &mut Vec<(Revision, bool, KeyValue)>,
+    restored: &mut Restored,
+) -> Result<u64, ImageError> {
+    let count = entries.len() as u64;
+    for (revision, tombstone, kv) in entries.drain(..) {
+        restored.revision = restored.revision.max(revision.main);
+        backend.put(revision, tombstone, &kv);
+    }
+    backend.commit()?;
+    Ok(count)
+}
+
+/// A revision key of etcd's key bucket: (revision, whether it marks a deletion).
+pub(crate) fn parse_revision_key(key: &[u8]) -> Option<(Revision, bool)> {
+    let tombstone = match key.len() {
+        17 => false,
+        18 if key[17] == b't' => true,
+        _ => return None,
+    };
+    if key[8] != b'_' {
+        return None;
+    }
+    let main = i64::from_be_bytes(key[..8].try_into().ok()?);
+    let sub = i64::from_be_bytes(key[9..17].try_into().ok()?);
+    Some((Revision { main, sub }, tombstone))
+}
+
+/// What `etcdctl snapshot status` reports of an etcd backend file.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Status {
+    /// CRC-32C over every bucket's name and every entry's key and value, in file order.
+    pub hash: u32,
+    /// The newest revision in the key bucket.
+    pub revision: i64,
+    /// Entries in all buckets.
+    pub total_key: u64,
+    /// The database's size, without a trailer.
+    pub total_size: u64,
+}
+
+pub(crate) fn status<R: Read + Seek>(reader: &mut bolt::Reader<R>) -> Result<Status, ImageError> {
+    let mut hash = 0u32;
+    let mut total_key = 0;
+    let mut revision = 0;
+    for bucket in reader.buckets()? {
+        hash = crc32c::crc32c_append(hash, &bucket.name);
+        let is_key = bucket.name == b"key";
+        for entry in reader.entries(&bucket) {
+            let entry = entry?;
+            hash = crc32c::crc32c_append(hash, &entry.key);
+            hash = crc32c::crc32c_append(hash, &entry.value);
+            total_key += 1;
+            if is_key {
+                if let Some((parsed, _)) = parse_revision_key(&entry.key) {
+                    revision = parsed.main;
+                }
+            }
+        }
+    }
+    Ok(Status {
+        hash,
+        revision,
+        total_key,
+        total_size: reader.data_len(),
+    })
 }
 
 /// A member as etcd 3.4 stores it: `id` a number, empty fields left out.
