@@ -12,7 +12,8 @@
 //! The two streams clients use over the gateway are served too: `/v3/watch` and
 //! `/v3/lease/keepalive` read one or more JSON requests from the body and answer a chunked
 //! stream of `{"result":…}` lines (an error ends it with `{"error":…}`) for as long as the
-//! client stays. The Snapshot stream is not served here.
+//! client stays. `/v3/maintenance/snapshot` streams the backend the same way, each line's
+//! `blob` a base64 piece of it.
 
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ use crate::proto::etcdserverpb::cluster_server::Cluster as _;
 use crate::proto::etcdserverpb::kv_server::Kv as _;
 use crate::proto::etcdserverpb::lease_server::Lease as _;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance as _;
-use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
+use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, SnapshotRequest, WatchRequest};
 use crate::server::services::auth::AuthService;
 use crate::server::services::cluster::ClusterService;
 use crate::server::services::kv::KvService;
@@ -194,6 +195,7 @@ async fn route(server: Arc<Server>, request: http::Request<Bytes>) -> Response<R
     match route.as_str() {
         "watch" => watch(server, request).await,
         "lease/keepalive" => keep_alive(server, request),
+        "maintenance/snapshot" => snapshot(server, request).await,
         "kv/range" => call!(server, request, KvService, range),
         "kv/put" => call!(server, request, KvService, put),
         "kv/deleterange" => call!(server, request, KvService, delete_range),
@@ -279,6 +281,18 @@ fn keep_alive(server: Arc<Server>, request: http::Request<Bytes>) -> Response<Re
     streamed(stream)
 }
 
+async fn snapshot(server: Arc<Server>, request: http::Request<Bytes>) -> Response<ReplyBody> {
+    let (head, body) = request.into_parts();
+    let request = match grpc_request::<SnapshotRequest>(&body, &head.headers) {
+        Ok(request) => request,
+        Err(status) => return whole(error(&status)),
+    };
+    match (MaintenanceService { server }).snapshot(request).await {
+        Ok(response) => streamed(response.into_inner()),
+        Err(status) => whole(error(&status)),
+    }
+}
+
 /// A chunked answer of one JSON line per message of `stream`.
 fn streamed<T: serde::Serialize + Send + 'static>(stream: ChannelStream<T>) -> Response<ReplyBody> {
     use http_body_util::BodyExt as _;
@@ -354,6 +368,7 @@ impl<T: serde::Serialize> http_body::Body for JsonLines<T> {
 const ROUTES: &[&str] = &[
     "watch",
     "lease/keepalive",
+    "maintenance/snapshot",
     "kv/range",
     "kv/put",
     "kv/deleterange",
