@@ -76,6 +76,17 @@ fn decode_record(rev: Revision, bytes: &[u8]) -> Result<(bool, KeyValue), Backen
 impl Backend {
     /// Opens (or creates) the database file at `path` on `disk`.
     pub fn open(disk: Arc<dyn Disk>, path: &std::path::Path) -> Result<Self, BackendError> {
+        Self::open_with_cache(disk, path, None)
+    }
+
+    /// Opens the database file at `path` with at most `cache_bytes` of redb's page cache
+    /// (redb's default when `None`): a copy read once from start to end gains nothing from
+    /// a cache as large as the database.
+    pub fn open_with_cache(
+        disk: Arc<dyn Disk>,
+        path: &std::path::Path,
+        cache_bytes: Option<usize>,
+    ) -> Result<Self, BackendError> {
         let parent = path.parent().unwrap_or(std::path::Path::new("."));
         disk.create_dir_all(parent)?;
         if !disk.exists(path) {
@@ -95,7 +106,11 @@ impl Backend {
             disk.rename(&tmp, path)?;
             disk.sync_dir(parent)?;
         }
-        let db = Database::builder()
+        let mut builder = Database::builder();
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        let db = builder
             .create_with_backend(DiskBackend::new(disk.open(path, false)?))
             .map_err(redb_error)?;
         Self::create_tables(&db)?;

@@ -539,7 +539,8 @@ impl Store {
             metrics: inner.metrics.clone(),
             timed: true,
         };
-        let backend = Db::open(inner.disk.clone(), &native.path).map_err(backend_error)?;
+        let backend = Db::open_with_cache(inner.disk.clone(), &native.path, Some(COPY_CACHE_BYTES))
+            .map_err(backend_error)?;
         let sink = FileSink {
             file: copy.file.as_ref(),
             position: 0,
@@ -695,6 +696,9 @@ impl KvWrite for ApplyTxn<'_> {
         self.txn.current_revision() + i64::from(self.txn.has_changes())
     }
 }
+
+/// redb's page cache while a backend copy is read through once (into etcd's format).
+const COPY_CACHE_BYTES: usize = 16 << 20;
 
 /// `Write` and `Seek` over a disk file, for writers that stream (the bbolt writer).
 struct FileSink<'a> {

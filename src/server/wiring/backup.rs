@@ -10,6 +10,9 @@ use crate::mvcc::Backend;
 use crate::server::state::etcd_image;
 use crate::server::types::config::Config;
 
+/// redb's page cache while a restore writes the new backend from start to end.
+const RESTORE_CACHE_BYTES: usize = 64 << 20;
+
 /// What `etcdctl snapshot status` reports of a snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStatus {
@@ -97,7 +100,8 @@ pub fn restore_snapshot(
     let restored = (|| {
         let disk: Arc<dyn Disk> = Arc::new(StdDisk);
         let mut backend =
-            Backend::open(disk, &partial.backend_path()).map_err(|error| error.to_string())?;
+            Backend::open_with_cache(disk, &partial.backend_path(), Some(RESTORE_CACHE_BYTES))
+                .map_err(|error| error.to_string())?;
         etcd_image::restore(&mut reader, &mut backend).map_err(|error| error.to_string())
     })();
     let restored = match restored {
