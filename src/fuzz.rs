@@ -260,3 +260,18 @@ pub fn bolt_file(data: &[u8]) {
         "a file changed on its way through the writer"
     );
 }
+
+/// A snapshot file given to `oxctl snapshot status` and `restore`: its status is read and
+/// its contents restored into a new backend, or it is refused; never a panic.
+pub fn etcd_snapshot(data: &[u8]) {
+    let Ok(mut reader) = crate::bolt::Reader::new(std::io::Cursor::new(data)) else {
+        return;
+    };
+    let _ = crate::server::fuzz_snapshot_status(&mut reader);
+    let disk = Arc::new(SimDisk::new(0));
+    let path = Path::new("/fuzz/restore/db");
+    let Ok(mut backend) = crate::mvcc::Backend::open(disk, path) else {
+        return;
+    };
+    let _ = crate::server::fuzz_snapshot_restore(&mut reader, &mut backend);
+}

@@ -56,6 +56,11 @@ fn bolt_file() {
     replay("bolt_file", oxcd::fuzz::bolt_file);
 }
 
+#[test]
+fn etcd_snapshot() {
+    replay("etcd_snapshot", oxcd::fuzz::etcd_snapshot);
+}
+
 /// The bbolt target's seed is a real etcd 3.4 snapshot that reads whole, so the target's
 /// round trip through the writer runs from the first input on.
 #[test]

@@ -51,6 +51,11 @@ mod wiring;
 /// The request checks, for the fuzz targets' entry points (`crate::fuzz`).
 #[cfg(not(madsim))]
 pub(crate) use services::validate;
+/// A snapshot file's status and restore, for the fuzz targets' entry points.
+#[cfg(not(madsim))]
+pub(crate) use state::etcd_image::{
+    restore as fuzz_snapshot_restore, status as fuzz_snapshot_status,
+};
 pub use types::config::Config;
 pub use types::ids::member_id;
 #[cfg(madsim)]
