@@ -349,3 +349,83 @@ fn a_restore_refuses_what_it_cannot_do_safely() {
     let (ok, said) = restore(&file, &[]);
     assert!(!ok && said.contains("exists"), "{said}");
 }
+
+#[test]
+fn users_roles_and_permissions_move_from_etcd_with_the_snapshot() {
+    const ROOT: &str = "--user=root:rootpw";
+    let etcd = Server::start(Kind::Etcd);
+    for step in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice:alicepw"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        etcd.ok(step);
+    }
+    etcd.ok(&["put", "/app/k", "v", "--user=alice:alicepw"]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("etcd.db");
+    etcd.ok(&["snapshot", "save", file.to_str().unwrap(), ROOT]);
+
+    let peer = common::free_port();
+    let initial = format!("m1=http://127.0.0.1:{peer}");
+    let mut member = common::member_server("m1", peer, &initial, "new");
+    let restored = oxctl(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        member.data_dir.to_str().unwrap(),
+        "--name",
+        "m1",
+        "--initial-cluster",
+        &initial,
+        "--initial-advertise-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+    ]);
+    assert!(restored.status.success(), "{restored:?}");
+    assert!(
+        String::from_utf8_lossy(&restored.stdout).contains("leases: 0, users: 2, roles: 1"),
+        "{restored:?}"
+    );
+    member.restart_as(&[ROOT]);
+    for args in [
+        &[
+            "get",
+            "/app/k",
+            "--print-value-only",
+            "--user=alice:alicepw",
+        ][..],
+        &["get", "/app/k"],
+        &["put", "/elsewhere", "v", "--user=alice:alicepw"],
+        &["get", "/app/k", "--user=alice:wrong"],
+        &["user", "list", ROOT],
+        &["role", "get", "app", ROOT],
+        &["auth", "status", ROOT],
+    ] {
+        let on_oxcd = member.ctl(args);
+        let on_etcd = etcd.ctl(args);
+        assert_eq!(
+            (
+                on_oxcd.status.code(),
+                String::from_utf8_lossy(&on_oxcd.stdout)
+            ),
+            (
+                on_etcd.status.code(),
+                String::from_utf8_lossy(&on_etcd.stdout)
+            ),
+            "{args:?}: oxcd said {}",
+            String::from_utf8_lossy(&on_oxcd.stderr)
+        );
+    }
+}

@@ -149,8 +149,8 @@ fn restore(
     };
     let restored = oxcd::server::restore_snapshot(file, &config, skip_hash_check)?;
     println!(
-        "restored snapshot {} into {}: revision {}, {} revisions (compacted at {}), {} leases, \
-         {} users, {} roles",
+        "restored snapshot {} into {}: revision {}, revisions stored: {} (compacted at {}), \
+         leases: {}, users: {}, roles: {}",
         file.display(),
         config.data_dir().display(),
         restored.revision,
