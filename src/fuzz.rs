@@ -273,5 +273,5 @@ pub fn etcd_snapshot(data: &[u8]) {
     let Ok(mut backend) = crate::mvcc::Backend::open(disk, path) else {
         return;
     };
-    let _ = crate::server::fuzz_snapshot_restore(&mut reader, &mut backend);
+    let _ = crate::server::fuzz_snapshot_restore(&mut reader, &mut backend, &mut |_| {});
 }

@@ -429,3 +429,70 @@ fn users_roles_and_permissions_move_from_etcd_with_the_snapshot() {
         );
     }
 }
+
+#[test]
+fn oxctl_saves_snapshots_from_oxcd_and_etcd_as_etcdctl_does() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for kind in [Kind::Oxcd, Kind::Etcd] {
+        let server = Server::start(kind);
+        for i in 0..100 {
+            server.ok(&["put", &format!("k{i}"), &"s".repeat(2000)]);
+        }
+        let ours = dir.path().join("oxctl.db");
+        let theirs = dir.path().join("etcdctl.db");
+        let saved = oxctl(&[
+            "--endpoints",
+            &server.endpoint(),
+            "snapshot",
+            "save",
+            ours.to_str().unwrap(),
+        ]);
+        assert!(saved.status.success(), "{saved:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&saved.stdout),
+            format!("Snapshot saved at {}\n", ours.display())
+        );
+        server.ok(&["snapshot", "save", theirs.to_str().unwrap()]);
+        let status = |file: &std::path::Path| {
+            let output =
+                etcdctl_offline(&["snapshot", "status", file.to_str().unwrap(), "-w", "json"]);
+            let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+            (
+                status["hash"].clone(),
+                status["revision"].clone(),
+                status["totalKey"].clone(),
+            )
+        };
+        assert_eq!(status(&ours), status(&theirs));
+        assert!(!dir.path().join("oxctl.db.part").exists());
+    }
+    let server = Server::start(Kind::Oxcd);
+    let two = format!("{0},{0}", server.endpoint());
+    let refused = oxctl(&["--endpoints", &two, "snapshot", "save", "x.db"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("snapshot must be requested to one selected node, not multiple"));
+    // With authentication, the snapshot is root's.
+    for step in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        server.ok(step);
+    }
+    let file = dir.path().join("auth.db");
+    let path = file.to_str().unwrap();
+    let denied = oxctl(&["--endpoints", &server.endpoint(), "snapshot", "save", path]);
+    assert!(!denied.status.success(), "{denied:?}");
+    assert!(!file.exists());
+    let saved = oxctl(&[
+        "--endpoints",
+        &server.endpoint(),
+        "--user",
+        "root:rootpw",
+        "snapshot",
+        "save",
+        path,
+    ]);
+    assert!(saved.status.success(), "{saved:?}");
+}

@@ -151,66 +151,15 @@ mod bench {
         workload: String,
     }
 
-    /// How connections are made: plaintext, or TLS with a client certificate.
-    #[derive(Clone)]
-    enum Dialer {
-        Plain,
-        Tls(Arc<oxcd::net::tls::ClientTls>),
-    }
+    use oxcd::net::dial::Dialer;
 
-    impl Dialer {
-        fn new(args: &Args) -> Result<Dialer, String> {
-            use oxcd::net::tls::{ClientTls, TlsOptions, TlsVersion};
-            let (cert_file, key_file) = match (&args.cert, &args.key) {
-                (None, None) if args.cacert.is_none() && !args.insecure_skip_tls_verify => {
-                    return Ok(Dialer::Plain)
-                }
-                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-                _ => return Err("TLS needs a client certificate: --cert and --key".into()),
-            };
-            if args.cacert.is_none() && !args.insecure_skip_tls_verify {
-                return Err("TLS needs --cacert or --insecure-skip-tls-verify".into());
-            }
-            let tls = ClientTls::new(TlsOptions {
-                cert_file,
-                key_file,
-                // Without a CA, the server's certificate is not verified.
-                trusted_ca_file: args.cacert.clone(),
-                client_cert_auth: false,
-                allowed_cn: None,
-                allowed_hostname: None,
-                crl_file: None,
-                cipher_suites: Vec::new(),
-                min_version: TlsVersion::Tls12,
-                max_version: TlsVersion::Tls13,
-            })
-            .map_err(|e| e.to_string())?;
-            Ok(Dialer::Tls(Arc::new(tls)))
-        }
-
-        async fn connect(&self, endpoint: &str) -> Result<Channel, String> {
-            let failed = |e: tonic::transport::Error| {
-                let mut reason = format!("cannot connect to {endpoint}: {e}");
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    reason = format!("{reason}: {cause}");
-                    source = cause.source();
-                }
-                reason
-            };
-            match self {
-                Dialer::Plain => Channel::from_shared(format!("http://{endpoint}"))
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-                    .map_err(failed),
-                Dialer::Tls(tls) => Channel::from_shared(format!("https://{endpoint}"))
-                    .map_err(|e| e.to_string())?
-                    .connect_with_connector(tls.connector())
-                    .await
-                    .map_err(failed),
-            }
-        }
+    fn dialer(args: &Args) -> Result<Dialer, String> {
+        Dialer::from_flags(
+            args.cacert.clone(),
+            args.cert.clone(),
+            args.key.clone(),
+            args.insecure_skip_tls_verify,
+        )
     }
 
     fn key(index: usize, size: usize) -> Bytes {
@@ -253,7 +202,7 @@ mod bench {
     }
 
     pub async fn run(args: Args) -> Result<(), String> {
-        let dialer = Dialer::new(&args)?;
+        let dialer = dialer(&args)?;
         if args.workload == "watch-latency" {
             return watch_latency(&args, &dialer).await;
         }

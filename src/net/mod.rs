@@ -7,6 +7,7 @@
 
 pub(crate) mod authority;
 pub(crate) mod client_listener;
+pub mod dial;
 pub(crate) mod http1;
 pub(crate) mod sniff;
 pub mod tls;

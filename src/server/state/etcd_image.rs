@@ -193,9 +193,11 @@ const RESTORE_BATCH: u64 = 10_000;
 /// revision, the compaction, the leases and the auth state. Membership and the applied
 /// index are left out: the restored member starts a new cluster from its flags, as a
 /// member restored by etcd's tools does.
+/// `progress` hears the number of revisions written so far, after every batch.
 pub(crate) fn restore<R: Read + Seek>(
     reader: &mut bolt::Reader<R>,
     backend: &mut Backend,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<Restored, ImageError> {
     let mut restored = Restored::default();
     let key = reader
@@ -212,9 +214,11 @@ pub(crate) fn restore<R: Read + Seek>(
         entries.push((revision, tombstone, kv));
         if entries.len() as u64 >= RESTORE_BATCH {
             restored.revisions += put_revisions(backend, &mut entries, &mut restored)?;
+            progress(restored.revisions);
         }
     }
     restored.revisions += put_revisions(backend, &mut entries, &mut restored)?;
+    progress(restored.revisions);
 
     if let Some(meta) = reader.bucket(b"meta")? {
         for entry in reader.entries(&meta) {

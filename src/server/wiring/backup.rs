@@ -51,10 +51,13 @@ pub fn snapshot_status(path: &Path) -> Result<SnapshotStatus, String> {
 /// starts a new cluster from its flags, as a member restored by etcdutl does; every member
 /// of the new cluster is restored from the same file. The file's SHA-256 trailer is checked
 /// unless `skip_hash_check` (for a backend file copied from a data dir, which has none).
+///
+/// `progress` hears how many revisions are in the new backend so far.
 pub fn restore_snapshot(
     path: &Path,
     config: &Config,
     skip_hash_check: bool,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<RestoreSummary, String> {
     config.validate().map_err(|error| error.to_string())?;
     let members = config
@@ -102,7 +105,7 @@ pub fn restore_snapshot(
         let mut backend =
             Backend::open_with_cache(disk, &partial.backend_path(), Some(RESTORE_CACHE_BYTES))
                 .map_err(|error| error.to_string())?;
-        etcd_image::restore(&mut reader, &mut backend).map_err(|error| error.to_string())
+        etcd_image::restore(&mut reader, &mut backend, progress).map_err(|error| error.to_string())
     })();
     let restored = match restored {
         Ok(restored) => restored,
