@@ -134,7 +134,15 @@ impl Maintenance for MaintenanceService {
         // A copy on disk in etcd's format (what etcdctl's snapshot status and restore
         // read), read a chunk at a time as the client takes them: the image is never in
         // memory whole.
-        let image = self.server.store.copy_etcd_image()?;
+        let store = self.server.store.clone();
+        // The copy and its conversion take seconds for a large backend: off the async
+        // workers (in the simulator, which has no blocking pool, in place).
+        #[cfg(not(madsim))]
+        let image = tokio::task::spawn_blocking(move || store.copy_etcd_image())
+            .await
+            .map_err(|error| ServerError::Internal(format!("snapshot: {error}")))??;
+        #[cfg(madsim)]
+        let image = store.copy_etcd_image()?;
         let (chunks, stream) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED);
         tokio::spawn(async move {
             use sha2::Digest as _;
