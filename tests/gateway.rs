@@ -389,3 +389,62 @@ fn a_snapshot_streams_over_json_as_etcd_streams_it() {
     }
     assert_eq!(shapes[0], shapes[1]);
 }
+
+/// A Python interpreter with etcd3gw (OpenStack's client of the gateway), in a virtual
+/// environment under `target/`, made on first use.
+fn etcd3gw_python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/etcd3gw-venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import etcd3gw"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !ready {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("running python3 -m venv");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "etcd3gw==2.7.0"])
+            .status()
+            .expect("running pip");
+        assert!(installed.success(), "pip install etcd3gw failed");
+    }
+    python
+}
+
+#[test]
+fn the_etcd3gw_python_client_sees_oxcd_as_etcd() {
+    let python = etcd3gw_python();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/etcd3gw_session.py");
+    let mut outputs = Vec::new();
+    for kind in [Kind::Oxcd, Kind::Etcd] {
+        let server = Server::start(kind);
+        let output = Command::new(&python)
+            .arg(&script)
+            .args(["127.0.0.1", &server.port.to_string()])
+            .output()
+            .expect("running the etcd3gw session");
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.push(text);
+    }
+    assert!(
+        outputs[0].contains("watched: [('PUT', b'w', b'watched')]"),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[0].contains("second lock acquire (held): False"),
+        "{}",
+        outputs[0]
+    );
+    assert_eq!(outputs[0], outputs[1], "oxcd first, etcd second");
+}

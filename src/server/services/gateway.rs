@@ -11,9 +11,11 @@
 //!
 //! The two streams clients use over the gateway are served too: `/v3/watch` and
 //! `/v3/lease/keepalive` read one or more JSON requests from the body and answer a chunked
-//! stream of `{"result":…}` lines (an error ends it with `{"error":…}`) for as long as the
-//! client stays. `/v3/maintenance/snapshot` streams the backend the same way, each line's
-//! `blob` a base64 piece of it.
+//! stream of `{"result":…}` lines (an error ends it with `{"error":…}`). As with etcd's
+//! gateway, which half-closes the gRPC stream after the body's requests, a keep-alive
+//! answer ends once every request in the body is answered, and a watch goes on for as long
+//! as the client stays. `/v3/maintenance/snapshot` streams the backend the same way, each
+//! line's `blob` a base64 piece of it.
 
 use std::sync::Arc;
 
@@ -268,7 +270,7 @@ async fn watch(server: Arc<Server>, request: http::Request<Bytes>) -> Response<R
         Ok(info) => info,
         Err(failure) => return whole(error(&Status::from(failure))),
     };
-    let stream = super::watch::open(server, info, GivenRequests(watches.into_iter()));
+    let stream = super::watch::open(server, info, GivenRequests::then_wait(watches));
     streamed(stream)
 }
 
@@ -277,7 +279,7 @@ fn keep_alive(server: Arc<Server>, request: http::Request<Bytes>) -> Response<Re
         Ok(renewals) => renewals,
         Err(status) => return whole(error(&status)),
     };
-    let stream = super::lease::keep_alive_stream(server, GivenRequests(renewals.into_iter()));
+    let stream = super::lease::keep_alive_stream(server, GivenRequests::then_end(renewals));
     streamed(stream)
 }
 

@@ -46,15 +46,40 @@ impl<T: Send + 'static> RequestSource<T> for tonic::Streaming<T> {
     }
 }
 
-/// Requests given up front; then none, without ending the call.
+/// Requests given up front (the JSON gateway's body), then either the end of the requests
+/// (as a gRPC client's half-close: etcd ends a keep-alive stream there) or none, without
+/// ending the call (a watch goes on delivering events).
 #[cfg(not(madsim))]
-pub(crate) struct GivenRequests<T>(pub(crate) std::vec::IntoIter<T>);
+pub(crate) struct GivenRequests<T> {
+    requests: std::vec::IntoIter<T>,
+    then_end: bool,
+}
+
+#[cfg(not(madsim))]
+impl<T> GivenRequests<T> {
+    /// `requests`, then the end of the requests.
+    pub(crate) fn then_end(requests: Vec<T>) -> Self {
+        GivenRequests {
+            requests: requests.into_iter(),
+            then_end: true,
+        }
+    }
+
+    /// `requests`, then none, for as long as the call lasts.
+    pub(crate) fn then_wait(requests: Vec<T>) -> Self {
+        GivenRequests {
+            requests: requests.into_iter(),
+            then_end: false,
+        }
+    }
+}
 
 #[cfg(not(madsim))]
 impl<T: Send + 'static> RequestSource<T> for GivenRequests<T> {
     async fn next(&mut self) -> Result<Option<T>, Status> {
-        match self.0.next() {
+        match self.requests.next() {
             Some(request) => Ok(Some(request)),
+            None if self.then_end => Ok(None),
             None => std::future::pending().await,
         }
     }
