@@ -1,7 +1,8 @@
 //! The gRPC-JSON gateway: the same session of JSON requests (curl) against oxcd and a real
 //! etcd 3.4 on this machine must get byte-identical bodies and the same HTTP statuses —
 //! puts, ranges (prefix, limit, revision, sort), deletes, txns, compaction, leases, the
-//! member list, errors, and auth with a token in the `Authorization` header.
+//! member list, errors, and auth with a token in the `Authorization` header; the watch,
+//! keep-alive and snapshot streams; and a session of the etcd3gw Python client library.
 
 mod common;
 
