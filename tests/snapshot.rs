@@ -123,6 +123,35 @@ fn etcd_restored_from(file: &std::path::Path) -> Server {
     etcd
 }
 
+/// What alice, root and nobody get from `restored` must be what they got from `original`
+/// (`restored_kind` names the restored server in a failure).
+fn assert_same_auth_answers(restored: &Server, original: &Server, restored_kind: &str) {
+    const ROOT: &str = "--user=root:rootpw";
+    for args in [
+        &[
+            "get",
+            "/app/k",
+            "--print-value-only",
+            "--user=alice:alicepw",
+        ][..],
+        &["get", "/app/k"],
+        &["put", "/elsewhere", "v", "--user=alice:alicepw"],
+        &["get", "/app/k", "--user=alice:wrong"],
+        &["user", "list", ROOT],
+        &["role", "get", "app", ROOT],
+        &["auth", "status", ROOT],
+    ] {
+        let there = restored.ctl(args);
+        let here = original.ctl(args);
+        assert_eq!(
+            (there.status.code(), String::from_utf8_lossy(&there.stdout)),
+            (here.status.code(), String::from_utf8_lossy(&here.stdout)),
+            "{args:?}: {restored_kind} said {}",
+            String::from_utf8_lossy(&there.stderr)
+        );
+    }
+}
+
 #[test]
 fn users_roles_and_permissions_move_to_etcd_with_the_snapshot() {
     const ROOT: &str = "--user=root:rootpw";
@@ -152,35 +181,7 @@ fn users_roles_and_permissions_move_to_etcd_with_the_snapshot() {
 
     let mut etcd = etcd_restored_from(&file);
     etcd.restart_as(&[ROOT]);
-    for args in [
-        &[
-            "get",
-            "/app/k",
-            "--print-value-only",
-            "--user=alice:alicepw",
-        ][..],
-        &["get", "/app/k"],
-        &["put", "/elsewhere", "v", "--user=alice:alicepw"],
-        &["get", "/app/k", "--user=alice:wrong"],
-        &["user", "list", ROOT],
-        &["role", "get", "app", ROOT],
-        &["auth", "status", ROOT],
-    ] {
-        let on_etcd = etcd.ctl(args);
-        let on_oxcd = oxcd.ctl(args);
-        assert_eq!(
-            (
-                on_etcd.status.code(),
-                String::from_utf8_lossy(&on_etcd.stdout)
-            ),
-            (
-                on_oxcd.status.code(),
-                String::from_utf8_lossy(&on_oxcd.stdout)
-            ),
-            "{args:?}: etcd said {}",
-            String::from_utf8_lossy(&on_etcd.stderr)
-        );
-    }
+    assert_same_auth_answers(&etcd, &oxcd, "etcd");
 }
 
 fn oxctl(args: &[&str]) -> std::process::Output {
@@ -399,35 +400,7 @@ fn users_roles_and_permissions_move_from_etcd_with_the_snapshot() {
         "{restored:?}"
     );
     member.restart_as(&[ROOT]);
-    for args in [
-        &[
-            "get",
-            "/app/k",
-            "--print-value-only",
-            "--user=alice:alicepw",
-        ][..],
-        &["get", "/app/k"],
-        &["put", "/elsewhere", "v", "--user=alice:alicepw"],
-        &["get", "/app/k", "--user=alice:wrong"],
-        &["user", "list", ROOT],
-        &["role", "get", "app", ROOT],
-        &["auth", "status", ROOT],
-    ] {
-        let on_oxcd = member.ctl(args);
-        let on_etcd = etcd.ctl(args);
-        assert_eq!(
-            (
-                on_oxcd.status.code(),
-                String::from_utf8_lossy(&on_oxcd.stdout)
-            ),
-            (
-                on_etcd.status.code(),
-                String::from_utf8_lossy(&on_etcd.stdout)
-            ),
-            "{args:?}: oxcd said {}",
-            String::from_utf8_lossy(&on_oxcd.stderr)
-        );
-    }
+    assert_same_auth_answers(&member, &etcd, "oxcd");
 }
 
 #[test]

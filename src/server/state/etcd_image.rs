@@ -175,8 +175,8 @@ pub(crate) fn write<W: Write + Seek>(backend: &Backend, sink: W) -> Result<W, Im
 }
 
 /// What `restore` put in a backend.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct Restored {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
     pub revisions: u64,
     pub revision: i64,
     pub compacted: i64,
@@ -198,8 +198,8 @@ pub(crate) fn restore<R: Read + Seek>(
     reader: &mut bolt::Reader<R>,
     backend: &mut Backend,
     progress: &mut dyn FnMut(u64),
-) -> Result<Restored, ImageError> {
-    let mut restored = Restored::default();
+) -> Result<RestoreSummary, ImageError> {
+    let mut restored = RestoreSummary::default();
     let key = reader
         .bucket(b"key")?
         .ok_or_else(|| ImageError::NotEtcd("no key bucket".into()))?;
@@ -286,7 +286,7 @@ pub(crate) fn restore<R: Read + Seek>(
 fn put_revisions(
     backend: &mut Backend,
     entries: &mut Vec<(Revision, bool, KeyValue)>,
-    restored: &mut Restored,
+    restored: &mut RestoreSummary,
 ) -> Result<u64, ImageError> {
     let count = entries.len() as u64;
     for (revision, tombstone, kv) in entries.drain(..) {
@@ -313,8 +313,8 @@ pub(crate) fn parse_revision_key(key: &[u8]) -> Option<(Revision, bool)> {
 }
 
 /// What `etcdctl snapshot status` reports of an etcd backend file.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Status {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotStatus {
     /// CRC-32C over every bucket's name and every entry's key and value, in file order.
     pub hash: u32,
     /// The newest revision in the key bucket.
@@ -325,7 +325,9 @@ pub(crate) struct Status {
     pub total_size: u64,
 }
 
-pub(crate) fn status<R: Read + Seek>(reader: &mut bolt::Reader<R>) -> Result<Status, ImageError> {
+pub(crate) fn status<R: Read + Seek>(
+    reader: &mut bolt::Reader<R>,
+) -> Result<SnapshotStatus, ImageError> {
     let mut hash = 0u32;
     let mut total_key = 0;
     let mut revision = 0;
@@ -344,7 +346,7 @@ pub(crate) fn status<R: Read + Seek>(reader: &mut bolt::Reader<R>) -> Result<Sta
             }
         }
     }
-    Ok(Status {
+    Ok(SnapshotStatus {
         hash,
         revision,
         total_key,

@@ -8,42 +8,17 @@ use crate::bolt::Reader;
 use crate::io::{Disk, StdDisk};
 use crate::mvcc::Backend;
 use crate::server::state::etcd_image;
+pub use crate::server::state::etcd_image::{RestoreSummary, SnapshotStatus};
 use crate::server::types::config::Config;
 
 /// redb's page cache while a restore writes the new backend from start to end.
 const RESTORE_CACHE_BYTES: usize = 64 << 20;
 
-/// What `etcdctl snapshot status` reports of a snapshot file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotStatus {
-    pub hash: u32,
-    pub revision: i64,
-    pub total_key: u64,
-    pub total_size: u64,
-}
-
-/// What a restore put in the new data dir.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreSummary {
-    pub revisions: u64,
-    pub revision: i64,
-    pub compacted: i64,
-    pub leases: usize,
-    pub users: usize,
-    pub roles: usize,
-}
-
 /// The status of the snapshot file at `path` (an etcd or oxcd snapshot: both are etcd
 /// backend files).
 pub fn snapshot_status(path: &Path) -> Result<SnapshotStatus, String> {
     let mut reader = Reader::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    let status = etcd_image::status(&mut reader).map_err(|error| error.to_string())?;
-    Ok(SnapshotStatus {
-        hash: status.hash,
-        revision: status.revision,
-        total_key: status.total_key,
-        total_size: status.total_size,
-    })
+    etcd_image::status(&mut reader).map_err(|error| error.to_string())
 }
 
 /// Makes the data dir of `config` (which must not exist yet) from the snapshot file at
@@ -116,12 +91,5 @@ pub fn restore_snapshot(
     };
     std::fs::rename(&building, &data_dir)
         .map_err(|error| format!("moving the restored data dir into place: {error}"))?;
-    Ok(RestoreSummary {
-        revisions: restored.revisions,
-        revision: restored.revision,
-        compacted: restored.compacted,
-        leases: restored.leases,
-        users: restored.users,
-        roles: restored.roles,
-    })
+    Ok(restored)
 }
