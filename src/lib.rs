@@ -17,6 +17,7 @@
 //!   and health endpoints.
 //! - `fuzz` (production builds only): the entry points of the fuzz targets in
 //!   `tests/fuzz`, one per decoder of outside input.
+//! - [`v2`]: the v2 keyspace of `--enable-v2` (a tree with TTLs, separate from v3).
 //! - [`planted`]: bugs planted on purpose (only with the `planted-bugs` feature), which
 //!   the simulator must catch.
 //! - [`proto`]: the etcd v3 API types, generated at build time from `proto/`.
@@ -37,4 +38,5 @@ pub mod planted;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod v2;
 pub mod wal;

@@ -21,12 +21,15 @@ use crate::proto::mvccpb::KeyValue;
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LEASE: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
+/// The v2 keyspace, one record per node, keyed by its path.
+const V2: TableDefinition<&str, &[u8]> = TableDefinition::new("v2");
 
 const CONSISTENT_INDEX: &str = "consistent_index";
 const COMPACT_REVISION: &str = "compact_revision";
 const ALARMS: &str = "alarms";
 const MEMBERS: &str = "members";
 const AUTH: &str = "auth";
+const V2_INDEX: &str = "v2_index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -49,6 +52,7 @@ struct Pending {
     deletes: BTreeSet<Revision>,
     meta: BTreeMap<&'static str, Vec<u8>>,
     leases: BTreeMap<i64, Option<Vec<u8>>>,
+    v2: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 pub struct Backend {
@@ -127,6 +131,7 @@ impl Backend {
             txn.open_table(KV).map_err(redb_error)?;
             txn.open_table(META).map_err(redb_error)?;
             txn.open_table(LEASE).map_err(redb_error)?;
+            txn.open_table(V2).map_err(redb_error)?;
         }
         txn.commit().map_err(redb_error)
     }
@@ -364,12 +369,47 @@ impl Backend {
             .collect())
     }
 
+    /// The v2 store's index (the number of its changes).
+    pub fn v2_index(&self) -> Result<u64, BackendError> {
+        self.meta_u64(V2_INDEX)
+    }
+
+    pub fn set_v2_index(&mut self, index: u64) {
+        self.pending
+            .meta
+            .insert(V2_INDEX, index.to_le_bytes().to_vec());
+    }
+
+    /// Stores the record of the v2 node at `path`, or deletes it (`None`).
+    pub fn put_v2_node(&mut self, path: String, record: Option<Vec<u8>>) {
+        self.pending.v2.insert(path, record);
+    }
+
+    /// Every stored v2 node: (path, encoded record).
+    pub fn v2_nodes(&self) -> Result<Vec<(String, Vec<u8>)>, BackendError> {
+        let mut nodes = BTreeMap::new();
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let table = txn.open_table(V2).map_err(redb_error)?;
+        for item in table.iter().map_err(redb_error)? {
+            let (path, value) = item.map_err(redb_error)?;
+            nodes.insert(path.value().to_owned(), value.value().to_vec());
+        }
+        for (path, value) in &self.pending.v2 {
+            match value {
+                Some(value) => nodes.insert(path.clone(), value.clone()),
+                None => nodes.remove(path),
+            };
+        }
+        Ok(nodes.into_iter().collect())
+    }
+
     pub fn has_pending(&self) -> bool {
         let pending = &self.pending;
         !(pending.puts.is_empty()
             && pending.deletes.is_empty()
             && pending.meta.is_empty()
-            && pending.leases.is_empty())
+            && pending.leases.is_empty()
+            && pending.v2.is_empty())
     }
 
     /// Writes everything pending in one durable redb transaction.
@@ -396,6 +436,13 @@ impl Backend {
                 match value {
                     Some(value) => leases.insert(*id, value.as_slice()).map_err(redb_error)?,
                     None => leases.remove(*id).map_err(redb_error)?,
+                };
+            }
+            let mut v2 = txn.open_table(V2).map_err(redb_error)?;
+            for (path, value) in &self.pending.v2 {
+                match value {
+                    Some(value) => v2.insert(path.as_str(), value.as_slice()).map_err(redb_error)?,
+                    None => v2.remove(path.as_str()).map_err(redb_error)?,
                 };
             }
         }

@@ -30,6 +30,7 @@ use crate::server::state::txn::{self, KvWrite};
 use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
 use crate::server::types::metrics::Metrics;
+use crate::v2::{self, V2Error, V2Store};
 
 impl From<MvccError> for ServerError {
     fn from(error: MvccError) -> Self {
@@ -59,6 +60,8 @@ fn backend_error(error: BackendError) -> ServerError {
 struct State {
     kv: KvStore,
     lessor: Lessor,
+    /// The v2 keyspace (`--enable-v2`), persisted in the backend's v2 table.
+    v2: V2Store,
 }
 
 /// A backend image copied to a file of its own; the file goes when the copy is dropped.
@@ -119,7 +122,13 @@ struct Inner {
     batch: Arc<Mutex<()>>,
     /// Counts puts, deletes, ranges and txns, backend commits and snapshots.
     metrics: Arc<Metrics>,
+    /// Every v2 event as it is applied, for the v2 watches waiting for one.
+    v2_events: tokio::sync::broadcast::Sender<Arc<v2::Event>>,
 }
+
+/// v2 events kept for watches that have not caught up; a watch that falls further
+/// behind re-reads the store's history.
+const V2_EVENTS_BUFFERED: usize = 1024;
 
 /// The member's store. Clones share it.
 #[derive(Clone)]
@@ -162,6 +171,7 @@ impl Store {
                 image_copies: AtomicU64::new(0),
                 batch: Arc::default(),
                 metrics,
+                v2_events: tokio::sync::broadcast::channel(V2_EVENTS_BUFFERED).0,
             }),
         })
     }
@@ -179,7 +189,21 @@ impl Store {
                 lessor.attach(kv_pair.lease, kv_pair.key.clone());
             }
         }
-        Ok(State { kv, lessor })
+        let v2 = Self::load_v2(&kv.backend)?;
+        Ok(State { kv, lessor, v2 })
+    }
+
+    /// The v2 tree from the backend's v2 table.
+    fn load_v2(backend: &Db) -> Result<V2Store, ServerError> {
+        let corrupt = |error: String| ServerError::Internal(format!("the v2 store: {error}"));
+        let mut records = Vec::new();
+        for (path, encoded) in backend.v2_nodes().map_err(backend_error)? {
+            let record = v2::NodeRecord::decode(encoded.as_slice())
+                .map_err(|error| corrupt(format!("node {path}: {error}")))?;
+            records.push((path, record));
+        }
+        let index = backend.v2_index().map_err(backend_error)?;
+        V2Store::from_records(records, index).map_err(corrupt)
     }
 
     /// Replaces the backend with the image at `image` (a leader's snapshot), moving the
@@ -196,6 +220,82 @@ impl Store {
         hub.restore(restored.kv.revision);
         *state = restored;
         Ok(())
+    }
+
+    /// Applies a v2 request from the log; its changes join the backend's pending batch.
+    /// `now` (Unix nanoseconds) renders the TTLs of the answer.
+    pub(crate) fn v2_apply(
+        &self,
+        request: &crate::proto::oxcdpb::V2Request,
+        now: i64,
+    ) -> Result<Arc<v2::Event>, V2Error> {
+        let mut state = self.lock();
+        let State { kv, v2, .. } = &mut *state;
+        let before = v2.index();
+        let answer = v2.apply(request, now);
+        for (path, record) in v2.take_changes() {
+            kv.backend
+                .put_v2_node(path, record.map(|record| record.encode_to_vec()));
+        }
+        if v2.index() != before {
+            kv.backend.set_v2_index(v2.index());
+            // Every event after `before`, in order, for the waiting watches (a sync may
+            // expire several nodes at once).
+            for event in v2.events_after(before) {
+                let _ = self.inner.v2_events.send(event);
+            }
+        }
+        answer
+    }
+
+    /// A local read of the v2 keyspace.
+    pub(crate) fn v2_get(
+        &self,
+        path: &str,
+        recursive: bool,
+        sorted: bool,
+        now: i64,
+    ) -> Result<v2::Event, V2Error> {
+        self.lock().v2.get(path, recursive, sorted, now)
+    }
+
+    /// The first event at or after `since` a v2 watch of `key` sees (`None` yet), and a
+    /// receiver of the events applied from now on: taken under one lock, so that no
+    /// event falls between the two.
+    pub(crate) fn v2_watch(
+        &self,
+        key: &str,
+        recursive: bool,
+        since: u64,
+    ) -> Result<
+        (
+            Option<Arc<v2::Event>>,
+            u64,
+            tokio::sync::broadcast::Receiver<Arc<v2::Event>>,
+        ),
+        V2Error,
+    > {
+        let state = self.lock();
+        let since = if since == 0 { state.v2.index() + 1 } else { since };
+        let found = state.v2.scan(key, recursive, since)?;
+        Ok((found, state.v2.index(), self.inner.v2_events.subscribe()))
+    }
+
+    /// The v2 store's index now.
+    pub(crate) fn v2_index(&self) -> u64 {
+        self.lock().v2.index()
+    }
+
+    /// The earliest expiration in the v2 keyspace (Unix nanoseconds).
+    pub(crate) fn v2_next_expiry(&self) -> Option<i64> {
+        self.lock().v2.next_expiry()
+    }
+
+    /// Nodes in the v2 keyspace, and how many of them expire.
+    #[cfg_attr(madsim, allow(dead_code))]
+    pub(crate) fn v2_counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.v2.node_count(), state.v2.expiring_count())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -313,7 +413,7 @@ impl Store {
     /// Answers a Txn that only reads; returns the response and the revision it read at.
     pub(crate) fn read_txn(&self, request: &TxnRequest) -> Result<(TxnResponse, i64), ServerError> {
         let mut state = self.lock();
-        let State { kv, lessor } = &mut *state;
+        let State { kv, lessor, .. } = &mut *state;
         let revision = kv.revision;
         let mut view = ApplyTxn::new(kv.write(), lessor, true);
         let response = txn::txn(&mut view, request);
@@ -327,7 +427,7 @@ impl Store {
         apply: impl FnOnce(&mut dyn KvWrite) -> Result<T, ServerError>,
     ) -> Result<(T, i64), ServerError> {
         let mut state = self.lock();
-        let State { kv, lessor } = &mut *state;
+        let State { kv, lessor, .. } = &mut *state;
         let mut view = ApplyTxn::new(kv.write(), lessor, false);
         let result = apply(&mut view);
         view.record(&self.inner.metrics);
@@ -385,7 +485,7 @@ impl Store {
     /// Revokes a lease and deletes its keys at one revision; returns the revision after.
     pub(crate) fn revoke_lease(&self, id: i64) -> Result<i64, ServerError> {
         let mut state = self.lock();
-        let State { kv, lessor } = &mut *state;
+        let State { kv, lessor, .. } = &mut *state;
         let keys = lessor.revoke(id)?;
         kv.backend.delete_lease(id);
         let deletes = keys.len() as u64;

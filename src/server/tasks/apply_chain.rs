@@ -16,7 +16,7 @@ use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     TxnRequest,
 };
-use crate::proto::oxcdpb::{internal_request::Request, AuthHeader, Member};
+use crate::proto::oxcdpb::{internal_request::Request, AuthHeader, Member, V2Request};
 use crate::server::state::auth::Auth;
 use crate::server::state::server::Server;
 use crate::server::state::store::Store;
@@ -40,6 +40,8 @@ pub(crate) trait ApplyRequests {
     fn member_update(&mut self, record: Member) -> ApplyResult;
     /// A request of the Auth service.
     fn auth(&mut self, request: &Request) -> ApplyResult;
+    /// A request of the v2 keyspace.
+    fn v2(&mut self, request: &V2Request) -> ApplyResult;
 }
 
 /// Hands `request` to the method of its kind.
@@ -55,6 +57,7 @@ pub(crate) fn dispatch(applier: &mut dyn ApplyRequests, request: Option<Request>
         Some(Request::Alarm(request)) => applier.alarm(&request),
         Some(Request::MemberAttributes(record)) => applier.member_attributes(record),
         Some(Request::MemberUpdate(record)) => applier.member_update(record),
+        Some(Request::V2(request)) => applier.v2(&request),
         Some(
             request @ (Request::AuthEnable(_)
             | Request::AuthDisable(_)
@@ -239,6 +242,12 @@ impl ApplyRequests for StateApplier<'_> {
             None => Err(ServerError::Internal("not an auth request".into())),
         }
     }
+
+    fn v2(&mut self, request: &V2Request) -> ApplyResult {
+        let now = crate::v2::unix_nanos_now();
+        let outcome = self.store.v2_apply(request, now);
+        Ok((Applied::V2(outcome), self.revision()))
+    }
 }
 
 /// Checks the permissions of the user an entry names before its request reaches the rest
@@ -314,6 +323,11 @@ impl ApplyRequests for Authorized<'_> {
         permitted?;
         self.next.auth(request)
     }
+
+    fn v2(&mut self, request: &V2Request) -> ApplyResult {
+        // The v2 keyspace has no users of v3's auth (etcd 3.4 checks neither).
+        self.next.v2(request)
+    }
 }
 
 /// Refuses what would grow the backend while the NOSPACE alarm is raised: puts, txns that
@@ -370,6 +384,11 @@ impl ApplyRequests for Capped<'_> {
     fn auth(&mut self, request: &Request) -> ApplyResult {
         self.next.auth(request)
     }
+
+    fn v2(&mut self, request: &V2Request) -> ApplyResult {
+        // The v2 keyspace lives outside the v3 quota's accounting, as in etcd 3.4.
+        self.next.v2(request)
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +440,10 @@ mod tests {
         }
         fn auth(&mut self, _: &Request) -> ApplyResult {
             self.reached("auth")
+        }
+
+        fn v2(&mut self, _: &V2Request) -> ApplyResult {
+            self.reached("v2")
         }
     }
 

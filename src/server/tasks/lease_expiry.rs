@@ -4,11 +4,13 @@
 //! since it cannot know when the old leader last renewed them (etcd's promotion rule).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::io::Ticker;
 use crate::proto::etcdserverpb::LeaseRevokeRequest;
 use crate::proto::oxcdpb::internal_request::Request as Internal;
+use crate::proto::oxcdpb::{v2_request::Method, V2Request};
 use crate::server::state::server::Server;
 use crate::server::types::error::ServerError;
 
@@ -44,6 +46,7 @@ pub(crate) async fn run(server: Arc<Server>) {
     let mut ticker = Ticker::new(server.store.clock(), EXPIRY_CHECK_INTERVAL);
     // The term this member last took the lessor over in, while it still leads.
     let mut leading: Option<u64> = None;
+    let v2_sync = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             biased;
@@ -79,7 +82,35 @@ pub(crate) async fn run(server: Arc<Server>) {
                 }
             });
         }
+        expire_v2_nodes(&server, &v2_sync);
     }
+}
+
+/// On the leader: when a node of the v2 keyspace has expired by the wall clock, proposes
+/// a sync at the clock's time, which every member applies by expiring the same nodes
+/// (etcd's leader does the same every 500 ms). One sync in flight at a time.
+fn expire_v2_nodes(server: &Arc<Server>, in_flight: &Arc<AtomicBool>) {
+    if in_flight.load(Ordering::Acquire) {
+        return;
+    }
+    let now = crate::v2::unix_nanos_now();
+    if !server.store.v2_next_expiry().is_some_and(|at| at <= now) {
+        return;
+    }
+    let server = server.clone();
+    let in_flight = in_flight.clone();
+    in_flight.store(true, Ordering::Release);
+    tokio::spawn(async move {
+        let sync = Internal::V2(V2Request {
+            method: Method::Sync as i32,
+            time: now,
+            ..V2Request::default()
+        });
+        if let Err(error) = server.proposer.propose(sync).await {
+            tracing::warn!(%error, "failed to expire v2 keys");
+        }
+        in_flight.store(false, Ordering::Release);
+    });
 }
 
 #[cfg(test)]

@@ -110,6 +110,11 @@ pub struct Config {
     #[arg(long, env = "OXCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
+    /// Serve the v2 API (`/v2/keys`, `/v2/members`, `/v2/stats`, `/v2/machines`) on the
+    /// client URLs, with its own keyspace, as etcd 3.4 does with `--enable-v2=true`.
+    #[arg(long, env = "OXCD_ENABLE_V2", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_v2: bool,
+
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, env = "OXCD_STRICT_RECONFIG_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_reconfig_check: bool,

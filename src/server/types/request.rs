@@ -44,6 +44,20 @@ pub(crate) enum Applied {
     Membership,
     /// An Auth request.
     Auth(AuthAnswer),
+    /// A v2 request: its event, or the v2 error it met (an answer, not a failure).
+    V2(V2Outcome),
+}
+
+/// What a v2 request from the log comes to.
+pub(crate) type V2Outcome = Result<std::sync::Arc<crate::v2::Event>, crate::v2::V2Error>;
+
+impl FromApplied for V2Outcome {
+    fn from_applied(applied: Applied) -> Option<Self> {
+        match applied {
+            Applied::V2(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
 }
 
 /// The answer of an applied Auth request.
