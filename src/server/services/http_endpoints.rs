@@ -36,6 +36,7 @@ use crate::server::services::grpc_metrics::is_grpc;
 use crate::server::state::server::Server;
 use crate::server::types::config::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 use crate::server::types::error::ServerError;
+use crate::server::types::json::go_string;
 use crate::server::types::metrics::{Scrape, CONTENT_TYPE};
 use crate::server::types::process::ProcessStats;
 
@@ -247,7 +248,7 @@ async fn health(server: &Server, query: &Query) -> Response<Full<Bytes>> {
     tracing::warn!(%reason, "serving /health false");
     let body = format!(
         "{{\"health\":\"false\",\"reason\":{}}}\n",
-        json_string(&reason)
+        go_string(&reason)
     );
     reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, body)
 }
@@ -403,27 +404,6 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     response
 }
 
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,8 +435,8 @@ mod tests {
 
     #[test]
     fn reasons_are_json_strings() {
-        assert_eq!(json_string("RAFT NO LEADER"), "\"RAFT NO LEADER\"");
-        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(go_string("RAFT NO LEADER"), "\"RAFT NO LEADER\"");
+        assert_eq!(go_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
     }
 
     #[test]

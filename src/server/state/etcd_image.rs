@@ -27,6 +27,7 @@ use crate::proto::authpb::{Role, User};
 use crate::proto::etcdserverpb::AlarmResponse;
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::oxcdpb::{Member, SavedAuth, SavedMembers};
+use crate::server::types::json::{go_string, go_strings};
 
 /// The cluster version an etcd 3.4 backend records.
 const CLUSTER_VERSION: &str = "3.4.0";
@@ -359,48 +360,21 @@ fn member_json(member: &Member) -> String {
     let mut json = format!(
         r#"{{"id":{},"peerURLs":{}"#,
         member.id,
-        json_strings(&member.peer_urls)
+        go_strings(&member.peer_urls)
     );
     if member.is_learner {
         json.push_str(r#","isLearner":true"#);
     }
     if !member.name.is_empty() {
         json.push_str(r#","name":"#);
-        json.push_str(&json_string(&member.name));
+        json.push_str(&go_string(&member.name));
     }
     if !member.client_urls.is_empty() {
         json.push_str(r#","clientURLs":"#);
-        json.push_str(&json_strings(&member.client_urls));
+        json.push_str(&go_strings(&member.client_urls));
     }
     json.push('}');
     json
-}
-
-fn json_strings(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|item| json_string(item)).collect();
-    format!("[{}]", quoted.join(","))
-}
-
-/// A JSON string literal, escaped as Go's encoding/json escapes (`<`, `>` and `&` too).
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod ids;
+pub(crate) mod json;
 pub(crate) mod metrics;
 #[cfg(madsim)]
 pub mod observe;
