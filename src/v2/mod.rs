@@ -15,7 +15,7 @@ pub mod error;
 pub mod store;
 
 pub use error::V2Error;
-pub use store::{Action, Event, NodeRecord, NodeView, V2Store};
+pub use store::{Action, Event, NodeRecord, NodeView, Op, Stats, V2Store};
 
 /// The smallest expiration a request may carry: earlier ones mean "never" (etcd's
 /// `minExpireTime`, 2000-01-01T00:00:00Z, in nanoseconds since the Unix epoch).

@@ -8,6 +8,7 @@
 //! So every member that applies the same requests holds the same tree.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::error::{self as code, V2Error};
@@ -252,6 +253,46 @@ impl Event {
     }
 }
 
+/// Operations counted by the store's statistics (etcd's `/v2/stats/store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Set,
+    Delete,
+    Update,
+    Create,
+    CompareAndSwap,
+    CompareAndDelete,
+}
+
+/// Successes and failures of each operation, and the nodes expired; kept in memory (a
+/// restart starts them again, as in etcd).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// (success, failure) per [`Op`], in its order.
+    counts: [(AtomicU64, AtomicU64); 7],
+    expired: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, op: Op, ok: bool) {
+        let (success, failure) = &self.counts[op as usize];
+        let counter = if ok { success } else { failure };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (success, failure) of `op`.
+    pub fn of(&self, op: Op) -> (u64, u64) {
+        let (success, failure) = &self.counts[op as usize];
+        (success.load(Ordering::Relaxed), failure.load(Ordering::Relaxed))
+    }
+
+    /// Nodes removed by expiry.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+}
+
 /// The v2 tree, its index, the nodes that expire, and the recent events.
 #[derive(Debug)]
 pub struct V2Store {
@@ -264,6 +305,7 @@ pub struct V2Store {
     /// The nodes changed since the last [`V2Store::take_changes`]: a record to store, or
     /// `None` to delete.
     changes: BTreeMap<String, Option<NodeRecord>>,
+    stats: Stats,
 }
 
 impl Default for V2Store {
@@ -274,6 +316,7 @@ impl Default for V2Store {
             expiring: BTreeSet::new(),
             history: VecDeque::new(),
             changes: BTreeMap::new(),
+            stats: Stats::default(),
         }
     }
 }
@@ -325,6 +368,11 @@ impl V2Store {
             }
         }
         Ok(store)
+    }
+
+    /// The counts of operations since the member started.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The store's index: the number of changes made so far.
@@ -431,6 +479,12 @@ impl V2Store {
 
     /// A read of `path`.
     pub fn get(&self, path: &str, recursive: bool, sorted: bool, now: i64) -> Result<Event, V2Error> {
+        let read = self.read(path, recursive, sorted, now);
+        self.stats.count(Op::Get, read.is_ok());
+        read
+    }
+
+    fn read(&self, path: &str, recursive: bool, sorted: bool, now: i64) -> Result<Event, V2Error> {
         let path = clean_path(path);
         let node = self.lookup(&path)?;
         let mut event = Event::new(Action::Get, &path, node.modified, node.created);
@@ -776,6 +830,9 @@ impl V2Store {
             event.etcd_index = next;
             events.push(self.remember(event));
         }
+        self.stats
+            .expired
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         events
     }
 
@@ -788,45 +845,68 @@ impl V2Store {
         let value = request.val.clone();
         let expire_at = request.expiration;
         let compares = !request.prev_value.is_empty() || request.prev_index != 0;
-        match Method::try_from(request.method).unwrap_or(Method::Unknown) {
-            Method::Post => self.create(path, request.dir, value, true, expire_at, now),
+        let (op, outcome) = match Method::try_from(request.method).unwrap_or(Method::Unknown) {
+            Method::Post => (
+                Op::Create,
+                self.create(path, request.dir, value, true, expire_at, now),
+            ),
             Method::Put => match request.prev_exist {
-                Some(true) if !compares => {
-                    self.update(path, value, expire_at, request.refresh, now)
-                }
-                Some(false) => self.create(path, request.dir, value, false, expire_at, now),
-                _ if compares => self.compare_and_swap(
-                    path,
-                    &request.prev_value,
-                    request.prev_index,
-                    value,
-                    expire_at,
-                    request.refresh,
-                    now,
+                Some(true) if !compares => (
+                    Op::Update,
+                    self.update(path, value, expire_at, request.refresh, now),
                 ),
-                _ => self.set(path, request.dir, value, expire_at, request.refresh, now),
+                Some(false) => (
+                    Op::Create,
+                    self.create(path, request.dir, value, false, expire_at, now),
+                ),
+                _ if compares => (
+                    Op::CompareAndSwap,
+                    self.compare_and_swap(
+                        path,
+                        &request.prev_value,
+                        request.prev_index,
+                        value,
+                        expire_at,
+                        request.refresh,
+                        now,
+                    ),
+                ),
+                _ => (
+                    Op::Set,
+                    self.set(path, request.dir, value, expire_at, request.refresh, now),
+                ),
             },
-            Method::Delete if compares => {
-                self.compare_and_delete(path, &request.prev_value, request.prev_index, now)
+            Method::Delete if compares => (
+                Op::CompareAndDelete,
+                self.compare_and_delete(path, &request.prev_value, request.prev_index, now),
+            ),
+            Method::Delete => (
+                Op::Delete,
+                self.delete(path, request.dir, request.recursive, now),
+            ),
+            Method::Qget => {
+                return self
+                    .get(path, request.recursive, request.sorted, now)
+                    .map(Arc::new)
             }
-            Method::Delete => self.delete(path, request.dir, request.recursive, now),
-            Method::Qget => self
-                .get(path, request.recursive, request.sorted, now)
-                .map(Arc::new),
             Method::Sync => {
                 let expired = self.expire(request.time, now);
-                Ok(expired.last().cloned().unwrap_or_else(|| {
+                return Ok(expired.last().cloned().unwrap_or_else(|| {
                     let mut event = Event::new(Action::Expire, "/", self.index, 0);
                     event.etcd_index = self.index;
                     Arc::new(event)
-                }))
+                }));
             }
-            Method::Unknown => Err(V2Error::new(
-                code::INVALID_FIELD,
-                format!("unknown method {}", request.method),
-                self.index,
-            )),
-        }
+            Method::Unknown => {
+                return Err(V2Error::new(
+                    code::INVALID_FIELD,
+                    format!("unknown method {}", request.method),
+                    self.index,
+                ))
+            }
+        };
+        self.stats.count(op, outcome.is_ok());
+        outcome
     }
 
     /// The events of the history after `index`, oldest first.
@@ -1025,5 +1105,9 @@ mod tests {
             ..V2Request::default()
         };
         assert_eq!(store.apply(&delete, NOW).unwrap().action, Action::CompareAndDelete);
+        assert_eq!(store.stats().of(Op::Set), (1, 0));
+        assert_eq!(store.stats().of(Op::Update), (1, 1));
+        assert_eq!(store.stats().of(Op::CompareAndSwap), (1, 0));
+        assert_eq!(store.stats().of(Op::CompareAndDelete), (1, 0));
     }
 }

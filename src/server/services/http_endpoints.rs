@@ -51,6 +51,9 @@ pub(crate) async fn respond_client(
     if super::gateway::is_gateway_path(request.uri().path()) {
         return super::gateway::respond(server, request).await;
     }
+    if super::v2http::is_v2_path(request.uri().path()) {
+        return super::v2http::respond(server, request).await;
+    }
     whole(respond(server, request).await)
 }
 

@@ -22,5 +22,7 @@ pub(crate) mod maintenance;
 pub(crate) mod middleware;
 pub(crate) mod peer;
 pub(crate) mod status;
+#[cfg(not(madsim))]
+pub(crate) mod v2http;
 pub(crate) mod validate;
 pub(crate) mod watch;

@@ -59,6 +59,13 @@ pub(crate) struct Server {
     raft_status: Mutex<RaftStatus>,
     /// Published by the applier after every batch.
     applied: Progress,
+    /// When the member started (the v2 stats' `startTime`).
+    pub(crate) started: std::time::SystemTime,
+    /// The leader last known, and since when (the v2 stats' `leaderInfo`).
+    leader_since: Mutex<(u64, std::time::SystemTime)>,
+    /// Raft append requests sent to and received from peers (the v2 stats' counts).
+    pub(crate) appends_sent: std::sync::atomic::AtomicU64,
+    pub(crate) appends_received: std::sync::atomic::AtomicU64,
 }
 
 /// The parts a server is made of, assembled by the bootstrap.
@@ -109,6 +116,10 @@ impl Server {
             leader_connection: Mutex::new(None),
             raft_status: Mutex::new(RaftStatus::default()),
             applied: Progress::new(applied_index),
+            started: std::time::SystemTime::now(),
+            leader_since: Mutex::new((0, std::time::SystemTime::now())),
+            appends_sent: Default::default(),
+            appends_received: Default::default(),
         }
     }
 
@@ -151,6 +162,15 @@ impl Server {
 
     pub(crate) fn set_raft_status(&self, status: RaftStatus) {
         *self.raft_status.lock().expect("raft status lock poisoned") = status;
+        let mut since = self.leader_since.lock().expect("leader lock poisoned");
+        if since.0 != status.leader {
+            *since = (status.leader, std::time::SystemTime::now());
+        }
+    }
+
+    /// The leader last known (0 for none) and when this member learnt of it.
+    pub(crate) fn leader_since(&self) -> (u64, std::time::SystemTime) {
+        *self.leader_since.lock().expect("leader lock poisoned")
     }
 
     pub(crate) fn applied_index(&self) -> u64 {

@@ -281,21 +281,15 @@ impl Store {
         Ok((found, state.v2.index(), self.inner.v2_events.subscribe()))
     }
 
-    /// The v2 store's index now.
-    pub(crate) fn v2_index(&self) -> u64 {
-        self.lock().v2.index()
-    }
-
     /// The earliest expiration in the v2 keyspace (Unix nanoseconds).
     pub(crate) fn v2_next_expiry(&self) -> Option<i64> {
         self.lock().v2.next_expiry()
     }
 
-    /// Nodes in the v2 keyspace, and how many of them expire.
+    /// What `read` makes of the v2 store's operation counts.
     #[cfg_attr(madsim, allow(dead_code))]
-    pub(crate) fn v2_counts(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.v2.node_count(), state.v2.expiring_count())
+    pub(crate) fn v2_stats<T>(&self, read: impl FnOnce(&v2::Stats) -> T) -> T {
+        read(self.lock().v2.stats())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -136,6 +136,9 @@ impl RaftNode {
                 }
             }
             NodeInput::Step(message) => {
+                if message.msg_type() == MessageType::Append {
+                    self.server.appends_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Err(error) = self.raw_node.step(message) {
                     tracing::debug!(%error, "dropped a raft message");
                 }
@@ -283,6 +286,9 @@ impl RaftNode {
         for message in messages {
             if message.to == self.server.id {
                 continue;
+            }
+            if message.msg_type() == MessageType::Append {
+                self.server.appends_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if message.msg_type() == MessageType::Heartbeat {
                 let now = self.server.store.clock().now();
