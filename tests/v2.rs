@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{start_cluster_with, Kind, Server};
+use common::{free_port, member_server_with, start_cluster_with, start_member, Kind, Server};
 
 /// `curl -s -i ARGS` against `server`, with `{}` in an argument standing for its URL.
 fn curl(server: &Server, args: &[&str]) -> String {
@@ -275,4 +275,53 @@ fn the_v2_api_is_off_unless_enabled() {
     assert_eq!(enabled.ok(&["get", "/foo"]), "");
     enabled.ok(&["put", "/foo", "v3"]);
     assert_eq!(ok2(&enabled, &["get", "/foo"]), "v2\n");
+}
+
+fn oxctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oxctl"))
+        .args(args)
+        .output()
+        .expect("running oxctl")
+}
+
+#[test]
+fn a_backup_of_a_stopped_member_starts_a_new_cluster_with_every_key() {
+    let mut source = v2_server(Kind::Oxcd);
+    ok2(&source, &["set", "/v2/dir/key", "from v2"]);
+    ok2(&source, &["set", "--ttl", "3600", "/v2/lasting", "x"]);
+    source.ok(&["put", "v3key", "from v3"]);
+    let lease = source.ok(&["lease", "grant", "600"]);
+    let lease = lease.split_whitespace().nth(1).expect("a lease id").to_owned();
+    source.ok(&["put", "--lease", &lease, "leased", "yes"]);
+    assert!(source.terminate(), "a clean stop");
+
+    let data_dir = source.data_dir.to_str().unwrap().to_owned();
+    let peer_port = free_port();
+    let mut copy = member_server_with(
+        "restored",
+        peer_port,
+        &format!("restored=http://127.0.0.1:{peer_port}"),
+        "new",
+        &["--enable-v2"],
+    );
+    let backup_dir = copy.data_dir.to_str().unwrap().to_owned();
+    let backed_up = oxctl(&["backup", "--data-dir", &data_dir, "--backup-dir", &backup_dir]);
+    assert!(backed_up.status.success(), "{}", String::from_utf8_lossy(&backed_up.stderr));
+    let again = oxctl(&["backup", "--data-dir", &data_dir, "--backup-dir", &backup_dir]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let missing = oxctl(&["backup", "--data-dir", "/nonexistent", "--backup-dir", "/tmp/x"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no member data"));
+
+    start_member(&mut copy);
+    assert_eq!(ok2(&copy, &["get", "/v2/dir/key"]), "from v2\n");
+    assert_eq!(ok2(&copy, &["get", "/v2/lasting"]), "x\n");
+    assert_eq!(copy.ok(&["get", "v3key", "--print-value-only"]), "from v3\n");
+    assert_eq!(copy.ok(&["get", "leased", "--print-value-only"]), "yes\n");
+    let members = copy.ok(&["member", "list"]);
+    assert_eq!(members.lines().count(), 1, "a new one-member cluster: {members}");
+    assert!(members.contains(", restored, "), "{members}");
+    // The copy takes writes of its own.
+    wait_until("a write succeeds", || ctl2(&copy, &["set", "/v2/after", "1"]).status.success());
+    copy.ok(&["put", "v3after", "1"]);
 }

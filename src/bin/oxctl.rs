@@ -67,6 +67,19 @@ enum Command {
     /// Snapshot files: status and restore.
     #[command(subcommand)]
     Snapshot(Snapshot),
+    /// Copies a stopped member's data dir into a new one that starts a new cluster
+    /// (what `ETCDCTL_API=2 etcdctl backup` does for etcd).
+    Backup {
+        /// The data dir to copy.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Its WAL directory, when not under the data dir.
+        #[arg(long)]
+        wal_dir: Option<PathBuf>,
+        /// The data dir to make (it must not exist).
+        #[arg(long)]
+        backup_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +116,11 @@ enum Snapshot {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Backup {
+            data_dir,
+            wal_dir,
+            backup_dir,
+        } => backup(data_dir, wal_dir.as_deref(), backup_dir),
         Command::Snapshot(Snapshot::Save { file }) => save(&cli, file),
         Command::Snapshot(Snapshot::Status { file }) => status(file, &cli.write_out),
         Command::Snapshot(Snapshot::Restore {
@@ -339,6 +357,27 @@ fn restore(
          --initial-cluster-token {token} --initial-advertise-peer-urls {peer_urls} \
          --data-dir {}",
         config.data_dir().display()
+    );
+    Ok(())
+}
+
+fn backup(
+    data_dir: &std::path::Path,
+    wal_dir: Option<&std::path::Path>,
+    backup_dir: &std::path::Path,
+) -> Result<(), String> {
+    let summary = oxcd::server::backup_data_dir(data_dir, wal_dir, backup_dir)?;
+    println!(
+        "backed up {} (applied through index {}, backend {}) into {}",
+        data_dir.display(),
+        summary.applied_index,
+        human_bytes(summary.bytes),
+        backup_dir.display()
+    );
+    println!(
+        "start a member on it with --data-dir {} (a new cluster, from its --name, \
+         --initial-cluster and --initial-advertise-peer-urls)",
+        backup_dir.display()
     );
     Ok(())
 }

@@ -65,7 +65,10 @@ pub use types::stream::ReceiverStream;
 /// The simulator's message faults plug in at the transport seam.
 #[cfg(madsim)]
 pub use types::transport;
-pub use wiring::backup::{restore_snapshot, snapshot_status, RestoreSummary, SnapshotStatus};
+pub use wiring::backup::{
+    backup_data_dir, restore_snapshot, snapshot_status, BackupSummary, RestoreSummary,
+    SnapshotStatus,
+};
 pub use wiring::start::{run, run_on, StartError};
 
 #[cfg(test)]

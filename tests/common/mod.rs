@@ -287,6 +287,19 @@ pub fn member_server(name: &str, peer_port: u16, initial_cluster: &str, state: &
     }
 }
 
+/// A member made by [`member_server`] with the flags `extra` too.
+pub fn member_server_with(
+    name: &str,
+    peer_port: u16,
+    initial_cluster: &str,
+    state: &str,
+    extra: &[&str],
+) -> Server {
+    let mut server = member_server(name, peer_port, initial_cluster, state);
+    server.extra.extend(extra.iter().map(|flag| flag.to_string()));
+    server
+}
+
 /// Starts a member made by [`member_server`] and waits until it answers.
 pub fn start_member(server: &mut Server) {
     server.spawn_only();

@@ -93,3 +93,114 @@ pub fn restore_snapshot(
         .map_err(|error| format!("moving the restored data dir into place: {error}"))?;
     Ok(restored)
 }
+
+/// What a backup of a data dir holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// The Raft index the backend was applied through.
+    pub applied_index: u64,
+    /// The backend file's size in bytes.
+    pub bytes: u64,
+}
+
+/// Copies the data dir `data_dir` (its WAL in `wal_dir` if given) of a stopped member to
+/// `backup_dir` (which must not exist), as `ETCDCTL_API=2 etcdctl backup` does: the copy
+/// keeps every key (v3 and v2), lease, user and role, but not the member list nor the
+/// log, so a member started on it begins a new cluster from its flags (one member by
+/// default), as `snapshot restore` makes it.
+///
+/// A member stopped before it applied everything its log committed (killed, not
+/// stopped) is refused: its backend alone would lose those entries.
+pub fn backup_data_dir(
+    data_dir: &Path,
+    wal_dir: Option<&Path>,
+    backup_dir: &Path,
+) -> Result<BackupSummary, String> {
+    use clap::Parser as _;
+    use prost::Message as _;
+    let defaults = Config::try_parse_from(["oxcd"]).map_err(|error| error.to_string())?;
+    let source = Config {
+        data_dir: Some(data_dir.to_path_buf()),
+        wal_dir: wal_dir.map(Path::to_path_buf),
+        ..defaults.clone()
+    };
+    let backend_path = source.backend_path();
+    if !backend_path.exists() {
+        return Err(format!(
+            "{} holds no member data (no {})",
+            data_dir.display(),
+            backend_path.display()
+        ));
+    }
+    if backup_dir.exists() {
+        return Err(format!("backup-dir {:?} exists", backup_dir.display().to_string()));
+    }
+    let building = backup_dir.with_extension("backing-up");
+    if building.exists() {
+        std::fs::remove_dir_all(&building)
+            .map_err(|error| format!("removing {}: {error}", building.display()))?;
+    }
+    let target = Config {
+        data_dir: Some(building.clone()),
+        ..defaults.clone()
+    };
+    let copied = (|| {
+        let disk: Arc<dyn Disk> = Arc::new(StdDisk);
+        // The log is read from a copy: opening a WAL may cut a torn tail, which must not
+        // happen to the member's own.
+        let scratch = building.join("source-wal");
+        copy_dir(&source.wal_dir(), &scratch)?;
+        let (_, recovered) = crate::wal::Wal::open(disk.clone(), &scratch, Default::default())
+            .map_err(|error| format!("reading the WAL: {error}"))?;
+        let committed = recovered.hard_state.map_or(0, |state| state.commit);
+        std::fs::remove_dir_all(&scratch).map_err(|error| error.to_string())?;
+
+        let copy_path = target.backend_path();
+        std::fs::create_dir_all(copy_path.parent().expect("the backend has a directory"))
+            .map_err(|error| error.to_string())?;
+        std::fs::copy(&backend_path, &copy_path)
+            .map_err(|error| format!("copying {}: {error}", backend_path.display()))?;
+        let mut backend = Backend::open(disk, &copy_path).map_err(|error| error.to_string())?;
+        let applied_index = backend.consistent_index().map_err(|error| error.to_string())?;
+        if applied_index < committed {
+            return Err(format!(
+                "the member's backend holds the log through index {applied_index} but its log \
+                 committed through {committed}: it did not stop cleanly; start it once and stop \
+                 it (or save a snapshot of a running member with `oxctl snapshot save`)"
+            ));
+        }
+        // The new cluster's log starts again from its first entries; the members are the
+        // new cluster's flags'.
+        backend.set_consistent_index(0);
+        backend.set_members(crate::proto::oxcdpb::SavedMembers::default().encode_to_vec());
+        backend.commit().map_err(|error| error.to_string())?;
+        Ok(BackupSummary {
+            applied_index,
+            bytes: backend.size_bytes(),
+        })
+    })();
+    let summary = match copied {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&building, backup_dir)
+        .map_err(|error| format!("moving the backup into place: {error}"))?;
+    Ok(summary)
+}
+
+/// Copies the files of `from` into a new directory `to` (no subdirectories: a WAL has none).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|error| format!("{}: {error}", to.display()))?;
+    let entries = std::fs::read_dir(from).map_err(|error| format!("{}: {error}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| error.to_string())?;
+        if entry.file_type().map_err(|error| error.to_string())?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .map_err(|error| format!("copying {}: {error}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
