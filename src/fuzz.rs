@@ -1,7 +1,7 @@
 //! Entry points of the fuzz targets (`tests/fuzz`), one per decoder of outside input: what
 //! a peer sends, what a client sends (gRPC's HTTP/2 headers, the JSON gateway's bodies,
 //! auth tokens), and what is read back from disk at start (WAL segments, snapshot files),
-//! or handed in by an operator (bbolt snapshot files).
+//! or handed in by an operator (bbolt snapshot files), and the v2 API's requests.
 //!
 //! Each takes arbitrary bytes and must return without panicking, hanging or allocating
 //! without bound. Where a decoder promises more than that (a decoded value encodes back to
@@ -274,4 +274,83 @@ pub fn etcd_snapshot(data: &[u8]) {
         return;
     };
     let _ = crate::server::fuzz_snapshot_restore(&mut reader, &mut backend, &mut |_| {});
+}
+
+/// Lines of v2 requests (`METHOD-BYTE path?query<TAB>form body`), parsed as the v2 API
+/// parses them and applied to one v2 store: parsing refuses or accepts without panicking,
+/// every answer and error is valid JSON, a write that succeeds moves the store's index by
+/// one, and the nodes the store persisted rebuild the same tree.
+pub fn v2_requests(data: &[u8]) {
+    use crate::server::v2http::{error_json, event_json, parse_key_request};
+    use crate::v2::{NodeRecord, V2Store};
+    const NOW: i64 = 1_800_000_000_000_000_000;
+    let mut store = V2Store::default();
+    let mut table: std::collections::BTreeMap<String, NodeRecord> = Default::default();
+    for (at, line) in data.split(|byte| *byte == b'\n').take(64).enumerate() {
+        let Some((&method, rest)) = line.split_first() else {
+            continue;
+        };
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            continue;
+        };
+        let (target, body) = rest.split_once('\t').unwrap_or((rest, ""));
+        let method = match method % 4 {
+            0 => http::Method::GET,
+            1 => http::Method::PUT,
+            2 => http::Method::POST,
+            _ => http::Method::DELETE,
+        };
+        let Ok(request) = http::Request::builder()
+            .method(method)
+            .uri(format!("/v2/keys/{target}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(bytes::Bytes::from(body.to_owned()))
+        else {
+            continue;
+        };
+        let now = NOW + at as i64 * 1_000_000_000;
+        let parsed = match parse_key_request(&request, now) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                assert_json(&error_json(&error));
+                continue;
+            }
+        };
+        let before = store.index();
+        let is_read = parsed.request.method == crate::proto::oxcdpb::v2_request::Method::Qget as i32;
+        match store.apply(&parsed.request, now) {
+            Ok(event) => {
+                assert_json(&event_json(&event, false));
+                if !is_read {
+                    assert_eq!(store.index(), before + 1, "a write moves the index by one");
+                }
+            }
+            Err(error) => {
+                assert_json(&error_json(&error));
+                assert_eq!(store.index(), before, "a refused request changes nothing");
+            }
+        }
+        // Expiry at this request's time, as the leader's sync would.
+        for event in store.expire(now, now) {
+            assert_json(&event_json(&event, false));
+        }
+        for (path, record) in store.take_changes() {
+            match record {
+                Some(record) => table.insert(path, record),
+                None => table.remove(&path),
+            };
+        }
+    }
+    let rebuilt = V2Store::from_records(table, store.index()).expect("persisted nodes rebuild");
+    assert_eq!(
+        rebuilt.get("/", true, true, NOW).map(|event| event.node),
+        store.get("/", true, true, NOW).map(|event| event.node),
+        "the persisted nodes rebuild another tree"
+    );
+}
+
+fn assert_json(text: &str) {
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(text) {
+        panic!("not JSON ({error}): {text}");
+    }
 }

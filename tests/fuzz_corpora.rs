@@ -79,3 +79,8 @@ fn the_bolt_seed_is_a_readable_etcd_snapshot() {
         .expect("entries");
     assert!(revisions.len() >= 4, "{revisions:?}");
 }
+
+#[test]
+fn v2_requests() {
+    replay("v2_requests", oxcd::fuzz::v2_requests);
+}

@@ -325,3 +325,32 @@ fn a_backup_of_a_stopped_member_starts_a_new_cluster_with_every_key() {
     wait_until("a write succeeds", || ctl2(&copy, &["set", "/v2/after", "1"]).status.success());
     copy.ok(&["put", "v3after", "1"]);
 }
+
+#[test]
+fn a_streamed_wait_sees_every_event_and_a_plain_wait_the_first() {
+    let server = v2_server(Kind::Oxcd);
+    let base = format!("http://{}", server.endpoint());
+    let watch = |query: &str| {
+        Command::new("curl")
+            .args(["-s", "-N", "--max-time", "4"])
+            .arg(format!("{base}/v2/keys/s?{query}"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl")
+    };
+    let streamed = watch("wait=true&stream=true&recursive=true");
+    let plain = watch("wait=true&recursive=true");
+    std::thread::sleep(Duration::from_millis(500));
+    ok2(&server, &["set", "/s/one", "1"]);
+    ok2(&server, &["set", "/s/two", "2"]);
+    ok2(&server, &["set", "/elsewhere", "x"]);
+    let streamed = String::from_utf8(streamed.wait_with_output().unwrap().stdout).unwrap();
+    let plain = String::from_utf8(plain.wait_with_output().unwrap().stdout).unwrap();
+    let keys = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|line| line.split("\"key\":\"").nth(1).unwrap_or("").split('"').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&streamed), ["/s/one", "/s/two"], "{streamed}");
+    assert_eq!(keys(&plain), ["/s/one"], "{plain}");
+}

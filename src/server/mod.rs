@@ -51,6 +51,9 @@ mod wiring;
 /// The request checks, for the fuzz targets' entry points (`crate::fuzz`).
 #[cfg(not(madsim))]
 pub(crate) use services::validate;
+/// The v2 API's request parsing and answers, for the fuzz targets' entry points.
+#[cfg(not(madsim))]
+pub(crate) use services::v2http;
 /// A snapshot file's status and restore, for the fuzz targets' entry points.
 #[cfg(not(madsim))]
 pub(crate) use state::etcd_image::{

@@ -204,8 +204,8 @@ impl Form {
 
 /// A keys request as etcd's `parseKeyRequest` reads it.
 #[derive(Debug)]
-struct KeyRequest {
-    request: V2Request,
+pub(crate) struct KeyRequest {
+    pub(crate) request: V2Request,
     wait: bool,
     wait_index: u64,
     stream: bool,
@@ -217,7 +217,7 @@ fn request_error(code: u32, cause: &str) -> V2Error {
     V2Error::new(code, cause, 0)
 }
 
-fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Result<KeyRequest, V2Error> {
+pub(crate) fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Result<KeyRequest, V2Error> {
     let invalid_form = |cause: String| request_error(code::INVALID_FORM, &cause);
     let mut form = Form::default();
     let method = request.method().clone();
@@ -413,7 +413,7 @@ fn node_json(out: &mut String, node: &NodeView) {
 }
 
 /// An event as etcd writes it, with the newline of Go's JSON encoder.
-fn event_json(event: &Event, no_value: bool) -> String {
+pub(crate) fn event_json(event: &Event, no_value: bool) -> String {
     let mut out = format!("{{\"action\":\"{}\"", event.action.as_str());
     if !no_value {
         out.push_str(",\"node\":");
@@ -430,7 +430,7 @@ fn event_json(event: &Event, no_value: bool) -> String {
     out
 }
 
-fn error_json(error: &V2Error) -> String {
+pub(crate) fn error_json(error: &V2Error) -> String {
     let mut out = format!("{{\"errorCode\":{},\"message\":{}", error.code, go_string(error.message()));
     if !error.cause.is_empty() {
         out.push_str(&format!(",\"cause\":{}", go_string(&error.cause)));
