@@ -194,10 +194,25 @@ async fn route(server: Arc<Server>, request: http::Request<Bytes>) -> Response<R
     if request.method() != Method::POST {
         return whole(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"));
     }
+    let streaming = matches!(
+        route.as_str(),
+        "watch" | "lease/keepalive" | "maintenance/snapshot"
+    );
+    let permit = if streaming {
+        match stream_permit() {
+            Some(permit) => Some(permit),
+            None => {
+                let status = Status::resource_exhausted(TOO_MANY_STREAMS);
+                return whole(error(&status));
+            }
+        }
+    } else {
+        None
+    };
     match route.as_str() {
-        "watch" => watch(server, request).await,
-        "lease/keepalive" => keep_alive(server, request),
-        "maintenance/snapshot" => snapshot(server, request).await,
+        "watch" => with_permit(watch(server, request).await, permit),
+        "lease/keepalive" => with_permit(keep_alive(server, request), permit),
+        "maintenance/snapshot" => with_permit(snapshot(server, request).await, permit),
         "kv/range" => call!(server, request, KvService, range),
         "kv/put" => call!(server, request, KvService, put),
         "kv/deleterange" => call!(server, request, KvService, delete_range),
@@ -240,6 +255,74 @@ async fn route(server: Arc<Server>, request: http::Request<Bytes>) -> Response<R
         "auth/role/grant" => call!(server, request, AuthService, role_grant_permission),
         "auth/role/revoke" => call!(server, request, AuthService, role_revoke_permission),
         _ => whole(text(StatusCode::NOT_FOUND, "Not Found\n")),
+    }
+}
+
+/// Streams (gateway watches, keep-alives and snapshots, v2 waits) a member serves at once,
+/// at most: HTTP/1.1 holds a connection per stream (and the listener bounds those), but
+/// HTTP/2 multiplexes many streams on one connection.
+pub(crate) const STREAMS_MAX: usize = 4096;
+
+pub(crate) const TOO_MANY_STREAMS: &str = "etcdserver: too many concurrent streams";
+
+/// Counts the streams served now; a stream holds its permit until its answer ends.
+#[derive(Debug)]
+pub(crate) struct StreamPermits(Arc<tokio::sync::Semaphore>);
+
+impl StreamPermits {
+    pub(crate) fn new(max: usize) -> StreamPermits {
+        StreamPermits(Arc::new(tokio::sync::Semaphore::new(max)))
+    }
+
+    /// A permit, or `None` when `max` streams are served already.
+    pub(crate) fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
+
+/// A permit for one more stream of this process's member.
+pub(crate) fn stream_permit() -> Option<tokio::sync::OwnedSemaphorePermit> {
+    static PERMITS: std::sync::OnceLock<StreamPermits> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| StreamPermits::new(STREAMS_MAX))
+        .try_acquire()
+}
+
+/// `response` holding `permit` until its body ends (or is dropped).
+pub(crate) fn with_permit(
+    response: Response<ReplyBody>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Response<ReplyBody> {
+    use http_body_util::BodyExt as _;
+    let Some(permit) = permit else {
+        return response;
+    };
+    response.map(|body| Permitted { body, _permit: permit }.boxed_unsync())
+}
+
+/// A body and the stream permit it holds.
+struct Permitted {
+    body: ReplyBody,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Permitted {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -411,3 +494,20 @@ const ROUTES: &[&str] = &[
     "auth/role/grant",
     "auth/role/revoke",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_beyond_the_bound_are_refused_until_one_ends() {
+        let permits = StreamPermits::new(2);
+        let first = permits.try_acquire().expect("a first stream");
+        let _second = permits.try_acquire().expect("a second stream");
+        assert!(permits.try_acquire().is_none(), "a third is refused");
+        drop(first);
+        assert!(permits.try_acquire().is_some(), "room again once a stream ends");
+        let refused = error(&Status::resource_exhausted(TOO_MANY_STREAMS));
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}

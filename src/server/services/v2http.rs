@@ -506,7 +506,13 @@ async fn keys(server: Arc<Server>, request: http::Request<Bytes>) -> Response<Re
     };
     let is_read = method == Method::GET || method == Method::HEAD;
     if is_read && parsed.wait {
-        return watch(server, parsed);
+        let Some(permit) = super::gateway::stream_permit() else {
+            return whole(http_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                super::gateway::TOO_MANY_STREAMS,
+            ));
+        };
+        return super::gateway::with_permit(watch(server, parsed), Some(permit));
     }
     if is_read && !parsed.quorum {
         let request = &parsed.request;
