@@ -241,6 +241,30 @@ fn etcdctl_v2_commands_work_against_a_three_member_cluster() {
     assert!(health.ends_with("cluster is healthy\n"), "{health}");
     assert_eq!(health.matches("is healthy: got healthy result").count(), 3, "{health}");
 
+    // The leader's statistics of its followers come from its probes of them (every 4 s),
+    // which also feed etcd's round-trip histogram; a follower answers 403.
+    let leader = members
+        .iter()
+        .find(|member| curl(member, &["{}/v2/stats/self"]).contains("\"state\":\"StateLeader\""))
+        .expect("a leader");
+    wait_until("the leader probed both followers", || {
+        let stats = curl(leader, &["{}/v2/stats/leader"]);
+        stats.matches("\"success\":").count() == 2 && !stats.contains("\"success\":0")
+    });
+    let metrics = curl(leader, &["{}/metrics"]);
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("etcd_network_peer_round_trip_time_seconds_count{To="))
+            .count(),
+        2,
+        "{metrics}"
+    );
+    let follower = members.iter().find(|member| member.port != leader.port).unwrap();
+    let refused = curl(follower, &["{}/v2/stats/leader"]);
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.ends_with("{\"message\":\"not current leader\"}\n"), "{refused}");
+
     assert_eq!(ok2(a, &["rm", "/app/feature"]), "PrevNode.Value: on\n");
     ok2(a, &["rmdir", "/empty"]);
 

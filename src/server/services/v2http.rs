@@ -9,7 +9,7 @@
 //!   through the log; plain reads answer from the local store; a wait is answered from
 //!   the store's event history or by the next event that concerns the key.
 //! - `/v2/members` (list, add, remove, update, `leader`), `/v2/machines`,
-//!   `/v2/stats/self` and `/v2/stats/store`.
+//!   `/v2/stats/self`, `/v2/stats/leader` and `/v2/stats/store`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,7 @@ pub(crate) async fn respond(server: Arc<Server>, request: http::Request<Bytes>) 
             "/v2/machines" => machines(&server, &request).await,
             "/v2/stats/self" => self_stats(&server, &request),
             "/v2/stats/store" => store_stats(&server, &request),
+            "/v2/stats/leader" => leader_stats(&server, &request),
             _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
         })
     };
@@ -912,6 +913,49 @@ fn self_stats(server: &Server, request: &http::Request<Bytes>) -> Response<Full<
         server.appends_sent.load(Ordering::Relaxed),
     );
     json(StatusCode::OK, body)
+}
+
+/// `/v2/stats/leader`, on the leader: for each follower, the latency of this member's
+/// probes of it (milliseconds: the last, average, standard deviation, minimum, maximum)
+/// and how many were answered or failed. Elsewhere 403, as etcd answers.
+fn leader_stats(server: &Server, request: &http::Request<Bytes>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return not_allowed("GET");
+    }
+    if !server.raft_status().is_leader {
+        return http_error(StatusCode::FORBIDDEN, "not current leader");
+    }
+    let mut followers = Vec::new();
+    for member in server.membership.members() {
+        if member.id == server.id {
+            continue;
+        }
+        let stats = *server
+            .metrics
+            .peer(member.id)
+            .probes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        followers.push(format!(
+            "\"{:x}\":{{\"latency\":{{\"current\":{},\"average\":{},\"standardDeviation\":{},\"minimum\":{},\"maximum\":{}}},\"counts\":{{\"fail\":{},\"success\":{}}}}}",
+            member.id,
+            stats.current,
+            stats.average(),
+            stats.standard_deviation(),
+            stats.minimum,
+            stats.maximum,
+            stats.fail,
+            stats.success
+        ));
+    }
+    json(
+        StatusCode::OK,
+        format!(
+            "{{\"leader\":\"{:x}\",\"followers\":{{{}}}}}",
+            server.id,
+            followers.join(",")
+        ),
+    )
 }
 
 /// `/v2/stats/store`: the v2 store's operation counts since the member started.

@@ -63,6 +63,8 @@ impl Transport for PeerTransport {
         drop(queues);
         match self.server.get().and_then(std::sync::Weak::upgrade) {
             Some(server) => {
+                #[cfg(not(madsim))]
+                tokio::spawn(probe_loop(server.clone(), id, url.clone()));
                 tokio::spawn(send_loop(server, id, url, receiver));
             }
             None => self
@@ -132,7 +134,53 @@ impl PeerTransport {
         let _ = self.server.set(Arc::downgrade(server));
         let waiting = std::mem::take(&mut *self.waiting.lock().expect("peer queues lock poisoned"));
         for (id, url, receiver) in waiting {
+            #[cfg(not(madsim))]
+            tokio::spawn(probe_loop(server.clone(), id, url.clone()));
             tokio::spawn(send_loop(server.clone(), id, url, receiver));
+        }
+    }
+}
+
+/// How often a member probes each peer (etcd's prober: every 4 s).
+#[cfg(not(madsim))]
+const PROBE_INTERVAL: Duration = Duration::from_secs(4);
+/// A probe not answered within this long failed.
+#[cfg(not(madsim))]
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Probes peer `id` at `url` every [`PROBE_INTERVAL`] for as long as it is a member: a
+/// small call on the peer service, whose round trip feeds
+/// `etcd_network_peer_round_trip_time_seconds` and the v2 leader statistics. Production
+/// builds only: the simulator's schedules stay those of Raft traffic alone.
+#[cfg(not(madsim))]
+async fn probe_loop(server: Arc<Server>, id: u64, url: String) {
+    use crate::proto::oxcdpb::MembersRequest;
+    let metrics = server.metrics.peer(id);
+    let mut client = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = server.lifecycle.stopped() => return,
+        }
+        if !server.membership.members().iter().any(|member| member.id == id) {
+            return;
+        }
+        if client.is_none() {
+            client = connect(&url, &server.config).await;
+        }
+        let Some(connected) = client.as_mut() else {
+            metrics.probe_failed();
+            continue;
+        };
+        let started = std::time::Instant::now();
+        let answered =
+            tokio::time::timeout(PROBE_TIMEOUT, connected.members(MembersRequest {})).await;
+        match answered {
+            Ok(Ok(_)) => metrics.probe_answered(started.elapsed()),
+            _ => {
+                metrics.probe_failed();
+                client = None;
+            }
         }
     }
 }

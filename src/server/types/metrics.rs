@@ -231,10 +231,80 @@ impl GrpcMethod {
 }
 
 /// What is counted for one peer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PeerMetrics {
     pub(crate) sent_bytes: Counter,
     pub(crate) received_bytes: Counter,
+    /// Round trips of the probes sent to the peer (etcd's buckets: 0.1 ms doubling 16
+    /// times).
+    pub(crate) round_trip: Histogram,
+    /// The probes' outcomes and latencies (the v2 leader statistics).
+    pub(crate) probes: std::sync::Mutex<ProbeStats>,
+}
+
+impl Default for PeerMetrics {
+    fn default() -> Self {
+        PeerMetrics {
+            sent_bytes: Counter::default(),
+            received_bytes: Counter::default(),
+            round_trip: Histogram::exponential(0.0001, 2.0, 16),
+            probes: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl PeerMetrics {
+    /// A probe answered after `elapsed`.
+    pub(crate) fn probe_answered(&self, elapsed: Duration) {
+        self.round_trip.observe(elapsed);
+        let millis = elapsed.as_secs_f64() * 1000.0;
+        let mut stats = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        if stats.success == 0 || millis < stats.minimum {
+            stats.minimum = millis;
+        }
+        stats.maximum = stats.maximum.max(millis);
+        stats.success += 1;
+        stats.current = millis;
+        stats.sum += millis;
+        stats.sum_of_squares += millis * millis;
+    }
+
+    /// A probe that failed or timed out.
+    pub(crate) fn probe_failed(&self) {
+        self.probes.lock().unwrap_or_else(|p| p.into_inner()).fail += 1;
+    }
+}
+
+/// Probes of one peer: counts, and latencies in milliseconds.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct ProbeStats {
+    pub(crate) success: u64,
+    pub(crate) fail: u64,
+    pub(crate) current: f64,
+    pub(crate) minimum: f64,
+    pub(crate) maximum: f64,
+    sum: f64,
+    sum_of_squares: f64,
+}
+
+impl ProbeStats {
+    pub(crate) fn average(&self) -> f64 {
+        if self.success == 0 {
+            0.0
+        } else {
+            self.sum / self.success as f64
+        }
+    }
+
+    pub(crate) fn standard_deviation(&self) -> f64 {
+        if self.success == 0 {
+            return 0.0;
+        }
+        let average = self.average();
+        (self.sum_of_squares / self.success as f64 - average * average)
+            .max(0.0)
+            .sqrt()
+    }
 }
 
 /// Every metric one member counts. See the module documentation.
@@ -557,6 +627,18 @@ impl Metrics {
                 "etcd_network_peer_received_bytes_total",
                 &[("From", &format!("{id:x}"))],
                 peer.received_bytes.get(),
+            );
+        }
+        page.header(
+            "etcd_network_peer_round_trip_time_seconds",
+            "Round-Trip-Time histogram between peers",
+            "histogram",
+        );
+        for (id, peer) in &peers {
+            page.histogram_samples(
+                "etcd_network_peer_round_trip_time_seconds",
+                &[("To", &format!("{id:x}"))],
+                &peer.round_trip,
             );
         }
         page.single(
