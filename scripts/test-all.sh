@@ -25,8 +25,10 @@ install_debian_packages() {
     local missing=()
     command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    # tests/patroni.rs: a Patroni pair of PostgreSQL servers on oxcd.
+    command -v patroni >/dev/null 2>&1 || missing+=(patroni postgresql)
     if [ ${#missing[@]} -gt 0 ]; then
-        step "installing ${missing[*]} (the integration tests drive a real etcdctl and etcd)"
+        step "installing ${missing[*]} (the integration tests drive a real etcdctl, etcd and Patroni)"
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -q
