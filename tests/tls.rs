@@ -789,3 +789,41 @@ fn tls_flags_that_cannot_work_stop_the_start_with_a_clear_error() {
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+#[test]
+fn oxctl_dials_with_a_ca_alone_when_the_server_asks_no_client_certificate() {
+    let pki = Pki::new();
+    let (members, urls) = start_tls_cluster(
+        1,
+        &[
+            format!("--cert-file={}", pki.path("server.crt")),
+            format!("--key-file={}", pki.path("server.key")),
+            format!("--peer-cert-file={}", pki.path("peer.crt")),
+            format!("--peer-key-file={}", pki.path("peer.key")),
+            format!("--peer-trusted-ca-file={}", pki.path("ca.crt")),
+        ],
+    );
+    let dir = pki.dir.path();
+    let endpoint = format!("--endpoints={}", urls[0]);
+    let ca = format!("--cacert={}", pki.path("ca.crt"));
+    wait_until_serving(dir, &[&endpoint, &ca, "endpoint", "health"], &members[0]);
+    succeeds(dir, &[&endpoint, &ca, "put", "k", "v"]);
+    let oxctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_oxctl"))
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("running oxctl")
+    };
+    let saved = oxctl(&[&endpoint, &ca, "snapshot", "save", "ca-only.db"]);
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    let status = oxctl(&["snapshot", "status", "ca-only.db", "-w", "json"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"totalKey\""));
+    // A server certificate from another CA is refused; half a client certificate is an
+    // error of the flags.
+    let stranger = format!("--cacert={}", pki.path("other-ca.crt"));
+    assert!(!oxctl(&[&endpoint, &stranger, "snapshot", "save", "x.db"]).status.success());
+    let cert = format!("--cert={}", pki.path("client.crt"));
+    let half = oxctl(&[&endpoint, &ca, &cert, "snapshot", "save", "x.db"]);
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--cert and --key go together"));
+}

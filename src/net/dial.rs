@@ -17,9 +17,9 @@ pub enum Dialer {
 }
 
 impl Dialer {
-    /// The dialer etcdctl's TLS flags ask for: plaintext without any, TLS with a client
-    /// certificate (`cert` and `key`) verified against `cacert` (or not verified, with
-    /// `insecure_skip_verify`).
+    /// The dialer etcdctl's TLS flags ask for: plaintext without any; TLS verifying the
+    /// server against `cacert` (or not at all, with `insecure_skip_verify`), presenting the
+    /// client certificate `cert` and `key` when given.
     pub fn from_flags(
         cacert: Option<PathBuf>,
         cert: Option<PathBuf>,
@@ -29,7 +29,9 @@ impl Dialer {
         let (cert_file, key_file) = match (cert, key) {
             (None, None) if cacert.is_none() && !insecure_skip_verify => return Ok(Dialer::Plain),
             (Some(cert), Some(key)) => (cert, key),
-            _ => return Err("TLS needs a client certificate: --cert and --key".into()),
+            // Without a client certificate: empty paths.
+            (None, None) => (PathBuf::new(), PathBuf::new()),
+            _ => return Err("--cert and --key go together".into()),
         };
         if cacert.is_none() && !insecure_skip_verify {
             return Err("TLS needs --cacert or --insecure-skip-tls-verify".into());

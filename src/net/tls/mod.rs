@@ -301,10 +301,11 @@ fn build_server_config(options: &TlsOptions) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// A client's configuration; with empty `cert_file` and `key_file` paths, one that
+/// presents no certificate (a server that does not ask for one, as etcdctl with `--cacert`
+/// alone).
 fn build_client_config(options: &TlsOptions) -> Result<ClientConfig, TlsError> {
     let provider = provider(options)?;
-    let certificates = load_certificates(&options.cert_file)?;
-    let key = load_key(&options.key_file)?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(options)?)?;
     let builder = match &options.trusted_ca_file {
@@ -313,7 +314,13 @@ fn build_client_config(options: &TlsOptions) -> Result<ClientConfig, TlsError> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCertificate { provider })),
     };
-    let mut config = builder.with_client_auth_cert(certificates, key)?;
+    let mut config = if options.cert_file.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let certificates = load_certificates(&options.cert_file)?;
+        let key = load_key(&options.key_file)?;
+        builder.with_client_auth_cert(certificates, key)?
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
