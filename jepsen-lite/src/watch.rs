@@ -308,14 +308,99 @@ const VIOLATIONS_PER_WATCH_MAX: usize = 10;
 /// Checks every watch of `history` against `replay`.
 pub fn check_watches(history: &History, replay: &Replay, complete: bool) -> Vec<WatchViolation> {
     let mut out = Vec::new();
+    let compactions = compactions(history);
     for (index, watch) in history.watches.iter().enumerate() {
         let line = history.watch_lines.get(index).copied().unwrap_or(0);
-        let mut found = check_watch(watch, replay, complete && replay.complete);
+        let mut found = check_cancellation(watch, &compactions);
+        found.extend(check_watch(watch, replay, complete && replay.complete));
         found.truncate(VIOLATIONS_PER_WATCH_MAX);
         for mut violation in found {
             violation.watch = index;
             violation.line = line;
             out.push(violation);
+        }
+    }
+    out
+}
+
+/// The revisions the history's compactions may have compacted at: those that did not
+/// fail (succeeded, or ended unknown).
+fn compactions(history: &History) -> std::collections::BTreeSet<i64> {
+    history
+        .operations
+        .iter()
+        .filter_map(|op| match &op.input {
+            Input::Compact { revision, .. } => {
+                let failed = op.is_known()
+                    && op.output.as_ref().is_some_and(|output| output.error.is_some());
+                (!failed).then_some(*revision)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A watch the server cancelled because its start was compacted (etcd cancels a watcher
+/// whose next revision is below the compaction, and reports that compaction): the
+/// compaction must be one the history made, and the watch must have been behind it — it
+/// started, and delivered every event, below the compaction's revision.
+fn check_cancellation(
+    watch: &Watch,
+    compactions: &std::collections::BTreeSet<i64>,
+) -> Vec<WatchViolation> {
+    let compacted = watch.compact_revision;
+    if compacted <= 0 {
+        return Vec::new();
+    }
+    let violation = |response: Option<usize>, event: Option<usize>, guarantee, message| {
+        WatchViolation {
+            watch: 0,
+            line: 0,
+            response,
+            event,
+            guarantee,
+            op: None,
+            message,
+        }
+    };
+    let mut out = Vec::new();
+    if !compactions.contains(&compacted) {
+        out.push(violation(
+            None,
+            None,
+            Guarantee::Valid,
+            format!(
+                "cancelled by a compaction at revision {compacted} that no operation in the \
+                 history made"
+            ),
+        ));
+    }
+    if watch.start_revision >= compacted {
+        out.push(violation(
+            None,
+            None,
+            Guarantee::Resumable,
+            format!(
+                "cancelled as compacted at revision {compacted} although it started at {}, \
+                 which that compaction keeps",
+                watch.start_revision
+            ),
+        ));
+    }
+    for (r, response) in watch.responses.iter().enumerate() {
+        for (e, event) in response.events.iter().enumerate() {
+            if event.mod_revision >= compacted {
+                out.push(violation(
+                    Some(r),
+                    Some(e),
+                    Guarantee::Resumable,
+                    format!(
+                        "delivered revision {} and was then cancelled as compacted at \
+                         {compacted}: a watch that far along is not behind the compaction",
+                        event.mod_revision
+                    ),
+                ));
+            }
         }
     }
     out
