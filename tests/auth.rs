@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start_cluster_with, Kind, Server};
+use common::{set_up_users, start_cluster_with, Kind, Server};
 use oxcd::proto::etcdserverpb::auth_client::AuthClient;
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
@@ -197,27 +197,6 @@ async fn get(endpoint: &str, key: &str, token: &str) -> Result<Vec<String>, toni
         .collect())
 }
 
-/// Sets up root and alice (read-write on `/app/`) and enables auth, through `server`.
-fn set_up_users(server: &Server) {
-    for step in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["user", "add", "alice:alicepw"],
-        &["role", "add", "app"],
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "/app/",
-            "--prefix",
-        ],
-        &["user", "grant-role", "alice", "app"],
-        &["auth", "enable"],
-    ] {
-        server.ok(step);
-    }
-}
 
 #[test]
 fn tokens_work_on_every_member_and_lapse_after_their_ttl() {

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Kind, Server};
+use common::{set_up_users, Kind, Server};
 
 fn json(server: &Server, args: &[&str]) -> serde_json::Value {
     let mut args = args.to_vec();
@@ -156,24 +156,7 @@ fn assert_same_auth_answers(restored: &Server, original: &Server, restored_kind:
 fn users_roles_and_permissions_move_to_etcd_with_the_snapshot() {
     const ROOT: &str = "--user=root:rootpw";
     let oxcd = Server::start(Kind::Oxcd);
-    for step in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["user", "add", "alice:alicepw"],
-        &["role", "add", "app"],
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "/app/",
-            "--prefix",
-        ],
-        &["user", "grant-role", "alice", "app"],
-        &["auth", "enable"],
-    ] {
-        oxcd.ok(step);
-    }
+    set_up_users(&oxcd);
     oxcd.ok(&["put", "/app/k", "v", "--user=alice:alicepw"]);
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("oxcd.db");
@@ -355,24 +338,7 @@ fn a_restore_refuses_what_it_cannot_do_safely() {
 fn users_roles_and_permissions_move_from_etcd_with_the_snapshot() {
     const ROOT: &str = "--user=root:rootpw";
     let etcd = Server::start(Kind::Etcd);
-    for step in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["user", "add", "alice:alicepw"],
-        &["role", "add", "app"],
-        &[
-            "role",
-            "grant-permission",
-            "app",
-            "readwrite",
-            "/app/",
-            "--prefix",
-        ],
-        &["user", "grant-role", "alice", "app"],
-        &["auth", "enable"],
-    ] {
-        etcd.ok(step);
-    }
+    set_up_users(&etcd);
     etcd.ok(&["put", "/app/k", "v", "--user=alice:alicepw"]);
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("etcd.db");

@@ -350,3 +350,25 @@ pub fn start_cluster_with(n: usize, extra: &[&str]) -> Vec<Server> {
     }
     members
 }
+
+/// Sets up root and alice (read-write on `/app/`) and enables auth, through `server`.
+pub fn set_up_users(server: &Server) {
+    for step in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice:alicepw"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        server.ok(step);
+    }
+}
