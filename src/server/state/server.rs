@@ -60,6 +60,7 @@ pub(crate) struct Server {
     /// Published by the applier after every batch.
     applied: Progress,
     /// When the member started (the v2 stats' `startTime`).
+    #[cfg_attr(madsim, allow(dead_code))]
     pub(crate) started: std::time::SystemTime,
     /// The leader last known, and since when (the v2 stats' `leaderInfo`).
     leader_since: Mutex<(u64, std::time::SystemTime)>,
@@ -169,6 +170,7 @@ impl Server {
     }
 
     /// The leader last known (0 for none) and when this member learnt of it.
+    #[cfg_attr(madsim, allow(dead_code))]
     pub(crate) fn leader_since(&self) -> (u64, std::time::SystemTime) {
         *self.leader_since.lock().expect("leader lock poisoned")
     }

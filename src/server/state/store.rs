@@ -249,6 +249,7 @@ impl Store {
     }
 
     /// A local read of the v2 keyspace.
+    #[cfg_attr(madsim, allow(dead_code))]
     pub(crate) fn v2_get(
         &self,
         path: &str,
@@ -262,6 +263,7 @@ impl Store {
     /// The first event at or after `since` a v2 watch of `key` sees (`None` yet), and a
     /// receiver of the events applied from now on: taken under one lock, so that no
     /// event falls between the two.
+    #[cfg_attr(madsim, allow(dead_code))]
     pub(crate) fn v2_watch(
         &self,
         key: &str,
