@@ -42,6 +42,72 @@ pub fn peer_batch(data: &[u8]) {
     }
 }
 
+/// Peer messages stepped into a live Raft core (member 1 of three), with ticks between
+/// them and the Ready contract followed after each: whatever a peer sends (any type, term,
+/// index, entries, snapshot), the core handles or refuses it without panicking, commits
+/// entries in order, and never hands out two different entries as committed at one index.
+pub fn raft_step(data: &[u8]) {
+    use crate::raft::{self, ConfChangeV2, EntryType, MemStorage, RawNode};
+    let Ok(batch) = RaftBatch::decode(data) else {
+        return;
+    };
+    let storage = MemStorage::new_with_voters(&[1, 2, 3]);
+    let config = raft::Config {
+        election_ticks: 10,
+        heartbeat_ticks: 1,
+        ..raft::Config::new(1)
+    };
+    let Ok(mut node) = RawNode::new(&config, storage.clone(), 7) else {
+        return;
+    };
+    let mut committed_terms = std::collections::BTreeMap::new();
+    let mut applied = 0u64;
+    for (at, bytes) in batch.messages.iter().take(64).enumerate() {
+        let Ok(mut message) = Message::decode(bytes.as_ref()) else {
+            continue;
+        };
+        message.to = 1;
+        message.from = 2 + message.from % 2;
+        for _ in 0..(at % 3) {
+            node.tick();
+        }
+        let _ = node.step(message);
+        while node.has_ready() {
+            let ready = node.ready();
+            if let Some(snapshot) = &ready.snapshot {
+                let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+                if storage.apply_snapshot(snapshot.clone()).is_ok() {
+                    applied = applied.max(index);
+                }
+            }
+            storage
+                .append(&ready.entries)
+                .expect("the core hands out entries its storage takes");
+            if let Some(hard_state) = ready.hard_state {
+                storage.set_hard_state(hard_state);
+            }
+            for entry in &ready.committed_entries {
+                if entry.index <= applied {
+                    continue;
+                }
+                assert_eq!(entry.index, applied + 1, "committed entries come in order");
+                if let Some(term) = committed_terms.insert(entry.index, entry.term) {
+                    assert_eq!(term, entry.term, "two entries committed at {}", entry.index);
+                }
+                if entry.entry_type == EntryType::ConfChangeV2 as i32 {
+                    if let Ok(change) = ConfChangeV2::decode(entry.data.clone()) {
+                        if let Ok(conf_state) = node.try_apply_conf_change(&change) {
+                            storage.set_conf_state(conf_state);
+                        }
+                    }
+                }
+                applied = entry.index;
+            }
+            node.advance(ready);
+        }
+    }
+}
+
 /// The bytes a client sends on a gRPC connection, through the `:authority` rewriting,
 /// read in chunks whose sizes the input's first byte chooses. A connection that does not
 /// open with the HTTP/2 preface passes through byte for byte.

@@ -84,3 +84,8 @@ fn the_bolt_seed_is_a_readable_etcd_snapshot() {
 fn v2_requests() {
     replay("v2_requests", oxcd::fuzz::v2_requests);
 }
+
+#[test]
+fn raft_step() {
+    replay("raft_step", oxcd::fuzz::raft_step);
+}

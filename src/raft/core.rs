@@ -987,7 +987,22 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_heartbeat(&mut self, message: Message) {
-        self.log.commit_to(message.commit);
+        // A leader never commits past what it knows a follower holds; a commit beyond this
+        // log means a damaged message, or a log this member lost. Either way the entries
+        // are not here to commit: the commit index stays (etcd's core panics instead), and
+        // the leader's next appends bring what is missing.
+        let last = self.log.last_index();
+        if message.commit > last {
+            tracing::warn!(
+                id = self.id,
+                from = message.from,
+                commit = message.commit,
+                last,
+                "a heartbeat commits past the end of this log; commit index unchanged"
+            );
+        } else {
+            self.log.commit_to(message.commit);
+        }
         let mut response = Self::message(MessageType::HeartbeatResponse, message.from);
         response.context = message.context;
         self.send(response);

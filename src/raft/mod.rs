@@ -79,6 +79,8 @@ pub enum Error {
     SnapshotOutOfDate,
     #[error("a local message type came from the network")]
     LocalMessageFromPeer,
+    #[error("malformed message from a peer: {0}")]
+    Malformed(String),
     #[error("invalid raft configuration: {0}")]
     InvalidConfig(String),
     #[error("raft storage: {0}")]
@@ -242,6 +244,13 @@ impl<S: Storage> RawNode<S> {
                 | MessageType::CheckQuorum
         ) {
             return Err(Error::LocalMessageFromPeer);
+        }
+        // Only forwarded proposals and reads travel without a term (the leader treats
+        // them as its own input); every other message is sent in its sender's term, so one
+        // without a term is damaged.
+        let forwarded = matches!(kind, MessageType::Propose | MessageType::ReadIndex);
+        if message.term == 0 && !forwarded {
+            return Err(Error::Malformed(format!("{kind:?} without a term")));
         }
         self.raft.step(message)
     }

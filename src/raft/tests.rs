@@ -1408,3 +1408,63 @@ fn planted_raft_bugs_are_caught() {
         "not caught within {SEEDS_MAX} seeds: {missed:?}"
     );
 }
+
+/// A heartbeat whose commit index lies past the follower's log (a damaged message, or a
+/// log the follower lost) leaves the commit index where it was, where etcd's core panics;
+/// the follower still answers, and the leader's appends bring the entries (found by the
+/// `raft_step` fuzz target).
+#[test]
+fn a_heartbeat_committing_past_the_log_changes_nothing() {
+    let mut cluster = Cluster::new(&[1, 2, 3], 7, false);
+    elect(&mut cluster, 1);
+    let before = cluster.status(2);
+    let heartbeat = Message {
+        msg_type: MessageType::Heartbeat as i32,
+        from: 1,
+        to: 2,
+        term: before.term,
+        commit: before.last_index + 10,
+        ..Default::default()
+    };
+    cluster.raw(2).step(heartbeat).unwrap();
+    let ready = cluster.raw(2).ready();
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| m.msg_type == MessageType::HeartbeatResponse as i32));
+    cluster.raw(2).advance(ready);
+    assert_eq!(cluster.status(2).commit, before.commit);
+    cluster.raw(1).propose(bytes::Bytes::from_static(b"x")).unwrap();
+    cluster.stabilize().unwrap();
+    assert_eq!(cluster.status(2).commit, cluster.status(1).commit);
+    cluster.check().unwrap();
+}
+
+/// A message without a term (other than a forwarded proposal or read) is refused as
+/// damaged, not stepped: the core would have answered a vote in term 0, or followed a
+/// "leader" back to term 0 (both found by the `raft_step` fuzz target).
+#[test]
+fn a_message_without_a_term_is_refused() {
+    let mut cluster = Cluster::new(&[1, 2, 3], 7, false);
+    elect(&mut cluster, 1);
+    for kind in [
+        MessageType::RequestVote,
+        MessageType::RequestPreVote,
+        MessageType::RequestVoteResponse,
+        MessageType::RequestPreVoteResponse,
+        MessageType::Append,
+        MessageType::Heartbeat,
+        MessageType::Snapshot,
+    ] {
+        let vote = Message {
+            msg_type: kind as i32,
+            from: 3,
+            to: 2,
+            term: 0,
+            ..Default::default()
+        };
+        assert!(matches!(cluster.raw(2).step(vote), Err(Error::Malformed(_))));
+    }
+    cluster.stabilize().unwrap();
+    cluster.check().unwrap();
+}
