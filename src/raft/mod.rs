@@ -204,6 +204,30 @@ struct HandedOut {
     last_committed: Option<u64>,
 }
 
+/// The entries of an append follow the entry (`index`, `log_term`) it names, one index
+/// after another, in terms that never go down and never pass the sender's: anything else
+/// is damaged, and stepping it could overwrite what this log already committed.
+fn check_appended_entries(message: &Message) -> Result<(), Error> {
+    let mut previous_term = message.log_term;
+    for (at, entry) in message.entries.iter().enumerate() {
+        let expected = message.index.checked_add(at as u64 + 1);
+        if Some(entry.index) != expected {
+            return Err(Error::Malformed(format!(
+                "append after index {} carries entry {} in place {at}",
+                message.index, entry.index
+            )));
+        }
+        if entry.term < previous_term || entry.term > message.term {
+            return Err(Error::Malformed(format!(
+                "append in term {} carries entry {} of term {} after term {previous_term}",
+                message.term, entry.index, entry.term
+            )));
+        }
+        previous_term = entry.term;
+    }
+    Ok(())
+}
+
 impl<S: Storage> RawNode<S> {
     /// Starts a node from what `storage` holds; `seed` drives its election timeouts.
     pub fn new(config: &Config, storage: S, seed: u64) -> Result<Self, Error> {
@@ -251,6 +275,9 @@ impl<S: Storage> RawNode<S> {
         let forwarded = matches!(kind, MessageType::Propose | MessageType::ReadIndex);
         if message.term == 0 && !forwarded {
             return Err(Error::Malformed(format!("{kind:?} without a term")));
+        }
+        if kind == MessageType::Append {
+            check_appended_entries(&message)?;
         }
         self.raft.step(message)
     }

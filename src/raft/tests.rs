@@ -1468,3 +1468,43 @@ fn a_message_without_a_term_is_refused() {
     cluster.stabilize().unwrap();
     cluster.check().unwrap();
 }
+
+/// An append whose entries do not follow the entry it names one index after another, or
+/// whose terms go down or pass the sender's, is refused as damaged: stepped, it could
+/// overwrite the committed prefix (found by the `raft_step` fuzz target).
+#[test]
+fn an_append_with_entries_out_of_place_is_refused() {
+    let mut cluster = Cluster::new(&[1, 2, 3], 7, false);
+    elect(&mut cluster, 1);
+    let status = cluster.status(2);
+    let entry = |index: u64, term: u64| Entry {
+        index,
+        term,
+        ..Default::default()
+    };
+    let append = |entries: Vec<Entry>| Message {
+        msg_type: MessageType::Append as i32,
+        from: 1,
+        to: 2,
+        term: status.term,
+        index: status.last_index,
+        log_term: status.term,
+        commit: status.commit,
+        entries,
+        ..Default::default()
+    };
+    let next = status.last_index + 1;
+    for entries in [
+        vec![entry(1, status.term)],
+        vec![entry(next, status.term), entry(next + 2, status.term)],
+        vec![entry(next, status.term + 1)],
+        vec![entry(next, status.term - 1)],
+    ] {
+        let refused = cluster.raw(2).step(append(entries));
+        assert!(matches!(refused, Err(Error::Malformed(_))), "{refused:?}");
+    }
+    assert_eq!(cluster.status(2).commit, status.commit);
+    cluster.raw(1).propose(bytes::Bytes::from_static(b"x")).unwrap();
+    cluster.stabilize().unwrap();
+    cluster.check().unwrap();
+}
