@@ -1,0 +1,416 @@
+//! The cluster under test: one server process per member, and the network they talk over.
+//!
+//! Two networks are possible. With root and `ip` (iproute2), every member runs in its own
+//! network namespace, joined to a bridge in the runner's namespace by a veth pair; the
+//! members listen on their namespace's address and the runner reaches all of them through
+//! the bridge. A partition is a set of blackhole routes inside the members' namespaces (a
+//! member's packets to the other side go nowhere), so it cuts peer traffic and nothing
+//! else on the machine, and the runner still reaches every member, the isolated ones
+//! included. Without root or `ip`, the members listen on loopback ports and partitions
+//! are not possible (the runner says so and skips that nemesis).
+//!
+//! The processes and the namespaces are released in `Drop` (kill -9 of every child still
+//! running, paused ones included; the namespaces, veth pairs and bridge deleted), so an
+//! error, a panic or an interrupt that unwinds out of the run leaves nothing behind.
+
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// One member's process and addresses.
+pub struct Member {
+    pub name: String,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// The namespace it runs in, if any.
+    namespace: Option<String>,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Member {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// The namespaces and bridge of a run (see the module doc).
+struct Namespaces {
+    bridge: String,
+    /// Per member: namespace name.
+    names: Vec<String>,
+    /// Per member: its address.
+    addresses: Vec<Ipv4Addr>,
+    /// Blackhole routes in place: (member whose namespace holds it, address dropped).
+    blackholes: Vec<(usize, Ipv4Addr)>,
+}
+
+pub struct Cluster {
+    server_bin: PathBuf,
+    token: String,
+    pub members: Vec<Member>,
+    namespaces: Option<Namespaces>,
+}
+
+/// Runs `ip` with `args`; an error names the command and what it printed.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("ip {}: {error}", args.join(" ")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// A free loopback port (for the loopback network).
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| format!("no free port: {error}"))
+}
+
+impl Namespaces {
+    /// Builds the bridge and one namespace per member, named after `tag`.
+    fn create(tag: &str, subnet: u8, members: usize) -> Result<Namespaces, String> {
+        let bridge = format!("{tag}br");
+        let mut namespaces = Namespaces {
+            bridge: bridge.clone(),
+            names: Vec::new(),
+            addresses: Vec::new(),
+            blackholes: Vec::new(),
+        };
+        // From here on, `Drop` removes whatever was made, also when a later step fails.
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        let gateway = format!("10.213.{subnet}.1/24");
+        ip(&["addr", "add", &gateway, "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for index in 0..members {
+            let name = format!("{tag}m{index}");
+            let host_end = format!("{tag}h{index}");
+            let inner_end = format!("{tag}n{index}");
+            let address = Ipv4Addr::new(10, 213, subnet, 10 + index as u8);
+            ip(&["netns", "add", &name])?;
+            namespaces.names.push(name.clone());
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &inner_end,
+            ])?;
+            ip(&["link", "set", &inner_end, "netns", &name])?;
+            ip(&["link", "set", &host_end, "master", &bridge])?;
+            ip(&["link", "set", &host_end, "up"])?;
+            ip(&["-n", &name, "link", "set", "lo", "up"])?;
+            ip(&["-n", &name, "addr", "add", &format!("{address}/24"), "dev", &inner_end])?;
+            ip(&["-n", &name, "link", "set", &inner_end, "up"])?;
+            namespaces.addresses.push(address);
+        }
+        Ok(namespaces)
+    }
+
+    /// Drops every packet between `side` and the other members, both ways.
+    fn cut(&mut self, side: &[usize]) -> Result<(), String> {
+        for a in side.iter().copied() {
+            for b in (0..self.names.len()).filter(|b| !side.contains(b)) {
+                for (from, to) in [(a, b), (b, a)] {
+                    let address = self.addresses[to];
+                    ip(&[
+                        "-n",
+                        &self.names[from],
+                        "route",
+                        "add",
+                        "blackhole",
+                        &format!("{address}/32"),
+                    ])?;
+                    self.blackholes.push((from, address));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self) -> Result<(), String> {
+        let mut first_error = None;
+        for (from, address) in std::mem::take(&mut self.blackholes) {
+            let result = ip(&[
+                "-n",
+                &self.names[from],
+                "route",
+                "del",
+                "blackhole",
+                &format!("{address}/32"),
+            ]);
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it, and with it the other end.
+        for name in &self.names {
+            if let Err(error) = ip(&["netns", "del", name]) {
+                eprintln!("jepsen-runner: cleaning up: {error}");
+            }
+        }
+        if let Err(error) = ip(&["link", "del", &self.bridge]) {
+            eprintln!("jepsen-runner: cleaning up: {error}");
+        }
+    }
+}
+
+/// Whether namespaces can be made here: root, and `ip netns` works.
+pub fn namespaces_possible() -> Result<(), String> {
+    let output = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|error| format!("cannot run id: {error}"))?;
+    if String::from_utf8_lossy(&output.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    ip(&["netns", "list"]).map_err(|error| format!("iproute2 unusable: {error}"))
+}
+
+impl Cluster {
+    /// Lays out `members` members under `out` (data dirs and logs), on namespaces when
+    /// `use_namespaces`, else on loopback ports. Starts nothing.
+    pub fn new(
+        server_bin: &Path,
+        out: &Path,
+        members: usize,
+        use_namespaces: bool,
+    ) -> Result<Cluster, String> {
+        let server_bin = server_bin
+            .canonicalize()
+            .map_err(|error| format!("--server-bin {}: {error}", server_bin.display()))?;
+        let pid = std::process::id();
+        // Interface names hold at most 15 bytes: "oxj" + 5 digits + "br" or "h9"/"n9"/"m9".
+        let tag = format!("oxj{:05}", pid % 100_000);
+        let namespaces = if use_namespaces {
+            Some(Namespaces::create(&tag, (pid % 250) as u8, members)?)
+        } else {
+            None
+        };
+        let mut list = Vec::new();
+        for index in 0..members {
+            let (client, peer, namespace) = match &namespaces {
+                Some(namespaces) => {
+                    let address = namespaces.addresses[index];
+                    (
+                        SocketAddr::from((address, 2379)),
+                        SocketAddr::from((address, 2380)),
+                        Some(namespaces.names[index].clone()),
+                    )
+                }
+                None => (
+                    SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                    SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                    None,
+                ),
+            };
+            let name = format!("m{index}");
+            list.push(Member {
+                data_dir: out.join(format!("{name}.data")),
+                log: out.join(format!("{name}.log")),
+                name,
+                client,
+                peer,
+                namespace,
+                child: None,
+                paused: false,
+            });
+        }
+        Ok(Cluster {
+            server_bin,
+            token: format!("jepsen-runner-{pid}"),
+            members: list,
+            namespaces,
+        })
+    }
+
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.members.iter().map(|member| member.client).collect()
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|member| format!("{}=http://{}", member.name, member.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `index` (the same flags every time; on a restart the data dir decides
+    /// and the initial-cluster flags are ignored, as etcd does). Its output is appended to
+    /// its log.
+    pub fn start(&mut self, index: usize) -> Result<(), String> {
+        let initial_cluster = self.initial_cluster();
+        let member = &mut self.members[index];
+        if member.child.is_some() {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .map_err(|error| format!("{}: {error}", member.log.display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|error| format!("{}: {error}", member.log.display()))?;
+        let mut command = match &member.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&self.server_bin);
+                command
+            }
+            None => Command::new(&self.server_bin),
+        };
+        let client_url = format!("http://{}", member.client);
+        let peer_url = format!("http://{}", member.peer);
+        command
+            .arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&client_url)
+            .arg("--advertise-client-urls")
+            .arg(&client_url)
+            .arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(&initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--initial-cluster-token")
+            .arg(&self.token)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let child = command
+            .spawn()
+            .map_err(|error| format!("starting {}: {error}", self.server_bin.display()))?;
+        member.child = Some(child);
+        member.paused = false;
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<(), String> {
+        for index in 0..self.members.len() {
+            self.start(index)?;
+        }
+        Ok(())
+    }
+
+    /// kill -9 of member `index`, waiting until it is gone.
+    pub fn kill(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        if let Some(mut child) = member.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        member.paused = false;
+    }
+
+    /// Sends `signal` (a name `kill` knows) to member `index`.
+    fn signal(&mut self, index: usize, signal: &str) -> Result<(), String> {
+        let Some(pid) = self.members[index].pid() else {
+            return Err(format!("{} is not running", self.members[index].name));
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .map_err(|error| format!("kill -{signal} {pid}: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {pid} failed"))
+        }
+    }
+
+    /// SIGSTOP: the process stays, frozen, with its sockets open.
+    pub fn pause(&mut self, index: usize) -> Result<(), String> {
+        self.signal(index, "STOP")?;
+        self.members[index].paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, index: usize) -> Result<(), String> {
+        if !self.members[index].paused {
+            return Ok(());
+        }
+        self.signal(index, "CONT")?;
+        self.members[index].paused = false;
+        Ok(())
+    }
+
+    /// Cuts `side` off from the other members.
+    pub fn partition(&mut self, side: &[usize]) -> Result<(), String> {
+        match &mut self.namespaces {
+            Some(namespaces) => namespaces.cut(side),
+            None => Err("partitions need network namespaces".into()),
+        }
+    }
+
+    /// Removes every partition, resumes every paused member and starts every stopped one.
+    pub fn heal(&mut self) -> Result<(), String> {
+        let mut first_error = None;
+        if let Some(namespaces) = &mut self.namespaces {
+            if let Err(error) = namespaces.heal() {
+                first_error.get_or_insert(error);
+            }
+        }
+        for index in 0..self.members.len() {
+            if let Err(error) = self.resume(index) {
+                first_error.get_or_insert(error);
+            }
+            if let Err(error) = self.start(index) {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether a member exited on its own (a crash, not a kill): its name and status.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for member in &mut self.members {
+            if let Some(child) = &mut member.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push(format!("{} exited by itself ({status})", member.name));
+                    member.child = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// Kills every process (see the module doc).
+    pub fn shutdown(&mut self) {
+        for index in 0..self.members.len() {
+            self.kill(index);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+        // `namespaces` drops after this, with the processes in them gone.
+    }
+}
