@@ -185,17 +185,20 @@ async fn inject(
 ) -> Result<FaultRecord, String> {
     let endpoints = cluster.endpoints();
     let members = endpoints.len();
-    let (target, note) = if fault.kind.at_leader() || fault.kind == FaultKind::CrashAll {
-        match checks::leader(&endpoints).await {
-            Some(leader) => (leader, format!("m{leader} (the leader)")),
-            None if fault.kind.at_leader() => (
-                fault.member,
-                format!("m{} (no leader known; a random member)", fault.member),
-            ),
-            None => (fault.member, "no leader known".into()),
+    // Asked of every fault, so that the timeline says whether a random target led.
+    let leader = checks::leader(&endpoints).await;
+    let (target, note) = match leader {
+        Some(leader) if fault.kind.at_leader() || fault.kind == FaultKind::CrashAll => {
+            (leader, format!("m{leader} (the leader)"))
         }
-    } else {
-        (fault.member, format!("m{}", fault.member))
+        None if fault.kind.at_leader() => (
+            fault.member,
+            format!("m{} (no leader known; a random member)", fault.member),
+        ),
+        Some(leader) if leader == fault.member => {
+            (fault.member, format!("m{} (it happened to lead)", fault.member))
+        }
+        _ => (fault.member, format!("m{} (a follower)", fault.member)),
     };
     let affected = match fault.kind {
         FaultKind::Kill | FaultKind::KillLeader => {
@@ -331,6 +334,11 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     let mut failures = Vec::new();
     for fault in &plan {
         tokio::time::sleep_until(origin + fault.at).await;
+        // Each fault strikes a whole cluster: one that has not recovered from the last one
+        // yet is given up to 10 s more (the schedule shifts; its order and targets do not).
+        if let Err(error) = checks::wait_healthy(&endpoints, Duration::from_secs(10)).await {
+            println!("  (not healthy before {}: {error})", fault.kind);
+        }
         match inject(&mut cluster, fault, &recorder).await {
             Ok(record) => faults.push(record),
             Err(error) => {
