@@ -13,7 +13,8 @@
 //! Availability under each fault (`availability`) is measured from the same run.
 //!
 //! Everything goes to `--out`: `history.jsonl` (replay it with `jepsen-lite check`), the
-//! member logs, `faults.json` (the timeline), `availability.json`, `summary.json`, and
+//! member logs, `faults.json` (the timeline), `attempts.jsonl` (every request: member,
+//! kind, call and return times, acknowledged or not), `availability.json`, `summary.json`, and
 //! `report.html` when the checker found something. The seed and the command that repeats
 //! the run are printed first. The exit status is 0 only when every check passed.
 //!
@@ -226,7 +227,10 @@ async fn inject(
         FaultKind::Partition | FaultKind::PartitionLeader => {
             format!("{note}: {affected:?} cut off from the rest")
         }
-        FaultKind::CrashAll => format!("every member killed ({note} led)"),
+        FaultKind::CrashAll => match leader {
+            Some(leader) => format!("every member killed (m{leader} led)"),
+            None => "every member killed (no leader known)".into(),
+        },
         _ => note,
     };
     println!(
@@ -315,6 +319,7 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
         recorder: recorder.clone(),
         endpoints: endpoints.clone(),
         keys: args.keys,
+        lease_ttl: args.duration.as_secs() as i64 + 300,
         stop: Default::default(),
     });
     let clients = args.clients.unwrap_or(2 * args.members).max(1);
@@ -459,6 +464,15 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     println!("\navailability per fault kind (server {}):", args.server_bin.display());
     print!("{}", availability::table(&summary));
     write_json(&out.join("faults.json"), &faults);
+    let attempts: String = recorder
+        .attempts()
+        .iter()
+        .filter_map(|attempt| serde_json::to_string(attempt).ok())
+        .map(|line| line + "\n")
+        .collect();
+    if let Err(error) = std::fs::write(out.join("attempts.jsonl"), attempts) {
+        eprintln!("jepsen-runner: writing attempts.jsonl: {error}");
+    }
     write_json(
         &out.join("availability.json"),
         &serde_json::json!({ "faults": measured, "per_kind": summary }),

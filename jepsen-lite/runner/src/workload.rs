@@ -2,8 +2,8 @@
 //!
 //! Each client is bound to one member and sends one request at a time until its deadline:
 //! gets, prefix ranges, reads at a revision it saw earlier, puts, deletes, compare-and-swap
-//! txns guarded on a key's mod revision, and txns over several keys, all over a few keys so
-//! that clients conflict. Values are unique (client id and sequence number), so every read
+//! txns guarded on a key's mod revision, txns over several keys, and leases (grants, puts
+//! attached to them, keep-alives, revokes), all over a few keys so that clients conflict. Values are unique (client id and sequence number), so every read
 //! names the write it saw. A request gets a short timeout: a fault then makes an unknown
 //! outcome, not a hang. After anything but an answer or a definite refusal the client drops
 //! its connection and dials again.
@@ -27,12 +27,14 @@ use jepsen_lite::{Input, Output};
 use oxcd::net::dial::Dialer;
 use oxcd::proto::etcdserverpb::compare::{CompareResult as PbResult, CompareTarget as PbTarget};
 use oxcd::proto::etcdserverpb::kv_client::KvClient;
+use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
 use oxcd::proto::etcdserverpb::request_op::Request as PbOp;
 use oxcd::proto::etcdserverpb::response_op::Response as PbOpResponse;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::{
-    compare, watch_request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest,
+    compare, watch_request, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
 use oxcd::server::ReceiverStream;
@@ -213,6 +215,9 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     pub endpoints: Vec<SocketAddr>,
     pub keys: usize,
+    /// TTL of the leases clients grant: longer than the run, so that none expires (the
+    /// history has no expiry in it; see `docs/real-faults.md`).
+    pub lease_ttl: i64,
     /// Clients stop when this is set.
     pub stop: AtomicBool,
 }
@@ -228,9 +233,10 @@ enum Pick {
     Delete,
     CompareAndSwap,
     MultiKeyTxn,
+    Lease,
 }
 
-const MIX: [(u32, Pick); 7] = [
+const MIX: [(u32, Pick); 8] = [
     (15, Pick::Get),
     (5, Pick::Prefix),
     (5, Pick::PastRead),
@@ -238,6 +244,7 @@ const MIX: [(u32, Pick); 7] = [
     (5, Pick::Delete),
     (8, Pick::CompareAndSwap),
     (6, Pick::MultiKeyTxn),
+    (4, Pick::Lease),
 ];
 
 fn pick(rng: &mut SmallRng) -> Pick {
@@ -263,13 +270,18 @@ pub async fn client(shared: Arc<Shared>, member: usize, seed: u64) {
     let mut seen = vec![0i64; shared.keys];
     // Some header revisions this client was told: what its past-revision reads pick from.
     let mut revisions: Vec<i64> = Vec::new();
+    // Leases this client was told it granted, and has not revoked or seen gone.
+    let mut leases: Vec<i64> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         sequence += 1;
         let which = pick(&mut rng);
         let key_index = rng.random_range(0..shared.keys);
         let key = format!("k{key_index}");
         let value = format!("c{client}-{sequence}");
-        let (input, request) = build(which, &key, &value, &seen, &revisions, shared.keys, &mut rng);
+        let (input, request) = match which {
+            Pick::Lease => lease_request(&leases, client, sequence, shared.lease_ttl, &key, &value, &mut rng),
+            _ => build(which, &key, &value, &seen, &revisions, shared.keys, &mut rng),
+        };
         let channel_now = match &channel {
             Some(channel) => channel.clone(),
             None => match connect(shared.endpoints[member]).await {
@@ -290,6 +302,14 @@ pub async fn client(shared: Arc<Shared>, member: usize, seed: u64) {
         let return_time = recorder.now();
         if let Outcome::Ok(output) = &outcome {
             learn(output, &input, &mut seen, &mut revisions, &mut rng);
+            match &input {
+                Input::LeaseGrant { id, .. } => leases.push(*id),
+                Input::LeaseRevoke { id } => leases.retain(|lease| lease != id),
+                Input::LeaseKeepAlive { id } if output.error.is_some() => {
+                    leases.retain(|lease| lease != id)
+                }
+                _ => {}
+            }
         }
         let failed = !matches!(outcome, Outcome::Ok(_) | Outcome::Failed(_));
         recorder.record(&mut client, member, input, call, return_time, outcome);
@@ -306,10 +326,14 @@ enum Request {
     Put(PutRequest),
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    /// One keep-alive of the lease, on a stream of its own.
+    KeepAlive(i64),
 }
 
 async fn send(channel: Channel, request: Request) -> Outcome {
-    let mut kv = KvClient::new(channel);
+    let mut kv = KvClient::new(channel.clone());
     let result = match request {
         Request::Range(request) => within(kv.range(request)).await.map(|r| range_output(&r)),
         Request::Put(request) => within(kv.put(request))
@@ -320,10 +344,81 @@ async fn send(channel: Channel, request: Request) -> Outcome {
             ..revision_output(r.header)
         }),
         Request::Txn(request) => within(kv.txn(request)).await.map(|r| txn_output(&r)),
+        Request::LeaseGrant(request) => within(LeaseClient::new(channel).lease_grant(request))
+            .await
+            .map(|r| revision_output(r.header)),
+        Request::LeaseRevoke(request) => within(LeaseClient::new(channel).lease_revoke(request))
+            .await
+            .map(|r| revision_output(r.header)),
+        // The header's revision is not recorded: a follower answers with its own, which
+        // may lag the leader that renewed the lease. TTL 0 is how a lease that is gone is
+        // answered.
+        Request::KeepAlive(id) => within(keep_alive_once(channel, id)).await.map(|ttl| Output {
+            error: (ttl <= 0).then(|| "lease not found".to_string()),
+            ..Output::default()
+        }),
     };
     match result {
         Ok(output) => Outcome::Ok(output),
         Err(outcome) => outcome,
+    }
+}
+
+/// One keep-alive of lease `id` on a stream of its own; the TTL it was renewed for, 0 when
+/// the lease is gone.
+async fn keep_alive_once(channel: Channel, id: i64) -> Result<tonic::Response<i64>, Status> {
+    // A channel of one: one request, then the sender drops and the stream ends.
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    let _ = requests.send(LeaseKeepAliveRequest { id }).await;
+    let response = LeaseClient::new(channel)
+        .lease_keep_alive(ReceiverStream(receiver))
+        .await?;
+    match response.into_inner().message().await? {
+        Some(response) => Ok(tonic::Response::new(response.ttl)),
+        None => Err(Status::unavailable("keep-alive stream ended")),
+    }
+}
+
+/// A lease request: a grant (always when the client holds none), a put attached to one
+/// of its leases, a keep-alive or a revoke. Lease ids are the client's and sequence
+/// number's, so unique in the run.
+fn lease_request(
+    leases: &[i64],
+    client: u64,
+    sequence: u64,
+    ttl: i64,
+    key: &str,
+    value: &str,
+    rng: &mut SmallRng,
+) -> (Input, Request) {
+    let choice = rng.random_range(0..4);
+    if choice == 0 || leases.is_empty() {
+        let id = ((client as i64) << 24) | (sequence as i64 & 0xff_ffff);
+        return (
+            Input::LeaseGrant { id, ttl },
+            Request::LeaseGrant(LeaseGrantRequest { ttl, id }),
+        );
+    }
+    let id = leases[rng.random_range(0..leases.len())];
+    match choice {
+        1 => (
+            Input::Put {
+                key: key.to_string(),
+                value: value.to_string(),
+                lease: Some(id),
+            },
+            Request::Put(PutRequest {
+                key: raw(key).into(),
+                value: raw(value).into(),
+                lease: id,
+                ..Default::default()
+            }),
+        ),
+        2 => (Input::LeaseKeepAlive { id }, Request::KeepAlive(id)),
+        _ => (
+            Input::LeaseRevoke { id },
+            Request::LeaseRevoke(LeaseRevokeRequest { id }),
+        ),
     }
 }
 
@@ -490,6 +585,7 @@ fn build(
                 vec![(failure, failure_ops)],
             )
         }
+        Pick::Lease => unreachable!("lease requests are built by `lease_request`"),
         Pick::MultiKeyTxn => {
             // Three different keys: if the first exists, write the second and delete the
             // third; if not, create the first and read the other two.
