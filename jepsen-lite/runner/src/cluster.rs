@@ -39,7 +39,11 @@ impl Member {
 
 /// The namespaces and bridge of a run (see the module doc).
 struct Namespaces {
-    bridge: String,
+    /// The bridge, once made.
+    bridge: Option<String>,
+    /// The veth ends in the runner's namespace (normally deleted with their namespace's
+    /// end; listed for a set-up that failed half-way).
+    host_ends: Vec<String>,
     /// Per member: namespace name.
     names: Vec<String>,
     /// Per member: its address.
@@ -86,13 +90,15 @@ impl Namespaces {
     fn create(tag: &str, subnet: u8, members: usize) -> Result<Namespaces, String> {
         let bridge = format!("{tag}br");
         let mut namespaces = Namespaces {
-            bridge: bridge.clone(),
+            bridge: None,
+            host_ends: Vec::new(),
             names: Vec::new(),
             addresses: Vec::new(),
             blackholes: Vec::new(),
         };
         // From here on, `Drop` removes whatever was made, also when a later step fails.
         ip(&["link", "add", &bridge, "type", "bridge"])?;
+        namespaces.bridge = Some(bridge.clone());
         let gateway = format!("10.213.{subnet}.1/24");
         ip(&["addr", "add", &gateway, "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
@@ -106,6 +112,7 @@ impl Namespaces {
             ip(&[
                 "link", "add", &host_end, "type", "veth", "peer", "name", &inner_end,
             ])?;
+            namespaces.host_ends.push(host_end.clone());
             ip(&["link", "set", &inner_end, "netns", &name])?;
             ip(&["link", "set", &host_end, "master", &bridge])?;
             ip(&["link", "set", &host_end, "up"])?;
@@ -165,8 +172,14 @@ impl Drop for Namespaces {
                 eprintln!("jepsen-runner: cleaning up: {error}");
             }
         }
-        if let Err(error) = ip(&["link", "del", &self.bridge]) {
-            eprintln!("jepsen-runner: cleaning up: {error}");
+        for host_end in &self.host_ends {
+            // Gone with its peer unless the set-up stopped before moving the peer.
+            let _ = ip(&["link", "del", host_end]);
+        }
+        if let Some(bridge) = &self.bridge {
+            if let Err(error) = ip(&["link", "del", bridge]) {
+                eprintln!("jepsen-runner: cleaning up: {error}");
+            }
         }
     }
 }
@@ -238,6 +251,10 @@ impl Cluster {
             members: list,
             namespaces,
         })
+    }
+
+    pub fn on_namespaces(&self) -> bool {
+        self.namespaces.is_some()
     }
 
     pub fn endpoints(&self) -> Vec<SocketAddr> {

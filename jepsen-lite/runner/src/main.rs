@@ -260,7 +260,7 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
         return Err("--keys must be at least 3".into());
     }
     let mut nemeses = Nemesis::parse_list(&args.nemesis)?;
-    let use_namespaces = match args.network.as_str() {
+    let want_namespaces = match args.network.as_str() {
         "netns" => {
             cluster::namespaces_possible().map_err(|why| format!("--network netns: {why}"))?;
             true
@@ -275,13 +275,21 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
         },
         other => return Err(format!("--network {other}: netns, loopback or auto")),
     };
+    prepare_out(&out)?;
+    let mut cluster = match Cluster::new(&args.server_bin, &out, args.members, want_namespaces) {
+        Err(why) if want_namespaces && args.network == "auto" => {
+            println!("network namespaces could not be made ({why}): members on loopback");
+            Cluster::new(&args.server_bin, &out, args.members, false)?
+        }
+        result => result?,
+    };
+    let use_namespaces = cluster.on_namespaces();
     let mut skipped = Vec::new();
     if !use_namespaces && nemeses.contains(&Nemesis::Partition) {
         println!("SKIPPED nemesis partition: it needs network namespaces (root and iproute2)");
         nemeses.retain(|&n| n != Nemesis::Partition);
         skipped.push("partition".to_string());
     }
-    prepare_out(&out)?;
     let plan = schedule::schedule(&ScheduleOptions {
         seed,
         members: args.members,
@@ -292,7 +300,6 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     });
     write_json(&out.join("schedule.json"), &plan);
 
-    let mut cluster = Cluster::new(&args.server_bin, &out, args.members, use_namespaces)?;
     let endpoints = cluster.endpoints();
     println!(
         "members: {}",
