@@ -210,7 +210,7 @@ async fn inject(
             cluster.pause(target)?;
             vec![target]
         }
-        FaultKind::Partition | FaultKind::PartitionLeader => {
+        FaultKind::Partition | FaultKind::PartitionLeader | FaultKind::PartitionFlap => {
             let side = schedule::minority(members, target, fault.companion);
             cluster.partition(&side)?;
             side
@@ -227,6 +227,11 @@ async fn inject(
         FaultKind::Partition | FaultKind::PartitionLeader => {
             format!("{note}: {affected:?} cut off from the rest")
         }
+        FaultKind::PartitionFlap => format!(
+            "{note}: {affected:?} cut off {} ms, whole {} ms, over and over",
+            schedule::FLAP_CUT.as_millis(),
+            schedule::FLAP_WHOLE.as_millis()
+        ),
         FaultKind::CrashAll => match leader {
             Some(leader) => format!("every member killed (m{leader} led)"),
             None => "every member killed (no leader known)".into(),
@@ -239,7 +244,21 @@ async fn inject(
         fault.kind.name(),
         fault.duration.as_secs_f64()
     );
-    tokio::time::sleep(fault.duration).await;
+    if fault.kind == FaultKind::PartitionFlap {
+        let end = tokio::time::Instant::now() + fault.duration;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(schedule::FLAP_CUT.min(left)).await;
+            cluster.heal()?;
+            if tokio::time::Instant::now() + schedule::FLAP_WHOLE >= end {
+                break;
+            }
+            tokio::time::sleep(schedule::FLAP_WHOLE).await;
+            cluster.partition(&affected)?;
+        }
+    } else {
+        tokio::time::sleep(fault.duration).await;
+    }
     cluster.heal()?;
     Ok(FaultRecord {
         kind: fault.kind,

@@ -21,7 +21,8 @@ pub enum Nemesis {
     Kill,
     /// SIGSTOP of one member (random, or the leader) for longer than an election timeout.
     Pause,
-    /// One member (or, in a cluster of five, two) cut off from the others.
+    /// One member (or, in a cluster of five, two) cut off from the others, for the whole
+    /// fault or on and off (a flapping link).
     Partition,
     /// kill -9 of every member at once, then every member restarted.
     CrashAll,
@@ -73,8 +74,14 @@ pub enum FaultKind {
     PauseLeader,
     Partition,
     PartitionLeader,
+    /// A random member cut off and let back every [`FLAP_CUT`] + [`FLAP_WHOLE`].
+    PartitionFlap,
     CrashAll,
 }
+
+/// How long a flapping partition cuts, then leaves the network whole, in each cycle.
+pub const FLAP_CUT: Duration = Duration::from_millis(700);
+pub const FLAP_WHOLE: Duration = Duration::from_millis(300);
 
 impl FaultKind {
     pub fn name(self) -> &'static str {
@@ -85,6 +92,7 @@ impl FaultKind {
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::Partition => "partition",
             FaultKind::PartitionLeader => "partition-leader",
+            FaultKind::PartitionFlap => "partition-flap",
             FaultKind::CrashAll => "crash-all",
         }
     }
@@ -94,7 +102,9 @@ impl FaultKind {
         match self {
             FaultKind::Kill | FaultKind::KillLeader => Nemesis::Kill,
             FaultKind::Pause | FaultKind::PauseLeader => Nemesis::Pause,
-            FaultKind::Partition | FaultKind::PartitionLeader => Nemesis::Partition,
+            FaultKind::Partition | FaultKind::PartitionLeader | FaultKind::PartitionFlap => {
+                Nemesis::Partition
+            }
             FaultKind::CrashAll => Nemesis::CrashAll,
         }
     }
@@ -111,7 +121,11 @@ impl FaultKind {
         match nemesis {
             Nemesis::Kill => &[FaultKind::Kill, FaultKind::KillLeader],
             Nemesis::Pause => &[FaultKind::Pause, FaultKind::PauseLeader],
-            Nemesis::Partition => &[FaultKind::Partition, FaultKind::PartitionLeader],
+            Nemesis::Partition => &[
+                FaultKind::Partition,
+                FaultKind::PartitionLeader,
+                FaultKind::PartitionFlap,
+            ],
             Nemesis::CrashAll => &[FaultKind::CrashAll],
         }
     }
@@ -124,6 +138,7 @@ impl FaultKind {
             FaultKind::Kill | FaultKind::KillLeader => 1_500..3_000,
             FaultKind::Pause | FaultKind::PauseLeader => 2_000..3_500,
             FaultKind::Partition | FaultKind::PartitionLeader => 2_000..4_000,
+            FaultKind::PartitionFlap => 3_000..5_000,
             FaultKind::CrashAll => 1_000..2_000,
         }
     }
@@ -272,10 +287,10 @@ mod tests {
     #[test]
     fn every_kind_comes_once_a_round() {
         let faults = schedule(&options(3, Nemesis::ALL.to_vec()));
-        assert!(faults.len() >= 7, "{} faults in 60 s", faults.len());
+        assert!(faults.len() >= 8, "{} faults in 60 s", faults.len());
         let first: std::collections::BTreeSet<FaultKind> =
-            faults[..7].iter().map(|fault| fault.kind).collect();
-        assert_eq!(first.len(), 7, "the first round repeats a kind: {faults:?}");
+            faults[..8].iter().map(|fault| fault.kind).collect();
+        assert_eq!(first.len(), 8, "the first round repeats a kind: {faults:?}");
     }
 
     #[test]
