@@ -278,6 +278,9 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     if args.keys < 3 {
         return Err("--keys must be at least 3".into());
     }
+    if !args.server_bin.is_file() {
+        return Err(format!("--server-bin {}: no such file", args.server_bin.display()));
+    }
     let mut nemeses = Nemesis::parse_list(&args.nemesis)?;
     let want_namespaces = match args.network.as_str() {
         "netns" => {
