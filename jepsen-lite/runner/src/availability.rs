@@ -19,7 +19,10 @@ use crate::schedule::FaultKind;
 /// A fault as it was injected.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FaultRecord {
+    /// The fault in effect: a fault planned for a random member that led is the same
+    /// fault of the leader.
     pub kind: FaultKind,
+    pub planned: FaultKind,
     /// When it took effect (ns on the run's clock).
     pub start: i64,
     /// When it was healed.
@@ -208,6 +211,7 @@ mod tests {
     fn fault(kind: FaultKind, affected: Vec<usize>) -> FaultRecord {
         FaultRecord {
             kind,
+            planned: kind,
             start: 1_000 * MS,
             healed: 3_000 * MS,
             window_end: 6_000 * MS,

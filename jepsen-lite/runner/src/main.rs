@@ -196,12 +196,21 @@ async fn inject(
             fault.member,
             format!("m{} (no leader known; a random member)", fault.member),
         ),
-        Some(leader) if leader == fault.member => {
-            (fault.member, format!("m{} (it happened to lead)", fault.member))
-        }
+        Some(leader) if leader == fault.member => (
+            fault.member,
+            format!("m{} (a random member; it led)", fault.member),
+        ),
         _ => (fault.member, format!("m{} (a follower)", fault.member)),
     };
-    let affected = match fault.kind {
+    // A random member that leads makes the fault one of the leader, and it is measured
+    // as one (the timeline keeps the plan).
+    let kind = match leader {
+        Some(leader) if leader == target && !fault.kind.at_leader() => {
+            fault.kind.when_target_leads()
+        }
+        _ => fault.kind,
+    };
+    let affected = match kind {
         FaultKind::Kill | FaultKind::KillLeader => {
             cluster.kill(target);
             vec![target]
@@ -223,7 +232,7 @@ async fn inject(
         }
     };
     let start = recorder.now();
-    let note = match fault.kind {
+    let note = match kind {
         FaultKind::Partition | FaultKind::PartitionLeader => {
             format!("{note}: {affected:?} cut off from the rest")
         }
@@ -241,10 +250,10 @@ async fn inject(
     println!(
         "  {:>7.2} s  {:<17} {note}, for {:.1} s",
         start as f64 / 1e9,
-        fault.kind.name(),
+        kind.name(),
         fault.duration.as_secs_f64()
     );
-    if fault.kind == FaultKind::PartitionFlap {
+    if kind == FaultKind::PartitionFlap {
         let end = tokio::time::Instant::now() + fault.duration;
         loop {
             let left = end.saturating_duration_since(tokio::time::Instant::now());
@@ -261,7 +270,8 @@ async fn inject(
     }
     cluster.heal()?;
     Ok(FaultRecord {
-        kind: fault.kind,
+        kind,
+        planned: fault.kind,
         start,
         healed: recorder.now(),
         window_end: 0,

@@ -117,6 +117,17 @@ impl FaultKind {
         )
     }
 
+    /// What a fault of a random member is in effect when that member leads: the same
+    /// fault of the leader (a flapping partition has no leader variant).
+    pub fn when_target_leads(self) -> FaultKind {
+        match self {
+            FaultKind::Kill => FaultKind::KillLeader,
+            FaultKind::Pause => FaultKind::PauseLeader,
+            FaultKind::Partition => FaultKind::PartitionLeader,
+            other => other,
+        }
+    }
+
     fn of(nemesis: Nemesis) -> &'static [FaultKind] {
         match nemesis {
             Nemesis::Kill => &[FaultKind::Kill, FaultKind::KillLeader],
