@@ -9,6 +9,9 @@
 //! included. Without root or `ip`, the members listen on loopback ports and partitions
 //! are not possible (the runner says so and skips that nemesis).
 //!
+//! For the full-disk fault, one member's data dir is a small tmpfs of its own; the fault
+//! fills it with a balloon file and the heal removes it.
+//!
 //! The processes and the namespaces are released in `Drop` (kill -9 of every child still
 //! running, paused ones included; the namespaces, veth pairs and bridge deleted), so an
 //! error, a panic or an interrupt that unwinds out of the run leaves nothing behind.
@@ -57,7 +60,16 @@ pub struct Cluster {
     token: String,
     pub members: Vec<Member>,
     namespaces: Option<Namespaces>,
+    /// The member whose data dir is a small file system of its own (for the full-disk
+    /// fault), if any; unmounted in `Drop`.
+    small_disk: Option<usize>,
 }
+
+/// Size of the small file system of the full-disk fault: room for the WAL's preallocated
+/// segments and the backend of a run of a few minutes, for oxcd and etcd alike.
+const SMALL_DISK_MB: u64 = 512;
+/// The file that fills the small file system.
+const BALLOON: &str = "disk-full-balloon";
 
 /// Runs `ip` with `args`; an error names the command and what it printed.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -250,6 +262,7 @@ impl Cluster {
             token: format!("jepsen-runner-{pid}"),
             members: list,
             namespaces,
+            small_disk: None,
         })
     }
 
@@ -387,6 +400,9 @@ impl Cluster {
     /// Removes every partition, resumes every paused member and starts every stopped one.
     pub fn heal(&mut self) -> Result<(), String> {
         let mut first_error = None;
+        if let Err(error) = self.free_disk() {
+            first_error.get_or_insert(error);
+        }
         if let Some(namespaces) = &mut self.namespaces {
             if let Err(error) = namespaces.heal() {
                 first_error.get_or_insert(error);
@@ -423,11 +439,90 @@ impl Cluster {
             self.kill(index);
         }
     }
+
+    /// Puts member `index`'s data dir on a tmpfs of its own (before it first starts), so
+    /// that the disk can be filled without touching anything else on the machine.
+    pub fn mount_small_disk(&mut self, index: usize) -> Result<(), String> {
+        let dir = &self.members[index].data_dir;
+        std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={SMALL_DISK_MB}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|error| format!("mount: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs on {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        self.small_disk = Some(index);
+        Ok(())
+    }
+
+    pub fn small_disk(&self) -> Option<usize> {
+        self.small_disk
+    }
+
+    /// Fills the small file system to the last byte (ENOSPC for the member's next write).
+    pub fn fill_disk(&mut self) -> Result<u64, String> {
+        use std::io::Write as _;
+        let index = self.small_disk.ok_or("no small disk")?;
+        let path = self.members[index].data_dir.join(BALLOON);
+        let mut file =
+            std::fs::File::create(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        // Whole megabytes, then single bytes, until the file system refuses.
+        for size in [chunk.len(), 4096, 1] {
+            while let Ok(()) = file.write_all(&chunk[..size]) {
+                written += size as u64;
+            }
+        }
+        let _ = file.sync_all();
+        Ok(written)
+    }
+
+    /// Removes what [`Cluster::fill_disk`] wrote.
+    pub fn free_disk(&mut self) -> Result<(), String> {
+        let Some(index) = self.small_disk else {
+            return Ok(());
+        };
+        let path = self.members[index].data_dir.join(BALLOON);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(format!("{}: {error}", path.display())),
+        }
+    }
+
+    /// Whether member `index` exited by itself (and if so, forgets its process so that
+    /// a heal starts it again): its exit status.
+    pub fn exited_member(&mut self, index: usize) -> Option<String> {
+        let member = &mut self.members[index];
+        let status = member.child.as_mut()?.try_wait().ok()??;
+        member.child = None;
+        member.paused = false;
+        Some(status.to_string())
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(index) = self.small_disk.take() {
+            let dir = &self.members[index].data_dir;
+            match Command::new("umount").arg(dir).output() {
+                Ok(output) if output.status.success() => {}
+                Ok(output) => eprintln!(
+                    "jepsen-runner: cleaning up: umount {}: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+                Err(error) => eprintln!("jepsen-runner: cleaning up: umount: {error}"),
+            }
+        }
         // `namespaces` drops after this, with the processes in them gone.
     }
 }

@@ -75,7 +75,8 @@ struct Args {
     /// How long the clients run.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Faults to inject: kill, pause, partition, crash-all (comma separated), all or none.
+    /// Faults to inject: kill, pause, partition, crash-all, disk-full (comma separated),
+    /// all (every one but disk-full) or none.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Concurrent clients, spread over the members (default: two per member).
@@ -204,6 +205,7 @@ async fn inject(
     };
     // A random member that leads makes the fault one of the leader, and it is measured
     // as one (the timeline keeps the plan).
+    let mut disk_note = String::new();
     let kind = match leader {
         Some(leader) if leader == target && !fault.kind.at_leader() => {
             fault.kind.when_target_leads()
@@ -230,6 +232,12 @@ async fn inject(
             }
             (0..members).collect()
         }
+        FaultKind::DiskFull => {
+            let index = cluster.small_disk().ok_or("no member on a small disk")?;
+            let bytes = cluster.fill_disk()?;
+            disk_note = format!("m{index}: its disk filled ({} MB written)", bytes >> 20);
+            vec![index]
+        }
     };
     let start = recorder.now();
     let note = match kind {
@@ -245,6 +253,7 @@ async fn inject(
             Some(leader) => format!("every member killed (m{leader} led)"),
             None => "every member killed (no leader known)".into(),
         },
+        FaultKind::DiskFull => disk_note,
         _ => note,
     };
     println!(
@@ -267,6 +276,16 @@ async fn inject(
         }
     } else {
         tokio::time::sleep(fault.duration).await;
+    }
+    let mut note = note;
+    if kind == FaultKind::DiskFull {
+        // A member that cannot write its log stops (etcd and oxcd alike); the heal empties
+        // the disk and starts it again.
+        cluster.free_disk()?;
+        if let Some(status) = cluster.exited_member(affected[0]) {
+            println!("             m{} stopped on the full disk ({status}); restarting it", affected[0]);
+            note += &format!("; it stopped ({status}) and was restarted");
+        }
     }
     cluster.heal()?;
     Ok(FaultRecord {
@@ -317,6 +336,14 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     };
     let use_namespaces = cluster.on_namespaces();
     let mut skipped = Vec::new();
+    if nemeses.contains(&Nemesis::DiskFull) {
+        let index = (seed % args.members as u64) as usize;
+        if let Err(why) = cluster.mount_small_disk(index) {
+            println!("SKIPPED nemesis disk-full: {why}");
+            nemeses.retain(|&n| n != Nemesis::DiskFull);
+            skipped.push("disk-full".to_string());
+        }
+    }
     if !use_namespaces && nemeses.contains(&Nemesis::Partition) {
         println!("SKIPPED nemesis partition: it needs network namespaces (root and iproute2)");
         nemeses.retain(|&n| n != Nemesis::Partition);

@@ -26,6 +26,9 @@ pub enum Nemesis {
     Partition,
     /// kill -9 of every member at once, then every member restarted.
     CrashAll,
+    /// One member's data dir (a small file system of its own) filled to the last byte,
+    /// then emptied. Not part of `all`: it mounts a file system, which needs root.
+    DiskFull,
 }
 
 impl Nemesis {
@@ -44,6 +47,7 @@ impl Nemesis {
                 "pause" => Nemesis::Pause,
                 "partition" => Nemesis::Partition,
                 "crash-all" => Nemesis::CrashAll,
+                "disk-full" => Nemesis::DiskFull,
                 "all" => {
                     out.extend(Nemesis::ALL);
                     continue;
@@ -51,7 +55,7 @@ impl Nemesis {
                 "none" => continue,
                 other => {
                     return Err(format!(
-                        "unknown nemesis {other:?} (kill, pause, partition, crash-all, all, none)"
+                        "unknown nemesis {other:?} (kill, pause, partition, crash-all, disk-full, all, none)"
                     ))
                 }
             };
@@ -77,6 +81,7 @@ pub enum FaultKind {
     /// A random member cut off and let back every [`FLAP_CUT`] + [`FLAP_WHOLE`].
     PartitionFlap,
     CrashAll,
+    DiskFull,
 }
 
 /// How long a flapping partition cuts, then leaves the network whole, in each cycle.
@@ -94,6 +99,7 @@ impl FaultKind {
             FaultKind::PartitionLeader => "partition-leader",
             FaultKind::PartitionFlap => "partition-flap",
             FaultKind::CrashAll => "crash-all",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 
@@ -106,6 +112,7 @@ impl FaultKind {
                 Nemesis::Partition
             }
             FaultKind::CrashAll => Nemesis::CrashAll,
+            FaultKind::DiskFull => Nemesis::DiskFull,
         }
     }
 
@@ -138,6 +145,7 @@ impl FaultKind {
                 FaultKind::PartitionFlap,
             ],
             Nemesis::CrashAll => &[FaultKind::CrashAll],
+            Nemesis::DiskFull => &[FaultKind::DiskFull],
         }
     }
 
@@ -151,6 +159,7 @@ impl FaultKind {
             FaultKind::Partition | FaultKind::PartitionLeader => 2_000..4_000,
             FaultKind::PartitionFlap => 3_000..5_000,
             FaultKind::CrashAll => 1_000..2_000,
+            FaultKind::DiskFull => 2_000..4_000,
         }
     }
 }
@@ -320,6 +329,10 @@ mod tests {
         );
         assert_eq!(Nemesis::parse_list("all").unwrap(), Nemesis::ALL.to_vec());
         assert!(Nemesis::parse_list("none").unwrap().is_empty());
+        assert_eq!(
+            Nemesis::parse_list("all,disk-full").unwrap().last(),
+            Some(&Nemesis::DiskFull)
+        );
         assert!(Nemesis::parse_list("kil").is_err());
     }
 
