@@ -75,8 +75,8 @@ struct Args {
     /// How long the clients run.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Faults to inject: kill, pause, partition, crash-all, disk-full (comma separated),
-    /// all (every one but disk-full) or none.
+    /// Faults to inject: kill, pause, partition, crash-all, disk-full, overlap (comma
+    /// separated), all (kill, pause, partition and crash-all) or none.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// Concurrent clients, spread over the members (default: two per member).
@@ -179,6 +179,20 @@ fn repeat_command(args: &Args, seed: u64, out: &Path) -> String {
     command
 }
 
+/// One half of an overlapping fault, on `member` (a cut-off adds to any cut in place).
+fn strike(cluster: &mut Cluster, single: schedule::Single, member: usize) -> Result<(), String> {
+    match single {
+        schedule::Single::Kill => {
+            cluster.kill(member);
+            Ok(())
+        }
+        schedule::Single::Pause => cluster.pause(member),
+        // Without namespaces there is no cut-off: a pause stands in (the runner said so).
+        schedule::Single::Partition if !cluster.on_namespaces() => cluster.pause(member),
+        schedule::Single::Partition => cluster.partition(&[member]),
+    }
+}
+
 /// Injects one planned fault, waits for its duration and heals it.
 async fn inject(
     cluster: &mut Cluster,
@@ -232,6 +246,11 @@ async fn inject(
             }
             (0..members).collect()
         }
+        FaultKind::Overlap => {
+            let (first, _) = fault.overlap.ok_or("an overlap without its halves")?;
+            strike(cluster, first, fault.member)?;
+            vec![fault.member, fault.companion]
+        }
         FaultKind::DiskFull => {
             let index = cluster.small_disk().ok_or("no member on a small disk")?;
             let bytes = cluster.fill_disk()?;
@@ -254,6 +273,20 @@ async fn inject(
             None => "every member killed (no leader known)".into(),
         },
         FaultKind::DiskFull => disk_note,
+        FaultKind::Overlap => match fault.overlap {
+            Some((first, second)) => format!(
+                "{} m{}, then half-way {} m{} as well{}",
+                first.name(),
+                fault.member,
+                second.name(),
+                fault.companion,
+                match leader {
+                    Some(leader) => format!(" (m{leader} led)"),
+                    None => String::new(),
+                }
+            ),
+            None => String::new(),
+        },
         _ => note,
     };
     println!(
@@ -274,6 +307,10 @@ async fn inject(
             tokio::time::sleep(schedule::FLAP_WHOLE).await;
             cluster.partition(&affected)?;
         }
+    } else if let (FaultKind::Overlap, Some((_, second))) = (kind, fault.overlap) {
+        tokio::time::sleep(fault.duration / 2).await;
+        strike(cluster, second, fault.companion)?;
+        tokio::time::sleep(fault.duration - fault.duration / 2).await;
     } else {
         tokio::time::sleep(fault.duration).await;
     }
@@ -346,6 +383,9 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     }
     if !use_namespaces && nemeses.contains(&Nemesis::Partition) {
         println!("SKIPPED nemesis partition: it needs network namespaces (root and iproute2)");
+        if nemeses.contains(&Nemesis::Overlap) {
+            println!("(the cut-offs of the overlap nemesis are pauses without namespaces)");
+        }
         nemeses.retain(|&n| n != Nemesis::Partition);
         skipped.push("partition".to_string());
     }

@@ -29,6 +29,10 @@ pub enum Nemesis {
     /// One member's data dir (a small file system of its own) filled to the last byte,
     /// then emptied. Not part of `all`: it mounts a file system, which needs root.
     DiskFull,
+    /// Two faults at once on two members: one from the start, the other from half-way
+    /// (each a kill, a pause or a cut-off), so that a cluster of three loses its quorum.
+    /// Not part of `all`, so that `all` keeps the schedules its seeds always had.
+    Overlap,
 }
 
 impl Nemesis {
@@ -48,6 +52,7 @@ impl Nemesis {
                 "partition" => Nemesis::Partition,
                 "crash-all" => Nemesis::CrashAll,
                 "disk-full" => Nemesis::DiskFull,
+                "overlap" => Nemesis::Overlap,
                 "all" => {
                     out.extend(Nemesis::ALL);
                     continue;
@@ -55,7 +60,7 @@ impl Nemesis {
                 "none" => continue,
                 other => {
                     return Err(format!(
-                        "unknown nemesis {other:?} (kill, pause, partition, crash-all, disk-full, all, none)"
+                        "unknown nemesis {other:?} (kill, pause, partition, crash-all, disk-full, overlap, all, none)"
                     ))
                 }
             };
@@ -82,6 +87,28 @@ pub enum FaultKind {
     PartitionFlap,
     CrashAll,
     DiskFull,
+    Overlap,
+}
+
+/// One half of an overlapping fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Single {
+    Kill,
+    Pause,
+    Partition,
+}
+
+impl Single {
+    const ALL: [Single; 3] = [Single::Kill, Single::Pause, Single::Partition];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Single::Kill => "kill",
+            Single::Pause => "pause",
+            Single::Partition => "cut-off",
+        }
+    }
 }
 
 /// How long a flapping partition cuts, then leaves the network whole, in each cycle.
@@ -100,6 +127,7 @@ impl FaultKind {
             FaultKind::PartitionFlap => "partition-flap",
             FaultKind::CrashAll => "crash-all",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::Overlap => "overlap",
         }
     }
 
@@ -113,6 +141,7 @@ impl FaultKind {
             }
             FaultKind::CrashAll => Nemesis::CrashAll,
             FaultKind::DiskFull => Nemesis::DiskFull,
+            FaultKind::Overlap => Nemesis::Overlap,
         }
     }
 
@@ -146,6 +175,7 @@ impl FaultKind {
             ],
             Nemesis::CrashAll => &[FaultKind::CrashAll],
             Nemesis::DiskFull => &[FaultKind::DiskFull],
+            Nemesis::Overlap => &[FaultKind::Overlap],
         }
     }
 
@@ -160,6 +190,7 @@ impl FaultKind {
             FaultKind::PartitionFlap => 3_000..5_000,
             FaultKind::CrashAll => 1_000..2_000,
             FaultKind::DiskFull => 2_000..4_000,
+            FaultKind::Overlap => 3_000..5_000,
         }
     }
 }
@@ -183,6 +214,10 @@ pub struct PlannedFault {
     /// decides it.
     pub member: usize,
     pub companion: usize,
+    /// For an overlapping fault: what strikes `member` from the start and `companion`
+    /// from half-way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<(Single, Single)>,
 }
 
 /// What a schedule is drawn from.
@@ -233,10 +268,19 @@ pub fn schedule(options: &ScheduleOptions) -> Vec<PlannedFault> {
         if at + duration + recovery > end {
             break;
         }
+        // Drawn only for this kind, so that the schedules of the other kinds stay what they
+        // were for every seed.
+        let overlap = (kind == FaultKind::Overlap).then(|| {
+            (
+                Single::ALL[rng.random_range(0..Single::ALL.len())],
+                Single::ALL[rng.random_range(0..Single::ALL.len())],
+            )
+        });
         out.push(PlannedFault {
             at,
             kind,
             duration,
+            overlap,
             member,
             companion,
         });
@@ -311,6 +355,18 @@ mod tests {
         let first: std::collections::BTreeSet<FaultKind> =
             faults[..8].iter().map(|fault| fault.kind).collect();
         assert_eq!(first.len(), 8, "the first round repeats a kind: {faults:?}");
+    }
+
+    #[test]
+    fn overlaps_name_two_members_and_leave_other_schedules_alone() {
+        let with = schedule(&options(9, vec![Nemesis::Overlap]));
+        assert!(!with.is_empty());
+        for fault in &with {
+            assert!(fault.overlap.is_some());
+            assert_ne!(fault.member, fault.companion);
+        }
+        let plain = schedule(&options(9, Nemesis::ALL.to_vec()));
+        assert!(plain.iter().all(|fault| fault.overlap.is_none()));
     }
 
     #[test]
