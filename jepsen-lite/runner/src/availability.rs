@@ -57,7 +57,11 @@ fn ms(ns: i64) -> f64 {
 }
 
 /// Measures every fault of `faults` against `attempts`.
-pub fn measure(faults: &[FaultRecord], attempts: &[Attempt], members: usize) -> Vec<FaultAvailability> {
+pub fn measure(
+    faults: &[FaultRecord],
+    attempts: &[Attempt],
+    members: usize,
+) -> Vec<FaultAvailability> {
     faults
         .iter()
         .map(|fault| {
@@ -152,8 +156,7 @@ pub fn summarize(measured: &[FaultAvailability]) -> Vec<KindSummary> {
                 first_read_ms_max,
                 reads_never: list.len() - reads.len(),
                 error_rate_mean: list.iter().map(|f| f.error_rate).sum::<f64>() / n,
-                healthy_error_rate_mean: list.iter().map(|f| f.healthy_error_rate).sum::<f64>()
-                    / n,
+                healthy_error_rate_mean: list.iter().map(|f| f.healthy_error_rate).sum::<f64>() / n,
             }
         })
         .collect()
@@ -279,6 +282,9 @@ mod tests {
         assert_eq!(row.writes_never, 1);
         assert_eq!(row.reads_never, 1);
         let text = table(&summary);
-        assert!(text.contains("| pause | 2 | 200 / 200, 1 never | 300 / 300, 1 never |"), "{text}");
+        assert!(
+            text.contains("| pause | 2 | 200 / 200, 1 never | 300 / 300, 1 never |"),
+            "{text}"
+        );
     }
 }

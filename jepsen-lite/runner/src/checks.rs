@@ -13,17 +13,31 @@ use oxcd::proto::etcdserverpb::{HashKvRequest, StatusRequest};
 use crate::record::Recorder;
 use crate::workload::{connect, read, within, write};
 
+/// Why the checker did not pass a history: its words, and its result when it judged the
+/// history at all (for the HTML report).
+#[derive(Debug)]
+pub struct Rejection {
+    pub message: String,
+    pub result: Option<CheckResult>,
+}
+
 /// The checker's verdict, through the library: `Ok` only when it is ok; a violation or
 /// an unknown (the budget ran out) is an error, with the checker's words.
-pub fn verdict(history: &History, timeout: Duration) -> Result<CheckResult, (String, Option<CheckResult>)> {
+pub fn verdict(history: &History, timeout: Duration) -> Result<CheckResult, Box<Rejection>> {
     let options = CheckOptions {
         timeout: Some(timeout),
         ..CheckOptions::default()
     };
     match check(history, &options) {
         Ok(result) if result.outcome() == Verdict::Ok => Ok(result),
-        Ok(result) => Err((format!("jepsen-lite: {result}"), Some(result))),
-        Err(error) => Err((format!("jepsen-lite refused the history: {error}"), None)),
+        Ok(result) => Err(Box::new(Rejection {
+            message: format!("jepsen-lite: {result}"),
+            result: Some(result),
+        })),
+        Err(error) => Err(Box::new(Rejection {
+            message: format!("jepsen-lite refused the history: {error}"),
+            result: None,
+        })),
     }
 }
 
@@ -38,7 +52,9 @@ pub fn plant_stale_read(history: &mut History) -> Option<usize> {
             (&op.input, op.return_time, &op.output)
         {
             if let (Some(revision), None) = (output.revision, &output.error) {
-                puts.entry(key.clone()).or_default().push((ret, revision, value.clone()));
+                puts.entry(key.clone())
+                    .or_default()
+                    .push((ret, revision, value.clone()));
             }
         }
     }
@@ -61,11 +77,7 @@ pub fn plant_stale_read(history: &mut History) -> Option<usize> {
             continue;
         }
         // Two puts of the key, the later one acknowledged before this read was called.
-        let Some(pair) = list
-            .windows(2)
-            .rev()
-            .find(|pair| pair[1].0 < op.call)
-        else {
+        let Some(pair) = list.windows(2).rev().find(|pair| pair[1].0 < op.call) else {
             continue;
         };
         let (_, old_revision, old_value) = &pair[0];
@@ -165,7 +177,9 @@ pub async fn write_then_read_everywhere(
     let mut attempt = 0usize;
     while revision.is_none() {
         if Instant::now() > deadline {
-            return Err(format!("no write was acknowledged within {limit:?} after the heal"));
+            return Err(format!(
+                "no write was acknowledged within {limit:?} after the heal"
+            ));
         }
         let member = attempt % endpoints.len();
         attempt += 1;
@@ -184,10 +198,21 @@ pub async fn write_then_read_everywhere(
         let channel = connect(endpoint)
             .await
             .map_err(|error| format!("m{member} after the heal: {error}"))?;
-        let output = read(recorder, &mut client, member, channel.clone(), "final", false)
-            .await
-            .map_err(|outcome| format!("m{member}: linearizable read after the heal: {outcome:?}"))?;
-        let got = output.kvs.as_ref().and_then(|kvs| kvs.first()).and_then(|kv| kv.value.clone());
+        let output = read(
+            recorder,
+            &mut client,
+            member,
+            channel.clone(),
+            "final",
+            false,
+        )
+        .await
+        .map_err(|outcome| format!("m{member}: linearizable read after the heal: {outcome:?}"))?;
+        let got = output
+            .kvs
+            .as_ref()
+            .and_then(|kvs| kvs.first())
+            .and_then(|kv| kv.value.clone());
         if got.as_deref() != Some(value.as_str()) {
             return Err(format!(
                 "m{member}: a linearizable read after the heal returned {got:?}, not the write {value:?} acknowledged at revision {revision}"
@@ -195,7 +220,9 @@ pub async fn write_then_read_everywhere(
         }
         read(recorder, &mut client, member, channel, "k", true)
             .await
-            .map_err(|outcome| format!("m{member}: reading every key after the heal: {outcome:?}"))?;
+            .map_err(|outcome| {
+                format!("m{member}: reading every key after the heal: {outcome:?}")
+            })?;
     }
     Ok(revision)
 }
@@ -207,11 +234,11 @@ pub async fn hash_kv_agree(endpoints: &[SocketAddr], revision: i64) -> Result<Ve
         let deadline = Instant::now() + Duration::from_secs(15);
         let hash = loop {
             let answer = match connect(endpoint).await {
-                Ok(channel) => within(MaintenanceClient::new(channel).hash_kv(HashKvRequest {
-                    revision,
-                }))
-                .await
-                .map_err(|outcome| format!("{outcome:?}")),
+                Ok(channel) => {
+                    within(MaintenanceClient::new(channel).hash_kv(HashKvRequest { revision }))
+                        .await
+                        .map_err(|outcome| format!("{outcome:?}"))
+                }
                 Err(error) => Err(error),
             };
             match answer {
@@ -283,7 +310,14 @@ mod tests {
         }
     }
 
-    fn get(call: i64, ret: i64, key: &str, value: &str, mod_revision: i64, header: i64) -> Operation {
+    fn get(
+        call: i64,
+        ret: i64,
+        key: &str,
+        value: &str,
+        mod_revision: i64,
+        header: i64,
+    ) -> Operation {
         Operation {
             client: 100 + call as u64,
             call,
@@ -339,7 +373,8 @@ mod tests {
             put(20, 30, "k0", "b", 3),
             get(40, 50, "k0", "a", 2, 3),
         ]);
-        let (message, result) = verdict(&stale, timeout()).expect_err("a stale read passed");
+        let rejection = verdict(&stale, timeout()).expect_err("a stale read passed");
+        let (message, result) = (rejection.message, rejection.result);
         assert!(message.contains("VIOLATION"), "{message}");
         assert_eq!(result.unwrap().outcome(), Verdict::Violation);
     }

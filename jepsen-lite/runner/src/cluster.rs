@@ -129,7 +129,15 @@ impl Namespaces {
             ip(&["link", "set", &host_end, "master", &bridge])?;
             ip(&["link", "set", &host_end, "up"])?;
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
-            ip(&["-n", &name, "addr", "add", &format!("{address}/24"), "dev", &inner_end])?;
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                &inner_end,
+            ])?;
             ip(&["-n", &name, "link", "set", &inner_end, "up"])?;
             namespaces.addresses.push(address);
         }
@@ -302,7 +310,9 @@ impl Cluster {
         let mut command = match &member.namespace {
             Some(namespace) => {
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", namespace]).arg(&self.server_bin);
+                command
+                    .args(["netns", "exec", namespace])
+                    .arg(&self.server_bin);
                 command
             }
             None => Command::new(&self.server_bin),
@@ -446,7 +456,13 @@ impl Cluster {
         let dir = &self.members[index].data_dir;
         std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
         let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={SMALL_DISK_MB}m"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={SMALL_DISK_MB}m"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .map_err(|error| format!("mount: {error}"))?;

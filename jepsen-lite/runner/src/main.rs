@@ -51,7 +51,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let n: u64 = number.parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -152,7 +154,8 @@ fn prepare_out(out: &Path) -> Result<(), String> {
                 out.display()
             ));
         }
-        std::fs::remove_dir_all(out).map_err(|error| format!("clearing {}: {error}", out.display()))?;
+        std::fs::remove_dir_all(out)
+            .map_err(|error| format!("clearing {}: {error}", out.display()))?;
     }
     std::fs::create_dir_all(out).map_err(|error| format!("{}: {error}", out.display()))?;
     std::fs::write(out.join(MARKER), "").map_err(|error| format!("{}: {error}", out.display()))
@@ -320,7 +323,10 @@ async fn inject(
         // the disk and starts it again.
         cluster.free_disk()?;
         if let Some(status) = cluster.exited_member(affected[0]) {
-            println!("             m{} stopped on the full disk ({status}); restarting it", affected[0]);
+            println!(
+                "             m{} stopped on the full disk ({status}); restarting it",
+                affected[0]
+            );
             note += &format!("; it stopped ({status}) and was restarted");
         }
     }
@@ -345,7 +351,10 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
         return Err("--keys must be at least 3".into());
     }
     if !args.server_bin.is_file() {
-        return Err(format!("--server-bin {}: no such file", args.server_bin.display()));
+        return Err(format!(
+            "--server-bin {}: no such file",
+            args.server_bin.display()
+        ));
     }
     let mut nemeses = Nemesis::parse_list(&args.nemesis)?;
     let want_namespaces = match args.network.as_str() {
@@ -419,7 +428,13 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     });
     let watchers: Vec<_> = endpoints
         .iter()
-        .map(|&address| tokio::spawn(workload::watcher(recorder.clone(), address, control.clone())))
+        .map(|&address| {
+            tokio::spawn(workload::watcher(
+                recorder.clone(),
+                address,
+                control.clone(),
+            ))
+        })
         .collect();
     let shared = Arc::new(Shared {
         recorder: recorder.clone(),
@@ -468,7 +483,9 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     }
     let workload_end = recorder.now();
     for index in 0..faults.len() {
-        faults[index].window_end = faults.get(index + 1).map_or(workload_end, |next| next.start);
+        faults[index].window_end = faults
+            .get(index + 1)
+            .map_or(workload_end, |next| next.start);
     }
     for exit in cluster.exited() {
         failures.push(exit);
@@ -547,15 +564,22 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
             }
             "ok".to_string()
         }
-        Err((message, result)) => {
+        Err(rejection) => {
+            let (message, result) = (&rejection.message, &rejection.result);
             println!("{message}");
             if let Some(result) = result {
                 let report = out.join("report.html");
-                if std::fs::write(&report, jepsen_lite::report::render_html(&history, result)).is_ok() {
+                if std::fs::write(&report, jepsen_lite::report::render_html(&history, result))
+                    .is_ok()
+                {
                     println!("report: {}", report.display());
                 }
             }
-            if args.self_check && result.as_ref().is_some_and(|r| r.outcome() == jepsen_lite::Outcome::Violation) {
+            if args.self_check
+                && result
+                    .as_ref()
+                    .is_some_and(|r| r.outcome() == jepsen_lite::Outcome::Violation)
+            {
                 println!("self-check: the planted stale read was detected");
             } else {
                 failures.push(message.lines().next().unwrap_or("jepsen-lite").to_string());
@@ -567,7 +591,10 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     // Availability.
     let measured = availability::measure(&faults, &recorder.attempts(), args.members);
     let summary = availability::summarize(&measured);
-    println!("\navailability per fault kind (server {}):", args.server_bin.display());
+    println!(
+        "\navailability per fault kind (server {}):",
+        args.server_bin.display()
+    );
     print!("{}", availability::table(&summary));
     write_json(&out.join("faults.json"), &faults);
     let attempts: String = recorder
@@ -643,7 +670,10 @@ fn main() -> ExitCode {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("target/jepsen-runner/seed-{seed}")));
-    println!("jepsen-runner seed {seed}; repeat with:\n  {}", repeat_command(&args, seed, &out));
+    println!(
+        "jepsen-runner seed {seed}; repeat with:\n  {}",
+        repeat_command(&args, seed, &out)
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -703,7 +733,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("40s").unwrap(), Duration::from_secs(40));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("7h").is_err());
         assert!(parse_duration("s").is_err());

@@ -247,7 +247,10 @@ mod tests {
             20,
             Outcome::Unknown("timeout".into()),
         );
-        assert_ne!(client, first, "a client keeps its id after an unknown outcome");
+        assert_ne!(
+            client, first,
+            "a client keeps its id after an unknown outcome"
+        );
         let history = recorder.history();
         assert_eq!(history.operations.len(), 1);
         let op = &history.operations[0];
@@ -264,7 +267,14 @@ mod tests {
         let recorder = Recorder::new();
         let mut client = recorder.new_client();
         let before = client;
-        recorder.record(&mut client, 1, get("k0"), 10, 20, Outcome::Unknown("x".into()));
+        recorder.record(
+            &mut client,
+            1,
+            get("k0"),
+            10,
+            20,
+            Outcome::Unknown("x".into()),
+        );
         assert_eq!(client, before);
         assert!(recorder.history().operations.is_empty());
         let attempts = recorder.attempts();
@@ -307,8 +317,16 @@ mod tests {
         let history = recorder.history();
         assert_eq!(history.operations.len(), 2);
         assert_eq!(history.operations[0].return_time, Some(2));
-        assert_eq!(history.operations[0].output.as_ref().unwrap().revision, Some(2));
-        assert!(history.operations[1].output.as_ref().unwrap().error.is_some());
+        assert_eq!(
+            history.operations[0].output.as_ref().unwrap().revision,
+            Some(2)
+        );
+        assert!(history.operations[1]
+            .output
+            .as_ref()
+            .unwrap()
+            .error
+            .is_some());
         let counts = recorder.counts();
         assert_eq!((counts.ok, counts.failed, counts.not_sent), (1, 1, 1));
         assert_eq!(recorder.attempts().len(), 3);

@@ -45,7 +45,11 @@ impl Nemesis {
 
     pub fn parse_list(text: &str) -> Result<Vec<Nemesis>, String> {
         let mut out = Vec::new();
-        for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
             let nemesis = match name {
                 "kill" => Nemesis::Kill,
                 "pause" => Nemesis::Pause,
@@ -325,7 +329,10 @@ mod tests {
         let others: Vec<_> = (8..16)
             .map(|seed| schedule(&options(seed, Nemesis::ALL.to_vec())))
             .collect();
-        assert!(others.iter().any(|other| *other != a), "every seed drew the same schedule");
+        assert!(
+            others.iter().any(|other| *other != a),
+            "every seed drew the same schedule"
+        );
     }
 
     #[test]
@@ -373,7 +380,9 @@ mod tests {
     fn only_the_enabled_nemeses() {
         let faults = schedule(&options(5, vec![Nemesis::Pause]));
         assert!(!faults.is_empty());
-        assert!(faults.iter().all(|fault| fault.kind.nemesis() == Nemesis::Pause));
+        assert!(faults
+            .iter()
+            .all(|fault| fault.kind.nemesis() == Nemesis::Pause));
         assert!(schedule(&options(5, Vec::new())).is_empty());
     }
 

@@ -56,8 +56,7 @@ const WATCH_QUIET: Duration = Duration::from_secs(3);
 
 /// Dials `address`, within [`CONNECT_TIMEOUT`].
 pub async fn connect(address: SocketAddr) -> Result<Channel, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, Dialer::Plain.connect(&address.to_string())).await
-    {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Dialer::Plain.connect(&address.to_string())).await {
         Ok(result) => result,
         Err(_) => Err(format!("connecting to {address}: timed out")),
     }
@@ -279,8 +278,24 @@ pub async fn client(shared: Arc<Shared>, member: usize, seed: u64) {
         let key = format!("k{key_index}");
         let value = format!("c{client}-{sequence}");
         let (input, request) = match which {
-            Pick::Lease => lease_request(&leases, client, sequence, shared.lease_ttl, &key, &value, &mut rng),
-            _ => build(which, &key, &value, &seen, &revisions, shared.keys, &mut rng),
+            Pick::Lease => lease_request(
+                &leases,
+                client,
+                sequence,
+                shared.lease_ttl,
+                &key,
+                &value,
+                &mut rng,
+            ),
+            _ => build(
+                which,
+                &key,
+                &value,
+                &seen,
+                &revisions,
+                shared.keys,
+                &mut rng,
+            ),
         };
         let channel_now = match &channel {
             Some(channel) => channel.clone(),
@@ -291,7 +306,14 @@ pub async fn client(shared: Arc<Shared>, member: usize, seed: u64) {
                 }
                 Err(error) => {
                     let now = recorder.now();
-                    recorder.record(&mut client, member, input, now, now, Outcome::NotSent(error));
+                    recorder.record(
+                        &mut client,
+                        member,
+                        input,
+                        now,
+                        now,
+                        Outcome::NotSent(error),
+                    );
                     tokio::time::sleep(Duration::from_millis(rng.random_range(50..150))).await;
                     continue;
                 }
@@ -353,10 +375,12 @@ async fn send(channel: Channel, request: Request) -> Outcome {
         // The header's revision is not recorded: a follower answers with its own, which
         // may lag the leader that renewed the lease. TTL 0 is how a lease that is gone is
         // answered.
-        Request::KeepAlive(id) => within(keep_alive_once(channel, id)).await.map(|ttl| Output {
-            error: (ttl <= 0).then(|| "lease not found".to_string()),
-            ..Output::default()
-        }),
+        Request::KeepAlive(id) => within(keep_alive_once(channel, id))
+            .await
+            .map(|ttl| Output {
+                error: (ttl <= 0).then(|| "lease not found".to_string()),
+                ..Output::default()
+            }),
     };
     match result {
         Ok(output) => Outcome::Ok(output),
@@ -433,7 +457,9 @@ fn learn(
     let present = !matches!(input, Input::Range(range) if range.revision > 0);
     let mut note = |kv: &KeyValue| {
         if let (Some(index), Some(revision)) = (
-            kv.key.strip_prefix('k').and_then(|n| n.parse::<usize>().ok()),
+            kv.key
+                .strip_prefix('k')
+                .and_then(|n| n.parse::<usize>().ok()),
             kv.mod_revision,
         ) {
             if present && index < seen.len() {

@@ -27,7 +27,10 @@ fn some_file() -> String {
 fn a_missing_server_binary_is_refused() {
     let (ok, text) = run(&["--server-bin", "/nonexistent/oxcd", "--seed", "3"]);
     assert!(!ok, "{text}");
-    assert!(text.contains("--server-bin /nonexistent/oxcd: no such file"), "{text}");
+    assert!(
+        text.contains("--server-bin /nonexistent/oxcd: no such file"),
+        "{text}"
+    );
     // The repeat command comes with the failure.
     assert!(text.contains("--seed 3"), "{text}");
 }
