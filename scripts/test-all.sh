@@ -3,7 +3,12 @@
 #   1. unit, property and integration tests (real sockets, real etcdctl, a real etcd; the
 #      differential test sends DIFF_SEEDS (default 5) seeds of DIFF_STEPS (default 700)
 #      random requests to oxcd and to etcd 3.4 and requires identical answers);
-#   2. the checker's self-tests and its verdicts on the known-good and known-bad histories;
+#   2. the checker's self-tests and its verdicts on the known-good and known-bad histories,
+#      then real processes under faults: jepsen-runner drives a 3-member cluster of the
+#      debug oxcd for 40 s through kill -9 (of a member and of the leader), SIGSTOP pauses,
+#      network partitions (in network namespaces, when root) and a whole-cluster crash, and
+#      fails on any anomaly (checker verdict, HashKV disagreement, no service after the
+#      heal, a vacuous run); its results stay in target/jepsen-runner/ci;
 #   3. a bounded sweep of the deterministic simulation (madsim) in its own target dir:
 #      the one-member crash test and the multi-member fault runs (every seed checked by
 #      the Raft observer, jepsen-lite, durability, HashKV and liveness checks), the seeds of
@@ -15,7 +20,9 @@
 # Environment: SIM_SEEDS (default 1000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
 # (default 200) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
 # scenario, SIM_THREADS (default: the cores) worlds side by side; SKIP_SIM=1 skips steps
-# 3 and 4; FUZZ_SECONDS (default 15) per fuzz target, SKIP_FUZZ=1 skips step 5.
+# 3 and 4; FUZZ_SECONDS (default 15) per fuzz target, SKIP_FUZZ=1 skips step 5;
+# SKIP_REAL_FAULTS=1 skips the real-process run of step 2, REAL_FAULTS_SEED (default 1)
+# picks its fault schedule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +50,16 @@ cargo test --workspace --locked
 
 step "checker on the recorded histories"
 cargo run -q --locked -p jepsen-lite -- selftest jepsen-lite/testdata
+
+if [ "${SKIP_REAL_FAULTS:-0}" != "1" ]; then
+    step "real processes under faults: 3 oxcd members for 40 s (jepsen-runner, seed ${REAL_FAULTS_SEED:-1})"
+    # Both binaries come from `cargo test --workspace` above (jepsen-runner's command-line
+    # tests build it with the workspace's features; `cargo run -p jepsen-runner` would
+    # resolve other features and compile oxcd again, a minute or more on two cores).
+    target="${CARGO_TARGET_DIR:-target}"
+    "$target/debug/jepsen-runner" --server-bin "$target/debug/oxcd" --duration 40s \
+        --nemesis all --seed "${REAL_FAULTS_SEED:-1}" --out "$target/jepsen-runner/ci"
+fi
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
     step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-200} seeds)"
