@@ -111,8 +111,11 @@ impl<S: Storage> RaftLog<S> {
         self.storage.term(index)
     }
 
+    /// Whether this log holds the entry (`index`, `term`). An index past the end is never
+    /// held, whatever the term: `term` answers 0 there, which a damaged message claiming
+    /// term 0 would otherwise match.
     pub fn match_term(&self, index: u64, term: u64) -> bool {
-        self.term(index).is_ok_and(|t| t == term)
+        index <= self.last_index() && self.term(index).is_ok_and(|t| t == term)
     }
 
     /// A candidate whose log ends at (`last_index`, `last_term`) is at least as up to date

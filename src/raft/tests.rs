@@ -1493,6 +1493,15 @@ fn an_append_with_entries_out_of_place_is_refused() {
         entries,
         ..Default::default()
     };
+    // An append claiming an entry of term 0 past the end of the log (where the log
+    // answers term 0) is not taken as matching.
+    let mut beyond = append(vec![entry(status.last_index + 8, status.term)]);
+    beyond.index = status.last_index + 7;
+    beyond.log_term = 0;
+    cluster.raw(2).step(beyond).unwrap();
+    let ready = cluster.raw(2).ready();
+    assert!(ready.entries.is_empty(), "nothing appended after a gap");
+    cluster.raw(2).advance(ready);
     let next = status.last_index + 1;
     for entries in [
         vec![entry(1, status.term)],
