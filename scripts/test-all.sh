@@ -17,10 +17,12 @@
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
 #      of seeds;
 #   5. a short run of every fuzz target (scripts/fuzz.sh).
-# Environment: SIM_SEEDS (default 1000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
-# (default 200) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
+# Environment: SIM_SEEDS (default 800) seeds of the cluster sweep, SIM_SINGLE_SEEDS
+# (default 120) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
 # scenario, SIM_THREADS (default: the cores) worlds side by side; SKIP_SIM=1 skips steps
-# 3 and 4; FUZZ_SECONDS (default 15) per fuzz target, SKIP_FUZZ=1 skips step 5;
+# 3 and 4; FUZZ_SECONDS (default 10) per fuzz target, two at a time, built at
+# FUZZ_OPT_LEVEL (default 0: a smoke run; real fuzzing is scripts/fuzz.sh's level 1),
+# SKIP_FUZZ=1 skips step 5;
 # SKIP_REAL_FAULTS=1 skips the real-process run of step 2, REAL_FAULTS_SEED (default 1)
 # picks its fault schedule.
 set -euo pipefail
@@ -62,14 +64,14 @@ if [ "${SKIP_REAL_FAULTS:-0}" != "1" ]; then
 fi
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
-    step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-200} seeds)"
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-200}" \
+    step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-120} seeds)"
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-120}" \
         cargo test --locked -p oxcd-sim --release --test single_member
 
-    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-1000} seeds), regressions, determinism"
+    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-800} seeds), regressions, determinism"
     rm -f target/sim-sweep-summary.txt
     # The sweep simulates as many worlds side by side as there are cores (SIM_THREADS).
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-1000}" \
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-800}" \
         cargo test --locked -p oxcd-sim --release --test cluster
     cat target/sim-sweep-summary.txt
 
@@ -86,7 +88,7 @@ if [ "${SKIP_SIM:-0}" != "1" ]; then
 fi
 
 if [ "${SKIP_FUZZ:-0}" != "1" ]; then
-    step "fuzzing: every target for ${FUZZ_SECONDS:-15} s"
-    FUZZ_SECONDS="${FUZZ_SECONDS:-15}" bash scripts/fuzz.sh
+    step "fuzzing: every target for ${FUZZ_SECONDS:-10} s (a smoke run, opt-level ${FUZZ_OPT_LEVEL:-0})"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-10}" FUZZ_OPT_LEVEL="${FUZZ_OPT_LEVEL:-0}" bash scripts/fuzz.sh
 fi
 step "all tests passed"
