@@ -383,7 +383,8 @@ pub fn v2_requests(data: &[u8]) {
             }
         };
         let before = store.index();
-        let is_read = parsed.request.method == crate::proto::oxcdpb::v2_request::Method::Qget as i32;
+        let is_read =
+            parsed.request.method == crate::proto::oxcdpb::v2_request::Method::Qget as i32;
         match store.apply(&parsed.request, now) {
             Ok(event) => {
                 assert_json(&event_json(&event, false));

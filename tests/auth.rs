@@ -197,7 +197,6 @@ async fn get(endpoint: &str, key: &str, token: &str) -> Result<Vec<String>, toni
         .collect())
 }
 
-
 #[test]
 fn tokens_work_on_every_member_and_lapse_after_their_ttl() {
     let cluster = start_cluster_with(3, &["--auth-token-ttl=2"]);

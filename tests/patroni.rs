@@ -161,7 +161,15 @@ postgresql:
     /// The HTTP status of Patroni's REST API at `path` (`/primary`, `/replica`).
     fn rest(&self, path: &str) -> Option<u16> {
         let output = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+            ])
             .arg(format!("http://127.0.0.1:{}{path}", self.rest_port))
             .output()
             .ok()?;
@@ -197,7 +205,12 @@ impl Drop for Node {
     }
 }
 
-fn wait_for(nodes: &[&Node], what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+fn wait_for(
+    nodes: &[&Node],
+    what: &str,
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Duration {
     let started = Instant::now();
     while !done() {
         if started.elapsed() > within {
@@ -231,19 +244,32 @@ fn a_patroni_pair_bootstraps_replicates_and_fails_over_on_oxcd() {
     let mut second = Node::new(dir.path(), "pg2", &etcd, &bin_dir);
 
     first.start();
-    wait_for(&[&first], "pg1 bootstraps and leads", Duration::from_secs(60), || {
-        first.rest("/primary") == Some(200)
-    });
+    wait_for(
+        &[&first],
+        "pg1 bootstraps and leads",
+        Duration::from_secs(60),
+        || first.rest("/primary") == Some(200),
+    );
     second.start();
-    wait_for(&[&first, &second], "pg2 replicates pg1", Duration::from_secs(60), || {
-        second.rest("/replica") == Some(200)
-    });
+    wait_for(
+        &[&first, &second],
+        "pg2 replicates pg1",
+        Duration::from_secs(60),
+        || second.rest("/replica") == Some(200),
+    );
     first
         .sql("CREATE TABLE t (x text); INSERT INTO t VALUES ('before failover')")
         .expect("a write on the leader");
-    wait_for(&[&first, &second], "the row reaches pg2", Duration::from_secs(20), || {
-        second.sql("SELECT x FROM t").is_ok_and(|rows| rows == "before failover\n")
-    });
+    wait_for(
+        &[&first, &second],
+        "the row reaches pg2",
+        Duration::from_secs(20),
+        || {
+            second
+                .sql("SELECT x FROM t")
+                .is_ok_and(|rows| rows == "before failover\n")
+        },
+    );
     // The leader key lives in oxcd under a lease Patroni keeps alive.
     let keys = oxcd.ok(&["get", "--prefix", "--keys-only", "/service/oxcd-pair/"]);
     assert!(keys.contains("/service/oxcd-pair/leader"), "{keys}");
@@ -258,19 +284,34 @@ fn a_patroni_pair_bootstraps_replicates_and_fails_over_on_oxcd() {
     eprintln!("pg2 became the primary {took:?} after pg1 was killed");
     // Patroni answers as the primary once it holds the leader key; PostgreSQL's promotion
     // follows a moment later.
-    wait_for(&[&first, &second], "pg2 takes writes", Duration::from_secs(30), || {
-        second.sql("INSERT INTO t VALUES ('after failover')").is_ok()
-    });
+    wait_for(
+        &[&first, &second],
+        "pg2 takes writes",
+        Duration::from_secs(30),
+        || {
+            second
+                .sql("INSERT INTO t VALUES ('after failover')")
+                .is_ok()
+        },
+    );
 
     first.start();
-    wait_for(&[&first, &second], "pg1 rejoins as a replica", Duration::from_secs(90), || {
-        first.rest("/replica") == Some(200)
-    });
-    wait_for(&[&first, &second], "pg1 has every row", Duration::from_secs(20), || {
-        first
-            .sql("SELECT x FROM t ORDER BY x")
-            .is_ok_and(|rows| rows == "after failover\nbefore failover\n")
-    });
+    wait_for(
+        &[&first, &second],
+        "pg1 rejoins as a replica",
+        Duration::from_secs(90),
+        || first.rest("/replica") == Some(200),
+    );
+    wait_for(
+        &[&first, &second],
+        "pg1 has every row",
+        Duration::from_secs(20),
+        || {
+            first
+                .sql("SELECT x FROM t ORDER BY x")
+                .is_ok_and(|rows| rows == "after failover\nbefore failover\n")
+        },
+    );
     assert!(
         !second.log_text().contains("Traceback") && !first.log_text().contains("Traceback"),
         "Patroni failed with an exception:\n{}\n{}",

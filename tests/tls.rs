@@ -816,13 +816,19 @@ fn oxctl_dials_with_a_ca_alone_when_the_server_asks_no_client_certificate() {
             .expect("running oxctl")
     };
     let saved = oxctl(&[&endpoint, &ca, "snapshot", "save", "ca-only.db"]);
-    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
     let status = oxctl(&["snapshot", "status", "ca-only.db", "-w", "json"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("\"totalKey\""));
     // A server certificate from another CA is refused; half a client certificate is an
     // error of the flags.
     let stranger = format!("--cacert={}", pki.path("other-ca.crt"));
-    assert!(!oxctl(&[&endpoint, &stranger, "snapshot", "save", "x.db"]).status.success());
+    assert!(!oxctl(&[&endpoint, &stranger, "snapshot", "save", "x.db"])
+        .status
+        .success());
     let cert = format!("--cert={}", pki.path("client.crt"));
     let half = oxctl(&[&endpoint, &ca, &cert, "snapshot", "save", "x.db"]);
     assert!(String::from_utf8_lossy(&half.stderr).contains("--cert and --key go together"));

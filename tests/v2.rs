@@ -30,7 +30,13 @@ fn normalized(answer: &str, offset: u64) -> String {
     let mut lines = Vec::new();
     for line in answer.lines() {
         let lower = line.to_ascii_lowercase();
-        let dropped = ["date:", "content-length:", "x-etcd-cluster-id:", "x-raft-", "x-content-type"];
+        let dropped = [
+            "date:",
+            "content-length:",
+            "x-etcd-cluster-id:",
+            "x-raft-",
+            "x-content-type",
+        ];
         if dropped.iter().any(|prefix| lower.starts_with(prefix)) {
             continue;
         }
@@ -43,7 +49,10 @@ fn normalized(answer: &str, offset: u64) -> String {
         lines.push(shift_indexes(&line, offset));
     }
     // Header order carries no meaning (Go writes them sorted by name).
-    let head_end = lines.iter().position(String::is_empty).unwrap_or(lines.len());
+    let head_end = lines
+        .iter()
+        .position(String::is_empty)
+        .unwrap_or(lines.len());
     if head_end > 1 {
         lines[1..head_end].sort();
     }
@@ -95,7 +104,14 @@ fn a_curl_session_is_answered_as_etcd_answers_it() {
         vec!["{}/v2/keys/foo"],
         vec!["-XPUT", "{}/v2/keys/foo", "-d", "value=baz"],
         vec!["-XPUT", "{}/v2/keys/foo?prevExist=false", "-d", "value=x"],
-        vec!["-XPUT", "{}/v2/keys/foo", "-d", "value=x", "-d", "prevValue=nope"],
+        vec![
+            "-XPUT",
+            "{}/v2/keys/foo",
+            "-d",
+            "value=x",
+            "-d",
+            "prevValue=nope",
+        ],
         vec!["-XPUT", "{}/v2/keys/dir/a", "-d", "value=1"],
         vec!["-XPUT", "{}/v2/keys/dir/b", "-d", "value=<&>"],
         vec!["{}/v2/keys/dir?sorted=true"],
@@ -113,7 +129,12 @@ fn a_curl_session_is_answered_as_etcd_answers_it() {
         vec!["-XPUT", "{}/v2/keys/u?prevExist=true", "-d", "value=1"],
         vec!["-XPUT", "{}/v2/keys/u", "-d", "value=1"],
         vec!["-XPUT", "{}/v2/keys/u?prevExist=true", "-d", "value=2"],
-        vec!["-XPUT", "{}/v2/keys/u?noValueOnSuccess=true", "-d", "value=3"],
+        vec![
+            "-XPUT",
+            "{}/v2/keys/u?noValueOnSuccess=true",
+            "-d",
+            "value=3",
+        ],
         vec!["-XPUT", "{}/v2/keys/_hidden", "-d", "value=h"],
         vec!["{}/v2/keys/?sorted=true"],
         vec!["{}/v2/keys/_hidden"],
@@ -145,13 +166,18 @@ fn a_curl_session_is_answered_as_etcd_answers_it() {
                     .lines()
                     .find_map(|line| {
                         let (name, value) = line.split_once(": ")?;
-                        name.eq_ignore_ascii_case("x-etcd-index").then(|| value.trim().parse::<u64>().ok())?
+                        name.eq_ignore_ascii_case("x-etcd-index")
+                            .then(|| value.trim().parse::<u64>().ok())?
                     })
                     .expect("the first write answers its index");
                 // The first write is the store's first user change.
                 index - 1
             });
-            transcript.push(format!("== {}\n{}", args.join(" "), normalized(&answer, offset)));
+            transcript.push(format!(
+                "== {}\n{}",
+                args.join(" "),
+                normalized(&answer, offset)
+            ));
         }
         offsets.push(offset.unwrap());
         transcripts.push(transcript);
@@ -204,7 +230,8 @@ fn etcdctl_v2_commands_work_against_a_three_member_cluster() {
     let exists = ctl2(a, &["mk", "/app/config", "v2"]);
     assert_eq!(exists.status.code(), Some(4));
     assert!(
-        String::from_utf8_lossy(&exists.stderr).starts_with("Error:  105: Key already exists (/app/config) ["),
+        String::from_utf8_lossy(&exists.stderr)
+            .starts_with("Error:  105: Key already exists (/app/config) ["),
         "{}",
         String::from_utf8_lossy(&exists.stderr)
     );
@@ -225,13 +252,20 @@ fn etcdctl_v2_commands_work_against_a_three_member_cluster() {
         .expect("etcdctl watch");
     std::thread::sleep(Duration::from_millis(500));
     ok2(a, &["set", "/app/feature", "on"]);
-    let watched = watcher.wait_with_output().expect("the watch ends after one event");
-    assert_eq!(String::from_utf8_lossy(&watched.stdout), "[set] /app/feature\non\n");
+    let watched = watcher
+        .wait_with_output()
+        .expect("the watch ends after one event");
+    assert_eq!(
+        String::from_utf8_lossy(&watched.stdout),
+        "[set] /app/feature\non\n"
+    );
 
     // A key with a TTL expires on every member.
     ok2(a, &["set", "--ttl", "1", "/session", "alive"]);
     for member in members.iter() {
-        wait_until("the key expired", || ctl2(member, &["get", "/session"]).status.code() == Some(4));
+        wait_until("the key expired", || {
+            ctl2(member, &["get", "/session"]).status.code() == Some(4)
+        });
     }
 
     let listed = ok2(b, &["member", "list"]);
@@ -239,7 +273,11 @@ fn etcdctl_v2_commands_work_against_a_three_member_cluster() {
     assert_eq!(listed.matches("isLeader=true").count(), 1, "{listed}");
     let health = ok2(a, &["cluster-health"]);
     assert!(health.ends_with("cluster is healthy\n"), "{health}");
-    assert_eq!(health.matches("is healthy: got healthy result").count(), 3, "{health}");
+    assert_eq!(
+        health.matches("is healthy: got healthy result").count(),
+        3,
+        "{health}"
+    );
 
     // The leader's statistics of its followers come from its probes of them (every 4 s),
     // which also feed etcd's round-trip histogram; a follower answers 403.
@@ -260,10 +298,16 @@ fn etcdctl_v2_commands_work_against_a_three_member_cluster() {
         2,
         "{metrics}"
     );
-    let follower = members.iter().find(|member| member.port != leader.port).unwrap();
+    let follower = members
+        .iter()
+        .find(|member| member.port != leader.port)
+        .unwrap();
     let refused = curl(follower, &["{}/v2/stats/leader"]);
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    assert!(refused.ends_with("{\"message\":\"not current leader\"}\n"), "{refused}");
+    assert!(
+        refused.ends_with("{\"message\":\"not current leader\"}\n"),
+        "{refused}"
+    );
 
     assert_eq!(ok2(a, &["rm", "/app/feature"]), "PrevNode.Value: on\n");
     ok2(a, &["rmdir", "/empty"]);
@@ -281,10 +325,20 @@ fn etcdctl_v2_commands_work_against_a_three_member_cluster() {
             output.status.success() && output.stdout == b"v2\n"
         });
     }
-    assert_eq!(ok2(&members[2], &["ls", "--sort", "-p", "/"]), "/app/\n/queue/\n");
+    assert_eq!(
+        ok2(&members[2], &["ls", "--sort", "-p", "/"]),
+        "/app/\n/queue/\n"
+    );
     // A write right after the restart may meet the election (500, as etcd answers).
-    wait_until("a write succeeds", || ctl2(&members[0], &["set", "/after", "restart"]).status.success());
-    assert_eq!(ok2(&members[1], &["get", "--quorum", "/after"]), "restart\n");
+    wait_until("a write succeeds", || {
+        ctl2(&members[0], &["set", "/after", "restart"])
+            .status
+            .success()
+    });
+    assert_eq!(
+        ok2(&members[1], &["get", "--quorum", "/after"]),
+        "restart\n"
+    );
 }
 
 #[test]
@@ -315,7 +369,11 @@ fn a_backup_of_a_stopped_member_starts_a_new_cluster_with_every_key() {
     ok2(&source, &["set", "--ttl", "3600", "/v2/lasting", "x"]);
     source.ok(&["put", "v3key", "from v3"]);
     let lease = source.ok(&["lease", "grant", "600"]);
-    let lease = lease.split_whitespace().nth(1).expect("a lease id").to_owned();
+    let lease = lease
+        .split_whitespace()
+        .nth(1)
+        .expect("a lease id")
+        .to_owned();
     source.ok(&["put", "--lease", &lease, "leased", "yes"]);
     assert!(source.terminate(), "a clean stop");
 
@@ -329,24 +387,55 @@ fn a_backup_of_a_stopped_member_starts_a_new_cluster_with_every_key() {
         &["--enable-v2"],
     );
     let backup_dir = copy.data_dir.to_str().unwrap().to_owned();
-    let backed_up = oxctl(&["backup", "--data-dir", &data_dir, "--backup-dir", &backup_dir]);
-    assert!(backed_up.status.success(), "{}", String::from_utf8_lossy(&backed_up.stderr));
-    let again = oxctl(&["backup", "--data-dir", &data_dir, "--backup-dir", &backup_dir]);
+    let backed_up = oxctl(&[
+        "backup",
+        "--data-dir",
+        &data_dir,
+        "--backup-dir",
+        &backup_dir,
+    ]);
+    assert!(
+        backed_up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backed_up.stderr)
+    );
+    let again = oxctl(&[
+        "backup",
+        "--data-dir",
+        &data_dir,
+        "--backup-dir",
+        &backup_dir,
+    ]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
-    let missing = oxctl(&["backup", "--data-dir", "/nonexistent", "--backup-dir", "/tmp/x"]);
+    let missing = oxctl(&[
+        "backup",
+        "--data-dir",
+        "/nonexistent",
+        "--backup-dir",
+        "/tmp/x",
+    ]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no member data"));
 
     start_member(&mut copy);
     assert_eq!(ok2(&copy, &["get", "/v2/dir/key"]), "from v2\n");
     assert_eq!(ok2(&copy, &["get", "/v2/lasting"]), "x\n");
-    assert_eq!(copy.ok(&["get", "v3key", "--print-value-only"]), "from v3\n");
+    assert_eq!(
+        copy.ok(&["get", "v3key", "--print-value-only"]),
+        "from v3\n"
+    );
     assert_eq!(copy.ok(&["get", "leased", "--print-value-only"]), "yes\n");
     let members = copy.ok(&["member", "list"]);
-    assert_eq!(members.lines().count(), 1, "a new one-member cluster: {members}");
+    assert_eq!(
+        members.lines().count(),
+        1,
+        "a new one-member cluster: {members}"
+    );
     assert!(members.contains(", restored, "), "{members}");
     // The copy takes writes of its own.
-    wait_until("a write succeeds", || ctl2(&copy, &["set", "/v2/after", "1"]).status.success());
+    wait_until("a write succeeds", || {
+        ctl2(&copy, &["set", "/v2/after", "1"]).status.success()
+    });
     copy.ok(&["put", "v3after", "1"]);
 }
 
@@ -372,7 +461,15 @@ fn a_streamed_wait_sees_every_event_and_a_plain_wait_the_first() {
     let plain = String::from_utf8(plain.wait_with_output().unwrap().stdout).unwrap();
     let keys = |text: &str| -> Vec<String> {
         text.lines()
-            .map(|line| line.split("\"key\":\"").nth(1).unwrap_or("").split('"').next().unwrap().to_owned())
+            .map(|line| {
+                line.split("\"key\":\"")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
     assert_eq!(keys(&streamed), ["/s/one", "/s/two"], "{streamed}");

@@ -332,7 +332,10 @@ fn compactions(history: &History) -> std::collections::BTreeSet<i64> {
         .filter_map(|op| match &op.input {
             Input::Compact { revision, .. } => {
                 let failed = op.is_known()
-                    && op.output.as_ref().is_some_and(|output| output.error.is_some());
+                    && op
+                        .output
+                        .as_ref()
+                        .is_some_and(|output| output.error.is_some());
                 (!failed).then_some(*revision)
             }
             _ => None,
@@ -352,8 +355,8 @@ fn check_cancellation(
     if compacted <= 0 {
         return Vec::new();
     }
-    let violation = |response: Option<usize>, event: Option<usize>, guarantee, message| {
-        WatchViolation {
+    let violation =
+        |response: Option<usize>, event: Option<usize>, guarantee, message| WatchViolation {
             watch: 0,
             line: 0,
             response,
@@ -361,8 +364,7 @@ fn check_cancellation(
             guarantee,
             op: None,
             message,
-        }
-    };
+        };
     let mut out = Vec::new();
     if !compactions.contains(&compacted) {
         out.push(violation(

@@ -441,7 +441,9 @@ impl Backend {
             let mut v2 = txn.open_table(V2).map_err(redb_error)?;
             for (path, value) in &self.pending.v2 {
                 match value {
-                    Some(value) => v2.insert(path.as_str(), value.as_slice()).map_err(redb_error)?,
+                    Some(value) => v2
+                        .insert(path.as_str(), value.as_slice())
+                        .map_err(redb_error)?,
                     None => v2.remove(path.as_str()).map_err(redb_error)?,
                 };
             }

@@ -1434,7 +1434,10 @@ fn a_heartbeat_committing_past_the_log_changes_nothing() {
         .any(|m| m.msg_type == MessageType::HeartbeatResponse as i32));
     cluster.raw(2).advance(ready);
     assert_eq!(cluster.status(2).commit, before.commit);
-    cluster.raw(1).propose(bytes::Bytes::from_static(b"x")).unwrap();
+    cluster
+        .raw(1)
+        .propose(bytes::Bytes::from_static(b"x"))
+        .unwrap();
     cluster.stabilize().unwrap();
     assert_eq!(cluster.status(2).commit, cluster.status(1).commit);
     cluster.check().unwrap();
@@ -1463,7 +1466,10 @@ fn a_message_without_a_term_is_refused() {
             term: 0,
             ..Default::default()
         };
-        assert!(matches!(cluster.raw(2).step(vote), Err(Error::Malformed(_))));
+        assert!(matches!(
+            cluster.raw(2).step(vote),
+            Err(Error::Malformed(_))
+        ));
     }
     cluster.stabilize().unwrap();
     cluster.check().unwrap();
@@ -1513,7 +1519,10 @@ fn an_append_with_entries_out_of_place_is_refused() {
         assert!(matches!(refused, Err(Error::Malformed(_))), "{refused:?}");
     }
     assert_eq!(cluster.status(2).commit, status.commit);
-    cluster.raw(1).propose(bytes::Bytes::from_static(b"x")).unwrap();
+    cluster
+        .raw(1)
+        .propose(bytes::Bytes::from_static(b"x"))
+        .unwrap();
     cluster.stabilize().unwrap();
     cluster.check().unwrap();
 }

@@ -48,12 +48,12 @@ mod tasks;
 pub(crate) mod types;
 mod wiring;
 
-/// The request checks, for the fuzz targets' entry points (`crate::fuzz`).
-#[cfg(not(madsim))]
-pub(crate) use services::validate;
 /// The v2 API's request parsing and answers, for the fuzz targets' entry points.
 #[cfg(not(madsim))]
 pub(crate) use services::v2http;
+/// The request checks, for the fuzz targets' entry points (`crate::fuzz`).
+#[cfg(not(madsim))]
+pub(crate) use services::validate;
 /// A snapshot file's status and restore, for the fuzz targets' entry points.
 #[cfg(not(madsim))]
 pub(crate) use state::etcd_image::{

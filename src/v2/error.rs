@@ -86,7 +86,14 @@ impl V2Error {
 
 impl std::fmt::Display for V2Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} ({}) [{}]", self.code, self.message(), self.cause, self.index)
+        write!(
+            f,
+            "{}: {} ({}) [{}]",
+            self.code,
+            self.message(),
+            self.cause,
+            self.index
+        )
     }
 }
 

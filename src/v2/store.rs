@@ -229,7 +229,11 @@ impl Event {
         if self.refresh {
             return false;
         }
-        let event_key = if self.node.key.is_empty() { "/" } else { &self.node.key };
+        let event_key = if self.node.key.is_empty() {
+            "/"
+        } else {
+            &self.node.key
+        };
         if event_key == key {
             return true;
         }
@@ -284,7 +288,10 @@ impl Stats {
     /// (success, failure) of `op`.
     pub fn of(&self, op: Op) -> (u64, u64) {
         let (success, failure) = &self.counts[op as usize];
-        (success.load(Ordering::Relaxed), failure.load(Ordering::Relaxed))
+        (
+            success.load(Ordering::Relaxed),
+            failure.load(Ordering::Relaxed),
+        )
     }
 
     /// Nodes removed by expiry.
@@ -478,7 +485,13 @@ impl V2Store {
     }
 
     /// A read of `path`.
-    pub fn get(&self, path: &str, recursive: bool, sorted: bool, now: i64) -> Result<Event, V2Error> {
+    pub fn get(
+        &self,
+        path: &str,
+        recursive: bool,
+        sorted: bool,
+        now: i64,
+    ) -> Result<Event, V2Error> {
         let read = self.read(path, recursive, sorted, now);
         self.stats.count(Op::Get, read.is_ok());
         read
@@ -522,7 +535,11 @@ impl V2Store {
             path = clean_path(&format!("{path}/{next:020}"));
         }
         self.read_only(&path)?;
-        let expire_at = if expire_at < MIN_EXPIRE_UNIX_NANOS { 0 } else { expire_at };
+        let expire_at = if expire_at < MIN_EXPIRE_UNIX_NANOS {
+            0
+        } else {
+            expire_at
+        };
         let (dir_path, name) = split_path(&path);
         let (dir_path, name) = (dir_path.to_owned(), name.to_owned());
         self.make_dirs(&dir_path, next)?;
@@ -634,8 +651,16 @@ impl V2Store {
         expire_at: i64,
         now: i64,
     ) -> Result<Arc<Event>, V2Error> {
-        let event =
-            self.create_node(path, dir, value, unique, false, expire_at, Action::Create, now)?;
+        let event = self.create_node(
+            path,
+            dir,
+            value,
+            unique,
+            false,
+            expire_at,
+            Action::Create,
+            now,
+        )?;
         Ok(self.remember(event))
     }
 
@@ -659,8 +684,16 @@ impl V2Store {
         let mut event = Event::new(Action::Update, &path, next, node.created);
         event.prev_node = Some(node.view(&path, false, false, now));
         let old_expiry = node.expire_at;
-        let value = if refresh { node.value().to_owned() } else { value };
-        let expire_at = if expire_at < MIN_EXPIRE_UNIX_NANOS { 0 } else { expire_at };
+        let value = if refresh {
+            node.value().to_owned()
+        } else {
+            value
+        };
+        let expire_at = if expire_at < MIN_EXPIRE_UNIX_NANOS {
+            0
+        } else {
+            expire_at
+        };
         let node = self.node_mut(&path).expect("looked up above");
         node.modified = next;
         node.expire_at = expire_at;
@@ -722,8 +755,16 @@ impl V2Store {
         let mut event = Event::new(Action::CompareAndSwap, &path, next, node.created);
         event.prev_node = Some(node.view(&path, false, false, now));
         let old_expiry = node.expire_at;
-        let value = if refresh { node.value().to_owned() } else { value };
-        let expire_at = if expire_at < MIN_EXPIRE_UNIX_NANOS { 0 } else { expire_at };
+        let value = if refresh {
+            node.value().to_owned()
+        } else {
+            value
+        };
+        let expire_at = if expire_at < MIN_EXPIRE_UNIX_NANOS {
+            0
+        } else {
+            expire_at
+        };
         let node = self.node_mut(&path).expect("compared above");
         node.modified = next;
         node.expire_at = expire_at;
@@ -917,13 +958,25 @@ impl V2Store {
             .rev()
             .take_while(|event| event.index() > index)
             .count();
-        self.history.iter().skip(self.history.len() - newer).cloned().collect()
+        self.history
+            .iter()
+            .skip(self.history.len() - newer)
+            .cloned()
+            .collect()
     }
 
     /// The first event at or after `since` that a watch of `key` sees; `None` when none
     /// has happened yet; "outdated and cleared" when `since` is older than the history.
-    pub fn scan(&self, key: &str, recursive: bool, since: u64) -> Result<Option<Arc<Event>>, V2Error> {
-        let start = self.history.front().map_or(self.index + 1, |event| event.index());
+    pub fn scan(
+        &self,
+        key: &str,
+        recursive: bool,
+        since: u64,
+    ) -> Result<Option<Arc<Event>>, V2Error> {
+        let start = self
+            .history
+            .front()
+            .map_or(self.index + 1, |event| event.index());
         if since < start && since <= self.index {
             return Err(V2Error::new(
                 code::EVENT_INDEX_CLEARED,
@@ -953,12 +1006,18 @@ mod tests {
     fn indexes_count_changes_and_answers_carry_them() {
         let mut store = V2Store::default();
         let first = set(&mut store, "/foo", "bar");
-        assert_eq!((first.action, first.node.created, first.etcd_index), (Action::Set, 1, 1));
+        assert_eq!(
+            (first.action, first.node.created, first.etcd_index),
+            (Action::Set, 1, 1)
+        );
         assert!(first.is_created());
         let second = set(&mut store, "foo", "baz");
         assert_eq!(second.node.modified, 2);
         assert_eq!(second.node.created, 2, "a set replaces the node");
-        assert_eq!(second.prev_node.as_ref().unwrap().value.as_deref(), Some("bar"));
+        assert_eq!(
+            second.prev_node.as_ref().unwrap().value.as_deref(),
+            Some("bar")
+        );
         assert!(!second.is_created());
         let read = store.get("/foo", false, false, NOW).unwrap();
         assert_eq!(read.node.value.as_deref(), Some("baz"));
@@ -969,8 +1028,13 @@ mod tests {
     fn errors_name_etcds_causes() {
         let mut store = V2Store::default();
         set(&mut store, "/foo", "baz");
-        let error = store.create("/foo", false, "x".into(), false, 0, NOW).unwrap_err();
-        assert_eq!((error.code, error.cause.as_str(), error.index), (105, "/foo", 1));
+        let error = store
+            .create("/foo", false, "x".into(), false, 0, NOW)
+            .unwrap_err();
+        assert_eq!(
+            (error.code, error.cause.as_str(), error.index),
+            (105, "/foo", 1)
+        );
         let error = store
             .compare_and_swap("/foo", "nope", 0, "x".into(), 0, false, NOW)
             .unwrap_err();
@@ -979,7 +1043,9 @@ mod tests {
             .compare_and_swap("/foo", "nope", 7, "x".into(), 0, false, NOW)
             .unwrap_err();
         assert_eq!(error.cause, "[nope != baz] [7 != 1]");
-        let error = store.set("/foo/x", false, "1".into(), 0, false, NOW).unwrap_err();
+        let error = store
+            .set("/foo/x", false, "1".into(), 0, false, NOW)
+            .unwrap_err();
         assert_eq!((error.code, error.cause.as_str()), (104, "/foo"));
         let error = store.get("/nokey/deeper", false, false, NOW).unwrap_err();
         assert_eq!((error.code, error.cause.as_str()), (100, "/nokey"));
@@ -994,12 +1060,27 @@ mod tests {
         set(&mut store, "/dir/a", "1");
         set(&mut store, "/dir/_hidden", "h");
         let listing = store.get("/dir", false, false, NOW).unwrap();
-        let keys: Vec<_> = listing.node.nodes.unwrap().into_iter().map(|n| n.key).collect();
+        let keys: Vec<_> = listing
+            .node
+            .nodes
+            .unwrap()
+            .into_iter()
+            .map(|n| n.key)
+            .collect();
         assert_eq!(keys, ["/dir/a"], "hidden nodes are not listed");
-        assert_eq!(store.delete("/dir", false, false, NOW).unwrap_err().code, 102);
-        assert_eq!(store.delete("/dir", true, false, NOW).unwrap_err().code, 108);
+        assert_eq!(
+            store.delete("/dir", false, false, NOW).unwrap_err().code,
+            102
+        );
+        assert_eq!(
+            store.delete("/dir", true, false, NOW).unwrap_err().code,
+            108
+        );
         let deleted = store.delete("/dir", false, true, NOW).unwrap();
-        assert_eq!((deleted.action, deleted.node.dir, deleted.node.created), (Action::Delete, true, 1));
+        assert_eq!(
+            (deleted.action, deleted.node.dir, deleted.node.created),
+            (Action::Delete, true, 1)
+        );
         assert_eq!(store.node_count(), 0);
         let changes = store.take_changes();
         assert!(changes.values().all(Option::is_none), "{changes:?}");
@@ -1010,7 +1091,9 @@ mod tests {
     fn in_order_keys_are_named_by_the_index() {
         let mut store = V2Store::default();
         set(&mut store, "/x", "1");
-        let created = store.create("/q", false, "j1".into(), true, 0, NOW).unwrap();
+        let created = store
+            .create("/q", false, "j1".into(), true, 0, NOW)
+            .unwrap();
         assert_eq!(created.node.key, "/q/00000000000000000002");
         assert_eq!(created.action, Action::Create);
     }
@@ -1040,10 +1123,20 @@ mod tests {
         set(&mut store, "/w/_h", "1");
         assert_eq!(store.scan("/w", false, 1).unwrap(), None);
         assert_eq!(store.scan("/w", true, 1).unwrap().unwrap().node.key, "/w/k");
-        assert_eq!(store.scan("/w", true, 2).unwrap(), None, "hidden below the watch");
-        assert_eq!(store.scan("/w/_h", false, 2).unwrap().unwrap().node.key, "/w/_h");
+        assert_eq!(
+            store.scan("/w", true, 2).unwrap(),
+            None,
+            "hidden below the watch"
+        );
+        assert_eq!(
+            store.scan("/w/_h", false, 2).unwrap().unwrap().node.key,
+            "/w/_h"
+        );
         store.delete("/w", true, true, NOW).unwrap();
-        assert_eq!(store.scan("/w/k", false, 3).unwrap().unwrap().action, Action::Delete);
+        assert_eq!(
+            store.scan("/w/k", false, 3).unwrap().unwrap().action,
+            Action::Delete
+        );
         assert_eq!(store.scan("/", true, 4).unwrap(), None);
     }
 
@@ -1063,8 +1156,19 @@ mod tests {
     fn records_rebuild_the_same_tree() {
         let mut store = V2Store::default();
         set(&mut store, "/a/b/c", "1");
-        store.set("/a/t", false, "2".into(), NOW + NANOS_PER_SECOND, false, NOW).unwrap();
-        store.create("/d", true, String::new(), false, 0, NOW).unwrap();
+        store
+            .set(
+                "/a/t",
+                false,
+                "2".into(),
+                NOW + NANOS_PER_SECOND,
+                false,
+                NOW,
+            )
+            .unwrap();
+        store
+            .create("/d", true, String::new(), false, 0, NOW)
+            .unwrap();
         store.delete("/a/b", true, true, NOW).unwrap();
         let mut table = BTreeMap::new();
         for (path, record) in store.take_changes() {
@@ -1097,14 +1201,20 @@ mod tests {
         assert_eq!(store.apply(&missing, NOW).unwrap_err().code, 100);
         let mut swap = put("/k", "3");
         swap.prev_index = 2;
-        assert_eq!(store.apply(&swap, NOW).unwrap().action, Action::CompareAndSwap);
+        assert_eq!(
+            store.apply(&swap, NOW).unwrap().action,
+            Action::CompareAndSwap
+        );
         let delete = V2Request {
             method: Method::Delete as i32,
             path: "/k".into(),
             prev_value: "3".into(),
             ..V2Request::default()
         };
-        assert_eq!(store.apply(&delete, NOW).unwrap().action, Action::CompareAndDelete);
+        assert_eq!(
+            store.apply(&delete, NOW).unwrap().action,
+            Action::CompareAndDelete
+        );
         assert_eq!(store.stats().of(Op::Set), (1, 0));
         assert_eq!(store.stats().of(Op::Update), (1, 1));
         assert_eq!(store.stats().of(Op::CompareAndSwap), (1, 0));

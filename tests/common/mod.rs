@@ -296,7 +296,9 @@ pub fn member_server_with(
     extra: &[&str],
 ) -> Server {
     let mut server = member_server(name, peer_port, initial_cluster, state);
-    server.extra.extend(extra.iter().map(|flag| flag.to_string()));
+    server
+        .extra
+        .extend(extra.iter().map(|flag| flag.to_string()));
     server
 }
 

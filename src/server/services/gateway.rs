@@ -297,7 +297,13 @@ pub(crate) fn with_permit(
     let Some(permit) = permit else {
         return response;
     };
-    response.map(|body| Permitted { body, _permit: permit }.boxed_unsync())
+    response.map(|body| {
+        Permitted {
+            body,
+            _permit: permit,
+        }
+        .boxed_unsync()
+    })
 }
 
 /// A body and the stream permit it holds.
@@ -506,7 +512,10 @@ mod tests {
         let _second = permits.try_acquire().expect("a second stream");
         assert!(permits.try_acquire().is_none(), "a third is refused");
         drop(first);
-        assert!(permits.try_acquire().is_some(), "room again once a stream ends");
+        assert!(
+            permits.try_acquire().is_some(),
+            "room again once a stream ends"
+        );
         let refused = error(&Status::resource_exhausted(TOO_MANY_STREAMS));
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     }

@@ -46,7 +46,10 @@ pub(crate) fn is_v2_path(path: &str) -> bool {
 }
 
 /// The answer to a request for a `/v2/…` path.
-pub(crate) async fn respond(server: Arc<Server>, request: http::Request<Bytes>) -> Response<ReplyBody> {
+pub(crate) async fn respond(
+    server: Arc<Server>,
+    request: http::Request<Bytes>,
+) -> Response<ReplyBody> {
     let path = request.uri().path().to_owned();
     let enabled = server.config.enable_v2;
     let mut response = if !enabled {
@@ -218,7 +221,10 @@ fn request_error(code: u32, cause: &str) -> V2Error {
     V2Error::new(code, cause, 0)
 }
 
-pub(crate) fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Result<KeyRequest, V2Error> {
+pub(crate) fn parse_key_request(
+    request: &http::Request<Bytes>,
+    now: i64,
+) -> Result<KeyRequest, V2Error> {
     let invalid_form = |cause: String| request_error(code::INVALID_FORM, &cause);
     let mut form = Form::default();
     let method = request.method().clone();
@@ -227,7 +233,10 @@ pub(crate) fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Res
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|kind| {
+            kind.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if (method == Method::PUT || method == Method::POST) && is_form {
         let body = std::str::from_utf8(request.body())
             .map_err(|_| invalid_form("invalid UTF-8 in the form".into()))?;
@@ -249,7 +258,10 @@ pub(crate) fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Res
     let wait_index = uint("waitIndex")?;
     let flag = |name: &str| {
         form.bool(name).map_err(|()| {
-            request_error(code::INVALID_FIELD, &format!("invalid value for \"{name}\""))
+            request_error(
+                code::INVALID_FIELD,
+                &format!("invalid value for \"{name}\""),
+            )
         })
     };
     let recursive = flag("recursive")?;
@@ -281,9 +293,10 @@ pub(crate) fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Res
     }
     let mut prev_exist = None;
     if form.has("prevExist") {
-        prev_exist = Some(form.bool("prevExist").map_err(|()| {
-            request_error(code::INVALID_FIELD, "invalid value for prevExist")
-        })?);
+        prev_exist = Some(
+            form.bool("prevExist")
+                .map_err(|()| request_error(code::INVALID_FIELD, "invalid value for prevExist"))?,
+        );
     }
     let mut refresh = false;
     if form.has("refresh") {
@@ -298,7 +311,10 @@ pub(crate) fn parse_key_request(request: &http::Request<Bytes>, now: i64) -> Res
                 ));
             }
             if ttl.is_none() {
-                return Err(request_error(code::REFRESH_TTL_REQUIRED, "No TTL value set"));
+                return Err(request_error(
+                    code::REFRESH_TTL_REQUIRED,
+                    "No TTL value set",
+                ));
             }
         }
     }
@@ -432,7 +448,11 @@ pub(crate) fn event_json(event: &Event, no_value: bool) -> String {
 }
 
 pub(crate) fn error_json(error: &V2Error) -> String {
-    let mut out = format!("{{\"errorCode\":{},\"message\":{}", error.code, go_string(error.message()));
+    let mut out = format!(
+        "{{\"errorCode\":{},\"message\":{}",
+        error.code,
+        go_string(error.message())
+    );
     if !error.cause.is_empty() {
         out.push_str(&format!(",\"cause\":{}", go_string(&error.cause)));
     }
@@ -488,8 +508,14 @@ fn key_event(server: &Server, event: &Event, no_value_on_success: bool) -> Respo
 }
 
 /// A failure to go through the log, as etcd answers it: a Raft internal error.
-fn raft_error(server: &Server, error: &crate::server::types::error::ServerError) -> Response<Full<Bytes>> {
-    key_error(server, &V2Error::new(code::RAFT_INTERNAL, error.to_string(), 0))
+fn raft_error(
+    server: &Server,
+    error: &crate::server::types::error::ServerError,
+) -> Response<Full<Bytes>> {
+    key_error(
+        server,
+        &V2Error::new(code::RAFT_INTERNAL, error.to_string(), 0),
+    )
 }
 
 async fn keys(server: Arc<Server>, request: http::Request<Bytes>) -> Response<ReplyBody> {
@@ -607,7 +633,12 @@ impl Watched {
             WATCHERS.fetch_sub(1, Ordering::Relaxed);
         });
         if let Some(event) = found {
-            if sender.send(Bytes::from(event_json(&event, false))).await.is_err() || !self.stream {
+            if sender
+                .send(Bytes::from(event_json(&event, false)))
+                .await
+                .is_err()
+                || !self.stream
+            {
                 return;
             }
             since = event.index() + 1;
@@ -639,7 +670,12 @@ impl Watched {
             if event.index() < since || !event.concerns(&self.key, self.recursive) {
                 continue;
             }
-            if sender.send(Bytes::from(event_json(&event, false))).await.is_err() || !self.stream {
+            if sender
+                .send(Bytes::from(event_json(&event, false)))
+                .await
+                .is_err()
+                || !self.stream
+            {
                 return;
             }
             since = event.index() + 1;
@@ -722,7 +758,10 @@ fn member_status_error(status: &tonic::Status, id: u64) -> Response<Full<Bytes>>
 
 async fn members(server: &Arc<Server>, request: http::Request<Bytes>) -> Response<Full<Bytes>> {
     let method = request.method().clone();
-    if !matches!(method, Method::GET | Method::POST | Method::DELETE | Method::PUT) {
+    if !matches!(
+        method,
+        Method::GET | Method::POST | Method::DELETE | Method::PUT
+    ) {
         return not_allowed("GET,POST,DELETE,PUT");
     }
     let rest = request.uri().path()[MEMBERS_PREFIX.len()..].trim_start_matches('/');
@@ -733,11 +772,15 @@ async fn members(server: &Arc<Server>, request: http::Request<Bytes>) -> Respons
     let mut response = match method {
         Method::GET => {
             let listed = service
-                .member_list(tonic::Request::new(MemberListRequest { linearizable: false }))
+                .member_list(tonic::Request::new(MemberListRequest {
+                    linearizable: false,
+                }))
                 .await;
             let members = match listed {
                 Ok(response) => response.into_inner().members,
-                Err(status) => return http_error(StatusCode::INTERNAL_SERVER_ERROR, status.message()),
+                Err(status) => {
+                    return http_error(StatusCode::INTERNAL_SERVER_ERROR, status.message())
+                }
             };
             match rest.as_str() {
                 "" => {
@@ -745,14 +788,20 @@ async fn members(server: &Arc<Server>, request: http::Request<Bytes>) -> Respons
                         .iter()
                         .map(|m| member_json(m.id, &m.name, &m.peer_ur_ls, &m.client_ur_ls))
                         .collect();
-                    json(StatusCode::OK, format!("{{\"members\":[{}]}}\n", listed.join(",")))
+                    json(
+                        StatusCode::OK,
+                        format!("{{\"members\":[{}]}}\n", listed.join(",")),
+                    )
                 }
                 "leader" => {
                     let leader = server.raft_status().leader;
                     match members.iter().find(|m| m.id == leader && leader != 0) {
                         Some(m) => json(
                             StatusCode::OK,
-                            format!("{}\n", member_json(m.id, &m.name, &m.peer_ur_ls, &m.client_ur_ls)),
+                            format!(
+                                "{}\n",
+                                member_json(m.id, &m.name, &m.peer_ur_ls, &m.client_ur_ls)
+                            ),
                         ),
                         None => http_error(StatusCode::SERVICE_UNAVAILABLE, "During election"),
                     }
@@ -830,7 +879,9 @@ async fn machines(server: &Arc<Server>, request: &http::Request<Bytes>) -> Respo
         server: server.clone(),
     };
     let members = match service
-        .member_list(tonic::Request::new(MemberListRequest { linearizable: false }))
+        .member_list(tonic::Request::new(MemberListRequest {
+            linearizable: false,
+        }))
         .await
     {
         Ok(response) => response.into_inner().members,
@@ -996,7 +1047,11 @@ mod tests {
     #[test]
     fn forms_parse_as_go_parses_them() {
         let parsed = parse_key_request(
-            &request(Method::PUT, "/v2/keys/a%20b/../c?ttl=5&value=query", "value=x+y%21"),
+            &request(
+                Method::PUT,
+                "/v2/keys/a%20b/../c?ttl=5&value=query",
+                "value=x+y%21",
+            ),
             1_000,
         )
         .unwrap();
@@ -1007,7 +1062,10 @@ mod tests {
             parse_key_request(&request(Method::PUT, uri, form), 0).unwrap_err()
         };
         assert_eq!(error("/v2/keys/t", "ttl=abc").code, 202);
-        assert_eq!(error("/v2/keys/t", "ttl=abc").cause, "invalid value for \"ttl\"");
+        assert_eq!(
+            error("/v2/keys/t", "ttl=abc").cause,
+            "invalid value for \"ttl\""
+        );
         assert_eq!(error("/v2/keys/t?recursive=maybe", "").code, 209);
         assert_eq!(error("/v2/keys/t?prevIndex=-1", "").code, 203);
         assert_eq!(error("/v2/keys/t?prevValue=", "").code, 201);
@@ -1023,7 +1081,9 @@ mod tests {
     fn events_and_errors_marshal_as_etcd_marshals_them() {
         let mut store = v2::V2Store::default();
         let at = 1_796_306_154_220_455_925;
-        let event = store.set("/dir/a", false, "1".into(), at, false, at - 100_000_000_000).unwrap();
+        let event = store
+            .set("/dir/a", false, "1".into(), at, false, at - 100_000_000_000)
+            .unwrap();
         assert_eq!(
             event_json(&event, false),
             "{\"action\":\"set\",\"node\":{\"key\":\"/dir/a\",\"value\":\"1\",\"expiration\":\"2026-12-03T13:55:54.220455925Z\",\"ttl\":100,\"modifiedIndex\":1,\"createdIndex\":1}}\n"
@@ -1035,12 +1095,18 @@ mod tests {
             error_json(&error),
             "{\"errorCode\":101,\"message\":\"Compare failed\",\"cause\":\"[nope != baz]\",\"index\":5}\n"
         );
-        assert_eq!(rfc3339_nanos(1_796_306_154_000_000_000), "2026-12-03T13:55:54Z");
+        assert_eq!(
+            rfc3339_nanos(1_796_306_154_000_000_000),
+            "2026-12-03T13:55:54Z"
+        );
     }
 
     #[test]
     fn durations_print_as_go_prints_them() {
-        assert_eq!(go_duration(Duration::new(393, 651_015_567)), "6m33.651015567s");
+        assert_eq!(
+            go_duration(Duration::new(393, 651_015_567)),
+            "6m33.651015567s"
+        );
         assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
         assert_eq!(go_duration(Duration::from_secs(5)), "5s");
         assert_eq!(go_duration(Duration::ZERO), "0s");

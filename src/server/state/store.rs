@@ -278,7 +278,11 @@ impl Store {
         V2Error,
     > {
         let state = self.lock();
-        let since = if since == 0 { state.v2.index() + 1 } else { since };
+        let since = if since == 0 {
+            state.v2.index() + 1
+        } else {
+            since
+        };
         let found = state.v2.scan(key, recursive, since)?;
         Ok((found, state.v2.index(), self.inner.v2_events.subscribe()))
     }

@@ -3,8 +3,8 @@
 //! clock; a member that becomes leader restarts every deadline from now with the full TTL,
 //! since it cannot know when the old leader last renewed them (etcd's promotion rule).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::io::Ticker;

@@ -162,7 +162,12 @@ async fn probe_loop(server: Arc<Server>, id: u64, url: String) {
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
             _ = server.lifecycle.stopped() => return,
         }
-        if !server.membership.members().iter().any(|member| member.id == id) {
+        if !server
+            .membership
+            .members()
+            .iter()
+            .any(|member| member.id == id)
+        {
             return;
         }
         if client.is_none() {

@@ -137,7 +137,9 @@ impl RaftNode {
             }
             NodeInput::Step(message) => {
                 if message.msg_type() == MessageType::Append {
-                    self.server.appends_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.server
+                        .appends_received
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let Err(error) = self.raw_node.step(message) {
                     tracing::debug!(%error, "dropped a raft message");
@@ -288,7 +290,9 @@ impl RaftNode {
                 continue;
             }
             if message.msg_type() == MessageType::Append {
-                self.server.appends_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.server
+                    .appends_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if message.msg_type() == MessageType::Heartbeat {
                 let now = self.server.store.clock().now();

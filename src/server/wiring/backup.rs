@@ -133,7 +133,10 @@ pub fn backup_data_dir(
         ));
     }
     if backup_dir.exists() {
-        return Err(format!("backup-dir {:?} exists", backup_dir.display().to_string()));
+        return Err(format!(
+            "backup-dir {:?} exists",
+            backup_dir.display().to_string()
+        ));
     }
     let building = backup_dir.with_extension("backing-up");
     if building.exists() {
@@ -161,7 +164,9 @@ pub fn backup_data_dir(
         std::fs::copy(&backend_path, &copy_path)
             .map_err(|error| format!("copying {}: {error}", backend_path.display()))?;
         let mut backend = Backend::open(disk, &copy_path).map_err(|error| error.to_string())?;
-        let applied_index = backend.consistent_index().map_err(|error| error.to_string())?;
+        let applied_index = backend
+            .consistent_index()
+            .map_err(|error| error.to_string())?;
         if applied_index < committed {
             return Err(format!(
                 "the member's backend holds the log through index {applied_index} but its log \
@@ -194,10 +199,15 @@ pub fn backup_data_dir(
 /// Copies the files of `from` into a new directory `to` (no subdirectories: a WAL has none).
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|error| format!("{}: {error}", to.display()))?;
-    let entries = std::fs::read_dir(from).map_err(|error| format!("{}: {error}", from.display()))?;
+    let entries =
+        std::fs::read_dir(from).map_err(|error| format!("{}: {error}", from.display()))?;
     for entry in entries {
         let entry = entry.map_err(|error| error.to_string())?;
-        if entry.file_type().map_err(|error| error.to_string())?.is_file() {
+        if entry
+            .file_type()
+            .map_err(|error| error.to_string())?
+            .is_file()
+        {
             std::fs::copy(entry.path(), to.join(entry.file_name()))
                 .map_err(|error| format!("copying {}: {error}", entry.path().display()))?;
         }
