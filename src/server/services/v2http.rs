@@ -28,6 +28,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::oxcdpb::internal_request::Request as Internal;
 use crate::proto::oxcdpb::{v2_request::Method as V2Method, V2Request};
 use crate::server::services::cluster::ClusterService;
+use crate::server::services::gateway::text;
 use crate::server::state::server::Server;
 use crate::server::types::json::{go_string, go_strings};
 use crate::server::types::request::V2Outcome;
@@ -79,16 +80,6 @@ pub(crate) async fn respond(
         );
         headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     }
-    response
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     response
 }
 
