@@ -4,6 +4,11 @@
 
 #![allow(clippy::all, missing_docs)]
 
+/// The descriptors of every message above (what `build.rs` compiled), for tools that print
+/// messages by their schema (`oxctl -w json`).
+#[cfg(not(madsim))]
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
     #[cfg(not(madsim))]

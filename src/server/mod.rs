@@ -61,6 +61,7 @@ pub(crate) use state::etcd_image::{
 };
 pub use types::config::Config;
 pub use types::ids::member_id;
+pub use types::json::go_string;
 #[cfg(madsim)]
 pub use types::observe;
 pub use types::request::REMOVED;

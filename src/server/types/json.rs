@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 /// `text` as a JSON string literal, escaped as Go escapes it: `<`, `>`, `&`, U+2028 and
 /// U+2029 too.
-pub(crate) fn go_string(text: &str) -> String {
+pub fn go_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
