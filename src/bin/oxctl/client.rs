@@ -11,8 +11,6 @@ use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
 use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::AuthenticateRequest;
-use oxcd::proto::v3electionpb::election_client::ElectionClient;
-use oxcd::proto::v3lockpb::lock_client::LockClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
@@ -58,19 +56,19 @@ impl Client {
             global.insecure_skip_tls_verify,
         )
         .map_err(Failure::bad_args)?;
-        let dial_timeout = crate::snapshot::duration(&global.dial_timeout).map_err(Failure::bad_args)?;
+        let dial_timeout =
+            crate::snapshot::duration(&global.dial_timeout).map_err(Failure::bad_args)?;
         let command_timeout =
             crate::snapshot::duration(&global.command_timeout).map_err(Failure::bad_args)?;
-        let channel = match tokio::time::timeout(dial_timeout, dialer.connect(&address(endpoint)))
-            .await
-        {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(reason)) => {
-                tracing::debug!(%reason, "dial failed");
-                return Err(Failure::error("context deadline exceeded"));
-            }
-            Err(_) => return Err(Failure::error("context deadline exceeded")),
-        };
+        let channel =
+            match tokio::time::timeout(dial_timeout, dialer.connect(&address(endpoint))).await {
+                Ok(Ok(channel)) => channel,
+                Ok(Err(reason)) => {
+                    tracing::debug!(%reason, "dial failed");
+                    return Err(Failure::error("context deadline exceeded"));
+                }
+                Err(_) => return Err(Failure::error("context deadline exceeded")),
+            };
         let mut client = Client {
             channel,
             token: None,
@@ -138,12 +136,6 @@ impl Client {
     }
     pub fn auth(&self) -> AuthClient<Channel> {
         AuthClient::new(self.channel.clone())
-    }
-    pub fn lock(&self) -> LockClient<Channel> {
-        LockClient::new(self.channel.clone())
-    }
-    pub fn election(&self) -> ElectionClient<Channel> {
-        ElectionClient::new(self.channel.clone())
     }
 }
 

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use oxcd::proto::authpb;
 use oxcd::proto::etcdserverpb as pb;
-use oxcd::proto::{authpb, v3electionpb, v3lockpb};
 
 use crate::client::{address, Client};
 use crate::print::{go_quote, human_bytes, table, Format};
@@ -13,7 +13,11 @@ use crate::{block_on, Failure, Global};
 /// An ID given in hex; leases are parsed as signed (etcdctl's `ParseInt`), members as
 /// unsigned.
 fn hex_id(text: &str, what: &str) -> Result<u64, Failure> {
-    let parser = if what == "lease" { "ParseInt" } else { "ParseUint" };
+    let parser = if what == "lease" {
+        "ParseInt"
+    } else {
+        "ParseUint"
+    };
     u64::from_str_radix(text, 16)
         .ok()
         .filter(|id| what != "lease" || i64::try_from(*id).is_ok())
@@ -93,7 +97,9 @@ pub fn lease(global: &Global, command: &LeaseCommand) -> Result<(), Failure> {
                 let client = Client::connect(global).await?;
                 client
                     .lease()
-                    .lease_time_to_live(client.request(pb::LeaseTimeToLiveRequest { id, keys: *keys }))
+                    .lease_time_to_live(
+                        client.request(pb::LeaseTimeToLiveRequest { id, keys: *keys }),
+                    )
                     .await
                     .map_err(|status| Failure::bad_connection(status.message().to_string()))
             })?;
@@ -224,14 +230,24 @@ pub fn member(global: &Global, command: &MemberCommand) -> Result<(), Failure> {
                     let mut initial = Vec::new();
                     for member in &response.members {
                         for url in &member.peer_ur_ls {
-                            let member_name = if member.id == new_id { name } else { &member.name };
+                            let member_name = if member.id == new_id {
+                                name
+                            } else {
+                                &member.name
+                            };
                             initial.push(format!("{member_name}={url}"));
                         }
                     }
                     println!();
                     println!("ETCD_NAME={}", go_quote(name.as_bytes()));
-                    println!("ETCD_INITIAL_CLUSTER={}", go_quote(initial.join(",").as_bytes()));
-                    println!("ETCD_INITIAL_ADVERTISE_PEER_URLS={}", go_quote(peer_urls.as_bytes()));
+                    println!(
+                        "ETCD_INITIAL_CLUSTER={}",
+                        go_quote(initial.join(",").as_bytes())
+                    );
+                    println!(
+                        "ETCD_INITIAL_ADVERTISE_PEER_URLS={}",
+                        go_quote(peer_urls.as_bytes())
+                    );
                     println!("ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
                 }
                 Ok(())
@@ -297,7 +313,9 @@ pub fn member(global: &Global, command: &MemberCommand) -> Result<(), Failure> {
                 let client = client().await?;
                 let response = client
                     .cluster()
-                    .member_list(client.request(pb::MemberListRequest { linearizable: false }))
+                    .member_list(client.request(pb::MemberListRequest {
+                        linearizable: false,
+                    }))
                     .await
                     .map_err(Failure::status)?
                     .into_inner();
@@ -338,7 +356,9 @@ async fn endpoints_of(global: &Global, cluster: bool) -> Result<Vec<String>, Fai
     let client = Client::connect(global).await?;
     let members = client
         .cluster()
-        .member_list(client.request(pb::MemberListRequest { linearizable: false }))
+        .member_list(client.request(pb::MemberListRequest {
+            linearizable: false,
+        }))
         .await
         .map_err(|status| {
             Failure::error(format!(
@@ -389,46 +409,48 @@ pub fn endpoint(global: &Global, command: &EndpointCommand) -> Result<(), Failur
                 let checks = endpoints.iter().map(|endpoint| {
                     let (global, endpoint) = (global.clone(), endpoint.clone());
                     async move {
-                    let started = Instant::now();
-                    let client = match Client::connect_to(&global, &endpoint).await {
-                        Ok(client) => client,
-                        Err(failure) => {
-                            return Health {
+                        let started = Instant::now();
+                        let client = match Client::connect_to(&global, &endpoint).await {
+                            Ok(client) => client,
+                            Err(failure) => {
+                                return Health {
+                                    endpoint: endpoint.clone(),
+                                    health: false,
+                                    took: go_duration(started.elapsed()),
+                                    error: failure.message,
+                                }
+                            }
+                        };
+                        let result = client
+                            .kv()
+                            .range(client.request(pb::RangeRequest {
+                                key: "health".into(),
+                                ..Default::default()
+                            }))
+                            .await;
+                        let took = go_duration(started.elapsed());
+                        match result {
+                            Ok(_) => Health {
+                                endpoint: endpoint.clone(),
+                                health: true,
+                                took,
+                                error: String::new(),
+                            },
+                            Err(status) if status.message() == "etcdserver: permission denied" => {
+                                Health {
+                                    endpoint: endpoint.clone(),
+                                    health: true,
+                                    took,
+                                    error: String::new(),
+                                }
+                            }
+                            Err(status) => Health {
                                 endpoint: endpoint.clone(),
                                 health: false,
-                                took: go_duration(started.elapsed()),
-                                error: failure.message,
-                            }
+                                took,
+                                error: Failure::status(status).message,
+                            },
                         }
-                    };
-                    let result = client
-                        .kv()
-                        .range(client.request(pb::RangeRequest {
-                            key: "health".into(),
-                            ..Default::default()
-                        }))
-                        .await;
-                    let took = go_duration(started.elapsed());
-                    match result {
-                        Ok(_) => Health {
-                            endpoint: endpoint.clone(),
-                            health: true,
-                            took,
-                            error: String::new(),
-                        },
-                        Err(status) if status.message() == "etcdserver: permission denied" => Health {
-                            endpoint: endpoint.clone(),
-                            health: true,
-                            took,
-                            error: String::new(),
-                        },
-                        Err(status) => Health {
-                            endpoint: endpoint.clone(),
-                            health: false,
-                            took,
-                            error: Failure::status(status).message,
-                        },
-                    }
                     }
                 });
                 let results = futures_join(checks.collect()).await;
@@ -471,7 +493,14 @@ pub fn endpoint(global: &Global, command: &EndpointCommand) -> Result<(), Failur
                     Format::Table => {
                         let rows: Vec<Vec<String>> = results
                             .iter()
-                            .map(|h| vec![h.endpoint.clone(), h.health.to_string(), h.took.clone(), h.error.clone()])
+                            .map(|h| {
+                                vec![
+                                    h.endpoint.clone(),
+                                    h.health.to_string(),
+                                    h.took.clone(),
+                                    h.error.clone(),
+                                ]
+                            })
                             .collect();
                         print!("{}", table(&["ENDPOINT", "HEALTH", "TOOK", "ERROR"], &rows));
                     }
@@ -566,7 +595,7 @@ pub fn endpoint(global: &Global, command: &EndpointCommand) -> Result<(), Failur
                     }
                     Format::Fields => {
                         for (endpoint, hash) in &hashes {
-                            let header = hash.header.clone().unwrap_or_default();
+                            let header = hash.header.unwrap_or_default();
                             println!("\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}", header.cluster_id, header.member_id, header.revision, header.raft_term);
                             println!("\"Endpoint\" : {}", go_quote(endpoint.as_bytes()));
                             println!("\"Hash\" : {}", hash.hash);
@@ -584,9 +613,9 @@ pub fn endpoint(global: &Global, command: &EndpointCommand) -> Result<(), Failur
 }
 
 /// Runs every future to its end, side by side, keeping their order.
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut out = Vec::with_capacity(futures.len());
@@ -657,8 +686,11 @@ fn print_statuses(format: &Format, statuses: &[(String, pb::StatusResponse)]) {
         }
         Format::Fields => {
             for (endpoint, s) in statuses {
-                let header = s.header.clone().unwrap_or_default();
-                println!("\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}", header.cluster_id, header.member_id, header.revision, header.raft_term);
+                let header = s.header.unwrap_or_default();
+                println!(
+                    "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}",
+                    header.cluster_id, header.member_id, header.revision, header.raft_term
+                );
                 println!("\"Version\" : {}", go_quote(s.version.as_bytes()));
                 println!("\"DBSize\" : {}", s.db_size);
                 println!("\"Leader\" : {}", s.leader);
@@ -873,7 +905,11 @@ fn read_new_password(name: &str, interactive: bool) -> Result<String, Failure> {
     };
     if !interactive {
         let line = read("")?;
-        return Ok(line.split_whitespace().next().unwrap_or_default().to_string());
+        return Ok(line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string());
     }
     let first = read(&format!("Password of {name}: "))?;
     if first.is_empty() {
@@ -939,19 +975,25 @@ pub fn user(global: &Global, command: &UserCommand) -> Result<(), Failure> {
                 }
                 Some((user.to_string(), password.to_string()))
             } else {
-                Some((name.clone(), read_new_password(name, interactive != "false")?))
+                Some((
+                    name.clone(),
+                    read_new_password(name, interactive != "false")?,
+                ))
             }
         }
-        UserCommand::Passwd { name, interactive } => {
-            Some((name.clone(), read_new_password(name, interactive != "false")?))
-        }
+        UserCommand::Passwd { name, interactive } => Some((
+            name.clone(),
+            read_new_password(name, interactive != "false")?,
+        )),
         _ => None,
     };
     block_on(async {
         let client = Client::connect(global).await?;
         let mut auth = client.auth();
         match command {
-            UserCommand::Add { name, no_password, .. } => {
+            UserCommand::Add {
+                name, no_password, ..
+            } => {
                 let (name, password) = password.unwrap_or_else(|| (name.clone(), String::new()));
                 let response = auth
                     .user_add(client.request(pb::AuthUserAddRequest {
@@ -1010,7 +1052,12 @@ pub fn user(global: &Global, command: &UserCommand) -> Result<(), Failure> {
                     text += &format!(" {role}");
                 }
                 text += "\n";
-                printer.auth(&text, header_of(&response.header), &response, "etcdserverpb.AuthUserGetResponse")
+                printer.auth(
+                    &text,
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthUserGetResponse",
+                )
             }
             UserCommand::List => {
                 let response = auth
@@ -1019,7 +1066,12 @@ pub fn user(global: &Global, command: &UserCommand) -> Result<(), Failure> {
                     .map_err(Failure::status)?
                     .into_inner();
                 let text: String = response.users.iter().map(|u| format!("{u}\n")).collect();
-                printer.auth(&text, header_of(&response.header), &response, "etcdserverpb.AuthUserListResponse")
+                printer.auth(
+                    &text,
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthUserListResponse",
+                )
             }
             UserCommand::Passwd { .. } => {
                 let (name, password) = password.unwrap_or_default();
@@ -1111,21 +1163,39 @@ pub enum RoleCommand {
 }
 
 /// The key and range end of a permission (etcdctl's `permRange`).
-fn permission_range(keys: &[String], prefix: bool, from_key: bool) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+fn permission_range(
+    keys: &[String],
+    prefix: bool,
+    from_key: bool,
+) -> Result<(Vec<u8>, Vec<u8>), Failure> {
     let key = keys[0].as_bytes().to_vec();
     if prefix && from_key {
-        return Err(Failure::bad_args("--from-key and --prefix flags are mutually exclusive"));
+        return Err(Failure::bad_args(
+            "--from-key and --prefix flags are mutually exclusive",
+        ));
     }
     if key.is_empty() {
-        let end = if prefix || from_key { vec![0] } else { Vec::new() };
+        let end = if prefix || from_key {
+            vec![0]
+        } else {
+            Vec::new()
+        };
         return Ok((vec![0], end));
     }
     let end = match (keys.get(1), prefix, from_key) {
         (None, true, _) => crate::kv::prefix_end(&key),
         (None, _, true) => vec![0],
         (None, false, false) => Vec::new(),
-        (Some(_), true, _) => return Err(Failure::bad_args("unexpected endkey argument with --prefix flag")),
-        (Some(_), _, true) => return Err(Failure::bad_args("unexpected endkey argument with --from-key flag")),
+        (Some(_), true, _) => {
+            return Err(Failure::bad_args(
+                "unexpected endkey argument with --prefix flag",
+            ))
+        }
+        (Some(_), _, true) => {
+            return Err(Failure::bad_args(
+                "unexpected endkey argument with --from-key flag",
+            ))
+        }
         (Some(end), false, false) => end.as_bytes().to_vec(),
     };
     Ok((key, end))
@@ -1143,7 +1213,12 @@ pub fn role(global: &Global, command: &RoleCommand) -> Result<(), Failure> {
                     .await
                     .map_err(Failure::status)?
                     .into_inner();
-                printer.auth(&format!("Role {role} created\n"), header_of(&response.header), &response, "etcdserverpb.AuthRoleAddResponse")
+                printer.auth(
+                    &format!("Role {role} created\n"),
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthRoleAddResponse",
+                )
             }
             RoleCommand::Delete { role } => {
                 let response = auth
@@ -1151,7 +1226,12 @@ pub fn role(global: &Global, command: &RoleCommand) -> Result<(), Failure> {
                     .await
                     .map_err(Failure::status)?
                     .into_inner();
-                printer.auth(&format!("Role {role} deleted\n"), header_of(&response.header), &response, "etcdserverpb.AuthRoleDeleteResponse")
+                printer.auth(
+                    &format!("Role {role} deleted\n"),
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthRoleDeleteResponse",
+                )
             }
             RoleCommand::Get { role } => {
                 let response = auth
@@ -1159,7 +1239,12 @@ pub fn role(global: &Global, command: &RoleCommand) -> Result<(), Failure> {
                     .await
                     .map_err(Failure::status)?
                     .into_inner();
-                printer.auth(&role_get_text(role, &response.perm), header_of(&response.header), &response, "etcdserverpb.AuthRoleGetResponse")
+                printer.auth(
+                    &role_get_text(role, &response.perm),
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthRoleGetResponse",
+                )
             }
             RoleCommand::List => {
                 let response = auth
@@ -1168,15 +1253,30 @@ pub fn role(global: &Global, command: &RoleCommand) -> Result<(), Failure> {
                     .map_err(Failure::status)?
                     .into_inner();
                 let text: String = response.roles.iter().map(|r| format!("{r}\n")).collect();
-                printer.auth(&text, header_of(&response.header), &response, "etcdserverpb.AuthRoleListResponse")
+                printer.auth(
+                    &text,
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthRoleListResponse",
+                )
             }
-            RoleCommand::GrantPermission { role, permission, keys, prefix, from_key } => {
+            RoleCommand::GrantPermission {
+                role,
+                permission,
+                keys,
+                prefix,
+                from_key,
+            } => {
                 use authpb::permission::Type;
                 let perm_type = match permission.to_uppercase().as_str() {
                     "READ" => Type::Read,
                     "WRITE" => Type::Write,
                     "READWRITE" => Type::Readwrite,
-                    _ => return Err(Failure::bad_args(format!("invalid permission type: {permission}"))),
+                    _ => {
+                        return Err(Failure::bad_args(format!(
+                            "invalid permission type: {permission}"
+                        )))
+                    }
                 };
                 let (key, range_end) = permission_range(keys, *prefix, *from_key)?;
                 let response = auth
@@ -1191,9 +1291,19 @@ pub fn role(global: &Global, command: &RoleCommand) -> Result<(), Failure> {
                     .await
                     .map_err(Failure::status)?
                     .into_inner();
-                printer.auth(&format!("Role {role} updated\n"), header_of(&response.header), &response, "etcdserverpb.AuthRoleGrantPermissionResponse")
+                printer.auth(
+                    &format!("Role {role} updated\n"),
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthRoleGrantPermissionResponse",
+                )
             }
-            RoleCommand::RevokePermission { role, keys, prefix, from_key } => {
+            RoleCommand::RevokePermission {
+                role,
+                keys,
+                prefix,
+                from_key,
+            } => {
                 let (key, range_end) = permission_range(keys, *prefix, *from_key)?;
                 let response = auth
                     .role_revoke_permission(client.request(pb::AuthRoleRevokePermissionRequest {
@@ -1211,9 +1321,16 @@ pub fn role(global: &Global, command: &RoleCommand) -> Result<(), Failure> {
                 } else if range_end != b"\0" {
                     format!("Permission of range [{key}, {end}) is revoked from role {role}\n")
                 } else {
-                    format!("Permission of range [{key}, <open ended> is revoked from role {role}\n")
+                    format!(
+                        "Permission of range [{key}, <open ended> is revoked from role {role}\n"
+                    )
                 };
-                printer.auth(&text, header_of(&response.header), &response, "etcdserverpb.AuthRoleRevokePermissionResponse")
+                printer.auth(
+                    &text,
+                    header_of(&response.header),
+                    &response,
+                    "etcdserverpb.AuthRoleRevokePermissionResponse",
+                )
             }
         }
     })
@@ -1233,16 +1350,27 @@ pub fn auth(global: &Global, command: &AuthCommand) -> Result<(), Failure> {
         let mut auth = client.auth();
         match command {
             AuthCommand::Enable => loop {
-                match auth.auth_enable(client.request(pb::AuthEnableRequest {})).await {
+                match auth
+                    .auth_enable(client.request(pb::AuthEnableRequest {}))
+                    .await
+                {
                     Ok(_) => {
                         println!("Authentication Enabled");
                         return Ok(());
                     }
                     // As etcdctl: make the root role and grant it to root, then again.
-                    Err(status) if status.message() == "etcdserver: root user does not have root role" => {
-                        match auth.role_add(client.request(pb::AuthRoleAddRequest { name: "root".into() })).await {
+                    Err(status)
+                        if status.message() == "etcdserver: root user does not have root role" =>
+                    {
+                        match auth
+                            .role_add(client.request(pb::AuthRoleAddRequest {
+                                name: "root".into(),
+                            }))
+                            .await
+                        {
                             Ok(_) => {}
-                            Err(status) if status.message() == "etcdserver: role name already exists" => {}
+                            Err(status)
+                                if status.message() == "etcdserver: role name already exists" => {}
                             Err(status) => return Err(Failure::status(status)),
                         }
                         auth.user_grant_role(client.request(pb::AuthUserGrantRoleRequest {
@@ -1266,216 +1394,6 @@ pub fn auth(global: &Global, command: &AuthCommand) -> Result<(), Failure> {
     })
 }
 
-#[derive(Args)]
-pub struct LockArgs {
-    /// The lock's name, then an optional command to run while holding it.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
-    /// Timeout for the session, in seconds.
-    #[arg(long, default_value_t = 10)]
-    ttl: i64,
-}
-
-/// A lease kept alive in the background for as long as the session lives.
-async fn session(client: &Client, ttl: i64) -> Result<(i64, tokio::task::JoinHandle<()>), Failure> {
-    let lease = client
-        .lease()
-        .lease_grant(client.request(pb::LeaseGrantRequest { ttl, id: 0 }))
-        .await
-        .map_err(Failure::status)?
-        .into_inner()
-        .id;
-    let keeper = client.clone();
-    let task = tokio::spawn(async move {
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let Ok(stream) = keeper
-            .lease()
-            .lease_keep_alive(keeper.stream_request(oxcd::server::ReceiverStream(receiver)))
-            .await
-        else {
-            return;
-        };
-        let mut stream = stream.into_inner();
-        loop {
-            if sender.send(pb::LeaseKeepAliveRequest { id: lease }).await.is_err() {
-                return;
-            }
-            match stream.message().await {
-                Ok(Some(response)) if response.ttl > 0 => {}
-                _ => return,
-            }
-            tokio::time::sleep(Duration::from_secs((ttl as u64 / 3).max(1))).await;
-        }
-    });
-    Ok((lease, task))
-}
-
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-}
-
-pub fn lock(global: &Global, args: &LockArgs) -> Result<(), Failure> {
-    let printer = global.printer();
-    let name = args.args[0].clone();
-    let command = args.args[1..].to_vec();
-    block_on(async {
-        let client = Client::connect(global).await?;
-        let (lease, keeper) = session(&client, args.ttl).await?;
-        let locked = client
-            .lock()
-            .lock(client.stream_request(v3lockpb::LockRequest {
-                name: name.clone().into_bytes().into(),
-                lease,
-            }))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
-        let key = locked.key.clone();
-        let unlock = || async {
-            client
-                .lock()
-                .unlock(client.request(v3lockpb::UnlockRequest { key: key.clone() }))
-                .await
-                .map_err(Failure::status)?;
-            let _ = client
-                .lease()
-                .lease_revoke(client.request(pb::LeaseRevokeRequest { id: lease }))
-                .await;
-            Ok::<(), Failure>(())
-        };
-        if let Some((program, rest)) = command.split_first() {
-            let revision = locked.header.as_ref().map_or(0, |h| h.revision);
-            let mut child = std::process::Command::new(program);
-            child
-                .args(rest)
-                .env("ETCD_LOCK_KEY", String::from_utf8_lossy(&key).as_ref())
-                .env("ETCD_LOCK_REV", revision.to_string());
-            let status = tokio::task::spawn_blocking(move || child.status())
-                .await
-                .map_err(|error| Failure::error(error.to_string()))?;
-            unlock().await?;
-            keeper.abort();
-            return match status {
-                Ok(status) if status.success() => Ok(()),
-                Ok(status) => Err(Failure::error(format!("exit status {}", status.code().unwrap_or(1)))),
-                Err(error) => Err(Failure::error(format!("exec: {program:?}: {error}"))),
-            };
-        }
-        let held = client
-            .kv()
-            .range(client.request(pb::RangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            }))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
-        if held.kvs.is_empty() {
-            return Err(Failure::error("lock lost on init"));
-        }
-        printer.get(&held)?;
-        let mut keeper = keeper;
-        tokio::select! {
-            _ = interrupted() => {
-                keeper.abort();
-                unlock().await
-            }
-            _ = &mut keeper => Err(Failure::error("session expired")),
-        }
-    })
-}
-
-#[derive(Args)]
-pub struct ElectArgs {
-    /// The election's name, and the proposal to campaign with.
-    #[arg(required = true, num_args = 1..=2)]
-    args: Vec<String>,
-    /// Observe the election's leaders instead of campaigning.
-    #[arg(short = 'l', long)]
-    listen: bool,
-}
-
-pub fn elect(global: &Global, args: &ElectArgs) -> Result<(), Failure> {
-    let name = args.args[0].clone().into_bytes();
-    let proposal = args.args.get(1).cloned();
-    match (&proposal, args.listen) {
-        (None, false) => return Err(Failure::bad_args("no proposal argument but -l not set")),
-        (Some(_), true) => return Err(Failure::bad_args("proposal given but -l is set")),
-        _ => {}
-    }
-    let printer = global.printer();
-    block_on(async {
-        let client = Client::connect(global).await?;
-        let Some(proposal) = proposal else {
-            let mut leaders = client
-                .election()
-                .observe(client.stream_request(v3electionpb::LeaderRequest { name: name.into() }))
-                .await
-                .map_err(Failure::status)?
-                .into_inner();
-            loop {
-                tokio::select! {
-                    _ = interrupted() => return Ok(()),
-                    next = leaders.message() => match next.map_err(Failure::status)? {
-                        Some(leader) => printer.get(&pb::RangeResponse {
-                            header: leader.header,
-                            kvs: leader.kv.into_iter().collect(),
-                            more: false,
-                            count: 1,
-                        })?,
-                        None => return Err(Failure::error("the observation ended")),
-                    },
-                }
-            }
-        };
-        let (lease, mut keeper) = session(&client, 60).await?;
-        let campaign = client
-            .election()
-            .campaign(client.stream_request(v3electionpb::CampaignRequest {
-                name: name.clone().into(),
-                lease,
-                value: proposal.clone().into_bytes().into(),
-            }))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
-        let leader = campaign.leader.unwrap_or_default();
-        let held = client
-            .kv()
-            .range(client.request(pb::RangeRequest {
-                key: leader.key.clone(),
-                ..Default::default()
-            }))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
-        printer.get(&held)?;
-        tokio::select! {
-            _ = interrupted() => {
-                keeper.abort();
-                client
-                    .election()
-                    .resign(client.request(v3electionpb::ResignRequest { leader: Some(leader) }))
-                    .await
-                    .map_err(Failure::status)?;
-                let _ = client
-                    .lease()
-                    .lease_revoke(client.request(pb::LeaseRevokeRequest { id: lease }))
-                    .await;
-                Ok(())
-            }
-            _ = &mut keeper => Err(Failure::error("session expired")),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1490,10 +1408,24 @@ mod tests {
     #[test]
     fn permission_ranges_follow_etcdctl() {
         let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(permission_range(&keys(&["a"]), true, false).unwrap().1, b"b");
-        assert_eq!(permission_range(&keys(&["a"]), false, true).unwrap().1, b"\0");
-        assert_eq!(permission_range(&keys(&["a", "c"]), false, false).unwrap().1, b"c");
+        assert_eq!(
+            permission_range(&keys(&["a"]), true, false).unwrap().1,
+            b"b"
+        );
+        assert_eq!(
+            permission_range(&keys(&["a"]), false, true).unwrap().1,
+            b"\0"
+        );
+        assert_eq!(
+            permission_range(&keys(&["a", "c"]), false, false)
+                .unwrap()
+                .1,
+            b"c"
+        );
         assert!(permission_range(&keys(&["a", "c"]), true, false).is_err());
-        assert_eq!(permission_range(&keys(&[""]), true, false).unwrap(), (vec![0], vec![0]));
+        assert_eq!(
+            permission_range(&keys(&[""]), true, false).unwrap(),
+            (vec![0], vec![0])
+        );
     }
 }

@@ -33,7 +33,9 @@ impl Schema {
                 schema.add_message(&package, message);
             }
             for kind in file.enum_type {
-                schema.enums.insert(format!("{package}.{}", kind.name()), kind);
+                schema
+                    .enums
+                    .insert(format!("{package}.{}", kind.name()), kind);
             }
         }
         schema

@@ -121,7 +121,12 @@ fn range_request(args: &GetArgs) -> Result<pb::RangeRequest, Failure> {
         "ASCEND" => pb::range_request::SortOrder::Ascend,
         "DESCEND" => pb::range_request::SortOrder::Descend,
         "" => pb::range_request::SortOrder::None,
-        _ => return Err(Failure::bad_feature(format!("bad sort order {}", args.order))),
+        _ => {
+            return Err(Failure::bad_feature(format!(
+                "bad sort order {}",
+                args.order
+            )))
+        }
     };
     let sort_target = match args.sort_by.to_uppercase().as_str() {
         "CREATE" => pb::range_request::SortTarget::Create,
@@ -129,7 +134,12 @@ fn range_request(args: &GetArgs) -> Result<pb::RangeRequest, Failure> {
         "MODIFY" => pb::range_request::SortTarget::Mod,
         "VALUE" => pb::range_request::SortTarget::Value,
         "VERSION" => pb::range_request::SortTarget::Version,
-        _ => return Err(Failure::bad_feature(format!("bad sort target {}", args.sort_by))),
+        _ => {
+            return Err(Failure::bad_feature(format!(
+                "bad sort target {}",
+                args.sort_by
+            )))
+        }
     };
     // clientv3's WithSort: ascending by key is the store's own order.
     if sort_target == pb::range_request::SortTarget::Key
@@ -213,13 +223,14 @@ fn put_request(args: &PutArgs) -> Result<pb::PutRequest, Failure> {
     } else {
         use std::io::Read as _;
         let mut value = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut value)
-            .map_err(|_| Failure::bad_args("put command needs 1 argument and input from stdin or 2 arguments"))?;
+        std::io::stdin().read_to_end(&mut value).map_err(|_| {
+            Failure::bad_args("put command needs 1 argument and input from stdin or 2 arguments")
+        })?;
         value
     };
-    let lease = lease_id(&args.lease)
-        .map_err(|error| Failure::bad_args(format!("bad lease ID ({error}), expecting ID in Hex")))?;
+    let lease = lease_id(&args.lease).map_err(|error| {
+        Failure::bad_args(format!("bad lease ID ({error}), expecting ID in Hex"))
+    })?;
     Ok(pb::PutRequest {
         key: key.into(),
         value: value.into(),
@@ -395,7 +406,11 @@ fn parse_compare(line: &str) -> Result<pb::Compare, String> {
                 lease_id(&value).map_err(|_| format!("invalid txn compare request: {line}"))?,
             ),
         ),
-        _ => return Err(format!("malformed comparison: {line} (unknown target {target})")),
+        _ => {
+            return Err(format!(
+                "malformed comparison: {line} (unknown target {target})"
+            ))
+        }
     };
     Ok(pb::Compare {
         result: result as i32,
@@ -419,7 +434,9 @@ fn parse_op(line: &str) -> Result<pb::RequestOp, Failure> {
     use clap::Parser as _;
     let words = argify(line);
     if words.len() < 2 {
-        return Err(Failure::invalid_input(format!("invalid txn compare request: {line}")));
+        return Err(Failure::invalid_input(format!(
+            "invalid txn compare request: {line}"
+        )));
     }
     let invalid = || Failure::invalid_input(format!("invalid txn request: {line}"));
     let op = TxnOp::try_parse_from(&words).map_err(|_| invalid())?;
@@ -463,7 +480,10 @@ fn read_part(input: &mut dyn std::io::BufRead) -> Result<Vec<String>, Failure> {
 
 /// The txn etcdctl's stdin format describes: compares, an empty line, the success
 /// requests, an empty line, the failure requests.
-fn read_txn(input: &mut dyn std::io::BufRead, interactive: bool) -> Result<pb::TxnRequest, Failure> {
+fn read_txn(
+    input: &mut dyn std::io::BufRead,
+    interactive: bool,
+) -> Result<pb::TxnRequest, Failure> {
     let prompt = |text: &str| {
         if interactive {
             println!("{text}");
@@ -560,7 +580,9 @@ pub fn watch(global: &Global, args: &WatchArgs) -> Result<(), Failure> {
         return Err(Failure::bad_args("watch in non-interactive mode requires one or two arguments as key and optional range_end"));
     }
     if args.prefix && args.keys.len() > 1 {
-        return Err(Failure::bad_args("`range_end` and `--prefix` are mutually exclusive"));
+        return Err(Failure::bad_args(
+            "`range_end` and `--prefix` are mutually exclusive",
+        ));
     }
     let (key, range_end) = key_range(&args.keys, args.prefix, false)?;
     let printer = global.printer();
@@ -697,7 +719,9 @@ pub fn make_mirror(global: &Global, args: &MirrorArgs) -> Result<(), Failure> {
     block_on(async {
         let source = Client::connect(global).await?;
         let dest = Client::connect(&destination).await?;
-        let bar = crate::snapshot::progress_bar("{spinner} {human_pos} keys mirrored, {per_sec}, {elapsed}");
+        let bar = crate::snapshot::progress_bar(
+            "{spinner} {human_pos} keys mirrored, {per_sec}, {elapsed}",
+        );
         let mut copied = 0u64;
         let mut start_revision = args.rev;
         if start_revision == 0 {
@@ -745,6 +769,11 @@ pub fn make_mirror(global: &Global, args: &MirrorArgs) -> Result<(), Failure> {
         bar.finish_and_clear();
         println!("{copied}");
         if args.once {
+            eprintln!(
+                "copied through source revision {} (go on from there with --rev {})",
+                start_revision - 1,
+                start_revision - 1
+            );
             return Ok(());
         }
         // Then every change from the revision of the copy on, each revision's events as
@@ -790,7 +819,9 @@ pub fn make_mirror(global: &Global, args: &MirrorArgs) -> Result<(), Failure> {
                     .filter_map(|event| {
                         let kv = event.kv.as_ref()?;
                         let key = mirrored_key(&kv.key, &prefix, dest_prefix.as_deref()).into();
-                        let request = if event.r#type == oxcd::proto::mvccpb::event::EventType::Delete as i32 {
+                        let request = if event.r#type
+                            == oxcd::proto::mvccpb::event::EventType::Delete as i32
+                        {
                             request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest {
                                 key,
                                 ..Default::default()
@@ -850,7 +881,10 @@ mod tests {
         let compare = parse_compare(r#"mod("key1") > "0""#).unwrap();
         assert_eq!(compare.key.as_ref(), b"key1");
         assert_eq!(compare.result, compare::CompareResult::Greater as i32);
-        assert_eq!(compare.target_union, Some(compare::TargetUnion::ModRevision(0)));
+        assert_eq!(
+            compare.target_union,
+            Some(compare::TargetUnion::ModRevision(0))
+        );
         let compare = parse_compare(r#"value("k") = "a b""#).unwrap();
         assert_eq!(
             compare.target_union,
@@ -881,9 +915,15 @@ mod tests {
     fn a_txn_reads_three_parts() {
         let input = "mod(\"k\") = \"0\"\n\nput k v\n\nget k\n";
         let txn = read_txn(&mut input.as_bytes(), false).unwrap();
-        assert_eq!((txn.compare.len(), txn.success.len(), txn.failure.len()), (1, 1, 1));
+        assert_eq!(
+            (txn.compare.len(), txn.success.len(), txn.failure.len()),
+            (1, 1, 1)
+        );
         // The end of input ends the parts too.
         let txn = read_txn(&mut "\nput k v".as_bytes(), false).unwrap();
-        assert_eq!((txn.compare.len(), txn.success.len(), txn.failure.len()), (0, 1, 0));
+        assert_eq!(
+            (txn.compare.len(), txn.success.len(), txn.failure.len()),
+            (0, 1, 0)
+        );
     }
 }

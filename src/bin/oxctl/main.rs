@@ -16,6 +16,7 @@
 
 mod client;
 mod cluster;
+mod concurrency;
 mod gojson;
 mod kv;
 mod print;
@@ -163,9 +164,9 @@ enum Command {
     #[command(subcommand)]
     Auth(cluster::AuthCommand),
     /// Acquires a named lock (and runs a command while holding it).
-    Lock(cluster::LockArgs),
+    Lock(concurrency::LockArgs),
     /// Observes and participates in leader election.
-    Elect(cluster::ElectArgs),
+    Elect(concurrency::ElectArgs),
     /// Makes a mirror at the destination cluster.
     MakeMirror(kv::MirrorArgs),
     /// Snapshot files: save, status and restore.
@@ -279,6 +280,9 @@ impl Failure {
             tonic::Code::Unavailable if status.message().is_empty() => {
                 Failure::error("context deadline exceeded")
             }
+            _ if status.message().is_empty() => {
+                Failure::error(format!("rpc error: code = {:?}", status.code()))
+            }
             _ => Failure::error(status.message().to_string()),
         }
     }
@@ -320,8 +324,8 @@ fn main() -> ExitCode {
         Command::User(command) => cluster::user(global, command),
         Command::Role(command) => cluster::role(global, command),
         Command::Auth(command) => cluster::auth(global, command),
-        Command::Lock(args) => cluster::lock(global, args),
-        Command::Elect(args) => cluster::elect(global, args),
+        Command::Lock(args) => concurrency::lock(global, args),
+        Command::Elect(args) => concurrency::elect(global, args),
         Command::Version => {
             println!("oxctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");
@@ -360,7 +364,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("Error: {}", failure.message);
+            use std::io::IsTerminal as _;
+            // Red on a terminal; plain for scripts, which match etcdctl's text.
+            if std::io::stderr().is_terminal() {
+                eprintln!("\x1b[1;31mError:\x1b[0m {}", failure.message);
+            } else {
+                eprintln!("Error: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }

@@ -53,7 +53,10 @@ pub fn go_quote(bytes: &[u8]) -> String {
     let mut rest = bytes;
     while !rest.is_empty() {
         let (c, len) = match std::str::from_utf8(&rest[..rest.len().min(4)]) {
-            Ok(text) => (text.chars().next(), text.chars().next().map_or(1, char::len_utf8)),
+            Ok(text) => (
+                text.chars().next(),
+                text.chars().next().map_or(1, char::len_utf8),
+            ),
             Err(error) if error.valid_up_to() > 0 => {
                 let text = std::str::from_utf8(&rest[..error.valid_up_to()]).unwrap_or_default();
                 let c = text.chars().next();
@@ -147,7 +150,11 @@ impl Printer {
     }
 
     /// Prints `-w json` of a whole response, or fails for `table`.
-    fn json_or_table<M: serde::Serialize>(&self, message: &M, type_name: &str) -> Result<(), Failure> {
+    fn json_or_table<M: serde::Serialize>(
+        &self,
+        message: &M,
+        type_name: &str,
+    ) -> Result<(), Failure> {
         match self.format {
             Format::Json => {
                 println!("{}", json(message, type_name));
@@ -215,7 +222,10 @@ impl Printer {
             }
             Format::Fields => {
                 Self::header_fields(&mut out, response.header.as_ref());
-                line(&mut out, format!("\"Deleted\" : {}", response.deleted).as_bytes());
+                line(
+                    &mut out,
+                    format!("\"Deleted\" : {}", response.deleted).as_bytes(),
+                );
                 for kv in &response.prev_kvs {
                     Self::kv_fields(&mut out, "Prev", kv);
                 }
@@ -230,7 +240,14 @@ impl Printer {
         use pb::response_op::Response;
         match self.format {
             Format::Simple => {
-                println!("{}", if response.succeeded { "SUCCESS" } else { "FAILURE" });
+                println!(
+                    "{}",
+                    if response.succeeded {
+                        "SUCCESS"
+                    } else {
+                        "FAILURE"
+                    }
+                );
                 for op in &response.responses {
                     println!();
                     match &op.response {
@@ -245,14 +262,20 @@ impl Printer {
             Format::Fields => {
                 let mut out = Vec::new();
                 Self::header_fields(&mut out, response.header.as_ref());
-                line(&mut out, format!("\"Succeeded\" : {}", response.succeeded).as_bytes());
+                line(
+                    &mut out,
+                    format!("\"Succeeded\" : {}", response.succeeded).as_bytes(),
+                );
                 Self::emit(out);
                 for op in &response.responses {
                     match &op.response {
                         Some(Response::ResponseRange(r)) => self.get(r)?,
                         Some(Response::ResponsePut(r)) => self.put(r)?,
                         Some(Response::ResponseDeleteRange(r)) => self.del(r)?,
-                        other => println!("\"Unknown\" : {}", go_quote(format!("{other:?}").as_bytes())),
+                        other => println!(
+                            "\"Unknown\" : {}",
+                            go_quote(format!("{other:?}").as_bytes())
+                        ),
                     }
                 }
                 Ok(())
@@ -285,13 +308,17 @@ impl Printer {
                     if let Some(prev) = &event.prev_kv {
                         Self::kv_fields(&mut out, "Prev", prev);
                     }
-                    Self::kv_fields(&mut out, "", event.kv.as_ref().unwrap_or(&KeyValue::default()));
+                    Self::kv_fields(
+                        &mut out,
+                        "",
+                        event.kv.as_ref().unwrap_or(&KeyValue::default()),
+                    );
                 }
             }
             Format::Json => {
                 // clientv3's WatchResponse: a header struct and Go field names.
                 let header = json(
-                    &response.header.clone().unwrap_or_default(),
+                    &response.header.unwrap_or_default(),
                     "etcdserverpb.ResponseHeader",
                 );
                 let events: Vec<String> = response
@@ -327,7 +354,10 @@ impl Printer {
 
     pub fn grant(&self, response: &pb::LeaseGrantResponse) -> Result<(), Failure> {
         match self.format {
-            Format::Simple => println!("lease {:016x} granted with TTL({}s)", response.id, response.ttl),
+            Format::Simple => println!(
+                "lease {:016x} granted with TTL({}s)",
+                response.id, response.ttl
+            ),
             Format::Fields => {
                 let mut out = Vec::new();
                 Self::header_fields(&mut out, response.header.as_ref());
@@ -366,7 +396,10 @@ impl Printer {
 
     pub fn keep_alive(&self, response: &pb::LeaseKeepAliveResponse) -> Result<(), Failure> {
         match self.format {
-            Format::Simple => println!("lease {:016x} keepalived with TTL({})", response.id, response.ttl),
+            Format::Simple => println!(
+                "lease {:016x} keepalived with TTL({})",
+                response.id, response.ttl
+            ),
             Format::Fields => {
                 let mut out = Vec::new();
                 Self::header_fields(&mut out, response.header.as_ref());
@@ -385,7 +418,11 @@ impl Printer {
         Ok(())
     }
 
-    pub fn time_to_live(&self, response: &pb::LeaseTimeToLiveResponse, keys: bool) -> Result<(), Failure> {
+    pub fn time_to_live(
+        &self,
+        response: &pb::LeaseTimeToLiveResponse,
+        keys: bool,
+    ) -> Result<(), Failure> {
         match self.format {
             Format::Simple => {
                 if response.granted_ttl == 0 && response.ttl == -1 {
@@ -425,7 +462,12 @@ impl Printer {
                     let encoded: Vec<String> = response
                         .keys
                         .iter()
-                        .map(|k| format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(k)))
+                        .map(|k| {
+                            format!(
+                                "\"{}\"",
+                                base64::engine::general_purpose::STANDARD.encode(k)
+                            )
+                        })
                         .collect();
                     format!("[{}]", encoded.join(","))
                 };
@@ -485,7 +527,12 @@ impl Printer {
             .map(|m| {
                 vec![
                     format!("{:x}", m.id),
-                    if m.name.is_empty() { "unstarted" } else { "started" }.to_string(),
+                    if m.name.is_empty() {
+                        "unstarted"
+                    } else {
+                        "started"
+                    }
+                    .to_string(),
                     m.name.clone(),
                     m.peer_ur_ls.join(","),
                     m.client_ur_ls.join(","),
@@ -502,7 +549,14 @@ impl Printer {
             Format::Table => print!(
                 "{}",
                 table(
-                    &["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"],
+                    &[
+                        "ID",
+                        "STATUS",
+                        "NAME",
+                        "PEER ADDRS",
+                        "CLIENT ADDRS",
+                        "IS LEARNER"
+                    ],
                     &rows
                 )
             ),
@@ -671,7 +725,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = format!("{rule}{centered}{rule}");
     for row in rows {
         for (cell, width) in row.iter().zip(&widths) {
-            let _ = write!(out, "|{}{cell} ", " ".repeat(width - 1 - cell.chars().count()));
+            let _ = write!(
+                out,
+                "|{}{cell} ",
+                " ".repeat(width - 1 - cell.chars().count())
+            );
         }
         out.push_str("|\n");
     }

@@ -154,7 +154,10 @@ pub fn status(file: &std::path::Path, format: &str) -> Result<(), String> {
             ];
             print!(
                 "{}",
-                table(&["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"], &[row.to_vec()])
+                table(
+                    &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+                    &[row.to_vec()]
+                )
             );
         }
         _ => println!(
@@ -240,4 +243,3 @@ pub fn backup(
     );
     Ok(())
 }
-
