@@ -324,6 +324,42 @@ fn watch_prints_what_etcdctl_prints() {
         assert!(!their_text.is_empty(), "etcdctl saw no events");
         assert_eq!(our_text, their_text, "watch -w {format}");
     }
+    // `-- command` runs once per event with the event in its environment.
+    let mut exec = oxctl(&b.endpoint());
+    exec.args([
+        "watch",
+        "x",
+        "--",
+        "sh",
+        "-c",
+        "echo ran $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY=$ETCD_WATCH_VALUE at $ETCD_WATCH_REVISION",
+    ])
+    .stdout(Stdio::piped());
+    let exec = exec.spawn().expect("oxctl watch -- command");
+    std::thread::sleep(Duration::from_millis(800));
+    // The twins keep the same history.
+    for server in [&a, &b] {
+        server.ok(&["put", "x", "1"]);
+        server.ok(&["del", "x"]);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let mut exec = exec;
+    let _ = exec.kill();
+    let text =
+        String::from_utf8_lossy(&exec.wait_with_output().expect("output").stdout).to_string();
+    let revision = b.ok(&["get", "x", "-w", "fields"]);
+    let revision: i64 = revision
+        .lines()
+        .find_map(|line| line.strip_prefix("\"Revision\" : "))
+        .and_then(|n| n.parse().ok())
+        .expect("a revision");
+    assert_eq!(
+        text,
+        format!(
+            "PUT\nx\n1\nran PUT x=1 at {}\nDELETE\nx\n\nran DELETE x= at {revision}\n",
+            revision - 1
+        )
+    );
     // A watch from a compacted revision: the cancel, its reason and exit code 5.
     for server in [&a, &b] {
         server.ok(&["compaction", "4"]);

@@ -573,6 +573,36 @@ pub struct WatchArgs {
     /// Ask the server for progress notifications.
     #[arg(long)]
     progress_notify: bool,
+    /// A command run after each event (after `--`), with the event in
+    /// `ETCD_WATCH_REVISION`, `ETCD_WATCH_KEY`, `ETCD_WATCH_EVENT_TYPE`, `ETCD_WATCH_VALUE`.
+    #[arg(last = true)]
+    exec: Vec<String>,
+}
+
+/// Runs a watch's `-- command` for one event, as etcdctl does.
+fn run_for_event(command: &[String], event: &oxcd::proto::mvccpb::Event) {
+    let Some((program, args)) = command.split_first() else {
+        return;
+    };
+    let kv = event.kv.clone().unwrap_or_default();
+    let kind = if event.r#type == oxcd::proto::mvccpb::event::EventType::Delete as i32 {
+        "DELETE"
+    } else {
+        "PUT"
+    };
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env("ETCD_WATCH_REVISION", kv.mod_revision.to_string())
+        .env("ETCD_WATCH_KEY", String::from_utf8_lossy(&kv.key).as_ref())
+        .env("ETCD_WATCH_EVENT_TYPE", kind)
+        .env(
+            "ETCD_WATCH_VALUE",
+            String::from_utf8_lossy(&kv.value).as_ref(),
+        )
+        .status();
+    if let Err(error) = status {
+        eprintln!("command {command:?} failed: {error}");
+    }
 }
 
 pub fn watch(global: &Global, args: &WatchArgs) -> Result<(), Failure> {
@@ -635,6 +665,9 @@ pub fn watch(global: &Global, args: &WatchArgs) -> Result<(), Failure> {
             }
             if !response.events.is_empty() || printer.format == Format::Json {
                 printer.watch(&response)?;
+            }
+            for event in &response.events {
+                run_for_event(&args.exec, event);
             }
         }
         drop(sender);
