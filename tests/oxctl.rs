@@ -674,3 +674,83 @@ fn auth_enable_makes_the_root_role_as_etcdctl_does() {
         "Authentication Disabled\n"
     );
 }
+
+/// Every file under `dir` with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).expect("a file")));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn inspect_reads_a_data_dir_without_changing_it() {
+    let mut server = Server::start(Kind::Oxcd);
+    for i in 0..20 {
+        server.ok(&["put", &format!("k{}", i % 7), &format!("v{i}")]);
+    }
+    server.ok(&["compaction", "10"]);
+    assert!(server.terminate(), "the member stops cleanly");
+    let data_dir = server.data_dir.clone();
+    let before = files_under(&data_dir);
+    let report = ox_ok(
+        "127.0.0.1:1",
+        &["inspect", data_dir.to_str().expect("a path")],
+    );
+    assert_eq!(
+        files_under(&data_dir),
+        before,
+        "inspect changed the data dir"
+    );
+    for expected in [
+        "hard state: term 2",
+        "revision 21, compacted at 10",
+        "7 keys",
+        "consistent: the log, the snapshots and the backend agree",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in {report}");
+    }
+    let json = ox_ok(
+        "127.0.0.1:1",
+        &["inspect", data_dir.to_str().expect("a path"), "-w", "json"],
+    );
+    assert!(
+        json.contains("\"revision\":21,") && json.contains("\"problems\":[]"),
+        "{json}"
+    );
+
+    // A damaged log record is named, with the member's own file, and fails the command.
+    let segment = before
+        .iter()
+        .find(|(path, _)| path.extension().is_some_and(|e| e == "wal"))
+        .map(|(path, _)| path.clone())
+        .expect("a WAL segment");
+    let mut bytes = std::fs::read(&segment).expect("the segment");
+    bytes[300] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("damaging the segment");
+    let damaged = run(
+        oxctl("127.0.0.1:1"),
+        &["inspect", data_dir.to_str().expect("a path")],
+        "",
+    );
+    assert_eq!(damaged.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&damaged.stderr).to_string();
+    assert!(
+        error.starts_with("Error: the data dir is not consistent: the WAL does not read: ")
+            && error.contains(&segment.display().to_string()),
+        "{error}"
+    );
+    let missing = run(oxctl("127.0.0.1:1"), &["inspect", "/nonexistent/dir"], "");
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        "Error: /nonexistent/dir holds no member data\n"
+    );
+}

@@ -70,8 +70,8 @@ pub use types::stream::ReceiverStream;
 #[cfg(madsim)]
 pub use types::transport;
 pub use wiring::backup::{
-    backup_data_dir, restore_snapshot, snapshot_status, BackupSummary, RestoreSummary,
-    SnapshotStatus,
+    backup_data_dir, inspect_data_dir, restore_snapshot, snapshot_status, BackupSummary,
+    Inspection, RestoreSummary, SnapshotStatus,
 };
 pub use wiring::start::{run, run_on, StartError};
 

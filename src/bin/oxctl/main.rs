@@ -9,7 +9,8 @@
 //! - access: `user ...`, `role ...`, `auth enable|disable`;
 //! - concurrency: `lock NAME [command...]`, `elect NAME [proposal]`;
 //! - `make-mirror DEST`: a live copy of a key prefix into another cluster;
-//! - snapshots and data dirs (etcdutl's verbs): `snapshot save|status|restore`, `backup`.
+//! - snapshots and data dirs (etcdutl's verbs): `snapshot save|status|restore`, `backup`,
+//!   and `inspect DIR` for incidents.
 //!
 //! Save and restore show a progress bar with throughput and time left when stderr is a
 //! terminal.
@@ -185,6 +186,15 @@ enum Command {
         #[arg(long)]
         backup_dir: PathBuf,
     },
+    /// Reads a stopped member's data dir (without changing it): WAL segments, snapshots,
+    /// the last index and term, the backend's revision, and whether they agree.
+    Inspect {
+        /// The data dir.
+        data_dir: PathBuf,
+        /// Its WAL directory, when not under the data dir.
+        #[arg(long)]
+        wal_dir: Option<PathBuf>,
+    },
     /// Prints the version of oxctl.
     Version,
 }
@@ -326,6 +336,9 @@ fn main() -> ExitCode {
         Command::Auth(command) => cluster::auth(global, command),
         Command::Lock(args) => concurrency::lock(global, args),
         Command::Elect(args) => concurrency::elect(global, args),
+        Command::Inspect { data_dir, wal_dir } => {
+            snapshot::inspect(data_dir, wal_dir.as_deref(), &global.write_out)
+        }
         Command::Version => {
             println!("oxctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");

@@ -243,3 +243,124 @@ pub fn backup(
     );
     Ok(())
 }
+
+/// `oxctl inspect DIR`: what a stopped member's data dir holds, and whether its parts
+/// agree (exit 1 when they do not).
+pub fn inspect(
+    data_dir: &std::path::Path,
+    wal_dir: Option<&std::path::Path>,
+    format: &str,
+) -> Result<(), crate::Failure> {
+    let found = oxcd::server::inspect_data_dir(data_dir, wal_dir).map_err(crate::Failure::error)?;
+    let pair =
+        |pair: Option<(u64, u64)>| pair.map_or("none".to_string(), |(a, b)| format!("{a}/{b}"));
+    if format == "json" {
+        let files = |files: &[(String, u64)]| {
+            let items: Vec<String> = files
+                .iter()
+                .map(|(name, size)| {
+                    format!(
+                        "{{\"name\":{},\"size\":{size}}}",
+                        oxcd::server::go_string(name)
+                    )
+                })
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        let members: Vec<String> = found
+            .members
+            .iter()
+            .map(|(id, name)| {
+                format!(
+                    "{{\"id\":\"{id:x}\",\"name\":{}}}",
+                    oxcd::server::go_string(name)
+                )
+            })
+            .collect();
+        let problems: Vec<String> = found
+            .problems
+            .iter()
+            .map(|p| oxcd::server::go_string(p))
+            .collect();
+        let (term, vote, commit) = found.hard_state.unwrap_or_default();
+        println!(
+            "{{\"member_id\":\"{:x}\",\"cluster_id\":\"{:x}\",\"wal_segments\":{},\"snap_files\":{},\
+             \"snapshot_index\":{},\"snapshot_term\":{},\"term\":{term},\"vote\":\"{vote:x}\",\
+             \"commit\":{commit},\"entries\":{},\"first_index\":{},\"last_index\":{},\"last_term\":{},\
+             \"backend_size\":{},\"applied_index\":{},\"revision\":{},\"compact_revision\":{},\
+             \"revisions\":{},\"keys\":{},\"leases\":{},\"members\":[{}],\"problems\":[{}]}}",
+            found.member_id,
+            found.cluster_id,
+            files(&found.wal_segments),
+            files(&found.snap_files),
+            found.snapshot.map_or(0, |s| s.0),
+            found.snapshot.map_or(0, |s| s.1),
+            found.entries,
+            found.first_entry.map_or(0, |e| e.0),
+            found.last_entry.map_or(0, |e| e.0),
+            found.last_entry.map_or(0, |e| e.1),
+            found.backend_bytes,
+            found.applied_index,
+            found.revision,
+            found.compact_revision,
+            found.revisions,
+            found.keys,
+            found.leases,
+            members.join(","),
+            problems.join(",")
+        );
+    } else {
+        println!(
+            "member {:x} of cluster {:x}",
+            found.member_id, found.cluster_id
+        );
+        println!("WAL: {} segment(s)", found.wal_segments.len());
+        for (name, size) in &found.wal_segments {
+            println!("  {name}  {}", human_bytes(*size));
+        }
+        println!("snapshot dir: {} file(s)", found.snap_files.len());
+        for (name, size) in &found.snap_files {
+            println!("  {name}  {}", human_bytes(*size));
+        }
+        println!("newest snapshot (index/term): {}", pair(found.snapshot));
+        match found.hard_state {
+            Some((term, vote, commit)) => {
+                println!("hard state: term {term}, vote {vote:x}, commit {commit}")
+            }
+            None => println!("hard state: none"),
+        }
+        println!(
+            "log: {} entries, first (index/term) {}, last {}",
+            found.entries,
+            pair(found.first_entry),
+            pair(found.last_entry)
+        );
+        println!(
+            "backend: {}, applied index {}, revision {}, compacted at {}, {} revisions, {} keys, {} leases",
+            human_bytes(found.backend_bytes),
+            found.applied_index,
+            found.revision,
+            found.compact_revision,
+            found.revisions,
+            found.keys,
+            found.leases
+        );
+        let members: Vec<String> = found
+            .members
+            .iter()
+            .map(|(id, name)| format!("{id:x} ({name})"))
+            .collect();
+        println!("members: {}", members.join(", "));
+        if found.problems.is_empty() {
+            println!("consistent: the log, the snapshots and the backend agree");
+        }
+    }
+    if found.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Failure::error(format!(
+            "the data dir is not consistent: {}",
+            found.problems.join("; ")
+        )))
+    }
+}

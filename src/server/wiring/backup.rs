@@ -214,3 +214,225 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// What `oxctl inspect` found in a stopped member's data dir.
+#[derive(Clone, Debug, Default)]
+pub struct Inspection {
+    /// WAL segment names and sizes, in order.
+    pub wal_segments: Vec<(String, u64)>,
+    /// Files of the snapshot directory (Raft snapshots, backend images, the backend).
+    pub snap_files: Vec<(String, u64)>,
+    /// The member and cluster the log belongs to.
+    pub member_id: u64,
+    pub cluster_id: u64,
+    /// The newest Raft snapshot: (index, term).
+    pub snapshot: Option<(u64, u64)>,
+    /// The last hard state: (term, vote, commit).
+    pub hard_state: Option<(u64, u64, u64)>,
+    /// Entries in the log and the (index, term) of its first and last.
+    pub entries: usize,
+    pub first_entry: Option<(u64, u64)>,
+    pub last_entry: Option<(u64, u64)>,
+    /// The backend: size, the log index applied to it, its newest and compacted revision,
+    /// revisions and live keys stored, leases, members.
+    pub backend_bytes: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub revisions: u64,
+    pub keys: u64,
+    pub leases: usize,
+    pub members: Vec<(u64, String)>,
+    /// Every way the parts disagree; empty when the data dir is consistent.
+    pub problems: Vec<String>,
+}
+
+/// Reads a stopped member's data dir without changing it (the log, the snapshots and the
+/// backend are read from copies in a scratch directory, since opening a log cuts a torn
+/// tail and opening a backend may repair it) and checks that its parts agree: the log
+/// reads whole, the newest snapshot reads whole, the commit index lies within the log, the
+/// backend applied no more than was committed and no less than the snapshot holds, and the
+/// log continues from the snapshot without a gap.
+pub fn inspect_data_dir(data_dir: &Path, wal_dir: Option<&Path>) -> Result<Inspection, String> {
+    use clap::Parser as _;
+    use prost::Message as _;
+    let defaults = Config::try_parse_from(["oxcd"]).map_err(|error| error.to_string())?;
+    let config = Config {
+        data_dir: Some(data_dir.to_path_buf()),
+        wal_dir: wal_dir.map(Path::to_path_buf),
+        ..defaults
+    };
+    let backend_path = config.backend_path();
+    if !backend_path.exists() && !config.wal_dir().exists() {
+        return Err(format!("{} holds no member data", data_dir.display()));
+    }
+    let list = |dir: &Path| -> Result<Vec<(String, u64)>, String> {
+        let mut files = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries {
+                let entry = entry.map_err(|error| error.to_string())?;
+                let size = entry.metadata().map_err(|error| error.to_string())?.len();
+                files.push((entry.file_name().to_string_lossy().into_owned(), size));
+            }
+        }
+        files.sort();
+        Ok(files)
+    };
+    let mut found = Inspection {
+        wal_segments: list(&config.wal_dir())?,
+        snap_files: list(&config.snap_dir())?,
+        ..Inspection::default()
+    };
+    let scratch = tempfile_dir(data_dir)?;
+    let result = (|| {
+        let disk: Arc<dyn Disk> = Arc::new(StdDisk);
+        let wal_copy = scratch.join("wal");
+        copy_dir(&config.wal_dir(), &wal_copy)?;
+        match crate::wal::Wal::open(disk.clone(), &wal_copy, Default::default()) {
+            Ok((_, recovered)) => {
+                found.member_id = recovered.metadata.member_id;
+                found.cluster_id = recovered.metadata.cluster_id;
+                found.hard_state = recovered
+                    .hard_state
+                    .map(|state| (state.term, state.vote, state.commit));
+                found.entries = recovered.entries.len();
+                found.first_entry = recovered.entries.first().map(|e| (e.index, e.term));
+                found.last_entry = recovered.entries.last().map(|e| (e.index, e.term));
+            }
+            Err(error) => found.problems.push(format!(
+                "the WAL does not read: {}",
+                // Named by the member's own files, not the scratch copies.
+                error.to_string().replace(
+                    &wal_copy.display().to_string(),
+                    &config.wal_dir().display().to_string()
+                )
+            )),
+        }
+        let snap_copy = scratch.join("snap");
+        std::fs::create_dir_all(&snap_copy).map_err(|error| error.to_string())?;
+        for (name, _) in &found.snap_files {
+            if name.ends_with(".snap") {
+                std::fs::copy(config.snap_dir().join(name), snap_copy.join(name))
+                    .map_err(|error| format!("copying {name}: {error}"))?;
+            }
+        }
+        match crate::wal::SnapshotFiles::open(disk.clone(), &snap_copy, usize::MAX)
+            .and_then(|files| files.load_newest())
+        {
+            Ok(snapshot) => {
+                found.snapshot = snapshot
+                    .and_then(|s| s.metadata)
+                    .map(|metadata| (metadata.index, metadata.term));
+            }
+            Err(error) => found.problems.push(format!(
+                "the newest snapshot does not read: {}",
+                error.to_string().replace(
+                    &snap_copy.display().to_string(),
+                    &config.snap_dir().display().to_string()
+                )
+            )),
+        }
+        if backend_path.exists() {
+            let copy = scratch.join("db");
+            std::fs::copy(&backend_path, &copy)
+                .map_err(|error| format!("copying {}: {error}", backend_path.display()))?;
+            match Backend::open(disk, &copy) {
+                Ok(backend) => {
+                    let error = |error: crate::mvcc::BackendError| error.to_string();
+                    found.backend_bytes = std::fs::metadata(&backend_path)
+                        .map(|m| m.len())
+                        .unwrap_or_default();
+                    found.applied_index = backend.consistent_index().map_err(error)?;
+                    found.compact_revision = backend.compact_revision().map_err(error)?;
+                    let mut live = std::collections::HashMap::new();
+                    backend
+                        .for_each_revision(|revision, tombstone, kv| {
+                            found.revisions += 1;
+                            found.revision = found.revision.max(revision.main);
+                            live.insert(kv.key.clone(), !tombstone);
+                        })
+                        .map_err(error)?;
+                    found.keys = live.values().filter(|alive| **alive).count() as u64;
+                    found.leases = backend.leases().map_err(error)?.len();
+                    let members = backend.members().map_err(error)?;
+                    if let Ok(saved) = crate::proto::oxcdpb::SavedMembers::decode(&members[..]) {
+                        found.members = saved.members.into_iter().map(|m| (m.id, m.name)).collect();
+                    }
+                }
+                Err(error) => found
+                    .problems
+                    .push(format!("the backend does not open: {error}")),
+            }
+        } else {
+            found
+                .problems
+                .push(format!("no backend at {}", backend_path.display()));
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    check_inspection(&mut found);
+    Ok(found)
+}
+
+/// The disagreements between the parts an inspection read.
+fn check_inspection(found: &mut Inspection) {
+    let snapshot_index = found.snapshot.map_or(0, |(index, _)| index);
+    let last_index = found
+        .last_entry
+        .map_or(snapshot_index, |(index, _)| index.max(snapshot_index));
+    if let Some((_, _, commit)) = found.hard_state {
+        if commit > last_index {
+            found.problems.push(format!(
+                "the hard state commits index {commit}, past the log's last index {last_index}"
+            ));
+        }
+        if found.applied_index > commit && found.backend_bytes > 0 {
+            found.problems.push(format!(
+                "the backend applied index {}, past the committed index {commit}",
+                found.applied_index
+            ));
+        }
+    }
+    if found.backend_bytes > 0 && found.applied_index < snapshot_index {
+        found.problems.push(format!(
+            "the backend applied index {}, behind the newest snapshot's index {snapshot_index}",
+            found.applied_index
+        ));
+    }
+    if let Some((first, _)) = found.first_entry {
+        if snapshot_index > 0 && first > snapshot_index + 1 {
+            found.problems.push(format!(
+                "the log starts at index {first}: entries {}..{} after the snapshot are missing",
+                snapshot_index + 1,
+                first - 1
+            ));
+        } else if snapshot_index == 0 && first > 1 {
+            found.problems.push(format!(
+                "the log starts at index {first} with no snapshot before it"
+            ));
+        }
+    }
+    if found.compact_revision > found.revision && found.revision > 0 {
+        found.problems.push(format!(
+            "the backend is compacted at {}, past its newest revision {}",
+            found.compact_revision, found.revision
+        ));
+    }
+}
+
+/// A new scratch directory beside nothing the member owns.
+fn tempfile_dir(data_dir: &Path) -> Result<std::path::PathBuf, String> {
+    let base = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let dir = base.join(format!("oxctl-inspect-{}-{attempt}", std::process::id()));
+        if std::fs::create_dir(&dir).is_ok() {
+            return Ok(dir);
+        }
+    }
+    Err(format!(
+        "no scratch directory for inspecting {}",
+        data_dir.display()
+    ))
+}
