@@ -754,3 +754,102 @@ fn inspect_reads_a_data_dir_without_changing_it() {
         "Error: /nonexistent/dir holds no member data\n"
     );
 }
+
+#[test]
+fn an_oxcd_backend_file_is_a_snapshot_too() {
+    let mut server = Server::start(Kind::Oxcd);
+    for i in 0..12 {
+        server.ok(&["put", &format!("key{}", i % 5), &format!("value{i}")]);
+    }
+    let lease = granted(&server.ctl(&["lease", "grant", "900"]));
+    server.ok(&["put", "leased", "x", "--lease", &lease]);
+    server.ok(&["user", "add", "ops:pw"]);
+    let hash_then = server.ok(&["endpoint", "hashkv"]);
+    assert!(server.terminate());
+    let db = server.data_dir.join("member/snap/db");
+    let db = db.to_str().expect("a path");
+
+    // Status: the hash is what the member's HashKV was.
+    let status = ox_ok("127.0.0.1:1", &["snapshot", "status", db, "-w", "json"]);
+    let hash = hash_then
+        .trim()
+        .rsplit(", ")
+        .next()
+        .expect("a hash")
+        .to_string();
+    assert!(
+        status.starts_with(&format!("{{\"hash\":{hash},\"revision\":14,")),
+        "{status} vs {hash}"
+    );
+
+    // A copied backend has no digest: restore asks for --skip-hash-check, as etcdutl does.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let restored = dir.path().join("restored");
+    let restored_arg = restored.to_str().expect("a path");
+    let refused = run(
+        oxctl("127.0.0.1:1"),
+        &["snapshot", "restore", db, "--data-dir", restored_arg],
+        "",
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "Error: snapshot missing hash but --skip-hash-check=false\n"
+    );
+    assert!(!restored.exists());
+    let done = ox_ok(
+        "127.0.0.1:1",
+        &[
+            "snapshot",
+            "restore",
+            db,
+            "--data-dir",
+            restored_arg,
+            "--skip-hash-check",
+        ],
+    );
+    assert!(
+        done.contains("revision 14") && done.contains("leases: 1, users: 1"),
+        "{done}"
+    );
+
+    // A member started on it serves the keys, the lease and the user, in a new cluster.
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut member = Command::new(env!("CARGO_BIN_EXE_oxcd"))
+        .args([
+            "--data-dir",
+            restored_arg,
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the restored member");
+    let endpoint = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !run(oxctl(&endpoint), &["endpoint", "health"], "")
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restored member never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        ox_ok(&endpoint, &["get", "key3", "--print-value-only"]),
+        "value8\n"
+    );
+    assert!(ox_ok(&endpoint, &["lease", "list"]).contains(&lease));
+    assert_eq!(ox_ok(&endpoint, &["user", "list"]), "ops\n");
+    assert!(ox_ok(&endpoint, &["member", "list"]).contains("http://localhost:2380"));
+    let _ = member.kill();
+    let _ = member.wait();
+}

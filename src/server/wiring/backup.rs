@@ -17,6 +17,9 @@ const RESTORE_CACHE_BYTES: usize = 64 << 20;
 /// The status of the snapshot file at `path` (an etcd or oxcd snapshot: both are etcd
 /// backend files).
 pub fn snapshot_status(path: &Path) -> Result<SnapshotStatus, String> {
+    if is_redb(path)? {
+        return redb_status(path);
+    }
     let mut reader = Reader::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
     etcd_image::status(&mut reader).map_err(|error| error.to_string())
 }
@@ -51,6 +54,12 @@ pub fn restore_snapshot(
             data_dir.display().to_string()
         ));
     }
+    if is_redb(path)? {
+        if !skip_hash_check {
+            return Err("snapshot missing hash but --skip-hash-check=false".into());
+        }
+        return restore_redb(path, config);
+    }
     let mut reader = Reader::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
     if reader.trailer().is_some() {
         if !skip_hash_check {
@@ -81,6 +90,130 @@ pub fn restore_snapshot(
             Backend::open_with_cache(disk, &partial.backend_path(), Some(RESTORE_CACHE_BYTES))
                 .map_err(|error| error.to_string())?;
         etcd_image::restore(&mut reader, &mut backend, progress).map_err(|error| error.to_string())
+    })();
+    let restored = match restored {
+        Ok(restored) => restored,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&building, &data_dir)
+        .map_err(|error| format!("moving the restored data dir into place: {error}"))?;
+    Ok(restored)
+}
+
+/// The first bytes of every redb file: oxcd's own backend format.
+const REDB_MAGIC: &[u8] = b"redb\x1a\x0a\xa9\x0d\x0a";
+
+/// Whether `path` is an oxcd backend (a redb file: a member's `member/snap/db`, copied)
+/// rather than an etcd backend.
+fn is_redb(path: &Path) -> Result<bool, String> {
+    use std::io::Read as _;
+    let mut start = [0u8; 9];
+    let mut file =
+        std::fs::File::open(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let read = file
+        .read(&mut start)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(read == start.len() && start == REDB_MAGIC)
+}
+
+/// An oxcd backend file opened from a copy in a scratch directory (opening a redb file
+/// may write to it), with the copy's directory to remove afterwards.
+fn open_redb_copy(path: &Path) -> Result<(Backend, std::path::PathBuf), String> {
+    let scratch = tempfile_dir(path)?;
+    let copy = scratch.join("db");
+    std::fs::copy(path, &copy).map_err(|error| format!("copying {}: {error}", path.display()))?;
+    match Backend::open(Arc::new(StdDisk), &copy) {
+        Ok(backend) => Ok((backend, scratch)),
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            Err(format!("{}: {error}", path.display()))
+        }
+    }
+}
+
+/// `snapshot status` of an oxcd backend file: the hash is the member's HashKV at the
+/// newest revision (what `endpoint hashkv` printed for that state), the keys are the
+/// stored revisions and leases.
+fn redb_status(path: &Path) -> Result<SnapshotStatus, String> {
+    let (backend, scratch) = open_redb_copy(path)?;
+    let status = (|| {
+        let mut revisions = 0u64;
+        let mut revision = 0i64;
+        backend
+            .for_each_revision(|at, _, _| {
+                revisions += 1;
+                revision = revision.max(at.main);
+            })
+            .map_err(|error| error.to_string())?;
+        let leases = backend.leases().map_err(|error| error.to_string())?.len() as u64;
+        let store = crate::mvcc::KvStore::open(backend).map_err(|error| error.to_string())?;
+        let hash = store.hash_kv(0).map_err(|error| error.to_string())?;
+        Ok(SnapshotStatus {
+            hash,
+            revision,
+            total_key: revisions + leases,
+            total_size: std::fs::metadata(path)
+                .map_err(|error| error.to_string())?
+                .len(),
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    status
+}
+
+/// `snapshot restore` of an oxcd backend file: the file becomes the new member's backend,
+/// without the member list and applied index of the member it came from.
+fn restore_redb(path: &Path, config: &Config) -> Result<RestoreSummary, String> {
+    use prost::Message as _;
+    let data_dir = config.data_dir();
+    let building = data_dir.with_extension("restoring");
+    if building.exists() {
+        std::fs::remove_dir_all(&building)
+            .map_err(|error| format!("removing {}: {error}", building.display()))?;
+    }
+    let partial = Config {
+        data_dir: Some(building.clone()),
+        ..config.clone()
+    };
+    let restored = (|| {
+        let target = partial.backend_path();
+        std::fs::create_dir_all(target.parent().expect("the backend has a directory"))
+            .map_err(|error| error.to_string())?;
+        std::fs::copy(path, &target)
+            .map_err(|error| format!("copying {}: {error}", path.display()))?;
+        let mut backend =
+            Backend::open(Arc::new(StdDisk), &target).map_err(|error| error.to_string())?;
+        let error = |error: crate::mvcc::BackendError| error.to_string();
+        let mut summary = RestoreSummary {
+            revisions: 0,
+            revision: 0,
+            compacted: backend.compact_revision().map_err(error)?,
+            leases: backend.leases().map_err(error)?.len(),
+            users: 0,
+            roles: 0,
+        };
+        backend
+            .for_each_revision(|at, _, _| {
+                summary.revisions += 1;
+                summary.revision = summary.revision.max(at.main);
+            })
+            .map_err(error)?;
+        let auth = crate::proto::oxcdpb::SavedAuth::decode(&backend.auth().map_err(error)?[..])
+            .map_err(|error| {
+                format!(
+                    "{}: its auth state does not decode: {error}",
+                    path.display()
+                )
+            })?;
+        summary.users = auth.users.len();
+        summary.roles = auth.roles.len();
+        backend.set_consistent_index(0);
+        backend.set_members(crate::proto::oxcdpb::SavedMembers::default().encode_to_vec());
+        backend.commit().map_err(error)?;
+        Ok(summary)
     })();
     let restored = match restored {
         Ok(restored) => restored,
