@@ -823,6 +823,12 @@ fn oxctl_dials_with_a_ca_alone_when_the_server_asks_no_client_certificate() {
     );
     let status = oxctl(&["snapshot", "status", "ca-only.db", "-w", "json"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("\"totalKey\""));
+    // The key-value verbs dial the same way.
+    let read = oxctl(&[&endpoint, &ca, "get", "k", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "v\n");
+    assert!(oxctl(&[&endpoint, &ca, "put", "k2", "v2"]).status.success());
+    let health = oxctl(&[&endpoint, &ca, "endpoint", "health", "-w", "json"]);
+    assert!(String::from_utf8_lossy(&health.stdout).contains("\"health\":true"));
     // A server certificate from another CA is refused; half a client certificate is an
     // error of the flags.
     let stranger = format!("--cacert={}", pki.path("other-ca.crt"));
