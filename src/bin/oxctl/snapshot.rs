@@ -44,48 +44,18 @@ pub fn save(cli: &Global, file: &std::path::Path) -> Result<(), String> {
             "snapshot must be requested to one selected node, not multiple {endpoints:?}"
         ));
     };
-    let endpoint = endpoint
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .to_string();
-    let dialer = oxcd::net::dial::Dialer::from_flags(
-        cli.cacert.clone(),
-        cli.cert.clone(),
-        cli.key.clone(),
-        cli.insecure_skip_tls_verify,
-    )?;
-    let dial_timeout = duration(&cli.dial_timeout)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| error.to_string())?;
-    runtime.block_on(async {
-        use oxcd::proto::etcdserverpb::auth_client::AuthClient;
-        use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-        use oxcd::proto::etcdserverpb::{AuthenticateRequest, SnapshotRequest};
+    let endpoint = endpoint.to_string();
+    crate::block_on(async {
+        use oxcd::proto::etcdserverpb::SnapshotRequest;
         use sha2::Digest as _;
         use std::io::Write as _;
 
-        let channel = tokio::time::timeout(dial_timeout, dialer.connect(&endpoint))
+        let client = crate::client::Client::connect_to(cli, &endpoint)
             .await
-            .map_err(|_| "context deadline exceeded".to_string())??;
-        let mut request = tonic::Request::new(SnapshotRequest {});
-        if let Some(user) = &cli.user {
-            let (name, password) = user.split_once(':').ok_or("--user needs name:password")?;
-            let token = AuthClient::new(channel.clone())
-                .authenticate(AuthenticateRequest {
-                    name: name.to_string(),
-                    password: password.to_string(),
-                })
-                .await
-                .map_err(|status| status.message().to_string())?
-                .into_inner()
-                .token;
-            let token = token.parse().map_err(|_| "a token that is not ASCII")?;
-            request.metadata_mut().insert("token", token);
-        }
-        let mut stream = MaintenanceClient::new(channel)
-            .snapshot(request)
+            .map_err(|failure| failure.message)?;
+        let mut stream = client
+            .maintenance()
+            .snapshot(client.stream_request(SnapshotRequest {}))
             .await
             .map_err(|status| status.message().to_string())?
             .into_inner();
