@@ -17,7 +17,7 @@
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
 #      of seeds;
 #   5. a short run of every fuzz target (scripts/fuzz.sh).
-# Environment: SIM_SEEDS (default 700) seeds of the cluster sweep, SIM_SINGLE_SEEDS
+# Environment: SIM_SEEDS (default 1000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
 # (default 120) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
 # scenario, SIM_THREADS (default: the cores) worlds side by side; SKIP_SIM=1 skips steps
 # 3 and 4; FUZZ_SECONDS (default 10) per fuzz target, two at a time, built at
@@ -64,24 +64,28 @@ if [ "${SKIP_REAL_FAULTS:-0}" != "1" ]; then
 fi
 
 if [ "${SKIP_SIM:-0}" != "1" ]; then
+    # One simulation build serves every step: the planted bugs are compiled in (each stays
+    # inactive until the detection test chooses it at run time), so the detection step
+    # does not rebuild oxcd. A simulation build never serves data.
+    sim_features=(--features planted-bugs)
     step "deterministic simulation: one member losing power (${SIM_SINGLE_SEEDS:-120} seeds)"
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-120}" \
-        cargo test --locked -p oxcd-sim --release --test single_member
+        cargo test --locked -p oxcd-sim --release "${sim_features[@]}" --test single_member
 
-    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-700} seeds), regressions, determinism"
+    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-1000} seeds), regressions, determinism"
     rm -f target/sim-sweep-summary.txt
     # The sweep simulates as many worlds side by side as there are cores (SIM_THREADS).
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-700}" \
-        cargo test --locked -p oxcd-sim --release --test cluster
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-1000}" \
+        cargo test --locked -p oxcd-sim --release "${sim_features[@]}" --test cluster
     cat target/sim-sweep-summary.txt
 
     step "deterministic simulation: authorization under faults (${SIM_AUTH_SEEDS:-50} seeds)"
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_AUTH_SEEDS="${SIM_AUTH_SEEDS:-50}" \
-        cargo test --locked -p oxcd-sim --release --test auth
+        cargo test --locked -p oxcd-sim --release "${sim_features[@]}" --test auth
 
     step "planted bugs: each must be caught (cluster simulation, Raft property test)"
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
-        cargo test --locked -p oxcd-sim --release --features planted-bugs --test planted \
+        cargo test --locked -p oxcd-sim --release "${sim_features[@]}" --test planted \
         -- --nocapture 2>&1 | grep -E '^planted bug|test result|panicked|not caught'
     cargo test --locked --lib --features planted-bugs planted_raft_bugs_are_caught \
         -- --nocapture 2>&1 | grep -E '^planted bug|test result|panicked|not caught'
