@@ -114,12 +114,30 @@ impl Input {
     pub fn is_read_only(&self) -> bool {
         match self {
             Input::Get { .. } | Input::Range(_) | Input::LeaseKeepAlive { .. } => true,
+            // etcd sends a txn with a nested txn through Raft, as a write.
             Input::Txn {
                 success, failure, ..
             } => success
                 .iter()
                 .chain(failure)
                 .all(|op| matches!(op, TxnOp::Get { .. } | TxnOp::Range(_))),
+            _ => false,
+        }
+    }
+
+    /// Whether etcd answers this request from one member's store without asking
+    /// the leader: a serializable `range`, or a txn that only reads and whose
+    /// every operation, in both branches, is a serializable `range` (etcd's
+    /// `isTxnSerializable`, true too for a txn with no operations at all).
+    pub fn is_serializable(&self) -> bool {
+        match self {
+            Input::Range(r) => r.serializable,
+            Input::Txn {
+                success, failure, ..
+            } => success
+                .iter()
+                .chain(failure)
+                .all(|op| matches!(op, TxnOp::Range(r) if r.serializable)),
             _ => false,
         }
     }
@@ -151,6 +169,17 @@ pub enum TxnOp {
         prefix: bool,
     },
     Range(RangeRequest),
+    /// A nested txn (etcd 3.3 and later: `RequestOp.request_txn`). Its compares
+    /// are judged on the store as it was before the outer txn ran, and its writes
+    /// share the outer txn's revision (see `README.md`).
+    Txn {
+        #[serde(default)]
+        compare: Vec<Compare>,
+        #[serde(default)]
+        success: Vec<TxnOp>,
+        #[serde(default)]
+        failure: Vec<TxnOp>,
+    },
 }
 
 /// A range read with etcd's options. The answer is computed as etcd's `Range`
@@ -170,15 +199,18 @@ pub struct RangeRequest {
     /// At most this many keys; 0 is no limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub limit: i64,
-    /// Read at this past revision; 0 is the newest. Inside a txn it is not
-    /// modelled yet (refused).
+    /// Read at this past revision; 0 is the newest. Inside a txn, the store at
+    /// that revision, not including the txn's own writes; a serializable txn
+    /// (see [`Input::is_serializable`]) with such a read is not modelled yet
+    /// (refused).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub revision: i64,
     #[serde(default, skip_serializing_if = "SortOrder::is_none")]
     pub sort_order: SortOrder,
     #[serde(default, skip_serializing_if = "SortTarget::is_key")]
     pub sort_target: SortTarget,
-    /// Not modelled yet: a history using it is refused.
+    /// Answered by one member from what it has applied. Inside a txn it matters
+    /// only when the whole txn is serializable (see [`Input::is_serializable`]).
     #[serde(default, skip_serializing_if = "is_false")]
     pub serializable: bool,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -626,15 +658,47 @@ impl History {
             check(what, &kv.key)?;
             kv.value.as_deref().map_or(Ok(()), |v| check(what, v))
         };
-        let txn_op = |what: &dyn Fn() -> String, op: &TxnOp| -> Result<(), String> {
+        type Check<'a> = dyn Fn(&dyn Fn() -> String, &str) -> Result<(), String> + 'a;
+        fn compares(
+            what: &dyn Fn() -> String,
+            list: &[Compare],
+            check: &Check,
+        ) -> Result<(), String> {
+            for c in list {
+                check(what, &c.key)?;
+                if let Some(end) = &c.range_end {
+                    check(what, end)?;
+                }
+                if let CompareOperand::Str(v) = &c.value {
+                    check(what, v)?;
+                }
+            }
+            Ok(())
+        }
+        fn txn_op(what: &dyn Fn() -> String, op: &TxnOp, check: &Check) -> Result<(), String> {
+            let range = |key: &str, end: &Option<String>| -> Result<(), String> {
+                check(what, key)?;
+                end.as_deref().map_or(Ok(()), |e| check(what, e))
+            };
             match op {
                 TxnOp::Get { key, range_end, .. } | TxnOp::Delete { key, range_end, .. } => {
-                    range(what, key, range_end)
+                    range(key, range_end)
                 }
-                TxnOp::Range(r) => range(what, &r.key, &r.range_end),
+                TxnOp::Range(r) => range(&r.key, &r.range_end),
                 TxnOp::Put { key, value, .. } => check(what, key).and_then(|()| check(what, value)),
+                TxnOp::Txn {
+                    compare,
+                    success,
+                    failure,
+                } => {
+                    compares(what, compare, check)?;
+                    success
+                        .iter()
+                        .chain(failure)
+                        .try_for_each(|op| txn_op(what, op, check))
+                }
             }
-        };
+        }
         type KvCheck<'a> = dyn Fn(&dyn Fn() -> String, &KeyValue) -> Result<(), String> + 'a;
         fn output(what: &dyn Fn() -> String, out: &Output, kv: &KvCheck) -> Result<(), String> {
             for k in out.kvs.iter().flatten() {
@@ -662,14 +726,9 @@ impl History {
                     success,
                     failure,
                 } => {
-                    for c in compare {
-                        range(what, &c.key, &c.range_end)?;
-                        if let CompareOperand::Str(v) = &c.value {
-                            check(what, v)?;
-                        }
-                    }
+                    compares(what, compare, &check)?;
                     for t in success.iter().chain(failure) {
-                        txn_op(what, t)?;
+                        txn_op(what, t, &check)?;
                     }
                 }
                 Input::Compact { .. }

@@ -257,12 +257,15 @@ fn timeout_is_unknown_not_a_pass() {
 }
 
 /// What the checker cannot judge it refuses, never passes: a serializable read
-/// without its header revision, a past-revision read inside a txn.
+/// or txn without its header revision, a past-revision read inside a
+/// serializable txn.
 #[test]
 fn unjudgeable_reads_are_refused() {
     let lines = [
         r#"{"client":1,"call":0,"return":10,"input":{"type":"range","key":"a","serializable":true},"output":{"kvs":[]}}"#,
-        r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"range","key":"a","revision":1}]},"output":{"revision":1}}"#,
+        r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"range","key":"a","serializable":true}]},"output":{"succeeded":true}}"#,
+        r#"{"client":1,"call":0,"return":10,"input":{"type":"txn"},"output":{"succeeded":true}}"#,
+        r#"{"client":1,"call":0,"return":10,"input":{"type":"txn","success":[{"type":"range","key":"a","revision":1,"serializable":true}]},"output":{"revision":1}}"#,
     ];
     for line in lines {
         let history = History::parse(line).unwrap();
