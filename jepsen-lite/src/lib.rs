@@ -12,7 +12,7 @@
 //!    the model state there) or `Unknown` when the time budget ran out. A
 //!    budget never turns into a pass.
 //! 2. **Watch guarantees** (`watch`): ordered, unique, atomic, reliable,
-//!    resumable, bookmarkable, prev_kv, is-create, filters, checked against
+//!    resumable, bookmarkable, prev_kv, is-create, filters, compacted, checked against
 //!    the replay of the linearization (or, when there is none, the
 //!    acknowledged writes). The search itself already places every write
 //!    where the watches saw it (`constraints`): a linearization is an order
