@@ -17,8 +17,9 @@
 //! saw (the checker chains the records). At the end it reads on until it has seen the run's
 //! final revision, so that its record is complete. Compactions stay below the next
 //! revision any of these may ask for, so they are never cancelled. One more watcher, of a
-//! prefix from the current revision, is not spared: a compaction that cancels it makes it
-//! resume after the compaction's revision. Every watch record carries when its create
+//! prefix from the current revision, is not spared: it opens a new stream every
+//! [`PREFIX_WATCH_LIFETIME`], every other one [`PREFIX_WATCH_BACK`] revisions back, and a
+//! compaction that cancels it makes it resume after the compaction's revision. Every watch record carries when its create
 //! request was sent and which server process served it, and every compaction which process
 //! answered it, so the checker can hold a watch created after a compaction to it.
 
