@@ -422,9 +422,10 @@ fn check_cancellation(
 /// Only the call time of the create request is sound: an event may be in flight
 /// for any time, so when a watch received something says nothing. And only the
 /// same server: etcd creates a watch on the member's own store without a read
-/// barrier, so a member that lags (partitioned, or replaying its log after a
-/// restart) serves a watch from below a compaction that another member, or its
-/// own earlier process, already answered.
+/// barrier, so a member that lags (partitioned, say) serves a watch from below a
+/// compaction that another member already answered; and a restarted process may
+/// serve before it has replayed its log (etcd 3.4 does not, other servers may),
+/// so the driver names processes, not members.
 fn compaction_in_force(history: &History, watch: usize) -> i64 {
     let origin = history.watch_origin(watch);
     let Some(created) = origin.call else {

@@ -66,7 +66,8 @@ pub struct Cluster {
     /// fault), if any; unmounted in `Drop`.
     small_disk: Option<usize>,
     /// Per member, how many times it was started: a restarted member is a new process,
-    /// which may serve requests while it replays its log, so the history names
+    /// which may serve requests before it has replayed its log (etcd 3.4 waits for its
+    /// publish request to apply; a server under test need not), so the history names
     /// processes, not members (see [`Incarnations`]).
     incarnations: Incarnations,
 }
