@@ -92,17 +92,35 @@ fn collect_input(input: &Input, keys: &mut Vec<String>, values: &mut Vec<String>
             success,
             failure,
         } => {
-            for guard in compare {
-                if let CompareOperand::Str(value) = &guard.value {
-                    values.push(value.clone());
-                }
+            collect_txn(compare, success, failure, keys, values);
+        }
+    }
+}
+
+fn collect_txn(
+    compare: &[crate::history::Compare],
+    success: &[TxnOp],
+    failure: &[TxnOp],
+    keys: &mut Vec<String>,
+    values: &mut Vec<String>,
+) {
+    for guard in compare {
+        if let CompareOperand::Str(value) = &guard.value {
+            values.push(value.clone());
+        }
+    }
+    for op in success.iter().chain(failure) {
+        match op {
+            TxnOp::Put { key, value, .. } => {
+                keys.push(key.clone());
+                values.push(value.clone());
             }
-            for op in success.iter().chain(failure) {
-                if let TxnOp::Put { key, value, .. } = op {
-                    keys.push(key.clone());
-                    values.push(value.clone());
-                }
-            }
+            TxnOp::Txn {
+                compare,
+                success,
+                failure,
+            } => collect_txn(compare, success, failure, keys, values),
+            TxnOp::Get { .. } | TxnOp::Delete { .. } | TxnOp::Range(_) => {}
         }
     }
 }
@@ -136,10 +154,18 @@ pub enum Request {
         lo: u32,
         hi: u32,
     },
+    /// A txn; `success` and `failure` hold ranges, puts, deletes and nested txns.
     Txn {
         guards: Vec<Guard>,
         success: Vec<Request>,
         failure: Vec<Request>,
+        /// Answered by one member without asking the leader (see
+        /// `Input::is_serializable`): from the store at `read_at`.
+        serializable: bool,
+        /// For a serializable txn, its header revision, set when preparing the
+        /// search (0 until then, and for every other txn). The answer's content is
+        /// judged when the search makes that revision (see `constraints`).
+        read_at: i64,
     },
     Compact {
         revision: i64,
@@ -355,6 +381,12 @@ impl Expect {
                 return None;
             }
         }
+        if let Request::Txn {
+            serializable: true, ..
+        } = request
+        {
+            return None;
+        }
         let revision = self.revision?;
         Some(if matches!(request, Request::Put { .. }) {
             revision - 1
@@ -388,16 +420,26 @@ impl Expect {
 
 /// etcd's refusal of an empty key (`ErrGRPCEmptyKey`), checked before anything
 /// else: in a get, put or delete, and in any compare or operation of either
-/// branch of a txn.
+/// branch of a txn, nested txns included.
 const EMPTY_KEY: &str = "etcdserver: key is not provided";
 
 fn has_empty_key(input: &Input) -> bool {
-    let op_empty = |op: &TxnOp| match op {
-        TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => {
-            key.is_empty()
+    fn op_empty(op: &TxnOp) -> bool {
+        match op {
+            TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => {
+                key.is_empty()
+            }
+            TxnOp::Range(r) => r.key.is_empty(),
+            TxnOp::Txn {
+                compare,
+                success,
+                failure,
+            } => {
+                compare.iter().any(|c| c.key.is_empty())
+                    || success.iter().chain(failure).any(op_empty)
+            }
         }
-        TxnOp::Range(r) => r.key.is_empty(),
-    };
+    }
     match input {
         Input::Get { key, .. } | Input::Put { key, .. } | Input::Delete { key, .. } => {
             key.is_empty()
@@ -421,43 +463,87 @@ fn has_empty_key(input: &Input) -> bool {
 /// range of the same branch (`ErrGRPCDuplicateKey`).
 const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 
-/// Whether a txn branch puts one key twice, or puts a key a delete of the same
-/// branch covers, as etcd's `checkIntervals` judges it before evaluating the
-/// compares. Its intervals have a quirk kept here: a delete whose range end is
-/// `"\0"` (every key from `key` on, also what a prefix of only `ff` bytes turns
-/// into) is an empty interval there, so it never conflicts.
-fn branch_has_duplicate(ops: &[TxnOp]) -> bool {
-    let mut puts: Vec<&str> = Vec::new();
-    let mut deletes: Vec<(String, String)> = Vec::new();
-    for op in ops {
-        match op {
-            TxnOp::Put { key, .. } => puts.push(key),
+/// A delete's key interval as etcd's `checkIntervals` sees it: `[key, end)`, a
+/// point without a range end. Its intervals have a quirk kept here: a delete
+/// whose range end is `"\0"` (every key from `key` on, also what a prefix of only
+/// `ff` bytes turns into) is an empty interval there, so it never conflicts.
+fn delete_interval(key: &str, range_end: Option<&str>, prefix: bool) -> (String, String) {
+    let end = if prefix {
+        prefix_end(key)
+    } else {
+        match range_end {
+            None | Some("") => format!("{key}\0"),
+            Some(end) => end.to_string(),
+        }
+    };
+    (key.to_string(), end)
+}
+
+/// The puts and deletes of one branch, nested txns included, when the branch
+/// passes etcd's `checkIntervals`; `None` when it holds a duplicate.
+struct BranchKeys {
+    puts: std::collections::BTreeSet<String>,
+    deletes: Vec<(String, String)>,
+}
+
+fn covered(deletes: &[(String, String)], key: &str) -> bool {
+    deletes
+        .iter()
+        .any(|(lo, hi)| lo.as_str() <= key && key < hi.as_str())
+}
+
+/// etcd's `checkIntervals` for one branch, judged before the compares: this
+/// level's deletes are collected first; then each nested txn, in order, adds
+/// the puts of both its branches (which may repeat each other, since only one
+/// runs, but no put of an earlier nested txn, and none in a delete seen so far)
+/// and then its deletes; last, this level's puts must be new and outside every
+/// delete collected. A put of an earlier nested txn that a later nested txn
+/// deletes is therefore allowed, as in etcd.
+fn branch_keys(ops: &[TxnOp]) -> Option<BranchKeys> {
+    let mut deletes: Vec<(String, String)> = ops
+        .iter()
+        .filter_map(|op| match op {
             TxnOp::Delete {
                 key,
                 range_end,
                 prefix,
-            } => {
-                let end = if *prefix {
-                    prefix_end(key)
-                } else {
-                    match range_end.as_deref() {
-                        None | Some("") => format!("{key}\0"),
-                        Some(end) => end.to_string(),
-                    }
-                };
-                deletes.push((key.clone(), end));
+            } => Some(delete_interval(key, range_end.as_deref(), *prefix)),
+            _ => None,
+        })
+        .collect();
+    let mut puts = std::collections::BTreeSet::new();
+    for op in ops {
+        let TxnOp::Txn {
+            success, failure, ..
+        } = op
+        else {
+            continue;
+        };
+        let then = branch_keys(success)?;
+        let otherwise = branch_keys(failure)?;
+        for key in &then.puts {
+            if puts.contains(key) || covered(&deletes, key) {
+                return None;
             }
-            TxnOp::Get { .. } | TxnOp::Range(_) => {}
+            puts.insert(key.clone());
+        }
+        for key in &otherwise.puts {
+            if (puts.contains(key) && !then.puts.contains(key)) || covered(&deletes, key) {
+                return None;
+            }
+            puts.insert(key.clone());
+        }
+        deletes.extend(then.deletes);
+        deletes.extend(otherwise.deletes);
+    }
+    for op in ops {
+        if let TxnOp::Put { key, .. } = op {
+            if !puts.insert(key.clone()) || covered(&deletes, key) {
+                return None;
+            }
         }
     }
-    let mut sorted = puts.clone();
-    sorted.sort_unstable();
-    sorted.windows(2).any(|w| w[0] == w[1])
-        || puts.iter().any(|k| {
-            deletes
-                .iter()
-                .any(|(lo, hi)| lo.as_str() <= *k && *k < hi.as_str())
-        })
+    Some(BranchKeys { puts, deletes })
 }
 
 pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String> {
@@ -469,7 +555,7 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
     } = input
     {
         // Both branches, whichever would run: the whole request is refused.
-        if branch_has_duplicate(success) || branch_has_duplicate(failure) {
+        if branch_keys(success).is_none() || branch_keys(failure).is_none() {
             return Ok(Request::Refused {
                 reason: DUPLICATE_KEY,
             });
@@ -513,7 +599,31 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
             compare,
             success,
             failure,
-        } => {
+        } => compile_txn(symbols, compare, success, failure, input.is_serializable())?,
+        Input::LeaseGrant { id, .. } => {
+            if *id == 0 {
+                return Err("lease_grant needs an explicit non-zero id".into());
+            }
+            Request::LeaseGrant { id: *id }
+        }
+        Input::Compact { revision, .. } => Request::Compact {
+            revision: *revision,
+        },
+        Input::LeaseRevoke { id } => Request::LeaseRevoke { id: *id },
+        Input::LeaseKeepAlive { id } => Request::LeaseKeepAlive { id: *id },
+    })
+}
+
+/// A txn (top level or nested) with its guards and branches compiled.
+fn compile_txn(
+    symbols: &Symbols,
+    compare: &[crate::history::Compare],
+    success: &[TxnOp],
+    failure: &[TxnOp],
+    serializable: bool,
+) -> Result<Request, String> {
+    {
+        {
             let mut guards = Vec::with_capacity(compare.len());
             for c in compare {
                 let operand = match (c.target, &c.value) {
@@ -538,56 +648,59 @@ pub fn compile_input(symbols: &Symbols, input: &Input) -> Result<Request, String
                 });
             }
             let branch = |ops: &[TxnOp]| -> Result<Vec<Request>, String> {
-                ops.iter().map(|op| compile_txn_op(symbols, op)).collect()
+                ops.iter()
+                    .map(|op| compile_txn_op(symbols, op, serializable))
+                    .collect()
             };
-            Request::Txn {
+            Ok(Request::Txn {
                 guards,
                 success: branch(success)?,
                 failure: branch(failure)?,
-            }
+                serializable,
+                read_at: 0,
+            })
         }
-        Input::LeaseGrant { id, .. } => {
-            if *id == 0 {
-                return Err("lease_grant needs an explicit non-zero id".into());
-            }
-            Request::LeaseGrant { id: *id }
-        }
-        Input::Compact { revision, .. } => Request::Compact {
-            revision: *revision,
-        },
-        Input::LeaseRevoke { id } => Request::LeaseRevoke { id: *id },
-        Input::LeaseKeepAlive { id } => Request::LeaseKeepAlive { id: *id },
-    })
+    }
 }
 
-fn compile_txn_op(symbols: &Symbols, op: &TxnOp) -> Result<Request, String> {
-    let input =
-        match op.clone() {
-            TxnOp::Get {
-                key,
-                range_end,
-                prefix,
-            } => Input::Get {
-                key,
-                range_end,
-                prefix,
-            },
-            TxnOp::Put { key, value, lease } => Input::Put { key, value, lease },
-            TxnOp::Range(r) if r.revision != 0 || r.serializable => return Err(
-                "a read at a past revision or a serializable read inside a txn is not modelled yet"
-                    .into(),
-            ),
-            TxnOp::Range(r) => Input::Range(r),
-            TxnOp::Delete {
-                key,
-                range_end,
-                prefix,
-            } => Input::Delete {
-                key,
-                range_end,
-                prefix,
-            },
-        };
+/// One operation of a txn branch. `serializable`: the whole txn is (see
+/// `Input::is_serializable`); otherwise etcd ignores the flag on its ranges.
+fn compile_txn_op(symbols: &Symbols, op: &TxnOp, serializable: bool) -> Result<Request, String> {
+    let input = match op.clone() {
+        TxnOp::Get {
+            key,
+            range_end,
+            prefix,
+        } => Input::Get {
+            key,
+            range_end,
+            prefix,
+        },
+        TxnOp::Put { key, value, lease } => Input::Put { key, value, lease },
+        TxnOp::Range(r) if serializable && r.revision != 0 => {
+            return Err(
+                "a read at a past revision inside a serializable txn is not modelled yet".into(),
+            )
+        }
+        TxnOp::Range(r) => Input::Range(RangeRequest {
+            serializable: false,
+            ..r
+        }),
+        TxnOp::Txn {
+            compare,
+            success,
+            failure,
+        } => return compile_txn(symbols, &compare, &success, &failure, false),
+        TxnOp::Delete {
+            key,
+            range_end,
+            prefix,
+        } => Input::Delete {
+            key,
+            range_end,
+            prefix,
+        },
+    };
     compile_input(symbols, &input)
 }
 

@@ -24,15 +24,16 @@ use crate::linearizability::SearchOp;
 use crate::model::{Expect, ModelEvent, RangeOpts, Request, Slot, State, Symbols};
 
 /// A read at a past revision `r`: its answer is the store as the write that
-/// made `r` left it (or the empty store, for `r` = 1).
+/// made `r` left it (or the empty store, for `r` = 1). A range at a past
+/// revision (alone or inside a txn), or a serializable txn answered at its
+/// header revision.
 #[derive(Clone)]
 struct PastRead {
     /// Index in the searched operations.
     op: usize,
-    lo: u32,
-    hi: u32,
-    /// The read's options, to evaluate at the newest revision of that state.
-    opts: RangeOpts,
+    /// The read, to evaluate on the newest revision of that state (a range with
+    /// `revision` 0, or a read-only txn).
+    request: Request,
     expect: Expect,
 }
 
@@ -141,28 +142,61 @@ impl Constraints {
     /// recorded.
     pub fn add_past_reads(&mut self, ops: &[SearchOp]) {
         for (index, op) in ops.iter().enumerate() {
-            let (Request::Range { lo, hi, opts }, Some(expect)) = (&op.request, &op.expect) else {
+            let Some(expect) = op.expect.as_ref().filter(|e| !e.is_error()) else {
                 continue;
             };
-            if opts.revision <= 0 || expect.is_error() {
-                continue;
-            }
-            let mut expect = expect.clone();
-            expect.revision = None;
-            self.past_reads
-                .entry(opts.revision)
-                .or_default()
-                .push(PastRead {
-                    op: index,
+            self.add_reads_of(index, &op.request, expect);
+        }
+    }
+
+    /// The past reads of one request whose response `expect` records: the
+    /// request itself, or, in a txn whose branch the response names, the ranges
+    /// at a past revision of that branch and of its nested txns.
+    fn add_reads_of(&mut self, op: usize, request: &Request, expect: &Expect) {
+        let (revision, request) = match request {
+            Request::Range { lo, hi, opts } if opts.revision > 0 => (
+                opts.revision,
+                Request::Range {
                     lo: *lo,
                     hi: *hi,
                     opts: RangeOpts {
                         revision: 0,
                         ..*opts
                     },
-                    expect,
-                });
-        }
+                },
+            ),
+            Request::Txn { read_at, .. } if *read_at > 0 => {
+                let mut request = request.clone();
+                if let Request::Txn { read_at, .. } = &mut request {
+                    *read_at = 0;
+                }
+                (*read_at, request)
+            }
+            Request::Txn {
+                success, failure, ..
+            } => {
+                let (Some(succeeded), Some(responses)) = (expect.succeeded, &expect.responses)
+                else {
+                    return;
+                };
+                let branch = if succeeded { success } else { failure };
+                for (sub, sub_expect) in branch.iter().zip(responses) {
+                    if !matches!(sub, Request::Range { .. } | Request::Txn { .. }) {
+                        continue;
+                    }
+                    self.add_reads_of(op, sub, sub_expect);
+                }
+                return;
+            }
+            _ => return,
+        };
+        let mut expect = expect.clone();
+        expect.revision = None;
+        self.past_reads.entry(revision).or_default().push(PastRead {
+            op,
+            request,
+            expect,
+        });
     }
 
     /// The same reads at past revisions, without the watches.
@@ -190,10 +224,12 @@ impl Constraints {
     /// past revision as recorded; `Err` names the first that it does not.
     pub fn state_fits(&self, revision: i64, state: &State) -> Result<(), usize> {
         for read in self.past_reads.get(&revision).into_iter().flatten() {
-            if !read
-                .expect
-                .matches(&state.range(read.lo, read.hi, &read.opts), false)
-            {
+            let response = match &read.request {
+                Request::Range { lo, hi, opts } => state.range(*lo, *hi, opts),
+                // A read-only txn: run on a copy (the chunks are shared).
+                other => state.clone().execute(other, None),
+            };
+            if !read.expect.matches(&response, false) {
                 return Err(read.op);
             }
         }

@@ -28,7 +28,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::history::{interval_contains, key_interval, Event, EventType, History, Input, TxnOp};
+use crate::history::{
+    interval_contains, key_interval, Event, EventType, History, Input, KeyValue, Output, TxnOp,
+};
 use crate::model::WriteRevisions;
 
 /// The evidence for every unknown-outcome write that has some, by operation
@@ -94,17 +96,19 @@ fn read_evidence(history: &History) -> ReadEvidence {
             Input::Range(r) if r.revision > 0 => Some(r.revision),
             _ => output.revision,
         };
-        let sub_kvs = output
-            .responses
-            .iter()
-            .flatten()
-            .filter_map(|r| r.kvs.as_ref())
-            .flatten();
-        for kv in output.kvs.iter().flatten().chain(sub_kvs) {
+        let mut read: Vec<(&KeyValue, Option<i64>)> =
+            output.kvs.iter().flatten().map(|kv| (kv, header)).collect();
+        if let Input::Txn {
+            success, failure, ..
+        } = &op.input
+        {
+            txn_reads(success, failure, output, header, &mut read);
+        }
+        for (kv, read_at) in read {
             let Some(modified) = kv.mod_revision else {
                 continue;
             };
-            if let Some(h) = header.filter(|h| modified < *h) {
+            if let Some(h) = read_at.filter(|h| modified < *h) {
                 unwritten
                     .entry(kv.key.clone())
                     .or_default()
@@ -153,19 +157,75 @@ fn read_evidence(history: &History) -> ReadEvidence {
 }
 
 fn put_pairs(input: &Input) -> Vec<(&str, &str)> {
+    fn branch_puts<'a>(ops: &'a [TxnOp], out: &mut Vec<(&'a str, &'a str)>) {
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, .. } => out.push((key.as_str(), value.as_str())),
+                TxnOp::Txn {
+                    success, failure, ..
+                } => {
+                    branch_puts(success, out);
+                    branch_puts(failure, out);
+                }
+                TxnOp::Get { .. } | TxnOp::Delete { .. } | TxnOp::Range(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
     match input {
-        Input::Put { key, value, .. } => vec![(key.as_str(), value.as_str())],
+        Input::Put { key, value, .. } => out.push((key.as_str(), value.as_str())),
         Input::Txn {
             success, failure, ..
-        } => success
-            .iter()
-            .chain(failure)
-            .filter_map(|op| match op {
-                TxnOp::Put { key, value, .. } => Some((key.as_str(), value.as_str())),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
+        } => {
+            branch_puts(success, &mut out);
+            branch_puts(failure, &mut out);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The key-values a txn's sub-responses read, each with the revision of the store
+/// it was read from when known: a read at a past revision reads there, any other
+/// at the txn's header. Without `succeeded` the branch is unknown, and so is the
+/// revision, when a branch holds a past-revision read or a nested txn.
+fn txn_reads<'a>(
+    success: &'a [TxnOp],
+    failure: &'a [TxnOp],
+    output: &'a Output,
+    header: Option<i64>,
+    out: &mut Vec<(&'a KeyValue, Option<i64>)>,
+) {
+    let plain = |ops: &[TxnOp]| {
+        ops.iter().all(|op| match op {
+            TxnOp::Range(r) => r.revision == 0,
+            TxnOp::Txn { .. } => false,
+            TxnOp::Get { .. } | TxnOp::Put { .. } | TxnOp::Delete { .. } => true,
+        })
+    };
+    let branch = match output.succeeded {
+        Some(true) => Some(success),
+        Some(false) => Some(failure),
+        None => None,
+    };
+    let both_plain = plain(success) && plain(failure);
+    for (i, sub) in output.responses.iter().flatten().enumerate() {
+        let op = branch.and_then(|b| b.get(i));
+        let read_at = match op {
+            Some(TxnOp::Range(r)) if r.revision > 0 => Some(r.revision),
+            Some(TxnOp::Txn {
+                success, failure, ..
+            }) => {
+                txn_reads(success, failure, sub, header, out);
+                continue;
+            }
+            Some(_) => header,
+            None if both_plain => header,
+            None => None,
+        };
+        for kv in sub.kvs.iter().flatten() {
+            out.push((kv, read_at));
+        }
     }
 }
 
@@ -183,7 +243,8 @@ fn forbidden_for(input: &Input, unwritten: &HashMap<String, Vec<(i64, i64)>>) ->
                     range_end: None,
                     prefix: false,
                 } => key,
-                TxnOp::Delete { .. } => {
+                // May write anything, or nothing.
+                TxnOp::Delete { .. } | TxnOp::Txn { .. } => {
                     writes = true;
                     continue;
                 }
@@ -352,6 +413,8 @@ fn explains(input: &Input, revision: i64, events: &[Event], reference: &Referenc
                     range_end,
                     prefix,
                 } => deletes.push(key_interval(key, range_end.as_deref(), *prefix)),
+                // A nested txn may make any events: the branch may explain them.
+                TxnOp::Txn { .. } => return !events.is_empty(),
                 TxnOp::Get { .. } | TxnOp::Range(_) => {}
             }
         }

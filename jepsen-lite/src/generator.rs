@@ -151,7 +151,9 @@ impl Store {
         let mut outputs = Vec::new();
         for op in ops {
             match op {
-                TxnOp::Range(_) => unreachable!("the generator builds no range requests"),
+                TxnOp::Range(_) | TxnOp::Txn { .. } => {
+                    unreachable!("the generator builds no range requests and no nested txns")
+                }
                 TxnOp::Get { key, prefix, .. } => {
                     outputs.push(Output {
                         kvs: Some(self.range(key, *prefix)),

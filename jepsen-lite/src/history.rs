@@ -114,12 +114,30 @@ impl Input {
     pub fn is_read_only(&self) -> bool {
         match self {
             Input::Get { .. } | Input::Range(_) | Input::LeaseKeepAlive { .. } => true,
+            // etcd sends a txn with a nested txn through Raft, as a write.
             Input::Txn {
                 success, failure, ..
             } => success
                 .iter()
                 .chain(failure)
                 .all(|op| matches!(op, TxnOp::Get { .. } | TxnOp::Range(_))),
+            _ => false,
+        }
+    }
+
+    /// Whether etcd answers this request from one member's store without asking
+    /// the leader: a serializable `range`, or a txn that only reads and whose
+    /// every operation, in both branches, is a serializable `range` (etcd's
+    /// `isTxnSerializable`, true too for a txn with no operations at all).
+    pub fn is_serializable(&self) -> bool {
+        match self {
+            Input::Range(r) => r.serializable,
+            Input::Txn {
+                success, failure, ..
+            } => success
+                .iter()
+                .chain(failure)
+                .all(|op| matches!(op, TxnOp::Range(r) if r.serializable)),
             _ => false,
         }
     }
@@ -151,6 +169,17 @@ pub enum TxnOp {
         prefix: bool,
     },
     Range(RangeRequest),
+    /// A nested txn (etcd 3.3 and later: `RequestOp.request_txn`). Its compares
+    /// are judged on the store as it was before the outer txn ran, and its writes
+    /// share the outer txn's revision (see `README.md`).
+    Txn {
+        #[serde(default)]
+        compare: Vec<Compare>,
+        #[serde(default)]
+        success: Vec<TxnOp>,
+        #[serde(default)]
+        failure: Vec<TxnOp>,
+    },
 }
 
 /// A range read with etcd's options. The answer is computed as etcd's `Range`
@@ -170,15 +199,18 @@ pub struct RangeRequest {
     /// At most this many keys; 0 is no limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub limit: i64,
-    /// Read at this past revision; 0 is the newest. Inside a txn it is not
-    /// modelled yet (refused).
+    /// Read at this past revision; 0 is the newest. Inside a txn, the store at
+    /// that revision, not including the txn's own writes; a serializable txn
+    /// (see [`Input::is_serializable`]) with such a read is not modelled yet
+    /// (refused).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub revision: i64,
     #[serde(default, skip_serializing_if = "SortOrder::is_none")]
     pub sort_order: SortOrder,
     #[serde(default, skip_serializing_if = "SortTarget::is_key")]
     pub sort_target: SortTarget,
-    /// Not modelled yet: a history using it is refused.
+    /// Answered by one member from what it has applied. Inside a txn it matters
+    /// only when the whole txn is serializable (see [`Input::is_serializable`]).
     #[serde(default, skip_serializing_if = "is_false")]
     pub serializable: bool,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -411,6 +443,25 @@ pub struct History {
     pub watch_lines: Vec<usize>,
     /// `#` header lines, without the `#`.
     pub comments: Vec<String>,
+    /// The `member` of each operation, when recorded (see [`WatchOrigin`]); missing
+    /// entries are `None`.
+    pub operation_members: Vec<Option<String>>,
+    /// When and where each watch was created, when recorded; missing entries are
+    /// the default (nothing recorded).
+    pub watch_origins: Vec<WatchOrigin>,
+}
+
+/// When and on which server a watch was created. Both are optional fields of the
+/// watch record (`call`, `member`), kept beside [`Watch`] so that records written
+/// before they existed still read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchOrigin {
+    /// When the client sent the create request, ns, on the history's clock.
+    pub call: Option<i64>,
+    /// The server process that served the watch: an opaque name the driver picks,
+    /// also written on operations. A restarted member is a new process and needs a
+    /// new name (see `README.md`, "Watch").
+    pub member: Option<String>,
 }
 
 /// Why a history file could not be read.
@@ -447,6 +498,32 @@ impl History {
         self.watches.len() - 1
     }
 
+    /// Records where operation `index` was served (see [`WatchOrigin::member`]).
+    pub fn set_operation_member(&mut self, index: usize, member: Option<String>) {
+        if self.operation_members.len() <= index {
+            self.operation_members.resize(index + 1, None);
+        }
+        self.operation_members[index] = member;
+    }
+
+    /// Records when and where watch `index` was created.
+    pub fn set_watch_origin(&mut self, index: usize, origin: WatchOrigin) {
+        if self.watch_origins.len() <= index {
+            self.watch_origins.resize(index + 1, WatchOrigin::default());
+        }
+        self.watch_origins[index] = origin;
+    }
+
+    /// The member that served operation `index`, when recorded.
+    pub fn operation_member(&self, index: usize) -> Option<&str> {
+        self.operation_members.get(index)?.as_deref()
+    }
+
+    /// When and where watch `index` was created, as far as recorded.
+    pub fn watch_origin(&self, index: usize) -> WatchOrigin {
+        self.watch_origins.get(index).cloned().unwrap_or_default()
+    }
+
     /// Parses a JSON-lines history and checks the basics every checker relies
     /// on (return not before call).
     pub fn parse(text: &str) -> Result<History, ParseError> {
@@ -469,13 +546,35 @@ impl History {
             bytes::decode_tree(&mut value).map_err(|message| ParseError { line, message })?;
             let is_watch = value.as_object().is_some_and(|o| o.contains_key("watch"));
             if is_watch {
+                let fields = value.get_mut("watch").and_then(|w| w.as_object_mut());
+                let (call, member) = match fields {
+                    Some(fields) => (
+                        take_field::<i64>(fields, "call", "an integer")
+                            .map_err(|message| ParseError { line, message })?,
+                        take_field::<String>(fields, "member", "a string")
+                            .map_err(|message| ParseError { line, message })?,
+                    ),
+                    None => (None, None),
+                };
                 let parsed: WatchLine = serde_json::from_value(value).map_err(|e| ParseError {
                     line,
                     message: format!("watch record: {e}"),
                 })?;
                 history.watches.push(parsed.watch);
                 history.watch_lines.push(line);
+                if call.is_some() || member.is_some() {
+                    let index = history.watches.len() - 1;
+                    history.set_watch_origin(index, WatchOrigin { call, member });
+                }
             } else {
+                let member = match value.as_object_mut() {
+                    Some(fields) => take_field::<String>(fields, "member", "a string")
+                        .map_err(|message| ParseError { line, message })?,
+                    None => None,
+                };
+                if member.is_some() {
+                    history.set_operation_member(history.operations.len(), member);
+                }
                 let op: Operation = serde_json::from_value(value).map_err(|e| ParseError {
                     line,
                     message: format!("operation: {e}"),
@@ -503,15 +602,33 @@ impl History {
             out.push_str(comment);
             out.push('\n');
         }
-        for op in &self.operations {
-            out.push_str(&record_json(op));
+        for (index, op) in self.operations.iter().enumerate() {
+            match self.operation_member(index) {
+                None => out.push_str(&record_json(op)),
+                Some(member) => {
+                    let mut tree = record_tree(op);
+                    if let Some(fields) = tree.as_object_mut() {
+                        fields.insert("member".into(), member.into());
+                    }
+                    out.push_str(&tree.to_string());
+                }
+            }
             out.push('\n');
         }
-        for watch in &self.watches {
-            let line = WatchLine {
+        for (index, watch) in self.watches.iter().enumerate() {
+            let mut tree = record_tree(&WatchLine {
                 watch: watch.clone(),
-            };
-            out.push_str(&record_json(&line));
+            });
+            let origin = self.watch_origin(index);
+            if let Some(fields) = tree.get_mut("watch").and_then(|w| w.as_object_mut()) {
+                if let Some(call) = origin.call {
+                    fields.insert("call".into(), call.into());
+                }
+                if let Some(member) = origin.member {
+                    fields.insert("member".into(), member.into());
+                }
+            }
+            out.push_str(&tree.to_string());
             out.push('\n');
         }
         out
@@ -541,15 +658,47 @@ impl History {
             check(what, &kv.key)?;
             kv.value.as_deref().map_or(Ok(()), |v| check(what, v))
         };
-        let txn_op = |what: &dyn Fn() -> String, op: &TxnOp| -> Result<(), String> {
+        type Check<'a> = dyn Fn(&dyn Fn() -> String, &str) -> Result<(), String> + 'a;
+        fn compares(
+            what: &dyn Fn() -> String,
+            list: &[Compare],
+            check: &Check,
+        ) -> Result<(), String> {
+            for c in list {
+                check(what, &c.key)?;
+                if let Some(end) = &c.range_end {
+                    check(what, end)?;
+                }
+                if let CompareOperand::Str(v) = &c.value {
+                    check(what, v)?;
+                }
+            }
+            Ok(())
+        }
+        fn txn_op(what: &dyn Fn() -> String, op: &TxnOp, check: &Check) -> Result<(), String> {
+            let range = |key: &str, end: &Option<String>| -> Result<(), String> {
+                check(what, key)?;
+                end.as_deref().map_or(Ok(()), |e| check(what, e))
+            };
             match op {
                 TxnOp::Get { key, range_end, .. } | TxnOp::Delete { key, range_end, .. } => {
-                    range(what, key, range_end)
+                    range(key, range_end)
                 }
-                TxnOp::Range(r) => range(what, &r.key, &r.range_end),
+                TxnOp::Range(r) => range(&r.key, &r.range_end),
                 TxnOp::Put { key, value, .. } => check(what, key).and_then(|()| check(what, value)),
+                TxnOp::Txn {
+                    compare,
+                    success,
+                    failure,
+                } => {
+                    compares(what, compare, check)?;
+                    success
+                        .iter()
+                        .chain(failure)
+                        .try_for_each(|op| txn_op(what, op, check))
+                }
             }
-        };
+        }
         type KvCheck<'a> = dyn Fn(&dyn Fn() -> String, &KeyValue) -> Result<(), String> + 'a;
         fn output(what: &dyn Fn() -> String, out: &Output, kv: &KvCheck) -> Result<(), String> {
             for k in out.kvs.iter().flatten() {
@@ -577,14 +726,9 @@ impl History {
                     success,
                     failure,
                 } => {
-                    for c in compare {
-                        range(what, &c.key, &c.range_end)?;
-                        if let CompareOperand::Str(v) = &c.value {
-                            check(what, v)?;
-                        }
-                    }
+                    compares(what, compare, &check)?;
                     for t in success.iter().chain(failure) {
-                        txn_op(what, t)?;
+                        txn_op(what, t, &check)?;
                     }
                 }
                 Input::Compact { .. }
@@ -622,11 +766,32 @@ impl History {
 /// One record as a JSON line, byte fields written as `bytes` says (text when
 /// UTF-8, else `_b64`).
 pub fn record_json<T: Serialize>(record: &T) -> String {
-    let mut tree = serde_json::to_value(record).expect("history records always serialize");
-    match bytes::encode_tree(&mut tree) {
-        Ok(()) => tree.to_string(),
+    record_tree(record).to_string()
+}
+
+/// One record as a JSON tree, byte fields written as [`record_json`] says.
+fn record_tree<T: Serialize>(record: &T) -> serde_json::Value {
+    let tree = serde_json::to_value(record).expect("history records always serialize");
+    let mut encoded = tree.clone();
+    match bytes::encode_tree(&mut encoded) {
+        Ok(()) => encoded,
         // Not a byte string (see `History::validate_bytes`): write it as held.
-        Err(_) => serde_json::to_string(record).expect("history records always serialize"),
+        Err(_) => tree,
+    }
+}
+
+/// Removes the optional field `name` from a record, checking its type: these
+/// fields live beside the record's struct (see [`WatchOrigin`]).
+fn take_field<T: serde::de::DeserializeOwned>(
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    kind: &str,
+) -> Result<Option<T>, String> {
+    match fields.remove(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|_| format!("`{name}` must be {kind}")),
     }
 }
 
@@ -775,6 +940,36 @@ mod tests {
             History::parse(&history.to_jsonl()).unwrap().operations,
             history.operations
         );
+    }
+
+    #[test]
+    fn watch_origin_and_member_round_trip() {
+        let text = r#"{"client":1,"call":0,"return":10,"input":{"type":"compact","revision":2},"output":{},"member":"m1"}
+{"client":1,"call":20,"return":30,"input":{"type":"get","key":"a"},"output":{}}
+{"watch":{"client":3,"key":"a","call":40,"member":"m1"}}
+{"watch":{"client":3,"key":"a"}}"#;
+        let history = History::parse(text).unwrap();
+        assert_eq!(history.operation_member(0), Some("m1"));
+        assert_eq!(history.operation_member(1), None);
+        assert_eq!(
+            history.watch_origin(0),
+            WatchOrigin {
+                call: Some(40),
+                member: Some("m1".into())
+            }
+        );
+        assert_eq!(history.watch_origin(1), WatchOrigin::default());
+        let again = History::parse(&history.to_jsonl()).unwrap();
+        assert_eq!(again.operation_members, history.operation_members);
+        assert_eq!(again.watch_origins, history.watch_origins);
+        for bad in [
+            r#"{"watch":{"client":3,"key":"a","call":"soon"}}"#,
+            r#"{"watch":{"client":3,"key":"a","member":2}}"#,
+            r#"{"client":1,"call":0,"return":10,"input":{"type":"get","key":"a"},"member":1}"#,
+            r#"{"watch":{"client":3,"key":"a","cal":40}}"#,
+        ] {
+            assert!(History::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!    the model state there) or `Unknown` when the time budget ran out. A
 //!    budget never turns into a pass.
 //! 2. **Watch guarantees** (`watch`): ordered, unique, atomic, reliable,
-//!    resumable, bookmarkable, prev_kv, is-create, filters, checked against
+//!    resumable, bookmarkable, prev_kv, is-create, filters, compacted, checked against
 //!    the replay of the linearization (or, when there is none, the
 //!    acknowledged writes). The search itself already places every write
 //!    where the watches saw it (`constraints`): a linearization is an order
@@ -214,19 +214,26 @@ pub fn prepare(history: &History) -> Result<Prepared, String> {
         let line = history.line_of(index);
         let mut request = compile_input(&symbols, &op.input)
             .map_err(|e| format!("operation #{index} (line {line}): {e}"))?;
-        if let Request::Range { opts, .. } = &mut request {
-            if opts.serializable {
-                // Read from the store at its header revision.
-                let answered = op.output.as_ref().filter(|o| o.error.is_none());
-                match answered.map(|o| o.revision) {
-                    Some(Some(header)) => opts.revision = header,
-                    Some(None) if op.is_known() => {
-                        return Err(format!(
-                            "operation #{index} (line {line}): a serializable read needs its header revision"
-                        ))
-                    }
-                    _ => {}
+        let read_at = match &mut request {
+            Request::Range { opts, .. } if opts.serializable => Some(&mut opts.revision),
+            Request::Txn {
+                serializable: true,
+                read_at,
+                ..
+            } => Some(read_at),
+            _ => None,
+        };
+        if let Some(read_at) = read_at {
+            // Read from the store at its header revision.
+            let answered = op.output.as_ref().filter(|o| o.error.is_none());
+            match answered.map(|o| o.revision) {
+                Some(Some(header)) => *read_at = header,
+                Some(None) if op.is_known() => {
+                    return Err(format!(
+                        "operation #{index} (line {line}): a serializable read needs its header revision"
+                    ))
                 }
+                _ => {}
             }
         }
         let known = op.is_known();

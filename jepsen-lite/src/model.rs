@@ -11,12 +11,15 @@
 //! - every put bumps the revision, even when the value is unchanged; the
 //!   version restarts at 1 after a delete;
 //! - a delete or lease revoke that removes nothing leaves the revision alone;
-//! - a txn's writes all land on one revision, which is only consumed if the
-//!   txn changed something; gets inside the branch see the branch's earlier
-//!   writes; a txn in either of whose branches a put key repeats or lies in
-//!   a delete range of that branch is refused whole (`duplicate key`, judged
-//!   when compiling, with etcd's quirk that a range end of `"\0"` is an empty
-//!   interval there);
+//! - a txn's writes, nested txns' included, all land on one revision, which is
+//!   only consumed if the txn changed something; every compare on the path the
+//!   txn takes is judged before it writes (etcd's `compareToPath`); gets inside
+//!   the branch see the branch's earlier writes, reads at a past revision do
+//!   not; a txn in either of whose branches a put key repeats or lies in a
+//!   delete range (etcd's `checkIntervals`, nested txns included) is refused
+//!   whole (`duplicate key`, judged when compiling, with etcd's quirk that a
+//!   range end of `"\0"` is an empty interval there); a txn of serializable
+//!   ranges only is read at its header revision, as a serializable range is;
 //! - a value compare on a missing key is false; other targets compare a
 //!   missing key as 0;
 //! - a put with a lease that does not exist fails and changes nothing.
@@ -336,14 +339,43 @@ impl State {
                 response
             }
             Request::Txn {
-                guards,
-                success,
-                failure,
-            } => {
-                let succeeded = guards.iter().all(|g| self.guard_holds(g));
-                let branch = if succeeded { success } else { failure };
-                let mut response = self.apply_writes(branch, events);
-                response.succeeded = succeeded;
+                serializable: true,
+                read_at,
+                ..
+            } if *read_at > 0 => {
+                // Answered by one member from the store at its header revision:
+                // the content is judged when the search makes that revision.
+                if *read_at > self.revision {
+                    return error_response("mvcc: required revision is a future revision");
+                }
+                Response {
+                    revision: *read_at,
+                    deferred: true,
+                    ..Response::default()
+                }
+            }
+            Request::Txn { .. } => {
+                // etcd's `compareToPath`: every compare on the chosen path, nested
+                // txns' included, is judged on the store before the txn runs.
+                let mut path = Vec::new();
+                self.txn_path(request, &mut path);
+                if let Some(error) = self.check_path(request, &path, &mut 0) {
+                    return error_response(error);
+                }
+                let next_revision = self.revision + 1;
+                let mut changed = false;
+                let mut response = self.apply_txn(
+                    request,
+                    &path,
+                    &mut 0,
+                    next_revision,
+                    &mut changed,
+                    &mut events,
+                );
+                if changed {
+                    self.revision = next_revision;
+                }
+                response.revision = self.revision;
                 response
             }
             Request::LeaseGrant { id } => {
@@ -466,7 +498,166 @@ impl State {
         }
     }
 
-    /// Runs a list of range/put/delete requests on one new revision.
+    /// The branch each txn on the chosen path takes, in etcd's order: the txn's
+    /// own, then those of the nested txns of the branch it takes, depth first.
+    fn txn_path(&self, request: &Request, path: &mut Vec<bool>) {
+        let Request::Txn {
+            guards,
+            success,
+            failure,
+            ..
+        } = request
+        else {
+            return;
+        };
+        let succeeded = guards.iter().all(|g| self.guard_holds(g));
+        path.push(succeeded);
+        for op in if succeeded { success } else { failure } {
+            self.txn_path(op, path);
+        }
+    }
+
+    /// etcd's `checkRequests` along the chosen path, before anything is written:
+    /// a put's lease must exist, and a read at a past revision must be neither
+    /// in the future nor compacted (on the store before the txn). Any failure
+    /// refuses the whole txn.
+    fn check_path(&self, request: &Request, path: &[bool], at: &mut usize) -> Option<&'static str> {
+        let Request::Txn {
+            success, failure, ..
+        } = request
+        else {
+            return None;
+        };
+        let succeeded = path[*at];
+        *at += 1;
+        for op in if succeeded { success } else { failure } {
+            match op {
+                Request::Put { lease, .. } if *lease != 0 && !self.has_lease(*lease) => {
+                    return Some("lease not found")
+                }
+                Request::Range { opts, .. } if opts.revision > 0 => {
+                    if opts.revision > self.revision {
+                        return Some("mvcc: required revision is a future revision");
+                    }
+                    if opts.revision < self.compacted {
+                        return Some("mvcc: required revision has been compacted");
+                    }
+                }
+                Request::Txn { .. } => {
+                    if let Some(error) = self.check_path(op, path, at) {
+                        return Some(error);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Runs the branch `path` chooses for a txn (checked by `check_path`), nested
+    /// txns included, on revision `next_revision`; `changed` is set when
+    /// something was written. The caller sets the revision.
+    fn apply_txn(
+        &mut self,
+        request: &Request,
+        path: &[bool],
+        at: &mut usize,
+        next_revision: i64,
+        changed: &mut bool,
+        events: &mut Option<&mut Vec<ModelEvent>>,
+    ) -> Response {
+        let Request::Txn {
+            success, failure, ..
+        } = request
+        else {
+            unreachable!("apply_txn is called on txns only");
+        };
+        let succeeded = path[*at];
+        *at += 1;
+        let branch = if succeeded { success } else { failure };
+        let mut responses = Vec::with_capacity(branch.len());
+        for op in branch {
+            let response = match op {
+                Request::Txn { .. } => self.apply_txn(op, path, at, next_revision, changed, events),
+                _ => self.apply_one(op, next_revision, changed, events),
+            };
+            responses.push(response);
+        }
+        Response {
+            succeeded,
+            responses,
+            ..Response::default()
+        }
+    }
+
+    /// One range, put or delete of a write, on revision `next_revision` (the
+    /// caller sets the revision afterwards; a put's lease was checked).
+    fn apply_one(
+        &mut self,
+        op: &Request,
+        next_revision: i64,
+        changed: &mut bool,
+        events: &mut Option<&mut Vec<ModelEvent>>,
+    ) -> Response {
+        match op {
+            Request::Range { lo, hi, opts } => self.range(*lo, *hi, opts),
+            Request::Put { key, value, lease } => {
+                let prev = self.slot(*key);
+                let slot = Slot {
+                    value: *value,
+                    lease: *lease,
+                    version: prev.map_or(1, |p| p.version + 1),
+                    create_revision: prev.map_or(next_revision, |p| p.create_revision),
+                    mod_revision: next_revision,
+                };
+                self.set_slot(*key, Some(slot));
+                *changed = true;
+                if let Some(events) = events.as_deref_mut() {
+                    events.push(ModelEvent {
+                        kind: EventType::Put,
+                        key: *key,
+                        revision: next_revision,
+                        kv: Some(slot),
+                        prev,
+                    });
+                }
+                Response::default()
+            }
+            Request::Delete { lo, hi } => {
+                let mut deleted = 0;
+                for key in *lo..*hi {
+                    if let Some(prev) = self.slot(key) {
+                        self.set_slot(key, None);
+                        deleted += 1;
+                        if let Some(events) = events.as_deref_mut() {
+                            events.push(ModelEvent {
+                                kind: EventType::Delete,
+                                key,
+                                revision: next_revision,
+                                kv: None,
+                                prev: Some(prev),
+                            });
+                        }
+                    }
+                }
+                *changed |= deleted > 0;
+                Response {
+                    deleted,
+                    ..Response::default()
+                }
+            }
+            Request::Txn { .. }
+            | Request::Refused { .. }
+            | Request::Compact { .. }
+            | Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. }
+            | Request::LeaseKeepAlive { .. } => {
+                error_response("request not supported inside a txn")
+            }
+        }
+    }
+
+    /// Runs a put or a delete on one new revision.
     fn apply_writes(
         &mut self,
         ops: &[Request],
@@ -486,62 +677,7 @@ impl State {
         let mut changed = false;
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
-            match op {
-                Request::Range { lo, hi, opts } => responses.push(self.range(*lo, *hi, opts)),
-                Request::Put { key, value, lease } => {
-                    let prev = self.slot(*key);
-                    let slot = Slot {
-                        value: *value,
-                        lease: *lease,
-                        version: prev.map_or(1, |p| p.version + 1),
-                        create_revision: prev.map_or(next_revision, |p| p.create_revision),
-                        mod_revision: next_revision,
-                    };
-                    self.set_slot(*key, Some(slot));
-                    changed = true;
-                    if let Some(events) = events.as_deref_mut() {
-                        events.push(ModelEvent {
-                            kind: EventType::Put,
-                            key: *key,
-                            revision: next_revision,
-                            kv: Some(slot),
-                            prev,
-                        });
-                    }
-                    responses.push(Response::default());
-                }
-                Request::Delete { lo, hi } => {
-                    let mut deleted = 0;
-                    for key in *lo..*hi {
-                        if let Some(prev) = self.slot(key) {
-                            self.set_slot(key, None);
-                            deleted += 1;
-                            if let Some(events) = events.as_deref_mut() {
-                                events.push(ModelEvent {
-                                    kind: EventType::Delete,
-                                    key,
-                                    revision: next_revision,
-                                    kv: None,
-                                    prev: Some(prev),
-                                });
-                            }
-                        }
-                    }
-                    changed |= deleted > 0;
-                    responses.push(Response {
-                        deleted,
-                        ..Response::default()
-                    });
-                }
-                Request::Txn { .. }
-                | Request::Refused { .. }
-                | Request::Compact { .. }
-                | Request::LeaseGrant { .. }
-                | Request::LeaseRevoke { .. }
-                | Request::LeaseKeepAlive { .. } => {
-                    return error_response("nested request not supported in txn");
-                }
-            }
+            responses.push(self.apply_one(op, next_revision, &mut changed, &mut events));
         }
         if changed {
             self.revision = next_revision;

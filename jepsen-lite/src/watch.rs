@@ -17,6 +17,9 @@
 //!   (`version == 1`, `create_revision == mod_revision`) are right.
 //! - **Filter**: only watched keys, and no puts/deletes the filters exclude.
 //! - **Valid**: every event is one that happened, with the right content.
+//! - **Compacted**: a watch created (its create request sent) on a server after a
+//!   compaction at `C` returned there is cancelled with `compact_revision >= C` when it
+//!   starts below `C`, and delivers nothing below `C` whatever its start.
 //!
 //! The reference is a [`Replay`]: the events of every revision, from
 //! replaying the linearization through the model. When the history has no
@@ -48,6 +51,7 @@ pub enum Guarantee {
     IsCreate,
     Filter,
     Valid,
+    Compacted,
 }
 
 impl Guarantee {
@@ -63,6 +67,7 @@ impl Guarantee {
             Guarantee::IsCreate => "is_create",
             Guarantee::Filter => "filter",
             Guarantee::Valid => "valid",
+            Guarantee::Compacted => "compacted",
         }
     }
 
@@ -78,6 +83,7 @@ impl Guarantee {
             Guarantee::IsCreate,
             Guarantee::Filter,
             Guarantee::Valid,
+            Guarantee::Compacted,
         ]
         .into_iter()
         .find(|g| g.name() == name)
@@ -312,6 +318,7 @@ pub fn check_watches(history: &History, replay: &Replay, complete: bool) -> Vec<
     for (index, watch) in history.watches.iter().enumerate() {
         let line = history.watch_lines.get(index).copied().unwrap_or(0);
         let mut found = check_cancellation(watch, &compactions);
+        found.extend(check_created_after_compaction(history, index));
         found.extend(check_watch(watch, replay, complete && replay.complete));
         found.truncate(VIOLATIONS_PER_WATCH_MAX);
         for mut violation in found {
@@ -404,6 +411,106 @@ fn check_cancellation(
                 ));
             }
         }
+    }
+    out
+}
+
+/// The newest compaction known to be in force on the watch's server when it was
+/// created: one that succeeded (its response says so) and returned, on the same
+/// server, before the watch's create request was sent. 0 when there is none.
+///
+/// Only the call time of the create request is sound: an event may be in flight
+/// for any time, so when a watch received something says nothing. And only the
+/// same server: etcd creates a watch on the member's own store without a read
+/// barrier, so a member that lags (partitioned, say) serves a watch from below a
+/// compaction that another member already answered; and a restarted process may
+/// serve before it has replayed its log (etcd 3.4 does not, other servers may),
+/// so the driver names processes, not members.
+fn compaction_in_force(history: &History, watch: usize) -> i64 {
+    let origin = history.watch_origin(watch);
+    let Some(created) = origin.call else {
+        return 0;
+    };
+    history
+        .operations
+        .iter()
+        .enumerate()
+        .filter_map(|(index, op)| {
+            let Input::Compact { revision, .. } = op.input else {
+                return None;
+            };
+            let succeeded = op.output.as_ref().is_some_and(|o| o.error.is_none());
+            let before = op.return_time.is_some_and(|r| r < created);
+            let same_server = history.operation_member(index) == origin.member.as_deref();
+            (succeeded && before && same_server).then_some(revision)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A watch created after a compaction at `C` was in force on its server (see
+/// [`compaction_in_force`]): etcd cancels a new watcher whose start is below the
+/// compaction before sending it anything, with the compaction it has (at least
+/// `C`), and a watcher from a later start (or from now) has nothing below `C` to
+/// send.
+fn check_created_after_compaction(history: &History, index: usize) -> Vec<WatchViolation> {
+    let compacted = compaction_in_force(history, index);
+    if compacted <= 0 {
+        return Vec::new();
+    }
+    let watch = &history.watches[index];
+    let violation =
+        |response: Option<usize>, event: Option<usize>, message: String| WatchViolation {
+            watch: 0,
+            line: 0,
+            response,
+            event,
+            guarantee: Guarantee::Compacted,
+            op: None,
+            message,
+        };
+    let mut out = Vec::new();
+    for (r, response) in watch.responses.iter().enumerate() {
+        for (e, event) in response.events.iter().enumerate() {
+            if event.mod_revision < compacted {
+                out.push(violation(
+                    Some(r),
+                    Some(e),
+                    format!(
+                        "delivered revision {} although the watch was created after a \
+                         compaction at {compacted} returned on its server",
+                        event.mod_revision
+                    ),
+                ));
+            }
+        }
+    }
+    let behind = (1..compacted).contains(&watch.start_revision);
+    if behind && watch.compact_revision > 0 && watch.compact_revision < compacted {
+        out.push(violation(
+            None,
+            None,
+            format!(
+                "cancelled as compacted at {} although a compaction at {compacted} had \
+                 returned on its server before it was created",
+                watch.compact_revision
+            ),
+        ));
+    }
+    let delivered = watch
+        .responses
+        .iter()
+        .position(|r| r.progress_notify || !r.events.is_empty());
+    if let (true, 0, Some(r)) = (behind, watch.compact_revision, delivered) {
+        out.push(violation(
+            Some(r),
+            None,
+            format!(
+                "started at {} and was created after a compaction at {compacted} returned \
+                 on its server, yet was not cancelled as compacted",
+                watch.start_revision
+            ),
+        ));
     }
     out
 }
@@ -903,5 +1010,184 @@ mod tests {
             guarantees(&check_watch(&noput, &replay, true)),
             vec![Guarantee::Filter]
         );
+    }
+
+    /// A history with puts at 2 and 3 and a compaction at 3 (returning at 70, on
+    /// `compaction_member`, ending as `compaction_output` says), and one watch from
+    /// `start` created at `call` on `watch_member` that delivered `events` (revisions
+    /// of puts on `a`) and was cancelled with `compact_revision`.
+    struct Case {
+        name: &'static str,
+        compaction_return: Option<i64>,
+        compaction_error: bool,
+        compaction_member: Option<&'static str>,
+        call: Option<i64>,
+        watch_member: Option<&'static str>,
+        start: i64,
+        events: Vec<i64>,
+        compact_revision: i64,
+        want: usize,
+    }
+
+    fn created_after_compaction(case: &Case) -> Vec<WatchViolation> {
+        use crate::history::{Operation, Output, WatchOrigin};
+        let mut history = History::default();
+        for (revision, value) in [(2, "1"), (3, "2")] {
+            history.push_operation(Operation {
+                client: 1,
+                call: revision * 10,
+                return_time: Some(revision * 10 + 5),
+                input: Input::Put {
+                    key: "a".into(),
+                    value: value.into(),
+                    lease: None,
+                },
+                output: Some(Output {
+                    revision: Some(revision),
+                    ..Output::default()
+                }),
+            });
+        }
+        let compaction = history.push_operation(Operation {
+            client: 2,
+            call: 60,
+            return_time: case.compaction_return,
+            input: Input::Compact {
+                revision: 3,
+                physical: false,
+            },
+            output: Some(Output {
+                revision: Some(3),
+                error: case.compaction_error.then(|| "compacted".to_string()),
+                ..Output::default()
+            }),
+        });
+        history.set_operation_member(compaction, case.compaction_member.map(String::from));
+        let mut w = watch(vec![case
+            .events
+            .iter()
+            .map(|&r| put_event("a", if r == 2 { "1" } else { "2" }, r, r - 1, 2))
+            .collect()]);
+        w.start_revision = case.start;
+        w.compact_revision = case.compact_revision;
+        w.canceled = case.compact_revision > 0;
+        let index = history.push_watch(w);
+        history.set_watch_origin(
+            index,
+            WatchOrigin {
+                call: case.call,
+                member: case.watch_member.map(String::from),
+            },
+        );
+        check_created_after_compaction(&history, index)
+    }
+
+    #[test]
+    fn watches_created_after_a_compaction() {
+        let base = || Case {
+            name: "",
+            compaction_return: Some(70),
+            compaction_error: false,
+            compaction_member: None,
+            call: Some(80),
+            watch_member: None,
+            start: 2,
+            events: vec![2, 3],
+            compact_revision: 0,
+            want: 2,
+        };
+        let cases = [
+            Case {
+                name: "delivered from below and not cancelled",
+                ..base()
+            },
+            Case {
+                name: "cancelled as it must be",
+                events: vec![],
+                compact_revision: 3,
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "cancelled naming an older compaction",
+                events: vec![],
+                compact_revision: 2,
+                want: 1,
+                ..base()
+            },
+            Case {
+                name: "only events the compaction keeps, still not cancelled",
+                events: vec![3],
+                want: 1,
+                ..base()
+            },
+            Case {
+                name: "nothing delivered: the cancellation may be on its way",
+                events: vec![],
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "created before the compaction returned",
+                call: Some(70),
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "no creation time",
+                call: None,
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "compaction failed",
+                compaction_error: true,
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "compaction outcome unknown",
+                compaction_return: None,
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "another member, which may lag",
+                compaction_member: Some("m1"),
+                watch_member: Some("m2"),
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "the same member",
+                compaction_member: Some("m1"),
+                watch_member: Some("m1"),
+                want: 2,
+                ..base()
+            },
+            Case {
+                name: "started at the compaction",
+                start: 3,
+                events: vec![3],
+                want: 0,
+                ..base()
+            },
+            Case {
+                name: "from now, yet an event below the compaction",
+                start: 0,
+                events: vec![2],
+                want: 1,
+                ..base()
+            },
+        ];
+        for case in &cases {
+            let found = created_after_compaction(case);
+            assert_eq!(found.len(), case.want, "{}: {found:?}", case.name);
+            assert!(
+                found.iter().all(|v| v.guarantee == Guarantee::Compacted),
+                "{}: {found:?}",
+                case.name
+            );
+        }
     }
 }

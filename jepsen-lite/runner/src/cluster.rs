@@ -20,6 +20,8 @@ use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One member's process and addresses.
 pub struct Member {
@@ -63,6 +65,37 @@ pub struct Cluster {
     /// The member whose data dir is a small file system of its own (for the full-disk
     /// fault), if any; unmounted in `Drop`.
     small_disk: Option<usize>,
+    /// Per member, how many times it was started: a restarted member is a new process,
+    /// which may serve requests before it has replayed its log (etcd 3.4 waits for its
+    /// publish request to apply; a server under test need not), so the history names
+    /// processes, not members (see [`Incarnations`]).
+    incarnations: Incarnations,
+}
+
+/// How many times each member was started, shared with the clients and watchers.
+#[derive(Clone)]
+pub struct Incarnations(Arc<Vec<AtomicU64>>);
+
+impl Incarnations {
+    pub fn new(members: usize) -> Incarnations {
+        Incarnations(Arc::new((0..members).map(|_| AtomicU64::new(0)).collect()))
+    }
+
+    pub fn get(&self, member: usize) -> u64 {
+        self.0[member].load(Ordering::SeqCst)
+    }
+
+    /// The name of the process of `member` that served a request, given its
+    /// incarnation before the request was sent (`before`): `m1.2`, or a name no other
+    /// request gets when the member was restarted meanwhile.
+    pub fn process(&self, member: usize, before: u64) -> Option<String> {
+        let after = self.get(member);
+        if after == before {
+            Some(format!("m{member}.{before}"))
+        } else {
+            None
+        }
+    }
 }
 
 /// Size of the small file system of the full-disk fault: room for the WAL's preallocated
@@ -271,7 +304,12 @@ impl Cluster {
             members: list,
             namespaces,
             small_disk: None,
+            incarnations: Incarnations::new(members),
         })
+    }
+
+    pub fn incarnations(&self) -> Incarnations {
+        self.incarnations.clone()
     }
 
     pub fn on_namespaces(&self) -> bool {
@@ -345,6 +383,9 @@ impl Cluster {
             .spawn()
             .map_err(|error| format!("starting {}: {error}", self.server_bin.display()))?;
         member.child = Some(child);
+        // Before the process serves anything: a request that saw the old count and
+        // finished after this one may have been served by either process.
+        self.incarnations.0[index].fetch_add(1, Ordering::SeqCst);
         member.paused = false;
         Ok(())
     }

@@ -42,7 +42,7 @@ use availability::FaultRecord;
 use cluster::Cluster;
 use record::Recorder;
 use schedule::{FaultKind, Nemesis, PlannedFault, ScheduleOptions};
-use workload::{Shared, WatchControl};
+use workload::{Shared, WatchControl, WatchSpec};
 
 /// A duration: `40s`, `2m`, `1500ms`, or plain seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -422,25 +422,41 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
     checks::wait_healthy(&endpoints, Duration::from_secs(30)).await?;
 
     let recorder = Arc::new(Recorder::new());
-    let control = Arc::new(WatchControl {
-        final_revision: Default::default(),
-        abort: Default::default(),
-    });
+    let incarnations = cluster.incarnations();
+    let control = Arc::new(WatchControl::new(endpoints.len()));
     let watchers: Vec<_> = endpoints
         .iter()
-        .map(|&address| {
+        .enumerate()
+        .map(|(member, &address)| {
             tokio::spawn(workload::watcher(
                 recorder.clone(),
                 address,
+                member,
+                incarnations.clone(),
+                WatchSpec::everything(member),
                 control.clone(),
             ))
         })
         .collect();
+    // A watcher of one prefix (by the seed), from the current revision: compactions may
+    // cancel it, and it resumes after them.
+    let prefix = workload::PREFIXES[(seed % workload::PREFIXES.len() as u64) as usize];
+    let prefix_member = (seed as usize / workload::PREFIXES.len()) % endpoints.len();
+    let prefix_watcher = tokio::spawn(workload::watcher(
+        recorder.clone(),
+        endpoints[prefix_member],
+        prefix_member,
+        incarnations.clone(),
+        WatchSpec::prefix(prefix),
+        control.clone(),
+    ));
     let shared = Arc::new(Shared {
         recorder: recorder.clone(),
         endpoints: endpoints.clone(),
         keys: args.keys,
         lease_ttl: args.duration.as_secs() as i64 + 300,
+        watch: control.clone(),
+        incarnations: incarnations.clone(),
         stop: Default::default(),
     });
     let clients = args.clients.unwrap_or(2 * args.members).max(1);
@@ -528,6 +544,7 @@ async fn run(args: Args, seed: u64, out: PathBuf) -> Result<Vec<String>, String>
         }
     }
     control.abort.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(2), prefix_watcher).await;
     for exit in cluster.exited() {
         failures.push(exit);
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use jepsen_lite::history::Watch;
+use jepsen_lite::history::{Watch, WatchOrigin};
 use jepsen_lite::{History, Input, Operation, Output};
 use serde::Serialize;
 use tonic::{Code, Status};
@@ -79,6 +79,8 @@ pub struct Counts {
     pub unknown: u64,
     pub not_sent: u64,
     pub watch_events: u64,
+    /// Leases left to expire, each recorded as a revoke with an unknown outcome.
+    pub expiries: u64,
 }
 
 #[derive(Default)]
@@ -137,9 +139,26 @@ impl Recorder {
         return_time: i64,
         outcome: Outcome,
     ) {
+        self.record_on(client, member, None, input, call, return_time, outcome)
+    }
+
+    /// [`Recorder::record`], naming in the history the server process that answered
+    /// (`member` field of the operation; see jepsen-lite's `WatchOrigin`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_on(
+        &self,
+        client: &mut u64,
+        member: usize,
+        process: Option<String>,
+        input: Input,
+        call: i64,
+        return_time: i64,
+        outcome: Outcome,
+    ) {
         let class = Class::of(&input);
         let read_only = input.is_read_only();
         let mut inner = self.inner.lock().unwrap();
+        let index = inner.history.operations.len();
         inner.attempts.push(Attempt {
             member,
             class,
@@ -183,22 +202,46 @@ impl Recorder {
                         input,
                         output: None,
                     });
+                    if process.is_some() {
+                        inner.history.set_operation_member(index, process);
+                    }
                     drop(inner);
                     *client = self.new_client();
+                    return;
                 }
             }
             Outcome::NotSent(_) => inner.counts.not_sent += 1,
         }
+        if inner.history.operations.len() > index && process.is_some() {
+            inner.history.set_operation_member(index, process);
+        }
     }
 
-    pub fn push_watch(&self, watch: Watch) {
+    pub fn push_watch(&self, watch: Watch, origin: WatchOrigin) {
         let mut inner = self.inner.lock().unwrap();
         inner.counts.watch_events += watch
             .responses
             .iter()
             .map(|response| response.events.len() as u64)
             .sum::<u64>();
-        inner.history.push_watch(watch);
+        let index = inner.history.push_watch(watch);
+        inner.history.set_watch_origin(index, origin);
+    }
+
+    /// A lease left to expire: a revoke with an unknown outcome, called at `earliest`,
+    /// the earliest time the expiry may take effect (jepsen-lite's README, "Model"). It
+    /// is no attempt of a client (availability does not count it).
+    pub fn record_expiry(&self, id: i64, earliest: i64) {
+        let client = self.new_client();
+        let mut inner = self.inner.lock().unwrap();
+        inner.counts.expiries += 1;
+        inner.history.push_operation(Operation {
+            client,
+            call: earliest,
+            return_time: None,
+            input: Input::LeaseRevoke { id },
+            output: None,
+        });
     }
 
     pub fn history(&self) -> History {
