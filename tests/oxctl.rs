@@ -733,7 +733,22 @@ fn inspect_reads_a_data_dir_without_changing_it() {
         .map(|(path, _)| path.clone())
         .expect("a WAL segment");
     let mut bytes = std::fs::read(&segment).expect("the segment");
-    bytes[300] ^= 0xff;
+    // The type byte of a record in the middle of the segment (frames: a 16-byte header
+    // whose first word is the payload length, the payload, zero padding to 8), so
+    // that whole records follow the damaged one: damage, not a torn tail.
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while at + 16 <= bytes.len() {
+        // Sixteen zero bytes where a header should be end the records.
+        if bytes[at..at + 16].iter().all(|b| *b == 0) {
+            break;
+        }
+        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        frames.push(at);
+        at += (16 + length).div_ceil(8) * 8;
+    }
+    assert!(frames.len() > 10, "{} records", frames.len());
+    bytes[frames[frames.len() / 2] + 8] ^= 0x40;
     std::fs::write(&segment, &bytes).expect("damaging the segment");
     let damaged = run(
         oxctl("127.0.0.1:1"),
