@@ -332,6 +332,27 @@ impl Cluster {
     /// and the initial-cluster flags are ignored, as etcd does). Its output is appended to
     /// its log.
     pub fn start(&mut self, index: usize) -> Result<(), String> {
+        self.spawn(index, "new")
+    }
+
+    /// Starts member `index`, with an empty data dir, to join the running cluster that
+    /// has just added it (`--initial-cluster-state existing`).
+    pub fn join(&mut self, index: usize) -> Result<(), String> {
+        self.spawn(index, "existing")
+    }
+
+    /// Kills member `index` and deletes its data dir (it was removed from the cluster).
+    pub fn wipe(&mut self, index: usize) -> Result<(), String> {
+        self.kill(index);
+        let dir = &self.members[index].data_dir;
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(format!("{}: {error}", dir.display())),
+        }
+    }
+
+    fn spawn(&mut self, index: usize, state: &str) -> Result<(), String> {
         let initial_cluster = self.initial_cluster();
         let member = &mut self.members[index];
         if member.child.is_some() {
@@ -373,7 +394,7 @@ impl Cluster {
             .arg("--initial-cluster")
             .arg(&initial_cluster)
             .arg("--initial-cluster-state")
-            .arg("new")
+            .arg(state)
             .arg("--initial-cluster-token")
             .arg(&self.token)
             .stdin(Stdio::null())

@@ -25,6 +25,7 @@
 mod availability;
 mod checks;
 mod cluster;
+mod membership;
 mod record;
 mod schedule;
 mod workload;
@@ -223,6 +224,9 @@ async fn inject(
     // A random member that leads makes the fault one of the leader, and it is measured
     // as one (the timeline keeps the plan).
     let mut disk_note = String::new();
+    let mut membership_note = String::new();
+    // A replaced member's new ID and the members to ask for its promotion.
+    let mut replaced = None;
     let kind = match leader {
         Some(leader) if leader == target && !fault.kind.at_leader() => {
             fault.kind.when_target_leads()
@@ -254,6 +258,25 @@ async fn inject(
             strike(cluster, first, fault.member)?;
             vec![fault.member, fault.companion]
         }
+        FaultKind::Replace | FaultKind::ReplaceLeader => {
+            let others: Vec<_> = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| *index != target)
+                .map(|(_, endpoint)| *endpoint)
+                .collect();
+            let name = cluster.members[target].name.clone();
+            let peer_url = format!("http://{}", cluster.members[target].peer);
+            let id = membership::member_id(&others, &name).await?;
+            membership::remove(&others, id).await?;
+            cluster.wipe(target)?;
+            let new_id = membership::add_learner(&others, &peer_url).await?;
+            cluster.join(target)?;
+            replaced = Some((new_id, others));
+            membership_note =
+                format!("{name} removed ({id:x}), wiped, added back as learner {new_id:x}");
+            vec![target]
+        }
         FaultKind::DiskFull => {
             let index = cluster.small_disk().ok_or("no member on a small disk")?;
             let bytes = cluster.fill_disk()?;
@@ -276,6 +299,7 @@ async fn inject(
             None => "every member killed (no leader known)".into(),
         },
         FaultKind::DiskFull => disk_note,
+        FaultKind::Replace | FaultKind::ReplaceLeader => format!("{note}: {membership_note}"),
         FaultKind::Overlap => match fault.overlap {
             Some((first, second)) => format!(
                 "{} m{}, then half-way {} m{} as well{}",
@@ -318,6 +342,15 @@ async fn inject(
         tokio::time::sleep(fault.duration).await;
     }
     let mut note = note;
+    if let Some((id, others)) = replaced {
+        // A voter again once it has caught up; the fault lasts until then.
+        let asked = tokio::time::Instant::now();
+        membership::promote(&others, id).await?;
+        note += &format!(
+            "; promoted {:.1} s after it was asked",
+            asked.elapsed().as_secs_f64()
+        );
+    }
     if kind == FaultKind::DiskFull {
         // A member that cannot write its log stops (etcd and oxcd alike); the heal empties
         // the disk and starts it again.

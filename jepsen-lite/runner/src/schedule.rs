@@ -33,6 +33,9 @@ pub enum Nemesis {
     /// (each a kill, a pause or a cut-off), so that a cluster of three loses its quorum.
     /// Not part of `all`, so that `all` keeps the schedules its seeds always had.
     Overlap,
+    /// A member (a random one, or the leader) removed, its data dir wiped, added back as a
+    /// learner and promoted once caught up. Not part of `all` (its schedules stay).
+    Membership,
 }
 
 impl Nemesis {
@@ -57,6 +60,7 @@ impl Nemesis {
                 "crash-all" => Nemesis::CrashAll,
                 "disk-full" => Nemesis::DiskFull,
                 "overlap" => Nemesis::Overlap,
+                "membership" => Nemesis::Membership,
                 "all" => {
                     out.extend(Nemesis::ALL);
                     continue;
@@ -64,7 +68,7 @@ impl Nemesis {
                 "none" => continue,
                 other => {
                     return Err(format!(
-                        "unknown nemesis {other:?} (kill, pause, partition, crash-all, disk-full, overlap, all, none)"
+                        "unknown nemesis {other:?} (kill, pause, partition, crash-all, disk-full, overlap, membership, all, none)"
                     ))
                 }
             };
@@ -92,6 +96,10 @@ pub enum FaultKind {
     CrashAll,
     DiskFull,
     Overlap,
+    /// A random member removed and added back (see [`Nemesis::Membership`]).
+    Replace,
+    /// The leader removed and added back.
+    ReplaceLeader,
 }
 
 /// One half of an overlapping fault.
@@ -132,6 +140,8 @@ impl FaultKind {
             FaultKind::CrashAll => "crash-all",
             FaultKind::DiskFull => "disk-full",
             FaultKind::Overlap => "overlap",
+            FaultKind::Replace => "replace",
+            FaultKind::ReplaceLeader => "replace-leader",
         }
     }
 
@@ -146,6 +156,7 @@ impl FaultKind {
             FaultKind::CrashAll => Nemesis::CrashAll,
             FaultKind::DiskFull => Nemesis::DiskFull,
             FaultKind::Overlap => Nemesis::Overlap,
+            FaultKind::Replace | FaultKind::ReplaceLeader => Nemesis::Membership,
         }
     }
 
@@ -153,7 +164,10 @@ impl FaultKind {
     pub fn at_leader(self) -> bool {
         matches!(
             self,
-            FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::PartitionLeader
+            FaultKind::KillLeader
+                | FaultKind::PauseLeader
+                | FaultKind::PartitionLeader
+                | FaultKind::ReplaceLeader
         )
     }
 
@@ -164,6 +178,7 @@ impl FaultKind {
             FaultKind::Kill => FaultKind::KillLeader,
             FaultKind::Pause => FaultKind::PauseLeader,
             FaultKind::Partition => FaultKind::PartitionLeader,
+            FaultKind::Replace => FaultKind::ReplaceLeader,
             other => other,
         }
     }
@@ -180,6 +195,7 @@ impl FaultKind {
             Nemesis::CrashAll => &[FaultKind::CrashAll],
             Nemesis::DiskFull => &[FaultKind::DiskFull],
             Nemesis::Overlap => &[FaultKind::Overlap],
+            Nemesis::Membership => &[FaultKind::Replace, FaultKind::ReplaceLeader],
         }
     }
 
@@ -195,6 +211,8 @@ impl FaultKind {
             FaultKind::CrashAll => 1_000..2_000,
             FaultKind::DiskFull => 2_000..4_000,
             FaultKind::Overlap => 3_000..5_000,
+            // From the removal until the promotion is asked for.
+            FaultKind::Replace | FaultKind::ReplaceLeader => 2_000..4_000,
         }
     }
 }
@@ -399,6 +417,32 @@ mod tests {
             Some(&Nemesis::DiskFull)
         );
         assert!(Nemesis::parse_list("kil").is_err());
+        assert_eq!(
+            Nemesis::parse_list("membership").unwrap(),
+            vec![Nemesis::Membership]
+        );
+        assert!(!Nemesis::ALL.contains(&Nemesis::Membership));
+    }
+
+    #[test]
+    fn membership_changes_replace_a_member_or_the_leader() {
+        let faults = schedule(&options(4, vec![Nemesis::Membership]));
+        assert!(faults.len() >= 2);
+        let kinds: std::collections::BTreeSet<FaultKind> =
+            faults.iter().map(|fault| fault.kind).collect();
+        assert_eq!(
+            kinds,
+            [FaultKind::Replace, FaultKind::ReplaceLeader]
+                .into_iter()
+                .collect()
+        );
+        assert!(faults
+            .iter()
+            .all(|fault| fault.kind.nemesis() == Nemesis::Membership));
+        assert_eq!(
+            FaultKind::Replace.when_target_leads(),
+            FaultKind::ReplaceLeader
+        );
     }
 
     #[test]
