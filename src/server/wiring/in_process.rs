@@ -170,7 +170,7 @@ impl InProcessMember {
             snapshot_index: applied_index,
             uncommitted_entries: 0,
         };
-        let _guard = runtime.enter();
+        let entered = runtime.enter();
         tokio::spawn(commit_at_once(
             server.clone(),
             inputs,
@@ -179,7 +179,7 @@ impl InProcessMember {
         ));
         tokio::spawn(read_index::run(server.clone()));
         let applier = tokio::spawn(applier.run());
-        drop(_guard);
+        drop(entered);
         Ok(InProcessMember {
             runtime,
             server,
