@@ -382,3 +382,69 @@ async fn commit_at_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::io::SimDisk;
+
+    fn put(key: &'static [u8], value: &'static [u8]) -> ClientRequest {
+        ClientRequest::Put(PutRequest {
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(value),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn requests_go_through_the_services_into_a_store_that_survives_a_restart() {
+        let disk = Arc::new(SimDisk::new(0));
+        let mut member = InProcessMember::open(disk.clone(), &[]).expect("a member");
+        assert!(matches!(
+            member.call(put(b"k", b"v")),
+            Ok(ClientResponse::Put(_))
+        ));
+        assert_eq!(member.revision(), 2);
+        // The service's validation answers before anything is proposed.
+        let refused = member.call(put(b"", b"v")).expect_err("an empty key");
+        assert_eq!(refused.message(), "etcdserver: key is not provided");
+        assert_eq!(member.revision(), 2);
+        let range = ClientRequest::Range(RangeRequest {
+            key: Bytes::from_static(b"k"),
+            ..Default::default()
+        });
+        match member.call(range) {
+            Ok(ClientResponse::Range(answer)) => {
+                assert_eq!(answer.kvs.len(), 1);
+                assert_eq!(answer.kvs[0].value.as_ref(), b"v");
+            }
+            other => panic!("a range answered {other:?}"),
+        }
+        let hash = member.hash_kv().expect("HashKV");
+        member.close().expect("a clean stop");
+        let reopened = InProcessMember::open(disk, &[]).expect("the member reopened");
+        assert_eq!(reopened.revision(), 2);
+        assert_eq!(reopened.hash_kv().expect("HashKV"), hash);
+    }
+
+    #[test]
+    fn a_message_past_the_transport_limit_is_refused_in_grpc_gos_words() {
+        let limit = limits::grpc_message_bytes_max(16);
+        let big = PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![0; limit]),
+            ..Default::default()
+        };
+        let refused = received(big, limit, None).expect_err("too large");
+        assert!(refused
+            .message()
+            .starts_with("grpc: received message larger than max ("));
+        let small = received(RangeRequest::default(), limit, Some("token.1")).expect("small");
+        assert_eq!(
+            small.metadata().get(TOKEN_KEY).map(|v| v.to_str().ok()),
+            Some(Some("token.1"))
+        );
+    }
+}
