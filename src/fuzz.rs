@@ -432,7 +432,10 @@ fn assert_json(text: &str) {
 /// sent to a second, fresh member meet the same answers and leave the same HashKV.
 pub fn client_requests(data: &[u8]) {
     use crate::server::InProcessMember;
-    let mut input = RequestBytes { data };
+    let mut input = RequestBytes {
+        data,
+        logins_left: crate::auth::attempts::FREE_FAILURES,
+    };
     let flags = member_flags(input.byte());
     let disk = Arc::new(SimDisk::new(0));
     let mut member =
@@ -731,6 +734,10 @@ fn check_txn_answer(request: &pb::TxnRequest, answer: &pb::TxnResponse) {
 /// ones, so that requests meet each other's keys.
 struct RequestBytes<'a> {
     data: &'a [u8],
+    /// Authenticate requests left to send. No more than the failures a user may have
+    /// before a lockout: a lockout lasts for a time on the clock, so past it the two
+    /// members could meet the same requests with different answers.
+    logins_left: u32,
 }
 
 /// Transactions nest this deep at most.
@@ -876,10 +883,14 @@ impl RequestBytes<'_> {
                 1 => Q::AuthDisable(pb::AuthDisableRequest {}),
                 _ => return Step::LogOut,
             },
-            26 => Q::Authenticate(pb::AuthenticateRequest {
-                name: self.name(),
-                password: self.password(),
-            }),
+            26 if self.logins_left == 0 => return Step::LogOut,
+            26 => {
+                self.logins_left -= 1;
+                Q::Authenticate(pb::AuthenticateRequest {
+                    name: self.name(),
+                    password: self.password(),
+                })
+            }
             27 => {
                 let key = self.key();
                 Q::RoleRevokePermission(pb::AuthRoleRevokePermissionRequest {
@@ -1041,7 +1052,10 @@ mod tests {
     #[test]
     fn the_offered_hash_is_one_of_the_offered_password() {
         use base64::Engine as _;
-        let mut input = RequestBytes { data: &[2] };
+        let mut input = RequestBytes {
+            data: &[2],
+            logins_left: 0,
+        };
         let offered = input.hashed_password();
         let hash = base64::engine::general_purpose::STANDARD
             .decode(offered)
