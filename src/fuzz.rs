@@ -667,6 +667,26 @@ fn check_range_answer(request: &pb::RangeRequest, answer: &pb::RangeResponse) {
         answer.kvs.len() as i64 <= answer.count,
         "more keys than counted"
     );
+    let filtered = request.min_mod_revision != 0
+        || request.max_mod_revision != 0
+        || request.min_create_revision != 0
+        || request.max_create_revision != 0;
+    if !filtered && !request.count_only {
+        // Every key counted is answered, up to the limit; `more` says whether any was not.
+        let limit = if request.limit > 0 {
+            request.limit
+        } else {
+            i64::MAX
+        };
+        assert_eq!(
+            answer.kvs.len() as i64,
+            answer.count.min(limit),
+            "{request:?} answered {} of {} keys",
+            answer.kvs.len(),
+            answer.count
+        );
+        assert_eq!(answer.more, answer.count > limit, "{request:?}: more");
+    }
     let mut keys: Vec<&[u8]> = answer.kvs.iter().map(|kv| kv.key.as_ref()).collect();
     keys.sort_unstable();
     keys.dedup();
