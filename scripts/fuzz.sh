@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-20}"
-all=(peer_batch client_connection gateway_body auth_token wal_segments snapshot_file bolt_file etcd_snapshot v2_requests raft_step)
+all=(peer_batch client_connection gateway_body auth_token wal_segments snapshot_file bolt_file etcd_snapshot v2_requests raft_step client_requests)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

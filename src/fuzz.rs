@@ -1,7 +1,8 @@
 //! Entry points of the fuzz targets (`tests/fuzz`), one per decoder of outside input: what
 //! a peer sends, what a client sends (gRPC's HTTP/2 headers, the JSON gateway's bodies,
-//! auth tokens), and what is read back from disk at start (WAL segments, snapshot files),
-//! or handed in by an operator (bbolt snapshot files), and the v2 API's requests.
+//! auth tokens, and its requests themselves, through a member in process), and what is
+//! read back from disk at start (WAL segments, snapshot files), or handed in by an operator
+//! (bbolt snapshot files), and the v2 API's requests.
 //!
 //! Each takes arbitrary bytes and must return without panicking, hanging or allocating
 //! without bound. Where a decoder promises more than that (a decoded value encodes back to
@@ -419,5 +420,668 @@ pub fn v2_requests(data: &[u8]) {
 fn assert_json(text: &str) {
     if let Err(error) = serde_json::from_str::<serde_json::Value>(text) {
         panic!("not JSON ({error}): {text}");
+    }
+}
+
+/// Client requests (KV, Lease and Auth) sent one after another to a member in process
+/// (`server::InProcessMember`): each goes through its gRPC service's checks and, if it
+/// writes, through the applier into a real store. Beyond not panicking: a refused request
+/// is refused in one of etcd's words and changes nothing; an accepted one moves the
+/// revision by at most one (a put by exactly one); ranges answer keys in order within the
+/// range asked for; the backend reopened holds the same keyspace; and the same requests
+/// sent to a second, fresh member meet the same answers and leave the same HashKV.
+pub fn client_requests(data: &[u8]) {
+    use crate::server::InProcessMember;
+    let mut input = RequestBytes {
+        data,
+        logins_left: crate::auth::attempts::FREE_FAILURES,
+    };
+    let flags = member_flags(input.byte());
+    let disk = Arc::new(SimDisk::new(0));
+    let mut member =
+        InProcessMember::open(disk.clone(), &flags).expect("a member on a healthy disk");
+    let mut steps = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut last_lease = 0;
+    while !input.data.is_empty() && steps.len() < CLIENT_REQUESTS_MAX {
+        let step = input.step(last_lease);
+        let (outcome, granted) = take_step(&mut member, &step);
+        last_lease = granted.unwrap_or(last_lease);
+        outcomes.push(outcome);
+        steps.push(step);
+    }
+    let hash = member.hash_kv().expect("the HashKV of the keyspace");
+    member.close().expect("a clean stop");
+
+    let reopened = InProcessMember::open(disk, &flags).expect("the member reopened");
+    assert_eq!(
+        reopened
+            .hash_kv()
+            .expect("the HashKV of the reopened keyspace"),
+        hash,
+        "the backend reopened holds another keyspace"
+    );
+    drop(reopened);
+
+    let mut second = InProcessMember::open(Arc::new(SimDisk::new(0)), &flags)
+        .expect("a second member on a healthy disk");
+    for (at, (step, outcome)) in steps.iter().zip(&outcomes).enumerate() {
+        let (again, _) = take_step(&mut second, step);
+        assert_eq!(
+            &again, outcome,
+            "request {at} ({step:?}) met another answer"
+        );
+    }
+    assert_eq!(
+        second.hash_kv().expect("the HashKV of the second keyspace"),
+        hash,
+        "the same requests left another keyspace"
+    );
+}
+
+/// Requests one input sends at most.
+const CLIENT_REQUESTS_MAX: usize = 48;
+
+/// The member's operations in a transaction at most (`--max-txn-ops`): low, so that the
+/// limit is within the fuzzer's reach.
+const FUZZ_TXN_OPS_MAX: usize = 8;
+
+/// The member's flags, chosen by the input's first byte: a backend quota the first few
+/// writes exhaust, or none to speak of.
+fn member_flags(choice: u8) -> Vec<&'static str> {
+    let mut flags = vec![
+        "--max-txn-ops",
+        "8",
+        "--max-request-bytes",
+        "1024",
+        "--bcrypt-cost",
+        "4",
+    ];
+    if choice & 1 == 1 {
+        flags.extend(["--quota-backend-bytes", FUZZ_SMALL_QUOTA]);
+    }
+    flags
+}
+
+/// A backend quota a few kilobytes above what an empty backend takes.
+const FUZZ_SMALL_QUOTA: &str = "80000";
+
+/// What one step of an input does: forget the token of the last Authenticate, or send a
+/// request.
+#[derive(Clone, Debug)]
+enum Step {
+    LogOut,
+    Send(crate::server::ClientRequest),
+}
+
+/// What a step came to, as the second member must meet it too: the error's text, or the
+/// revision after the request.
+type StepOutcome = Result<i64, String>;
+
+/// Takes `step` on `member` and checks what it did; answers its outcome and the id of the
+/// lease it granted, if it granted one.
+fn take_step(
+    member: &mut crate::server::InProcessMember,
+    step: &Step,
+) -> (StepOutcome, Option<i64>) {
+    use crate::server::ClientResponse;
+    let request = match step {
+        Step::LogOut => {
+            member.log_out();
+            return (Ok(member.revision()), None);
+        }
+        Step::Send(request) => request,
+    };
+    let revision = member.revision();
+    let hash = member.hash_kv().expect("the HashKV before a request");
+    let answer = member.call(request.clone());
+    let after = member.revision();
+    let response = match answer {
+        Err(status) => {
+            assert!(
+                is_etcd_refusal(status.message()),
+                "{request:?} was refused in words not etcd's: {status:?}"
+            );
+            assert_eq!(
+                after, revision,
+                "{request:?} was refused but moved the revision"
+            );
+            assert_eq!(
+                member.hash_kv().expect("the HashKV after a refusal"),
+                hash,
+                "{request:?} was refused but changed the keyspace"
+            );
+            return (Err(status.message().to_owned()), None);
+        }
+        Ok(response) => response,
+    };
+    assert!(
+        after == revision || after == revision + 1,
+        "{request:?} moved the revision from {revision} to {after}"
+    );
+    use crate::server::ClientRequest as Q;
+    let header_revision = |header: &Option<pb::ResponseHeader>| header.as_ref().map(|h| h.revision);
+    let mut granted = None;
+    match (request, &response) {
+        (Q::Range(range), ClientResponse::Range(answer)) => {
+            assert_eq!(after, revision, "a range moved the revision");
+            check_range_answer(range, answer);
+            assert_eq!(header_revision(&answer.header), Some(after));
+        }
+        (Q::Put(_), ClientResponse::Put(answer)) => {
+            assert_eq!(
+                after,
+                revision + 1,
+                "a put did not move the revision by one"
+            );
+            assert_eq!(header_revision(&answer.header), Some(after));
+        }
+        (Q::DeleteRange(_), ClientResponse::DeleteRange(answer)) => {
+            let moved = i64::from(answer.deleted > 0);
+            assert_eq!(
+                after,
+                revision + moved,
+                "a delete of {} keys",
+                answer.deleted
+            );
+            assert_eq!(header_revision(&answer.header), Some(after));
+        }
+        (Q::Txn(txn), ClientResponse::Txn(answer)) => {
+            check_txn_answer(txn, answer);
+            assert_eq!(header_revision(&answer.header), Some(after));
+        }
+        (Q::LeaseGrant(_), ClientResponse::LeaseGrant(answer)) => {
+            assert_eq!(after, revision, "a lease grant moved the revision");
+            granted = Some(answer.id);
+        }
+        (_, ClientResponse::Other { revision: answered }) => {
+            assert_eq!(*answered, after, "{request:?} answered another revision");
+        }
+        (request, response) => panic!("{request:?} was answered with {response:?}"),
+    }
+    (Ok(after), granted)
+}
+
+/// The texts etcd refuses a client request with: its server errors and grpc-go's limit on
+/// a message's size.
+fn is_etcd_refusal(message: &str) -> bool {
+    const REFUSALS: &[&str] = &[
+        "etcdserver: key is not provided",
+        "etcdserver: key not found",
+        "etcdserver: value is provided",
+        "etcdserver: lease is provided",
+        "etcdserver: too many operations in txn request",
+        "etcdserver: duplicate key given in txn request",
+        "etcdserver: request is too large",
+        "etcdserver: mvcc: required revision has been compacted",
+        "etcdserver: mvcc: required revision is a future revision",
+        "etcdserver: mvcc: database space exceeded",
+        "etcdserver: requested lease not found",
+        "etcdserver: lease already exists",
+        "etcdserver: too large lease TTL",
+        "etcdserver: root user does not exist",
+        "etcdserver: root user does not have root role",
+        "etcdserver: user name already exists",
+        "etcdserver: user name is empty",
+        "etcdserver: user name not found",
+        "etcdserver: role name already exists",
+        "etcdserver: role name not found",
+        "etcdserver: role name is empty",
+        "etcdserver: permission not given",
+        "etcdserver: authentication failed, invalid user ID or password",
+        "auth: authentication failed, password was given for no password user",
+        "etcdserver: permission denied",
+        "etcdserver: role is not granted to the user",
+        "etcdserver: permission is not granted to the role",
+        "etcdserver: authentication is not enabled",
+        "etcdserver: revision of auth store is old",
+        "etcdserver: invalid auth token",
+        "etcdserver: invalid auth management",
+    ];
+    REFUSALS.contains(&message) || message.starts_with("grpc: received message larger than max (")
+}
+
+/// A range's answer: keys within the range asked for, each once, in the order asked for,
+/// no more than the limit, values left out when asked.
+fn check_range_answer(request: &pb::RangeRequest, answer: &pb::RangeResponse) {
+    use pb::range_request::{SortOrder, SortTarget};
+    let key = request.key.as_ref();
+    let in_range = |found: &[u8]| match request.range_end.as_ref() {
+        [] => found == key,
+        [0] => found >= key,
+        end => found >= key && found < end,
+    };
+    for kv in &answer.kvs {
+        assert!(in_range(&kv.key), "{:?} is outside {request:?}", kv.key);
+        if request.keys_only {
+            assert!(kv.value.is_empty(), "a keys-only range answered a value");
+        }
+    }
+    if request.count_only {
+        assert!(answer.kvs.is_empty(), "a count-only range answered keys");
+    }
+    if request.limit > 0 {
+        assert!(answer.kvs.len() as i64 <= request.limit, "past the limit");
+    }
+    assert!(
+        answer.kvs.len() as i64 <= answer.count,
+        "more keys than counted"
+    );
+    let filtered = request.min_mod_revision != 0
+        || request.max_mod_revision != 0
+        || request.min_create_revision != 0
+        || request.max_create_revision != 0;
+    if !filtered && !request.count_only {
+        // Every key counted is answered, up to the limit; `more` says whether any was not.
+        let limit = if request.limit > 0 {
+            request.limit
+        } else {
+            i64::MAX
+        };
+        assert_eq!(
+            answer.kvs.len() as i64,
+            answer.count.min(limit),
+            "{request:?} answered {} of {} keys",
+            answer.kvs.len(),
+            answer.count
+        );
+        assert_eq!(answer.more, answer.count > limit, "{request:?}: more");
+    }
+    let mut keys: Vec<&[u8]> = answer.kvs.iter().map(|kv| kv.key.as_ref()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), answer.kvs.len(), "a key answered twice");
+    let (Ok(order), Ok(target)) = (
+        SortOrder::try_from(request.sort_order),
+        SortTarget::try_from(request.sort_target),
+    ) else {
+        return;
+    };
+    // Without an order, etcd answers keys ascending, and sorts ascending by any other
+    // target.
+    let order = match order {
+        SortOrder::None => SortOrder::Ascend,
+        order => order,
+    };
+    for pair in answer.kvs.windows(2) {
+        let ordering = match target {
+            SortTarget::Key => pair[0].key.cmp(&pair[1].key),
+            SortTarget::Version => pair[0].version.cmp(&pair[1].version),
+            SortTarget::Create => pair[0].create_revision.cmp(&pair[1].create_revision),
+            SortTarget::Mod => pair[0].mod_revision.cmp(&pair[1].mod_revision),
+            SortTarget::Value => pair[0].value.cmp(&pair[1].value),
+        };
+        let wrong = match order {
+            SortOrder::Descend => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        assert_ne!(ordering, wrong, "{request:?} answered out of order");
+    }
+}
+
+/// A transaction's answer: one response per operation of the branch it took, each of the
+/// operation's kind, ranges answered as ranges must be.
+fn check_txn_answer(request: &pb::TxnRequest, answer: &pb::TxnResponse) {
+    use pb::request_op::Request as Op;
+    use pb::response_op::Response as Answer;
+    let branch = if answer.succeeded {
+        &request.success
+    } else {
+        &request.failure
+    };
+    assert_eq!(
+        branch.len(),
+        answer.responses.len(),
+        "one response per operation"
+    );
+    for (op, response) in branch.iter().zip(&answer.responses) {
+        match (&op.request, &response.response) {
+            (Some(Op::RequestRange(range)), Some(Answer::ResponseRange(answer))) => {
+                check_range_answer(range, answer)
+            }
+            (Some(Op::RequestPut(_)), Some(Answer::ResponsePut(_)))
+            | (Some(Op::RequestDeleteRange(_)), Some(Answer::ResponseDeleteRange(_))) => {}
+            (Some(Op::RequestTxn(txn)), Some(Answer::ResponseTxn(answer))) => {
+                check_txn_answer(txn, answer)
+            }
+            (op, response) => panic!("{op:?} was answered with {response:?}"),
+        }
+    }
+}
+
+/// The structured decoder of `client_requests`: every byte chooses something, and running
+/// out of bytes reads as zeros, so every input decodes. Keys come mostly from a few short
+/// ones, so that requests meet each other's keys.
+struct RequestBytes<'a> {
+    data: &'a [u8],
+    /// Authenticate requests left to send. No more than the failures a user may have
+    /// before a lockout: a lockout lasts for a time on the clock, so past it the two
+    /// members could meet the same requests with different answers.
+    logins_left: u32,
+}
+
+/// Transactions nest this deep at most.
+const FUZZ_TXN_DEPTH_MAX: u8 = 2;
+
+impl RequestBytes<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((&first, rest)) => {
+                self.data = rest;
+                first
+            }
+            None => 0,
+        }
+    }
+
+    fn flag(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+
+    fn take(&mut self, len: usize) -> &[u8] {
+        let (taken, rest) = self.data.split_at(len.min(self.data.len()));
+        self.data = rest;
+        taken
+    }
+
+    /// A small number that may be negative, for revisions, limits and versions.
+    fn small(&mut self) -> i64 {
+        i64::from(self.byte() as i8) % 16
+    }
+
+    fn key(&mut self) -> bytes::Bytes {
+        const KEYS: [&[u8]; 10] = [
+            b"a", b"a/1", b"a/2", b"a0", b"b", b"b/1", b"c", b"\0", b"\xff", b"a/",
+        ];
+        let choice = self.byte();
+        match choice % 16 {
+            0 => bytes::Bytes::new(),
+            15 => {
+                let len = usize::from(self.byte() % 9);
+                bytes::Bytes::copy_from_slice(self.take(len))
+            }
+            n => bytes::Bytes::from_static(KEYS[usize::from(n) % KEYS.len()]),
+        }
+    }
+
+    /// The end of a range starting at `key`: none (the key alone), `\0` (every key from
+    /// `key` on), the end of the prefix `key`, or another key.
+    fn range_end(&mut self, key: &[u8]) -> bytes::Bytes {
+        match self.byte() % 6 {
+            0 | 1 => bytes::Bytes::new(),
+            2 => bytes::Bytes::from_static(b"\0"),
+            3 => prefix_end(key),
+            _ => self.key(),
+        }
+    }
+
+    fn value(&mut self) -> bytes::Bytes {
+        match self.byte() {
+            0 => bytes::Bytes::new(),
+            choice @ 1..=200 => bytes::Bytes::from(vec![b'v'; usize::from(choice % 8)]),
+            // Up to 1,320 bytes: past the request size limit from 243 on.
+            choice => bytes::Bytes::from(vec![choice; usize::from(choice - 200) * 24]),
+        }
+    }
+
+    fn lease(&mut self, last_lease: i64) -> i64 {
+        match self.byte() % 6 {
+            0 | 1 => 0,
+            2 => last_lease,
+            choice => i64::from(choice) - 2,
+        }
+    }
+
+    fn name(&mut self) -> String {
+        ["root", "alice", "", "app"][usize::from(self.byte() % 4)].to_owned()
+    }
+
+    fn password(&mut self) -> String {
+        ["pw", "", "other"][usize::from(self.byte() % 3)].to_owned()
+    }
+
+    /// A bcrypt hash as a client may send it instead of a password (base64, as the auth
+    /// store keeps it): none, one of "pw" at cost 4, or something that is no hash at all.
+    fn hashed_password(&mut self) -> String {
+        const PW_COST_4: &str =
+            "JDJhJDA0JEpmN1pFL0oyMkMvQk1xY3FlWlRWaS5SQTFzV3RhZC8zZXBqZDNpOGt3VFhUbTM3NHZ6RHVD";
+        ["", "", PW_COST_4, "JDJiJDA0JA==", "not base64"][usize::from(self.byte() % 5)].to_owned()
+    }
+
+    fn step(&mut self, last_lease: i64) -> Step {
+        use crate::server::ClientRequest as Q;
+        let request = match self.byte() % 32 {
+            0..=4 => Q::Range(self.range()),
+            5..=8 => Q::Put(self.put(last_lease)),
+            9..=10 => Q::DeleteRange(self.delete()),
+            11..=15 => Q::Txn(self.txn(last_lease, 0)),
+            16 => Q::Compaction(pb::CompactionRequest {
+                revision: self.small(),
+                physical: self.flag(),
+            }),
+            17 => Q::LeaseGrant(pb::LeaseGrantRequest {
+                ttl: match self.byte() % 4 {
+                    0 => 9_000_000_001,
+                    choice => i64::from(choice) * 30 - 40,
+                },
+                id: self.lease(last_lease),
+            }),
+            18 => Q::LeaseRevoke(pb::LeaseRevokeRequest {
+                id: self.lease(last_lease),
+            }),
+            19 => Q::LeaseTimeToLive(pb::LeaseTimeToLiveRequest {
+                id: self.lease(last_lease),
+                keys: self.flag(),
+            }),
+            20 => Q::LeaseLeases(pb::LeaseLeasesRequest {}),
+            21 => Q::UserAdd(pb::AuthUserAddRequest {
+                name: self.name(),
+                password: self.password(),
+                options: Some(crate::proto::authpb::UserAddOptions {
+                    no_password: self.flag(),
+                }),
+                hashed_password: self.hashed_password(),
+            }),
+            22 => Q::UserGrantRole(pb::AuthUserGrantRoleRequest {
+                user: self.name(),
+                role: self.name(),
+            }),
+            23 => Q::RoleAdd(pb::AuthRoleAddRequest { name: self.name() }),
+            24 => {
+                let key = self.key();
+                Q::RoleGrantPermission(pb::AuthRoleGrantPermissionRequest {
+                    name: self.name(),
+                    perm: Some(crate::proto::authpb::Permission {
+                        perm_type: i32::from(self.byte() % 4),
+                        range_end: self.range_end(&key),
+                        key,
+                    }),
+                })
+            }
+            25 => match self.byte() % 3 {
+                0 => Q::AuthEnable(pb::AuthEnableRequest {}),
+                1 => Q::AuthDisable(pb::AuthDisableRequest {}),
+                _ => return Step::LogOut,
+            },
+            26 if self.logins_left == 0 => return Step::LogOut,
+            26 => {
+                self.logins_left -= 1;
+                Q::Authenticate(pb::AuthenticateRequest {
+                    name: self.name(),
+                    password: self.password(),
+                })
+            }
+            27 => {
+                let key = self.key();
+                Q::RoleRevokePermission(pb::AuthRoleRevokePermissionRequest {
+                    role: self.name(),
+                    range_end: self.range_end(&key),
+                    key,
+                })
+            }
+            28 => match self.byte() % 4 {
+                0 => Q::UserDelete(pb::AuthUserDeleteRequest { name: self.name() }),
+                1 => Q::RoleDelete(pb::AuthRoleDeleteRequest { role: self.name() }),
+                2 => Q::UserRevokeRole(pb::AuthUserRevokeRoleRequest {
+                    name: self.name(),
+                    role: self.name(),
+                }),
+                _ => Q::UserChangePassword(pb::AuthUserChangePasswordRequest {
+                    name: self.name(),
+                    password: self.password(),
+                    hashed_password: self.hashed_password(),
+                }),
+            },
+            29 => match self.byte() % 4 {
+                0 => Q::UserGet(pb::AuthUserGetRequest { name: self.name() }),
+                1 => Q::RoleGet(pb::AuthRoleGetRequest { role: self.name() }),
+                2 => Q::UserList(pb::AuthUserListRequest {}),
+                _ => Q::RoleList(pb::AuthRoleListRequest {}),
+            },
+            _ => Q::Range(self.range()),
+        };
+        Step::Send(request)
+    }
+
+    fn range(&mut self) -> pb::RangeRequest {
+        let key = self.key();
+        let range_end = self.range_end(&key);
+        let options = self.byte();
+        let mut request = pb::RangeRequest {
+            key,
+            range_end,
+            serializable: options & 1 == 1,
+            keys_only: options & 2 == 2,
+            count_only: options & 4 == 4,
+            ..Default::default()
+        };
+        if options & 8 == 8 {
+            request.limit = self.small();
+        }
+        if options & 16 == 16 {
+            request.revision = self.small();
+        }
+        if options & 32 == 32 {
+            // Values past the enums' end too: a client may send any number.
+            request.sort_order = i32::from(self.byte() % 4);
+            request.sort_target = i32::from(self.byte() % 6);
+        }
+        if options & 64 == 64 {
+            request.min_mod_revision = self.small();
+            request.max_mod_revision = self.small();
+        }
+        if options & 128 == 128 {
+            request.min_create_revision = self.small();
+            request.max_create_revision = self.small();
+        }
+        request
+    }
+
+    fn put(&mut self, last_lease: i64) -> pb::PutRequest {
+        let options = self.byte();
+        pb::PutRequest {
+            key: self.key(),
+            value: self.value(),
+            lease: self.lease(last_lease),
+            prev_kv: options & 1 == 1,
+            ignore_value: options & 2 == 2,
+            ignore_lease: options & 4 == 4,
+        }
+    }
+
+    fn delete(&mut self) -> pb::DeleteRangeRequest {
+        let key = self.key();
+        pb::DeleteRangeRequest {
+            range_end: self.range_end(&key),
+            key,
+            prev_kv: self.flag(),
+        }
+    }
+
+    fn txn(&mut self, last_lease: i64, depth: u8) -> pb::TxnRequest {
+        use pb::compare::TargetUnion;
+        let counts = self.byte();
+        // Up to one past the limit, so that the limit is met.
+        let count = |bits: u8| usize::from(bits) % (FUZZ_TXN_OPS_MAX + 2);
+        let compares = (0..count(counts & 0x0f))
+            .map(|_| {
+                let choice = self.byte();
+                let key = self.key();
+                pb::Compare {
+                    result: i32::from(choice % 5),
+                    target: i32::from(choice / 5 % 6),
+                    range_end: self.range_end(&key),
+                    key,
+                    target_union: match self.byte() % 6 {
+                        0 => Some(TargetUnion::Version(self.small())),
+                        1 => Some(TargetUnion::CreateRevision(self.small())),
+                        2 => Some(TargetUnion::ModRevision(self.small())),
+                        3 => Some(TargetUnion::Value(self.value())),
+                        4 => Some(TargetUnion::Lease(self.lease(last_lease))),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        let success = self.ops(count(counts >> 4), last_lease, depth);
+        let failure_count = count(self.byte());
+        let failure = self.ops(failure_count, last_lease, depth);
+        pb::TxnRequest {
+            compare: compares,
+            success,
+            failure,
+        }
+    }
+
+    fn ops(&mut self, count: usize, last_lease: i64, depth: u8) -> Vec<pb::RequestOp> {
+        use pb::request_op::Request as Op;
+        (0..count)
+            .map(|_| pb::RequestOp {
+                request: match self.byte() % 8 {
+                    0..=1 => Some(Op::RequestRange(self.range())),
+                    2..=3 => Some(Op::RequestPut(self.put(last_lease))),
+                    4 => Some(Op::RequestDeleteRange(self.delete())),
+                    5..=6 if depth < FUZZ_TXN_DEPTH_MAX => {
+                        Some(Op::RequestTxn(self.txn(last_lease, depth + 1)))
+                    }
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+}
+
+/// The end of the range of every key with `prefix` (etcd's `GetPrefixRangeEnd`).
+fn prefix_end(prefix: &[u8]) -> bytes::Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return bytes::Bytes::from(end);
+        }
+    }
+    bytes::Bytes::from_static(b"\0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hash the decoder offers as a client's `hashedPassword` is one of "pw", so that
+    /// a user added with it can log in.
+    #[test]
+    fn the_offered_hash_is_one_of_the_offered_password() {
+        use base64::Engine as _;
+        let mut input = RequestBytes {
+            data: &[2],
+            logins_left: 0,
+        };
+        let offered = input.hashed_password();
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(offered)
+            .expect("base64");
+        let hash = String::from_utf8(hash).expect("a bcrypt hash is text");
+        assert!(bcrypt::verify("pw", &hash).expect("a hash bcrypt reads"));
+        assert!(!bcrypt::verify("other", &hash).expect("a hash bcrypt reads"));
     }
 }

@@ -89,3 +89,8 @@ fn v2_requests() {
 fn raft_step() {
     replay("raft_step", oxcd::fuzz::raft_step);
 }
+
+#[test]
+fn client_requests() {
+    replay("client_requests", oxcd::fuzz::client_requests);
+}

@@ -73,6 +73,9 @@ pub use wiring::backup::{
     backup_data_dir, inspect_data_dir, restore_snapshot, snapshot_status, BackupSummary,
     Inspection, RestoreSummary, SnapshotStatus,
 };
+/// One member in process, driven by client requests, for the fuzz targets' entry points.
+#[cfg(not(madsim))]
+pub(crate) use wiring::in_process::{ClientRequest, ClientResponse, InProcessMember};
 pub use wiring::start::{run, run_on, StartError};
 
 #[cfg(test)]

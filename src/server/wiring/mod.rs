@@ -4,5 +4,7 @@
 
 pub(crate) mod backup;
 pub(crate) mod bootstrap;
+#[cfg(not(madsim))]
+pub(crate) mod in_process;
 pub(crate) mod listen;
 pub(crate) mod start;
