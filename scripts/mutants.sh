@@ -22,8 +22,9 @@
 #   SIM_SINGLE_SEEDS one-member seeds per WAL mutant in stage two (default 20)
 #   CARGO_TARGET_DIR  the normal build's target dir (default target); the simulator builds
 #                   in $CARGO_TARGET_DIR/sim
-# Mutants are applied to the work tree itself, one at a time: run it in a tree of its own. Each mutated file is copied aside first and put back on exit, also when
-# the run is interrupted. A long run is best done in slices: a module or a file at a time.
+# Mutants are applied to the work tree itself, one at a time: run it in a tree of its own.
+# Each mutated file is copied aside first and put back on exit, also when the run is
+# interrupted. A long run is best done in slices: a module or a file at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
