@@ -351,6 +351,51 @@ pub fn lease_expiries(history: &History, clocks: &ClockBound) -> Vec<Operation> 
 }
 
 /// Liveness, durability, HashKV and lease expiry, on the healed cluster.
+/// Once healed, every member serves a linearizable read, and that read sees the last
+/// liveness write, acknowledged at `revision` before the read was sent. During the fault
+/// phase a read that fails is dropped from the history (it may fail for good reasons), so
+/// without this a read path that never answers, or one that answers from a member's own
+/// stale store, would pass every other check.
+async fn linearizable_reads(addresses: &[SocketAddr], ids: &[u64], revision: i64) -> Vec<String> {
+    let key = Bytes::from(format!("live/{}", addresses.len() - 1));
+    let mut violations = Vec::new();
+    for (index, &address) in addresses.iter().enumerate() {
+        let mut answer = None;
+        let member_bound = Instant::now() + LIVENESS_BOUND;
+        while Instant::now() < member_bound {
+            if let Some(channel) = workload::channel(address).await {
+                let request = RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                };
+                let mut client = KvClient::new(channel);
+                let call = client.range(request);
+                if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                    answer = Some(response.into_inner());
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let id = ids[index];
+        match answer {
+            None => violations.push(format!(
+                "liveness: no linearizable read through member {id:x} within {LIVENESS_BOUND:?} of trying, after healing"
+            )),
+            Some(response) => {
+                let at = response.header.map_or(0, |h| h.revision);
+                let seen = response.kvs.first().map(|kv| kv.mod_revision);
+                if at < revision || seen.is_none() {
+                    violations.push(format!(
+                        "stale read: member {id:x} answered a linearizable read of {key:?} at revision {at} (the key's mod revision {seen:?}) after a write was acknowledged at {revision}"
+                    ));
+                }
+            }
+        }
+    }
+    violations
+}
+
 async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>) -> Vec<String> {
     let mut violations = Vec::new();
     // Liveness: a write through every member, each within the bound from when it is
@@ -384,6 +429,10 @@ async fn end_checks(addresses: Vec<SocketAddr>, history: History, ids: Vec<u64>)
             ));
         }
     }
+    if !violations.is_empty() {
+        return violations;
+    }
+    violations.extend(linearizable_reads(&addresses, &ids, revision).await);
     if !violations.is_empty() {
         return violations;
     }
