@@ -10,11 +10,16 @@ use oxcd::proto::etcdserverpb::kv_client::KvClient;
 use oxcd::proto::etcdserverpb::lease_client::LeaseClient;
 use oxcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxcd::proto::etcdserverpb::watch_client::WatchClient;
-use oxcd::proto::etcdserverpb::AuthenticateRequest;
+use oxcd::proto::etcdserverpb::{
+    watch_request, AuthenticateRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use crate::{Failure, Global};
+
+/// What keeps a watch stream open.
+pub type WatchSender = tokio::sync::mpsc::Sender<WatchRequest>;
 
 /// A connected client.
 #[derive(Clone)]
@@ -117,6 +122,28 @@ impl Client {
         if let Some(token) = &self.token {
             request.metadata_mut().insert("token", token.clone());
         }
+    }
+
+    /// A watch stream opened with `create`; it stays open while the sender is held.
+    pub async fn open_watch(
+        &self,
+        create: WatchCreateRequest,
+    ) -> Result<(WatchSender, tonic::Streaming<WatchResponse>), Failure> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let request = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+        };
+        sender
+            .send(request)
+            .await
+            .map_err(|_| Failure::error("watch stream closed"))?;
+        let stream = self
+            .watch()
+            .watch(self.stream_request(oxcd::server::ReceiverStream(receiver)))
+            .await
+            .map_err(Failure::status)?
+            .into_inner();
+        Ok((sender, stream))
     }
 
     pub fn kv(&self) -> KvClient<Channel> {

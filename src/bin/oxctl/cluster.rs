@@ -715,11 +715,10 @@ pub enum AlarmCommand {
 }
 
 pub fn alarm(global: &Global, command: &AlarmCommand) -> Result<(), Failure> {
-    let (action, name) = match command {
-        AlarmCommand::Disarm => (pb::alarm_request::AlarmAction::Deactivate, "disarm"),
-        AlarmCommand::List => (pb::alarm_request::AlarmAction::Get, "list"),
+    let action = match command {
+        AlarmCommand::Disarm => pb::alarm_request::AlarmAction::Deactivate,
+        AlarmCommand::List => pb::alarm_request::AlarmAction::Get,
     };
-    let _ = name;
     block_on(async {
         let client = Client::connect(global).await?;
         let mut response = client

@@ -170,24 +170,13 @@ async fn contend(
 
 /// Returns once `key` is deleted at or after `from`.
 async fn wait_deleted(client: &Client, key: &[u8], from: i64) -> Result<(), Failure> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    let _ = sender
-        .send(pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-                pb::WatchCreateRequest {
-                    key: key.to_vec().into(),
-                    start_revision: from,
-                    ..Default::default()
-                },
-            )),
+    let (_sender, mut stream) = client
+        .open_watch(pb::WatchCreateRequest {
+            key: key.to_vec().into(),
+            start_revision: from,
+            ..Default::default()
         })
-        .await;
-    let mut stream = client
-        .watch()
-        .watch(client.stream_request(oxcd::server::ReceiverStream(receiver)))
-        .await
-        .map_err(Failure::status)?
-        .into_inner();
+        .await?;
     while let Some(response) = stream.message().await.map_err(Failure::status)? {
         if response.canceled {
             return Ok(());
@@ -328,25 +317,14 @@ async fn observe(
             }
         }
         // Until anything under the prefix changes.
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let _ = sender
-            .send(pb::WatchRequest {
-                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-                    pb::WatchCreateRequest {
-                        key: prefix.to_vec().into(),
-                        range_end: prefix_end(prefix).into(),
-                        start_revision: revision + 1,
-                        ..Default::default()
-                    },
-                )),
+        let (_sender, mut stream) = client
+            .open_watch(pb::WatchCreateRequest {
+                key: prefix.to_vec().into(),
+                range_end: prefix_end(prefix).into(),
+                start_revision: revision + 1,
+                ..Default::default()
             })
-            .await;
-        let mut stream = client
-            .watch()
-            .watch(client.stream_request(oxcd::server::ReceiverStream(receiver)))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
+            .await?;
         loop {
             match stream.message().await.map_err(Failure::status)? {
                 Some(response) if response.events.is_empty() && !response.canceled => continue,

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt as _;
 
 use clap::Args;
 use oxcd::proto::etcdserverpb as pb;
-use oxcd::proto::etcdserverpb::{compare, request_op, response_op};
+use oxcd::proto::etcdserverpb::{compare, request_op};
 
 use crate::client::Client;
 use crate::print::Format;
@@ -616,31 +616,17 @@ pub fn watch(global: &Global, args: &WatchArgs) -> Result<(), Failure> {
     }
     let (key, range_end) = key_range(&args.keys, args.prefix, false)?;
     let printer = global.printer();
-    let create = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-            pb::WatchCreateRequest {
-                key: key.into(),
-                range_end: range_end.into(),
-                start_revision: args.rev,
-                progress_notify: args.progress_notify,
-                prev_kv: args.prev_kv,
-                ..Default::default()
-            },
-        )),
+    let create = pb::WatchCreateRequest {
+        key: key.into(),
+        range_end: range_end.into(),
+        start_revision: args.rev,
+        progress_notify: args.progress_notify,
+        prev_kv: args.prev_kv,
+        ..Default::default()
     };
     block_on(async {
         let client = Client::connect(global).await?;
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        sender
-            .send(create)
-            .await
-            .map_err(|_| Failure::error("watch stream closed"))?;
-        let mut stream = client
-            .watch()
-            .watch(client.stream_request(oxcd::server::ReceiverStream(receiver)))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
+        let (sender, mut stream) = client.open_watch(create).await?;
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
@@ -811,25 +797,14 @@ pub fn make_mirror(global: &Global, args: &MirrorArgs) -> Result<(), Failure> {
         }
         // Then every change from the revision of the copy on, each revision's events as
         // one txn at the destination.
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let _ = sender
-            .send(pb::WatchRequest {
-                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-                    pb::WatchCreateRequest {
-                        key: key.clone().into(),
-                        range_end: range_end.clone().into(),
-                        start_revision,
-                        ..Default::default()
-                    },
-                )),
+        let (_sender, mut stream) = source
+            .open_watch(pb::WatchCreateRequest {
+                key: key.clone().into(),
+                range_end: range_end.clone().into(),
+                start_revision,
+                ..Default::default()
             })
-            .await;
-        let mut stream = source
-            .watch()
-            .watch(source.stream_request(oxcd::server::ReceiverStream(receiver)))
-            .await
-            .map_err(Failure::status)?
-            .into_inner();
+            .await?;
         while let Some(response) = stream.message().await.map_err(Failure::status)? {
             if response.canceled {
                 return Err(Failure::error(format!(
@@ -884,17 +859,6 @@ pub fn make_mirror(global: &Global, args: &MirrorArgs) -> Result<(), Failure> {
         }
         Err(Failure::error("the source closed the watch"))
     })
-}
-
-#[allow(dead_code)]
-fn response_kind(op: &pb::ResponseOp) -> &'static str {
-    match op.response {
-        Some(response_op::Response::ResponseRange(_)) => "range",
-        Some(response_op::Response::ResponsePut(_)) => "put",
-        Some(response_op::Response::ResponseDeleteRange(_)) => "delete",
-        Some(response_op::Response::ResponseTxn(_)) => "txn",
-        None => "none",
-    }
 }
 
 #[cfg(test)]

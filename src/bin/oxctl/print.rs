@@ -91,11 +91,6 @@ pub fn go_quote(bytes: &[u8]) -> String {
     out
 }
 
-/// Bytes as text, as Go's `string(b)` prints them (invalid UTF-8 kept as is).
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Writes raw bytes and a newline to stdout (keys and values need not be UTF-8).
 fn line(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
@@ -434,7 +429,11 @@ impl Printer {
                     response.id, response.granted_ttl, response.ttl
                 );
                 if keys {
-                    let names: Vec<String> = response.keys.iter().map(|k| text_of(k)).collect();
+                    let names: Vec<String> = response
+                        .keys
+                        .iter()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .collect();
                     let _ = write!(text, ", attached keys([{}])", names.join(" "));
                 }
                 println!("{text}");
@@ -660,10 +659,6 @@ impl Printer {
             format => Err(unsupported(format)),
         }
     }
-}
-
-fn text_of(bytes: &[u8]) -> String {
-    text(bytes)
 }
 
 /// `write!` into a byte buffer.

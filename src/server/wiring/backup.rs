@@ -73,8 +73,23 @@ pub fn restore_snapshot(
     } else if !skip_hash_check {
         return Err("snapshot missing hash but --skip-hash-check=false".into());
     }
-    // Built under a temporary name and renamed into place once complete, so a failed
-    // restore leaves no data dir a member would start from.
+    restore_into_place(config, |partial| {
+        let disk: Arc<dyn Disk> = Arc::new(StdDisk);
+        let mut backend =
+            Backend::open_with_cache(disk, &partial.backend_path(), Some(RESTORE_CACHE_BYTES))
+                .map_err(|error| error.to_string())?;
+        etcd_image::restore(&mut reader, &mut backend, progress).map_err(|error| error.to_string())
+    })
+}
+
+/// Builds the data dir of `config` with `fill` (given the config of the data dir under
+/// construction) under a temporary name and renames it into place once complete, so a
+/// failed restore leaves no data dir a member would start from.
+fn restore_into_place<T>(
+    config: &Config,
+    fill: impl FnOnce(&Config) -> Result<T, String>,
+) -> Result<T, String> {
+    let data_dir = config.data_dir();
     let building = data_dir.with_extension("restoring");
     if building.exists() {
         std::fs::remove_dir_all(&building)
@@ -84,14 +99,7 @@ pub fn restore_snapshot(
         data_dir: Some(building.clone()),
         ..config.clone()
     };
-    let restored = (|| {
-        let disk: Arc<dyn Disk> = Arc::new(StdDisk);
-        let mut backend =
-            Backend::open_with_cache(disk, &partial.backend_path(), Some(RESTORE_CACHE_BYTES))
-                .map_err(|error| error.to_string())?;
-        etcd_image::restore(&mut reader, &mut backend, progress).map_err(|error| error.to_string())
-    })();
-    let restored = match restored {
+    let restored = match fill(&partial) {
         Ok(restored) => restored,
         Err(error) => {
             let _ = std::fs::remove_dir_all(&building);
@@ -168,17 +176,7 @@ fn redb_status(path: &Path) -> Result<SnapshotStatus, String> {
 /// without the member list and applied index of the member it came from.
 fn restore_redb(path: &Path, config: &Config) -> Result<RestoreSummary, String> {
     use prost::Message as _;
-    let data_dir = config.data_dir();
-    let building = data_dir.with_extension("restoring");
-    if building.exists() {
-        std::fs::remove_dir_all(&building)
-            .map_err(|error| format!("removing {}: {error}", building.display()))?;
-    }
-    let partial = Config {
-        data_dir: Some(building.clone()),
-        ..config.clone()
-    };
-    let restored = (|| {
+    restore_into_place(config, |partial| {
         let target = partial.backend_path();
         std::fs::create_dir_all(target.parent().expect("the backend has a directory"))
             .map_err(|error| error.to_string())?;
@@ -214,17 +212,7 @@ fn restore_redb(path: &Path, config: &Config) -> Result<RestoreSummary, String> 
         backend.set_members(crate::proto::oxcdpb::SavedMembers::default().encode_to_vec());
         backend.commit().map_err(error)?;
         Ok(summary)
-    })();
-    let restored = match restored {
-        Ok(restored) => restored,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&building);
-            return Err(error);
-        }
-    };
-    std::fs::rename(&building, &data_dir)
-        .map_err(|error| format!("moving the restored data dir into place: {error}"))?;
-    Ok(restored)
+    })
 }
 
 /// What a backup of a data dir holds.
