@@ -52,10 +52,11 @@ pub enum Fault {
     ClockSkew,
     ClockJump,
     CrashAtPoint,
+    LagPastSnapshot,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 16] = [
         Fault::Partition,
         Fault::OneWayLink,
         Fault::IsolateLeader,
@@ -71,6 +72,7 @@ impl Fault {
         Fault::ClockSkew,
         Fault::ClockJump,
         Fault::CrashAtPoint,
+        Fault::LagPastSnapshot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,18 +92,29 @@ impl Fault {
             Fault::ClockSkew => "clock-rate-skew",
             Fault::ClockJump => "clock-jump-forward",
             Fault::CrashAtPoint => "crash-at-point",
+            Fault::LagPastSnapshot => "lag-past-snapshot",
         }
     }
 }
 
-/// Probabilities of the message faults while a chaos window is open.
+/// Probabilities of the message faults while a chaos window is open, and members whose
+/// Raft messages are all lost.
 #[derive(Default)]
 pub struct Chaos {
     window: Mutex<Option<(f64, f64, f64)>>,
+    /// Every message to or from these members is dropped: a partition that also resets
+    /// the connections, so that nothing queued during it arrives after it heals (madsim
+    /// holds what is written to a clogged connection and delivers it once unclogged).
+    isolated: Mutex<Vec<u64>>,
 }
 
 impl MessageFaults for Chaos {
     fn decide(&self, message: &Message) -> Delivery {
+        let isolated = self.isolated.lock().unwrap();
+        if isolated.contains(&message.from) || isolated.contains(&message.to) {
+            return Delivery::Drop;
+        }
+        drop(isolated);
         let Some((drop, duplicate, delay)) = *self.window.lock().unwrap() else {
             return Delivery::Deliver;
         };
@@ -349,6 +362,7 @@ impl Nemesis {
             }
             Fault::ReplaceMember => return self.replace_member().await,
             Fault::CrashAtPoint => return self.crash_at_point().await,
+            Fault::LagPastSnapshot => return self.lag_then_install().await,
             Fault::StaleFollowerTakeover => {
                 // A follower is cut off while writes go on, then comes back just as the
                 // leader dies: only the vote's log check keeps it from leading with a
@@ -464,7 +478,6 @@ impl Nemesis {
             member.node.id(),
             member.disk.clone(),
         );
-        let net = self.net();
         match point {
             Point::VoteSent | Point::HardStateSaved => {
                 // An election: the leader pauses past an election timeout.
@@ -479,29 +492,7 @@ impl Nemesis {
             | Point::SnapshotImageSaved
             | Point::SnapshotRecorded
             | Point::SnapshotRestored => {
-                // A follower cut off while writes go on falls behind the leader's log past
-                // what the leader keeps, and catches up from an image.
-                let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
-                let cut = self.cross_links(&side);
-                for &(a, b) in &cut {
-                    net.clog_link(a, b);
-                }
-                // Until the others committed past the next snapshot and what it keeps
-                // behind it (or for ten seconds: writes may have stopped).
-                let member_id = self.members[index].id;
-                let (own, _) = self.observer.commit_progress(member_id);
-                let past = own.unwrap_or(0)
-                    + self.spec.snapshot_count
-                    + self.spec.catch_up_entries.unwrap_or(0)
-                    + 5;
-                let give_up = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < give_up && self.observer.commit_progress(member_id).1 < past
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                for &(a, b) in &cut {
-                    net.unclog_link(a, b);
-                }
+                self.lag_past_snapshot(index).await;
             }
             _ => {}
         }
@@ -537,6 +528,74 @@ impl Nemesis {
         let member = &self.members[index];
         member.crash();
         member.restart();
+        true
+    }
+
+    /// Cuts the member at `index` off from the others until the leader has compacted its
+    /// log past everything the member holds, so that it can only catch up from the
+    /// leader's image, then heals. Gives up after ten seconds (writes may have stopped).
+    /// Returns whether the leader got that far.
+    async fn lag_past_snapshot(&mut self, index: usize) -> bool {
+        let net = self.net();
+        let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
+        let cut = self.cross_links(&side);
+        for &(a, b) in &cut {
+            net.clog_link(a, b);
+        }
+        let member_id = self.members[index].id;
+        self.chaos.isolated.lock().unwrap().push(member_id);
+        // The member's log ends at most a few proposals past the newest commit anyone
+        // reported (a member reports commits only as it hands them to its applier, so its
+        // own report lags its log). The leader compacts to its snapshot index less the
+        // catch-up entries it keeps.
+        let (_, newest) = self.observer.commit_progress(member_id);
+        let held = newest + 16;
+        let needed = held + self.spec.catch_up_entries.unwrap_or(0) + 1;
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let compacted = loop {
+            let leader = self
+                .observer
+                .latest_leader()
+                .filter(|&leader| leader != member_id);
+            if leader.is_some_and(|leader| self.observer.snapshot_taken(leader) >= needed) {
+                break true;
+            }
+            if Instant::now() >= give_up {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.chaos
+            .isolated
+            .lock()
+            .unwrap()
+            .retain(|&m| m != member_id);
+        for &(a, b) in &cut {
+            net.unclog_link(a, b);
+        }
+        tracing::debug!(member = %format!("{member_id:x}"), held, needed, compacted, "cut off past a snapshot; healed");
+        compacted
+    }
+
+    /// Cuts a follower off until the leader compacted its log past it, heals, and waits
+    /// for the follower to install the leader's image while it runs: the path a running
+    /// store is replaced by.
+    async fn lag_then_install(&mut self) -> bool {
+        if self.spec.catch_up_entries.is_none() {
+            return false;
+        }
+        let Some(leader) = self.leader_index() else {
+            return false;
+        };
+        let index = self.other_member(leader);
+        let installed = self.observer.snapshots_installed();
+        if !self.lag_past_snapshot(index).await {
+            return false;
+        }
+        let give_up = Instant::now() + self.election * 4 + Duration::from_secs(8);
+        while Instant::now() < give_up && self.observer.snapshots_installed() == installed {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         true
     }
 

@@ -46,6 +46,8 @@ struct State {
     violations: Vec<String>,
     restarts: u64,
     snapshots: u64,
+    /// member → the newest snapshot it took of its own (its log is compacted behind it).
+    taken: HashMap<u64, u64>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -90,6 +92,17 @@ impl RaftObserver {
             .and_then(|life| life.last_committed);
         let newest = state.committed.keys().next_back().copied().unwrap_or(0);
         (own, newest)
+    }
+
+    /// The newest snapshot `member` took of its own, in any life (0 if none).
+    pub fn snapshot_taken(&self, member: u64) -> u64 {
+        let state = self.state.lock().expect("observer lock poisoned");
+        state.taken.get(&member).copied().unwrap_or(0)
+    }
+
+    /// How many images from a leader members installed so far.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.state.lock().expect("observer lock poisoned").snapshots
     }
 
     /// The leader of the newest term that had one, as far as the observer knows.
@@ -163,6 +176,10 @@ impl Observer for RaftObserver {
                     ));
                 }
                 life.last_committed = Some(index);
+            }
+            Observation::SnapshotTaken { index } => {
+                let taken = state.taken.entry(member).or_default();
+                *taken = (*taken).max(index);
             }
             Observation::Applied {
                 index,

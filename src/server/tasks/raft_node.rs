@@ -372,6 +372,11 @@ impl RaftNode {
                 tracing::debug!(%error, compact_to, "log compaction skipped");
             }
         }
+        #[cfg(madsim)]
+        observe::report(
+            self.server.id,
+            observe::Observation::SnapshotTaken { index },
+        );
         tracing::info!(index, term = metadata.term, "saved raft snapshot");
         Ok(())
     }

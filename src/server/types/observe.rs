@@ -34,6 +34,10 @@ pub enum Observation {
     /// The member installed a snapshot from the leader at `index`: committed entries
     /// continue after it.
     Snapshot { index: u64 },
+    /// The member took a snapshot of its own at `index` and compacted its log behind it
+    /// (keeping its catch-up entries): a follower whose log ends before what was kept can
+    /// now catch up from this member, as leader, only with an image.
+    SnapshotTaken { index: u64 },
     /// The applier applied the entry at `index` (of any type) to the store, which is now at
     /// `revision` and whose whole state (keys, leases, compaction) hashes to `digest`.
     Applied {
