@@ -17,7 +17,7 @@
 #   4. the planted bugs, each of which the simulation must catch within a bounded number
 #      of seeds;
 #   5. a short run of every fuzz target (scripts/fuzz.sh).
-# Environment: SIM_SEEDS (default 1000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
+# Environment: SIM_SEEDS (default 2000) seeds of the cluster sweep, SIM_SINGLE_SEEDS
 # (default 120) of the one-member crash test, SIM_AUTH_SEEDS (default 50) of the auth
 # scenario, SIM_THREADS (default: the cores) worlds side by side; SKIP_SIM=1 skips steps
 # 3 and 4; FUZZ_SECONDS (default 10) per fuzz target, two at a time, built at
@@ -72,10 +72,10 @@ if [ "${SKIP_SIM:-0}" != "1" ]; then
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SINGLE_SEEDS:-120}" \
         cargo test --locked -p oxcd-sim --release "${sim_features[@]}" --test single_member
 
-    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-1000} seeds), regressions, determinism"
+    step "deterministic simulation: cluster sweep (${SIM_SEEDS:-2000} seeds), regressions, determinism"
     rm -f target/sim-sweep-summary.txt
     # The sweep simulates as many worlds side by side as there are cores (SIM_THREADS).
-    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-1000}" \
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim SIM_SEEDS="${SIM_SEEDS:-2000}" \
         cargo test --locked -p oxcd-sim --release "${sim_features[@]}" --test cluster
     cat target/sim-sweep-summary.txt
 

@@ -440,6 +440,7 @@ pub async fn run(seed: u64) -> AuthOutcome {
         snapshot_count: thread_rng().gen_range(30..200),
         catch_up_entries: Some(thread_rng().gen_range(5..50)),
         strict_reconfig: true,
+        wal_segment_bytes: 64 << 10,
     };
     let observer = Arc::new(RaftObserver::default());
     set_observer(Some(observer.clone()));

@@ -89,6 +89,8 @@ impl Plan {
                     .then(|| rng.gen_range(0..20)),
                 // Set by `run` from the seed itself, so that it draws nothing.
                 strict_reconfig: true,
+                // Drawn last, below.
+                wal_segment_bytes: 0,
             },
             clients: rng.gen_range(2..=6),
             keys: rng.gen_range(2..=6),
@@ -104,6 +106,8 @@ impl Plan {
         plan.watch_prefix = rng
             .gen_bool(0.5)
             .then(|| workload::PREFIXES[rng.gen_range(0..workload::PREFIXES.len())]);
+        // From a segment every few dozen entries to one per run.
+        plan.spec.wal_segment_bytes = [16 << 10, 256 << 10, 4 << 20][rng.gen_range(0..3)];
         plan
     }
 }
@@ -154,7 +158,7 @@ pub async fn run(seed: u64) -> RunOutcome {
     plan.spec.strict_reconfig = seed % 4 == 0;
     println!(
         "seed {seed}: {} members{}, heartbeat {} ms, election {} ms, snapshot every {} \
-         keeping {:?}, {} clients on {} keys, {:.1} s of faults from {:?}",
+         keeping {:?}, WAL segments of {} KiB, {} clients on {} keys, {:.1} s of faults          from {:?}",
         plan.spec.size,
         if plan.spec.strict_reconfig {
             " (strict reconfiguration)"
@@ -165,6 +169,7 @@ pub async fn run(seed: u64) -> RunOutcome {
         plan.spec.election_ms,
         plan.spec.snapshot_count,
         plan.spec.catch_up_entries,
+        plan.spec.wal_segment_bytes >> 10,
         plan.clients,
         plan.keys,
         plan.fault_phase.as_secs_f64(),

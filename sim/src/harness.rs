@@ -78,6 +78,10 @@ pub struct ClusterSpec {
     /// has been in touch with every member for five seconds, which a run's faults rarely
     /// allow; without it, member replacement runs its course.
     pub strict_reconfig: bool,
+    /// WAL segment size. Far below etcd's 64 MiB, so that segments are cut (and a
+    /// restart reads several of them, chained by their CRCs) within a run; a start also
+    /// reads a whole preallocated segment, which at 64 MiB was most of a sweep's time.
+    pub wal_segment_bytes: u64,
 }
 
 impl ClusterSpec {
@@ -89,6 +93,7 @@ impl ClusterSpec {
             snapshot_count: 100_000,
             catch_up_entries: None,
             strict_reconfig: true,
+            wal_segment_bytes: 64 << 10,
         }
     }
 
@@ -168,7 +173,9 @@ impl ClusterSpec {
             args.push("--experimental-snapshot-catchup-entries".into());
             args.push(entries.to_string());
         }
-        Config::try_parse_from(args).expect("simulated member flags parse")
+        let mut config = Config::try_parse_from(args).expect("simulated member flags parse");
+        config.wal_segment_bytes = self.wal_segment_bytes;
+        config
     }
 }
 

@@ -102,6 +102,11 @@ pub struct Config {
     )]
     pub snapshot_catchup_entries: u64,
 
+    /// A WAL segment is cut once it holds this many bytes (etcd's 64 MiB; not a flag:
+    /// the simulator sets it smaller, so that segments roll over within a run).
+    #[arg(skip = crate::wal::WalOptions::default().segment_bytes)]
+    pub wal_segment_bytes: u64,
+
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "OXCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,

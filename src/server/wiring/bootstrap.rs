@@ -102,7 +102,10 @@ pub(crate) async fn bootstrap(
     disk.create_dir_all(&config.member_dir())
         .map_err(|error| storage_error("data dir", &error))?;
     let wal_dir = config.wal_dir();
-    let wal_options = WalOptions::default();
+    let wal_options = WalOptions {
+        segment_bytes: config.wal_segment_bytes,
+        ..WalOptions::default()
+    };
     let existing = Wal::exists(disk.as_ref(), &wal_dir);
     // A new member of a running cluster learns its id and the cluster from its peers.
     let joined = if !existing && config.initial_cluster_state == "existing" {
