@@ -427,6 +427,45 @@ fn missing_middle_segment_is_corruption() {
     ));
 }
 
+/// An operator's copy mistake: a segment of another member's log (same cluster, same
+/// sequence numbers) put in place of one of this member's. Each segment carries the CRC
+/// the one before it ended with, so the foreign segment breaks the chain wherever it
+/// lands and is named, whatever its metadata says.
+#[test]
+fn a_segment_of_another_members_log_is_refused() {
+    let write = |member_id: u64| {
+        let (_sim, disk) = sim_disk(12);
+        let meta = WalMetadata {
+            member_id,
+            ..metadata()
+        };
+        let (mut wal, _) = Wal::create(disk.clone(), Path::new(WAL_DIR), meta, small_segments())
+            .expect("create");
+        for index in 1..=80 {
+            wal.save(None, &[entry(index, 1)], true).expect("save");
+        }
+        drop(wal);
+        disk
+    };
+    let ours = segment_paths(write(0x1111).as_ref());
+    assert!(ours.len() >= 3, "{ours:?}");
+    for swapped in 0..ours.len() {
+        let disk = write(0x1111);
+        let theirs = write(0x3333);
+        let foreign = theirs.read_all(&ours[swapped]).expect("read theirs");
+        let mine = disk.read_all(&ours[swapped]).expect("read ours");
+        assert_ne!(foreign, mine);
+        overwrite(disk.as_ref(), &ours[swapped], 0, &foreign);
+        // The chain breaks at the foreign segment, or (the first one has no predecessor)
+        // at the one after it.
+        let named = if swapped == 0 { &ours[1] } else { &ours[swapped] };
+        match Wal::open(disk, Path::new(WAL_DIR), small_segments()) {
+            Err(WalError::Corrupt { file, .. }) => assert_eq!(&file, named, "segment {swapped}"),
+            other => panic!("segment {swapped}: expected corruption, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn zeroed_records_in_a_sealed_segment_break_the_chain() {
     let (_sim, disk) = sim_disk(10);
