@@ -250,6 +250,9 @@ pub async fn run(seed: u64) -> RunOutcome {
         points: points.clone(),
         points_armed: BTreeMap::new(),
         points_fired: BTreeMap::new(),
+        contact_breaks: BTreeMap::new(),
+        learners: Vec::new(),
+        violations: Vec::new(),
     };
     // On a node of its own with an address: the nemesis calls the cluster's API too
     // (MoveLeader, MemberRemove, MemberAdd, MemberPromote).
@@ -279,6 +282,7 @@ pub async fn run(seed: u64) -> RunOutcome {
         nemesis.members.iter().map(|m| m.id).collect(),
     ));
     violations.extend(checks.await.expect("end checks ran"));
+    violations.extend(nemesis.violations.iter().cloned());
 
     let counts = recorder.counts();
     let injected: u64 = nemesis.injected.values().sum();

@@ -193,7 +193,19 @@ pub struct Nemesis {
     /// Crashes armed, and those that fired, by point.
     pub points_armed: BTreeMap<Point, u64>,
     pub points_fired: BTreeMap<Point, u64>,
+    /// (member, member), lower id first → when a cut between them that outlasted the
+    /// election timeout last healed: the earliest either can have heard from the other
+    /// again after a break the strict reconfiguration check counts.
+    pub contact_breaks: BTreeMap<(u64, u64), Instant>,
+    /// Members added as learners and not (yet) promoted.
+    pub learners: Vec<u64>,
+    /// Rules of the cluster's own checks the nemesis saw broken.
+    pub violations: Vec<String>,
 }
+
+/// How long the leader must have been in touch with every voter before it accepts a
+/// member under `--strict-reconfig-check` (etcd's five seconds).
+const STRICT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Nemesis {
     /// Draws the fault mix of a run: a random subset of the kinds, never empty.
@@ -266,6 +278,65 @@ impl Nemesis {
         }
     }
 
+    /// Notes that members `a` and `b` could not hear each other from `since` until now,
+    /// if that was long enough for a member to count contact as lost (an election
+    /// timeout, and a margin for messages in flight).
+    fn note_break(&mut self, a: u64, b: u64, since: Instant) {
+        if a != b && since.elapsed() > self.election + Duration::from_millis(200) {
+            self.contact_breaks
+                .insert((a.min(b), a.max(b)), Instant::now());
+        }
+    }
+
+    /// `note_break` for every pair across `side`.
+    fn note_breaks_across(&mut self, side: &[bool], since: Instant) {
+        let ids: Vec<(u64, bool)> = self
+            .members
+            .iter()
+            .zip(side)
+            .map(|(member, &side)| (member.id, side))
+            .collect();
+        for &(a, side_a) in &ids {
+            for &(b, side_b) in &ids {
+                if side_a && !side_b {
+                    self.note_break(a, b, since);
+                }
+            }
+        }
+    }
+
+    /// `note_break` between the member at `index` and every other.
+    fn note_breaks_of(&mut self, index: usize, since: Instant) {
+        let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
+        self.note_breaks_across(&side, since);
+    }
+
+    /// The strict reconfiguration check: a member added at or before `answered` by
+    /// `leader` means the leader had been in touch with every voter for five seconds.
+    /// Contact with a voter resumed no earlier than its last noted break healed.
+    fn check_strict_add(&mut self, leader: u64, answered: Instant) {
+        if !self.spec.strict_reconfig {
+            return;
+        }
+        for member in &self.members {
+            if member.id == leader || self.learners.contains(&member.id) {
+                continue;
+            }
+            let pair = (leader.min(member.id), leader.max(member.id));
+            if let Some(&healed) = self.contact_breaks.get(&pair) {
+                if answered < healed + STRICT_HEALTH_INTERVAL {
+                    self.violations.push(format!(
+                        "strict reconfiguration: leader {leader:x} accepted a member {:.2} s \
+                         after its contact with voter {:x} came back (it must wait {} s)",
+                        (answered - healed).as_secs_f64(),
+                        member.id,
+                        STRICT_HEALTH_INTERVAL.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
     fn leader_index(&self) -> Option<usize> {
         let leader = self.observer.latest_leader()?;
         self.members.iter().position(|member| member.id == leader)
@@ -281,6 +352,7 @@ impl Nemesis {
                     .map(|_| thread_rng().gen_bool(0.5))
                     .collect();
                 let cut = self.cross_links(&side);
+                let since = Instant::now();
                 for &(a, b) in &cut {
                     net.clog_link(a, b);
                 }
@@ -288,6 +360,7 @@ impl Nemesis {
                 for &(a, b) in &cut {
                     net.unclog_link(a, b);
                 }
+                self.note_breaks_across(&side, since);
             }
             Fault::OneWayLink => {
                 let (a, b) = self.random_link();
@@ -299,6 +372,7 @@ impl Nemesis {
                 let index = self.leader_index().unwrap_or_else(|| self.random_member());
                 let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
                 let cut = self.cross_links(&side);
+                let since = Instant::now();
                 for &(a, b) in &cut {
                     net.clog_link(a, b);
                 }
@@ -306,6 +380,7 @@ impl Nemesis {
                 for &(a, b) in &cut {
                     net.unclog_link(a, b);
                 }
+                self.note_breaks_across(&side, since);
             }
             Fault::Flapping => {
                 let (a, b) = self.random_link();
@@ -330,11 +405,14 @@ impl Nemesis {
             }
             Fault::Crash => {
                 let index = self.leader_or_random();
+                let since = Instant::now();
                 self.members[index].crash();
                 tokio::time::sleep(self.hold()).await;
                 self.members[index].restart();
+                self.note_breaks_of(index, since);
             }
             Fault::CrashAll => {
+                let since = Instant::now();
                 for member in &self.members {
                     member.crash();
                 }
@@ -342,13 +420,18 @@ impl Nemesis {
                 for member in &self.members {
                     member.restart();
                 }
+                for index in 0..self.members.len() {
+                    self.note_breaks_of(index, since);
+                }
             }
             Fault::Pause => {
                 let index = self.leader_index().unwrap_or_else(|| self.random_member());
                 let node = self.members[index].node.id();
+                let since = Instant::now();
                 Handle::current().pause(node);
                 tokio::time::sleep(self.election + self.hold()).await;
                 Handle::current().resume(node);
+                self.note_breaks_of(index, since);
             }
             Fault::DiskEio => {
                 let index = self.random_member();
@@ -539,6 +622,7 @@ impl Nemesis {
         let net = self.net();
         let side: Vec<bool> = (0..self.members.len()).map(|i| i == index).collect();
         let cut = self.cross_links(&side);
+        let since = Instant::now();
         for &(a, b) in &cut {
             net.clog_link(a, b);
         }
@@ -573,6 +657,7 @@ impl Nemesis {
         for &(a, b) in &cut {
             net.unclog_link(a, b);
         }
+        self.note_breaks_of(index, since);
         tracing::debug!(member = %format!("{member_id:x}"), held, needed, compacted, "cut off past a snapshot; healed");
         compacted
     }
@@ -665,6 +750,7 @@ impl Nemesis {
         let mut added = None;
         let give_up = Instant::now() + Duration::from_secs(10) + self.election * 10;
         while Instant::now() < give_up {
+            let leader = self.observer.latest_term_leader();
             added = self
                 .cluster_call(|mut cluster| {
                     let peer_url = peer_url.clone();
@@ -678,6 +764,12 @@ impl Nemesis {
                 })
                 .await;
             if added.is_some() {
+                // Checked only when one leader ruled from the call to the answer.
+                if let Some((_, leader)) =
+                    leader.filter(|&known| self.observer.latest_term_leader() == Some(known))
+                {
+                    self.check_strict_add(leader, Instant::now());
+                }
                 break;
             }
             tokio::time::sleep(self.election).await;
@@ -692,6 +784,7 @@ impl Nemesis {
         self.members.push(joined);
         self.sync_addresses();
         if learner {
+            self.learners.push(added.id);
             // Promotion is refused until the learner has caught up; keep asking a while.
             for _ in 0..20 {
                 tokio::time::sleep(self.election).await;
@@ -703,6 +796,7 @@ impl Nemesis {
                     })
                     .await;
                 if promoted.is_some() {
+                    self.learners.retain(|&id| id != added.id);
                     break;
                 }
             }

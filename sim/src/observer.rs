@@ -105,6 +105,12 @@ impl RaftObserver {
         self.state.lock().expect("observer lock poisoned").snapshots
     }
 
+    /// The newest term that had a leader, and that leader.
+    pub fn latest_term_leader(&self) -> Option<(u64, u64)> {
+        let state = self.state.lock().expect("observer lock poisoned");
+        state.leaders.iter().next_back().map(|(&t, &m)| (t, m))
+    }
+
     /// The leader of the newest term that had one, as far as the observer knows.
     pub fn latest_leader(&self) -> Option<u64> {
         let state = self.state.lock().expect("observer lock poisoned");

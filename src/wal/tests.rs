@@ -439,8 +439,8 @@ fn a_segment_of_another_members_log_is_refused() {
             member_id,
             ..metadata()
         };
-        let (mut wal, _) = Wal::create(disk.clone(), Path::new(WAL_DIR), meta, small_segments())
-            .expect("create");
+        let (mut wal, _) =
+            Wal::create(disk.clone(), Path::new(WAL_DIR), meta, small_segments()).expect("create");
         for index in 1..=80 {
             wal.save(None, &[entry(index, 1)], true).expect("save");
         }
@@ -458,7 +458,11 @@ fn a_segment_of_another_members_log_is_refused() {
         overwrite(disk.as_ref(), &ours[swapped], 0, &foreign);
         // The chain breaks at the foreign segment, or (the first one has no predecessor)
         // at the one after it.
-        let named = if swapped == 0 { &ours[1] } else { &ours[swapped] };
+        let named = if swapped == 0 {
+            &ours[1]
+        } else {
+            &ours[swapped]
+        };
         match Wal::open(disk, Path::new(WAL_DIR), small_segments()) {
             Err(WalError::Corrupt { file, .. }) => assert_eq!(&file, named, "segment {swapped}"),
             other => panic!("segment {swapped}: expected corruption, got {other:?}"),
