@@ -153,6 +153,7 @@ pub struct SweepTotals {
     past_reads: u64,
     compacted_reads: u64,
     compactions: u64,
+    burst_reads: u64,
     elections: u64,
     snapshots_installed: u64,
     member_starts: u64,
@@ -174,6 +175,7 @@ impl SweepTotals {
         self.past_reads += outcome.counts.past_reads + outcome.counts.compacted_reads;
         self.compacted_reads += outcome.counts.compacted_reads;
         self.compactions += outcome.counts.compactions;
+        self.burst_reads += outcome.counts.burst_reads;
         self.elections += outcome.observed.elections as u64;
         self.snapshots_installed += outcome.observed.snapshots_installed;
         self.member_starts += outcome.observed.member_starts;
@@ -195,8 +197,8 @@ impl SweepTotals {
         let mut text = format!(
             "cluster sweep: {} seeds in {:.1} s ({:.0} seeds/min); {} operations with a known \
              outcome, {} unknown, {} watch events, {} past-revision reads ({} compacted), {} \
-             compactions, {} elections, {} snapshots installed, {} member starts\nfaults \
-             injected:",
+             compactions, {} linearizable reads in bursts around leader changes, {} elections, \
+             {} snapshots installed, {} member starts\nfaults injected:",
             self.seeds,
             elapsed.as_secs_f64(),
             self.seeds as f64 / minutes.max(1e-9),
@@ -206,6 +208,7 @@ impl SweepTotals {
             self.past_reads,
             self.compacted_reads,
             self.compactions,
+            self.burst_reads,
             self.elections,
             self.snapshots_installed,
             self.member_starts

@@ -376,7 +376,10 @@ impl Nemesis {
                 for &(a, b) in &cut {
                     net.clog_link(a, b);
                 }
-                tokio::time::sleep(self.hold() + self.election).await;
+                let hold = self.hold() + self.election;
+                // Reads through the election the isolation forces, and just after it.
+                crate::workload::read_burst(since + hold + self.election * 3);
+                tokio::time::sleep(hold).await;
                 for &(a, b) in &cut {
                     net.unclog_link(a, b);
                 }
@@ -429,7 +432,9 @@ impl Nemesis {
                 let node = self.members[index].node.id();
                 let since = Instant::now();
                 Handle::current().pause(node);
-                tokio::time::sleep(self.election + self.hold()).await;
+                let hold = self.election + self.hold();
+                crate::workload::read_burst(since + hold + self.election * 3);
+                tokio::time::sleep(hold).await;
                 Handle::current().resume(node);
                 self.note_breaks_of(index, since);
             }
@@ -499,6 +504,10 @@ impl Nemesis {
                 let target = self.other_member(index);
                 let address = self.members[index].client_address();
                 let target_id = self.members[target].id;
+                // Reads go on through the handover: the old leader must stop serving them
+                // from its own state once it let go, the new one must not serve them
+                // before it committed an entry of its term.
+                crate::workload::read_burst(Instant::now() + self.election * 4);
                 if let Some(channel) = crate::workload::channel(address).await {
                     let request = MoveLeaderRequest { target_id };
                     let mut client = MaintenanceClient::new(channel);

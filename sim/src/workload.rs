@@ -230,6 +230,29 @@ pub struct Counts {
     pub compacted_reads: u64,
     /// Compactions that took effect.
     pub compactions: u64,
+    /// Linearizable reads answered during a read burst (around a leader transfer, right
+    /// after an election).
+    pub burst_reads: u64,
+}
+
+thread_local! {
+    /// Until when this world's clients favour linearizable reads. Thread-local: each
+    /// simulated world runs on a thread of its own.
+    static READ_BURST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes this world's clients issue mostly linearizable reads until `until`: the nemesis
+/// opens a burst around a leader transfer and after the faults that force an election,
+/// when a read served from a deposed leader, or by a new one before it committed in its
+/// term, would show.
+pub fn read_burst(until: Instant) {
+    READ_BURST.with(|burst| {
+        burst.set(Some(burst.get().map_or(until, |open| open.max(until))));
+    });
+}
+
+fn in_read_burst() -> bool {
+    READ_BURST.with(|burst| burst.get().is_some_and(|until| Instant::now() < until))
 }
 
 /// The shared record of a run: the history, and what serializable reads saw.
@@ -409,7 +432,12 @@ pub async fn client(
         sequence += 1;
         let key = mix.key(keys, &mut thread_rng());
         let value = format!("c{client_id}-{sequence}");
-        let pick = mix.pick(&mut thread_rng());
+        let bursting = in_read_burst();
+        let pick = if bursting && thread_rng().gen_bool(0.7) {
+            Pick::Get
+        } else {
+            mix.pick(&mut thread_rng())
+        };
         let (input, outcome) = match pick {
             Pick::SerializableGet => {
                 serializable_get(&recorder, channel, &key).await;
@@ -738,6 +766,7 @@ pub async fn client(
                 }
                 let mut counts = recorder.counts.lock().unwrap();
                 counts.past_reads += u64::from(past_read);
+                counts.burst_reads += u64::from(bursting && matches!(input, Input::Get { .. }));
                 counts.compactions += u64::from(matches!(input, Input::Compact { .. }));
             }
             Some(Err(status)) if past_read && is_compacted(status) => {
