@@ -572,12 +572,23 @@ impl Nemesis {
         );
         match point {
             Point::VoteSent | Point::HardStateSaved => {
-                // An election: the leader pauses past an election timeout.
-                if let Some(leader) = leader.filter(|&leader| leader != index) {
-                    let node = self.members[leader].node.id();
+                // An election: the leader pauses past an election timeout. The member may
+                // be the candidate rather than a voter, and the crash may be armed for a
+                // later pass: up to four elections, until it fired.
+                let mut leader = leader;
+                for _ in 0..4 {
+                    let Some(paused) = leader.filter(|&leader| leader != index) else {
+                        break;
+                    };
+                    let node = self.members[paused].node.id();
                     Handle::current().pause(node);
                     tokio::time::sleep(self.election * 2).await;
                     Handle::current().resume(node);
+                    if self.points.has_fired() {
+                        break;
+                    }
+                    tokio::time::sleep(self.election).await;
+                    leader = self.leader_index();
                 }
             }
             Point::SnapshotChunkReceived

@@ -134,6 +134,11 @@ impl FaultPoints {
         self.lock().fired.take()
     }
 
+    /// Whether the armed crash fired (without collecting it).
+    pub fn has_fired(&self) -> bool {
+        self.lock().fired.is_some()
+    }
+
     /// Passes delayed so far, by point.
     pub fn delayed(&self) -> BTreeMap<Point, u64> {
         self.lock().delayed.clone()
