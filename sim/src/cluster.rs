@@ -590,7 +590,8 @@ pub fn check(outcome: &RunOutcome) -> Result<String, String> {
         }
     };
     let summary = format!(
-        "seed {}: {} ok, {} failed, {} unknown, {} serializable reads, {} watch events, \
+        "seed {}: {} ok, {} failed, {} unknown, {} serializable reads, {} watch events \
+         ({} of {} streams named by server process), \
          {} past-revision reads ({} compacted), {} compactions; \
          {} elections, {} entries committed, {} member starts, {} snapshots installed; \
          faults {}; {verdict}",
@@ -600,6 +601,13 @@ pub fn check(outcome: &RunOutcome) -> Result<String, String> {
         outcome.counts.unknown,
         outcome.counts.serializable_reads,
         outcome.counts.watch_events,
+        outcome
+            .history
+            .watch_origins
+            .iter()
+            .filter(|origin| origin.member.is_some())
+            .count(),
+        outcome.history.watches.len(),
         outcome.counts.past_reads + outcome.counts.compacted_reads,
         outcome.counts.compacted_reads,
         outcome.counts.compactions,

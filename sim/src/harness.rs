@@ -228,6 +228,9 @@ impl SimMember {
                 let clock = node_clock.clone();
                 let node_id = node_id.clone();
                 async move {
+                    // A new process: whatever answers from this address from now on is
+                    // another server process than before.
+                    PROCESS_LIVES.with(|lives| *lives.borrow_mut().entry(ip).or_default() += 1);
                     let stop = std::future::pending::<()>();
                     let result =
                         oxcd::server::run_on(config, disk.clone(), clock, seed, stop).await;
@@ -274,6 +277,26 @@ impl SimMember {
     pub fn restart(&self) {
         Handle::current().restart(self.node.id());
     }
+}
+
+thread_local! {
+    /// Member address → how many processes started there so far. Thread-local: each
+    /// simulated world runs on a thread of its own.
+    static PROCESS_LIVES: std::cell::RefCell<std::collections::HashMap<IpAddr, u64>> =
+        std::cell::RefCell::default();
+}
+
+/// How many server processes have started at `address` so far.
+pub fn process_life(address: SocketAddr) -> u64 {
+    PROCESS_LIVES.with(|lives| lives.borrow().get(&address.ip()).copied().unwrap_or(0))
+}
+
+/// The name jepsen-lite's histories give the server process that answered a request sent
+/// to `address` while `life` was its process life (`member` on operations and watches),
+/// if no other process started there before the answer came back: a request answered
+/// with no restart in between was served by the process that was running when it left.
+pub fn process_name(address: SocketAddr, life: u64) -> Option<String> {
+    (life > 0 && process_life(address) == life).then(|| format!("{}#{life}", address.ip()))
 }
 
 /// Connects a KV client to `address`, retrying while the member starts.

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use jepsen_lite::history::{
     Compare as HCompare, CompareOperand, CompareResult, CompareTarget, Event, EventType, KeyValue,
     RangeRequest as HRange, SortOrder as HSortOrder, SortTarget as HSortTarget, TxnOp, Watch,
-    WatchResponse,
+    WatchOrigin, WatchResponse,
 };
 use jepsen_lite::{History, Input, Operation, Output};
 use madsim::rand::{thread_rng, Rng};
@@ -293,7 +293,9 @@ impl Recorder {
         self.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn push(&self, operation: Operation) {
+    /// Records `operation`, answered by the server process `member` (see
+    /// `harness::process_name`) when that is known.
+    fn push(&self, operation: Operation, member: Option<String>) {
         let mut counts = self.counts.lock().unwrap();
         match (&operation.return_time, &operation.output) {
             (None, _) => counts.unknown += 1,
@@ -301,7 +303,11 @@ impl Recorder {
             _ => counts.ok += 1,
         }
         drop(counts);
-        self.history.lock().unwrap().push_operation(operation);
+        let mut history = self.history.lock().unwrap();
+        let index = history.push_operation(operation);
+        if member.is_some() {
+            history.set_operation_member(index, member);
+        }
     }
 
     pub fn history(&self) -> History {
@@ -432,6 +438,7 @@ pub async fn client(
         sequence += 1;
         let key = mix.key(keys, &mut thread_rng());
         let value = format!("c{client_id}-{sequence}");
+        let life = crate::harness::process_life(member);
         let bursting = in_read_burst();
         let pick = if bursting && thread_rng().gen_bool(0.7) {
             Pick::Get
@@ -774,43 +781,53 @@ pub async fn client(
             }
             _ => {}
         }
+        let served_by = crate::harness::process_name(member, life);
         match outcome {
-            Some(Ok(output)) => recorder.push(Operation {
-                client: client_id,
-                call,
-                return_time: Some(recorder.now()),
-                input,
-                output: Some(output),
-            }),
+            Some(Ok(output)) => recorder.push(
+                Operation {
+                    client: client_id,
+                    call,
+                    return_time: Some(recorder.now()),
+                    input,
+                    output: Some(output),
+                },
+                served_by,
+            ),
             // A keep-alive that failed says nothing about its lease: the server answers a
             // lease that is gone with TTL 0, not with an error, so an error (this member or
             // the one it asked stopped leading) is no evidence the lease expired.
             Some(Err(status))
                 if definite_failure(&status) && !matches!(input, Input::LeaseKeepAlive { .. }) =>
             {
-                recorder.push(Operation {
-                    client: client_id,
-                    call,
-                    return_time: Some(recorder.now()),
-                    input,
-                    output: Some(Output {
-                        error: Some(status.message().to_string()),
-                        ..Output::default()
-                    }),
-                })
+                recorder.push(
+                    Operation {
+                        client: client_id,
+                        call,
+                        return_time: Some(recorder.now()),
+                        input,
+                        output: Some(Output {
+                            error: Some(status.message().to_string()),
+                            ..Output::default()
+                        }),
+                    },
+                    served_by,
+                )
             }
             failed => {
                 tracing::debug!(?failed, "operation outcome unknown");
                 // A read that failed constrains nothing; a write may or may not have
                 // happened.
                 if !read_only {
-                    recorder.push(Operation {
-                        client: client_id,
-                        call,
-                        return_time: None,
-                        input,
-                        output: None,
-                    });
+                    recorder.push(
+                        Operation {
+                            client: client_id,
+                            call,
+                            return_time: None,
+                            input,
+                            output: None,
+                        },
+                        None,
+                    );
                     client_id = recorder.new_client();
                 }
                 channels.remove(&member);
@@ -1060,10 +1077,13 @@ pub fn watcher(
     };
     async move {
         while Instant::now() < deadline {
-            let Some(channel) = channel(any_member(&members)).await else {
+            let address = any_member(&members);
+            let Some(channel) = channel(address).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            let life = crate::harness::process_life(address);
+            let mut origin = WatchOrigin::default();
             let mut watch = Watch {
                 client: recorder.new_client(),
                 watch_id: 0,
@@ -1089,6 +1109,7 @@ pub fn watcher(
                     },
                 )),
             };
+            origin.call = Some(recorder.now());
             let _ = requests.send(create).await;
             let stream = oxcd::server::ReceiverStream(receiver);
             let opened =
@@ -1104,6 +1125,7 @@ pub fn watcher(
                 let Ok(Ok(Some(message))) = next else { break };
                 if message.created && !created {
                     created = true;
+                    origin.member = crate::harness::process_name(address, life);
                     watch.watch_id = message.watch_id;
                     if next_revision == 0 {
                         let revision = message.header.as_ref().map_or(0, |h| h.revision);
@@ -1147,7 +1169,9 @@ pub fn watcher(
             }
             recorder.hold_compactions(floor, next_revision.max(1));
             if created {
-                recorder.history.lock().unwrap().push_watch(watch);
+                let mut history = recorder.history.lock().unwrap();
+                let index = history.push_watch(watch);
+                history.set_watch_origin(index, origin);
             }
         }
     }
