@@ -715,6 +715,24 @@ impl Nemesis {
         }
         let index = self.random_member();
         let old = self.members[index].id;
+        if self.spec.strict_reconfig && thread_rng().gen_bool(0.5) {
+            // Replaced right after an outage, as operators do: another member is cut off
+            // for longer than an election timeout first, so that the addition below comes
+            // while the strict check must still refuse it.
+            let other = self.other_member(index);
+            let side: Vec<bool> = (0..self.members.len()).map(|i| i == other).collect();
+            let cut = self.cross_links(&side);
+            let net = self.net();
+            let since = Instant::now();
+            for &(a, b) in &cut {
+                net.clog_link(a, b);
+            }
+            tokio::time::sleep(self.election * 2 + Duration::from_millis(300)).await;
+            for &(a, b) in &cut {
+                net.unclog_link(a, b);
+            }
+            self.note_breaks_of(other, since);
+        }
         let removed = self
             .cluster_call(|mut cluster| async move {
                 cluster.member_remove(MemberRemoveRequest { id: old }).await
