@@ -18,7 +18,7 @@
 #                   number, name); summary.tsv has a line per file and run
 #   MUTANTS_STAGES  "1 2" (default), "1", or "2" (stage two of an earlier stage one)
 #   MUTANTS_TEST_TIMEOUT  seconds for one run of the library tests (default 600)
-#   SIM_SEEDS       cluster seeds per mutant in stage two (default 40)
+#   SIM_SEEDS       cluster seeds per mutant in stage two (default 200)
 #   SIM_SINGLE_SEEDS one-member seeds per WAL mutant in stage two (default 20)
 #   CARGO_TARGET_DIR  the normal build's target dir (default target); the simulator builds
 #                   in $CARGO_TARGET_DIR/sim
@@ -33,7 +33,7 @@ seed="${MUTANTS_SEED:-1}"
 out="${MUTANTS_OUT:-target/mutants}"
 stages="${MUTANTS_STAGES:-1 2}"
 test_timeout="${MUTANTS_TEST_TIMEOUT:-600}"
-sim_seeds="${SIM_SEEDS:-40}"
+sim_seeds="${SIM_SEEDS:-200}"
 single_seeds="${SIM_SINGLE_SEEDS:-20}"
 target="${CARGO_TARGET_DIR:-target}"
 export CARGO_TARGET_DIR="$target"
