@@ -180,6 +180,24 @@ mod tests {
         }
     }
 
+    /// The invariant check refuses each joint-only field on its own outside a joint
+    /// configuration (a state only a bug elsewhere could make), and accepts both inside.
+    #[test]
+    fn joint_only_fields_are_refused_outside_a_joint_configuration() {
+        let mut auto_leave = config(&[1, 2, 3]);
+        auto_leave.auto_leave = true;
+        assert!(check(&auto_leave).is_err());
+        let mut learners_next = config(&[1, 2, 3]);
+        learners_next.learners_next.insert(3);
+        assert!(check(&learners_next).is_err());
+        assert!(check(&config(&[1, 2, 3])).is_ok());
+        let mut joint = config(&[1, 2]);
+        joint.voters.outgoing = [1, 2, 3].into_iter().collect();
+        joint.learners_next.insert(3);
+        joint.auto_leave = true;
+        assert!(check(&joint).is_ok());
+    }
+
     fn config(voters: &[u64]) -> TrackerConfig {
         TrackerConfig::from_conf_state(&ConfState {
             voters: voters.to_vec(),
