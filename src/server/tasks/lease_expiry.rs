@@ -71,7 +71,24 @@ pub(crate) async fn run(server: Arc<Server>) {
             crate::server::types::observe::Point::LeaseExpiryCheck,
         )
         .await;
-        for id in server.store.expired_leases(EXPIRED_REVOKES_PER_CHECK_MAX) {
+        let expired = server.store.expired_leases(EXPIRED_REVOKES_PER_CHECK_MAX);
+        if expired.is_empty() {
+            expire_v2_nodes(&server, &v2_sync);
+            continue;
+        }
+        // A leader that was cut off or paused still believes it leads, and by its own
+        // clock the leases ran out while the new leader kept renewing them: were its
+        // revocations proposed, the new leader would commit them (proposals are forwarded
+        // to the leader). So it first confirms, with a quorum of heartbeats, that it still
+        // leads in the term it checked the deadlines in.
+        if server.read_barrier().await.is_err() {
+            continue;
+        }
+        let confirmed = server.raft_status();
+        if !confirmed.is_leader || confirmed.term != status.term {
+            continue;
+        }
+        for id in expired {
             let server = server.clone();
             tokio::spawn(async move {
                 let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
