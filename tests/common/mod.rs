@@ -34,12 +34,31 @@ pub fn ensure_etcd_tools() {
     });
 }
 
-/// A free loopback port.
+/// A free loopback port, below Linux's ephemeral range (32768 and up).
+///
+/// A port the kernel hands out for `bind(0)` is an ephemeral one: once the probe closes it,
+/// the kernel may give it to any outgoing connection (a client of another server in the same
+/// run) before the server under test binds it. Ports below the range are never handed out
+/// that way, so only other test processes could race for them: each process starts at its
+/// own offset and walks upward, never offering a port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 pub enum Kind {
