@@ -138,10 +138,30 @@ impl Proposer {
         self.propose_with(request, None).await
     }
 
+    /// Proposes a write only while this member leads in `term`, and waits until it is
+    /// applied: a member that is no longer that term's leader refuses it with
+    /// `LeaderChanged` instead of forwarding it (see `NodeInput::Propose`).
+    pub(crate) async fn propose_leading_in(
+        &self,
+        request: Request,
+        term: u64,
+    ) -> Result<(Applied, i64), ServerError> {
+        self.propose_pinned(request, None, Some(term)).await
+    }
+
     async fn propose_with(
         &self,
         request: Request,
         header: Option<AuthHeader>,
+    ) -> Result<(Applied, i64), ServerError> {
+        self.propose_pinned(request, header, None).await
+    }
+
+    async fn propose_pinned(
+        &self,
+        request: Request,
+        header: Option<AuthHeader>,
+        leading_in: Option<u64>,
     ) -> Result<(Applied, i64), ServerError> {
         if self.waiters.len() >= PROPOSALS_PENDING_MAX {
             return Err(ServerError::TooManyRequests);
@@ -161,6 +181,7 @@ impl Proposer {
         let input = NodeInput::Propose {
             data: data.into(),
             done: accepted,
+            leading_in,
         };
         self.await_applied(id, input, acceptance, wait).await
     }
@@ -299,7 +320,7 @@ mod tests {
         inputs: &mut mpsc::Receiver<NodeInput>,
         result: impl FnOnce(u64) -> ApplyResult,
     ) -> u64 {
-        let Some(NodeInput::Propose { data, done }) = inputs.recv().await else {
+        let Some(NodeInput::Propose { data, done, .. }) = inputs.recv().await else {
             panic!("expected a proposal");
         };
         let envelope = InternalRequest::decode(data).expect("envelope decodes");

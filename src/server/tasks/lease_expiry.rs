@@ -73,14 +73,17 @@ pub(crate) async fn run(server: Arc<Server>) {
         .await;
         let expired = server.store.expired_leases(EXPIRED_REVOKES_PER_CHECK_MAX);
         if expired.is_empty() {
-            expire_v2_nodes(&server, &v2_sync);
+            expire_v2_nodes(&server, &v2_sync, status.term);
             continue;
         }
         // A leader that was cut off or paused still believes it leads, and by its own
-        // clock the leases ran out while the new leader kept renewing them: were its
-        // revocations proposed, the new leader would commit them (proposals are forwarded
-        // to the leader). So it first confirms, with a quorum of heartbeats, that it still
-        // leads in the term it checked the deadlines in.
+        // clock the leases ran out while the new leader kept renewing them. Two guards keep
+        // its revocations from taking effect: each is proposed pinned to the term the
+        // deadlines were checked in (a member no longer leading in it refuses the proposal
+        // rather than forwarding it to the new leader, and an entry appended in a deposed
+        // term never commits); and first, a quorum of heartbeats confirms that it still
+        // leads, so that a leader cut off from the others does not fill its log with
+        // revocations that will be thrown away (etcd 3.5's `ensureLeadership`).
         if server.read_barrier().await.is_err() {
             continue;
         }
@@ -90,23 +93,25 @@ pub(crate) async fn run(server: Arc<Server>) {
         }
         for id in expired {
             let server = server.clone();
+            let term = status.term;
             tokio::spawn(async move {
                 let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
-                match server.proposer.propose(revoke).await {
+                match server.proposer.propose_leading_in(revoke, term).await {
                     Ok(_) => tracing::debug!(lease = id, "revoked expired lease"),
                     Err(ServerError::LeaseNotFound) => {}
                     Err(error) => tracing::warn!(lease = id, %error, "failed to revoke lease"),
                 }
             });
         }
-        expire_v2_nodes(&server, &v2_sync);
+        expire_v2_nodes(&server, &v2_sync, status.term);
     }
 }
 
 /// On the leader: when a node of the v2 keyspace has expired by the wall clock, proposes
 /// a sync at the clock's time, which every member applies by expiring the same nodes
-/// (etcd's leader does the same every 500 ms). One sync in flight at a time.
-fn expire_v2_nodes(server: &Arc<Server>, in_flight: &Arc<AtomicBool>) {
+/// (etcd's leader does the same every 500 ms), pinned to the term the leader checked it in.
+/// One sync in flight at a time.
+fn expire_v2_nodes(server: &Arc<Server>, in_flight: &Arc<AtomicBool>, term: u64) {
     if in_flight.load(Ordering::Acquire) {
         return;
     }
@@ -123,7 +128,7 @@ fn expire_v2_nodes(server: &Arc<Server>, in_flight: &Arc<AtomicBool>) {
             time: now,
             ..V2Request::default()
         });
-        if let Err(error) = server.proposer.propose(sync).await {
+        if let Err(error) = server.proposer.propose_leading_in(sync, term).await {
             tracing::warn!(%error, "failed to expire v2 keys");
         }
         in_flight.store(false, Ordering::Release);

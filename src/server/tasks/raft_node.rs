@@ -113,8 +113,18 @@ impl RaftNode {
 
     fn handle(&mut self, input: NodeInput) {
         match input {
-            NodeInput::Propose { data, done } => {
-                let result = self.raw_node.propose(data).map_err(proposal_error);
+            NodeInput::Propose {
+                data,
+                done,
+                leading_in,
+            } => {
+                let status = self.raw_node.status();
+                let result = match leading_in {
+                    Some(term) if status.role != Role::Leader || status.term != term => {
+                        Err(ServerError::LeaderChanged)
+                    }
+                    _ => self.raw_node.propose(data).map_err(proposal_error),
+                };
                 let _ = done.send(result);
             }
             NodeInput::ReadIndex { context } => {

@@ -170,6 +170,12 @@ pub(crate) enum NodeInput {
     Propose {
         data: Bytes,
         done: oneshot::Sender<Result<(), ServerError>>,
+        /// When set, the core takes the proposal only as the leader of this term; otherwise
+        /// it is refused with `LeaderChanged`, never forwarded to another leader. An entry
+        /// appended in a term whose leader has been deposed cannot commit, so a decision the
+        /// leader made from its own state in that term (a lease expired by its clock) dies
+        /// with its leadership.
+        leading_in: Option<u64>,
     },
     /// Start a ReadIndex round; the answer arrives as a read state carrying `context`.
     ReadIndex { context: Bytes },

@@ -352,7 +352,8 @@ async fn commit_at_once(
         };
         let Some(input) = input else { break };
         match input {
-            NodeInput::Propose { data, done } => {
+            // One member leads in every term: a proposal pinned to a term is always taken.
+            NodeInput::Propose { data, done, .. } => {
                 last_index += 1;
                 let entry = Entry {
                     entry_type: EntryType::Normal as i32,
