@@ -390,6 +390,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_proposal_pinned_to_a_term_says_so_and_its_refusal_fails_it() {
+        let (proposer, mut inputs) = proposer(Duration::from_secs(5));
+        let core = async {
+            let Some(NodeInput::Propose {
+                leading_in, done, ..
+            }) = inputs.recv().await
+            else {
+                panic!("expected a proposal");
+            };
+            assert_eq!(leading_in, Some(7));
+            done.send(Err(ServerError::LeaderChanged))
+                .expect("proposer waits");
+        };
+        let (answer, ()) = tokio::join!(proposer.propose_leading_in(put(1), 7), core);
+        assert_eq!(answer.unwrap_err(), ServerError::LeaderChanged);
+        assert_eq!(proposer.waiters.len(), 0);
+
+        let core = async {
+            let Some(NodeInput::Propose {
+                leading_in, done, ..
+            }) = inputs.recv().await
+            else {
+                panic!("expected a proposal");
+            };
+            assert_eq!(leading_in, None, "an ordinary proposal may be forwarded");
+            done.send(Err(ServerError::NoLeader))
+                .expect("proposer waits");
+        };
+        let (answer, ()) = tokio::join!(proposer.propose(put(1)), core);
+        assert_eq!(answer.unwrap_err(), ServerError::NoLeader);
+    }
+
+    #[tokio::test]
     async fn a_proposal_never_applied_times_out_and_forgets_its_waiter() {
         let (proposer, mut inputs) = proposer(Duration::from_millis(100));
         let core = async {

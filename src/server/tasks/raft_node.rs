@@ -118,12 +118,10 @@ impl RaftNode {
                 done,
                 leading_in,
             } => {
-                let status = self.raw_node.status();
-                let result = match leading_in {
-                    Some(term) if status.role != Role::Leader || status.term != term => {
-                        Err(ServerError::LeaderChanged)
-                    }
-                    _ => self.raw_node.propose(data).map_err(proposal_error),
+                let result = if leads_in(&self.raw_node.status(), leading_in) {
+                    self.raw_node.propose(data).map_err(proposal_error)
+                } else {
+                    Err(ServerError::LeaderChanged)
                 };
                 let _ = done.send(result);
             }
@@ -470,6 +468,12 @@ impl RaftNode {
 }
 
 /// Why the core refused a proposal, as the client sees it.
+/// Whether a proposal pinned to `leading_in` (if at all) may enter the core now: only the
+/// leader of that very term takes a pinned one.
+fn leads_in(status: &raft::Status, leading_in: Option<u64>) -> bool {
+    leading_in.is_none_or(|term| status.role == Role::Leader && status.term == term)
+}
+
 fn proposal_error(error: raft::Error) -> ServerError {
     match error {
         raft::Error::ProposalDropped => ServerError::NoLeader,
@@ -542,6 +546,28 @@ mod tests {
             context: Bytes::from_static(b"a request"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_pinned_proposal_enters_only_the_leader_of_its_term() {
+        let status = |role, term| raft::Status {
+            id: 1,
+            term,
+            vote: 1,
+            commit: 9,
+            applied: 9,
+            leader: if role == Role::Leader { 1 } else { 2 },
+            role,
+            last_index: 9,
+        };
+        assert!(leads_in(&status(Role::Leader, 5), Some(5)));
+        assert!(
+            !leads_in(&status(Role::Leader, 6), Some(5)),
+            "led again, later"
+        );
+        assert!(!leads_in(&status(Role::Follower, 5), Some(5)), "deposed");
+        assert!(!leads_in(&status(Role::Candidate, 6), Some(5)));
+        assert!(leads_in(&status(Role::Follower, 5), None), "forwarded");
     }
 
     #[test]
