@@ -14,7 +14,8 @@
 //!   with a chance that one pass through it waits a while (mostly milliseconds, sometimes
 //!   beyond an election timeout). Interleavings that real machines produce rarely — an
 //!   apply batch late behind its commit, a ReadIndex round that starts late, a snapshot
-//!   stream that stalls, an expiry check that runs late — then come up in a normal sweep.
+//!   stream that stalls, an expiry check that runs late, acknowledgements and votes held
+//!   back after their sync — then come up in a normal sweep.
 //!
 //! Everything is drawn from madsim's seeded RNG, so a seed replays its crashes and delays.
 
@@ -43,12 +44,18 @@ pub const CRASH_POINTS: [Point; 10] = [
 ];
 
 /// The points where a run may delay its members.
-pub const DELAY_POINTS: [Point; 4] = [
+pub const DELAY_POINTS: [Point; 5] = [
     Point::ApplyBatch,
     Point::ReadIndexRound,
     Point::SnapshotSend,
     Point::LeaseExpiryCheck,
+    Point::PersistedUnsent,
 ];
+
+/// Points passed far more often than the others (every Raft ready that synced something),
+/// whose chance per pass is a tenth of the others', so that a run still sees a few dozen
+/// delays there rather than a member that is always late.
+const HOT_DELAY_POINTS: [Point; 1] = [Point::PersistedUnsent];
 
 /// A crash waiting at one point of one member.
 struct Armed {
@@ -90,13 +97,20 @@ impl FaultPoints {
 
     /// Draws which delay points a run enables: none in half the runs; otherwise each with
     /// probability one half, at a chance per pass between 1% and 5% (more, and a member
-    /// whose applier is delayed falls seconds behind for the whole run).
+    /// whose applier is delayed falls seconds behind for the whole run; a tenth of that at
+    /// the hot points).
     pub fn delays_from_rng(rng: &mut impl Rng) -> BTreeMap<Point, f64> {
         let mut delays = BTreeMap::new();
         if rng.gen_bool(0.5) {
             for point in DELAY_POINTS {
                 if rng.gen_bool(0.5) {
-                    delays.insert(point, rng.gen_range(0.01..0.05));
+                    let chance = rng.gen_range(0.01..0.05);
+                    let scale = if HOT_DELAY_POINTS.contains(&point) {
+                        0.1
+                    } else {
+                        1.0
+                    };
+                    delays.insert(point, chance * scale);
                 }
             }
         }

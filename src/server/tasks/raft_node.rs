@@ -107,7 +107,7 @@ impl RaftNode {
                 }
                 _ = self.server.lifecycle.stopped() => return Ok(()),
             }
-            self.process_ready()?;
+            self.process_ready().await?;
         }
     }
 
@@ -166,7 +166,9 @@ impl RaftNode {
         }
     }
 
-    fn process_ready(&mut self) -> Result<(), ServerError> {
+    /// Persists, sends and hands on to the applier whatever the core has ready. (It awaits
+    /// nothing in production; the simulator may delay it between persisting and sending.)
+    async fn process_ready(&mut self) -> Result<(), ServerError> {
         while self.raw_node.has_ready() {
             let mut ready = self.raw_node.ready();
             tracing::trace!(
@@ -212,6 +214,10 @@ impl RaftNode {
                     self.storage
                         .append(&ready.entries)
                         .map_err(|error| self.fatal("log append", error.to_string()))?;
+                }
+                #[cfg(madsim)]
+                if !ready.persisted_messages.is_empty() {
+                    observe::delay_point(self.server.id, observe::Point::PersistedUnsent).await;
                 }
             }
             self.send(std::mem::take(&mut ready.persisted_messages));

@@ -90,6 +90,9 @@ pub enum Point {
     SnapshotSend,
     /// The lessor is about to look for expired leases (a delay point).
     LeaseExpiryCheck,
+    /// The Raft task synced entries or a hard state, and has not yet sent the messages
+    /// that wait for them (acknowledgements, votes; a delay point).
+    PersistedUnsent,
 }
 
 /// What the simulator does at a [`Point`].
