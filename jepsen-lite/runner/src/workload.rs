@@ -276,6 +276,8 @@ pub struct Shared {
     pub watch: Arc<WatchControl>,
     /// Which process of each member serves (see `cluster::Incarnations`).
     pub incarnations: Incarnations,
+    /// The least time between two operations of one client (`--rate`), if any.
+    pub pace: Option<Duration>,
     /// Clients stop when this is set.
     pub stop: AtomicBool,
 }
@@ -339,7 +341,17 @@ pub async fn client(shared: Arc<Shared>, member: usize, seed: u64) {
     let mut revisions: Vec<i64> = Vec::new();
     // Leases this client was told it granted, and has not revoked or seen gone.
     let mut leases: Vec<i64> = Vec::new();
+    // When the next operation may start. A client held up (a fault, a slow answer) starts
+    // its next operation at once but does not make up for the time lost with a burst.
+    let mut next_start = tokio::time::Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(pace) = shared.pace {
+            let now = tokio::time::Instant::now();
+            if next_start > now {
+                tokio::time::sleep_until(next_start).await;
+            }
+            next_start = next_start.max(now) + pace;
+        }
         sequence += 1;
         let which = pick(&mut rng);
         let key = pick_key(&mut rng, shared.keys);
