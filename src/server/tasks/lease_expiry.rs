@@ -116,7 +116,7 @@ fn expire_v2_nodes(server: &Arc<Server>, in_flight: &Arc<AtomicBool>, term: u64)
         return;
     }
     let now = crate::v2::unix_nanos_now();
-    if !server.store.v2_next_expiry().is_some_and(|at| at <= now) {
+    if server.store.v2_next_expiry().is_none_or(|at| at > now) {
         return;
     }
     let server = server.clone();
