@@ -478,3 +478,51 @@ fn a_request_requiring_a_leader_is_refused_while_the_member_has_none() {
     // Without the requirement, a serializable read is still served from the local store.
     range_requiring_leader(&members[survivor], false).expect("serializable read without a leader");
 }
+
+#[test]
+fn a_member_serves_clients_only_once_its_publication_is_applied() {
+    common::ensure_etcd_tools();
+    let peers: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let initial = peers
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("m{}=http://127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members: Vec<Server> = (0..3)
+        .map(|i| common::member_server(&format!("m{}", i + 1), peers[i], &initial, "new"))
+        .collect();
+    // Alone, the first member has no quorum, so it cannot publish its name and client URLs:
+    // it answers no client, not even a serializable read (etcd waits the same way).
+    members[0].spawn_only();
+    std::thread::sleep(Duration::from_secs(2));
+    let alone = members[0].ctl(&[
+        "--dial-timeout=1s",
+        "--command-timeout=2s",
+        "get",
+        "k",
+        "--consistency=s",
+    ]);
+    assert!(
+        !alone.status.success(),
+        "a member that has not published answered: {}",
+        String::from_utf8_lossy(&alone.stdout)
+    );
+    // With a second member there is a quorum. Once either answers, both are listed with
+    // their client URLs, by both: `endpoint status --cluster` reaches every one of them.
+    members[1].spawn_only();
+    members[0].wait_ready();
+    members[1].wait_ready();
+    for asked in &members[..2] {
+        let list = asked.ok(&["member", "list"]);
+        for (i, member) in members[..2].iter().enumerate() {
+            assert!(
+                list.contains(&format!(", started, m{}, ", i + 1))
+                    && list.contains(&format!("http://127.0.0.1:{}", member.port)),
+                "{list}"
+            );
+        }
+        let status = asked.ok(&["endpoint", "status", "--cluster"]);
+        assert_eq!(status.lines().count(), 2, "{status}");
+    }
+}

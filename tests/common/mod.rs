@@ -106,7 +106,7 @@ impl Server {
         self.wait_ready();
     }
 
-    fn spawn_only(&mut self) {
+    pub fn spawn_only(&mut self) {
         let url = format!("http://127.0.0.1:{}", self.port);
         let peer = format!("http://127.0.0.1:{}", free_port());
         // Advertised as etcd's default, so that member and cluster ids (derived from the
@@ -144,7 +144,7 @@ impl Server {
         self.child = Some(command.spawn().expect("starting the server"));
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         self.wait_ready_as(&[]);
     }
 

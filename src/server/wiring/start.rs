@@ -25,6 +25,7 @@ use crate::server::types::config::Config;
 use crate::server::types::error::ServerError;
 #[cfg(madsim)]
 use crate::server::types::observe;
+use crate::server::types::progress::Progress;
 use crate::server::types::request::REMOVED;
 use crate::server::types::transport::Transport;
 
@@ -166,11 +167,16 @@ pub async fn run_on(
     tokio::spawn(read_index::run(server.clone()));
     tokio::spawn(lease_expiry::run(server.clone()));
 
-    tokio::spawn(publish(server.clone()));
-    let mut servers = serve(server.clone(), Listeners::Clients, &tls).await?;
-    servers.extend(serve(server.clone(), Listeners::Peers, &tls).await?);
-    servers.extend(serve(server.clone(), Listeners::Metrics, &tls).await?);
-    tracing::info!(urls = ?config.advertise_client_urls(), "ready to serve client requests");
+    // Clients are served once this member's name and client URLs are applied (etcd's
+    // `ReadyNotify`): before that, other members do not list it (`endpoint status
+    // --cluster`, `member list`), and it has not yet caught up with the log far enough to
+    // apply its own entry. The client listeners are bound now, so a taken port still fails
+    // the start; connections wait in the backlog meanwhile, as with etcd.
+    let published = Arc::new(Progress::new(0));
+    tokio::spawn(publish(server.clone(), published.clone()));
+    let mut servers = serve(server.clone(), Listeners::Peers, &tls, None).await?;
+    servers.extend(serve(server.clone(), Listeners::Metrics, &tls, None).await?);
+    servers.extend(serve(server.clone(), Listeners::Clients, &tls, Some(published)).await?);
     tokio::select! {
         biased;
         _ = shutdown => server.lifecycle.stop(),
@@ -234,11 +240,13 @@ enum Listeners {
     Metrics,
 }
 
-/// Serves `which` on each of its listen addresses until the member stops.
+/// Serves `which` on each of its listen addresses until the member stops; with `ready`,
+/// binds at once but serves only once it reaches 1.
 async fn serve(
     server: Arc<Server>,
     which: Listeners,
     tls: &Arc<listen::ListenerTls>,
+    ready: Option<Arc<Progress>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let (addresses, what) = match which {
         Listeners::Clients => (server.config.client_listeners()?, "client"),
@@ -270,7 +278,15 @@ async fn serve(
         let listener = address;
         let server = server.clone();
         let tls = tls.clone();
+        let ready = ready.clone();
         servers.push(tokio::spawn(async move {
+            if let Some(ready) = ready {
+                tokio::select! {
+                    biased;
+                    _ = server.lifecycle.stopped() => return,
+                    _ = ready.reached(1) => {}
+                }
+            }
             let stopping = server.clone();
             let shutdown = async move { stopping.lifecycle.stopped().await };
             let result = match which {
@@ -301,7 +317,7 @@ async fn serve(
 
 /// Publishes this member's name and client URLs through Raft, retrying until it is applied,
 /// so that every member lists it (etcd publishes the same way when a member starts).
-async fn publish(server: Arc<Server>) {
+async fn publish(server: Arc<Server>, published: Arc<Progress>) {
     use crate::proto::oxcdpb::internal_request::Request;
     loop {
         match server
@@ -309,7 +325,14 @@ async fn publish(server: Arc<Server>) {
             .propose(Request::MemberAttributes(server.own_record()))
             .await
         {
-            Ok(_) => return,
+            Ok(_) => {
+                published.advance(1);
+                tracing::info!(
+                    urls = ?server.config.advertise_client_urls(),
+                    "ready to serve client requests"
+                );
+                return;
+            }
             Err(error) => tracing::debug!(%error, "publishing member attributes; retrying"),
         }
         tokio::select! {
