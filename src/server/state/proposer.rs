@@ -146,7 +146,19 @@ impl Proposer {
         request: Request,
         term: u64,
     ) -> Result<(Applied, i64), ServerError> {
-        self.propose_pinned(request, None, Some(term)).await
+        self.propose_pinned(request, None, Some(term), self.timeout)
+            .await
+    }
+
+    /// Proposes a write and waits until it is applied, or `timeout` (shorter than the
+    /// request timeout) has passed.
+    pub(crate) async fn propose_within(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<(Applied, i64), ServerError> {
+        self.propose_pinned(request, None, None, timeout.min(self.timeout))
+            .await
     }
 
     async fn propose_with(
@@ -154,7 +166,8 @@ impl Proposer {
         request: Request,
         header: Option<AuthHeader>,
     ) -> Result<(Applied, i64), ServerError> {
-        self.propose_pinned(request, header, None).await
+        self.propose_pinned(request, header, None, self.timeout)
+            .await
     }
 
     async fn propose_pinned(
@@ -162,6 +175,7 @@ impl Proposer {
         request: Request,
         header: Option<AuthHeader>,
         leading_in: Option<u64>,
+        timeout: Duration,
     ) -> Result<(Applied, i64), ServerError> {
         if self.waiters.len() >= PROPOSALS_PENDING_MAX {
             return Err(ServerError::TooManyRequests);
@@ -183,7 +197,8 @@ impl Proposer {
             done: accepted,
             leading_in,
         };
-        self.await_applied(id, input, acceptance, wait).await
+        self.await_applied(id, input, acceptance, wait, timeout)
+            .await
     }
 
     /// Proposes a membership change about `record` and waits until it is applied.
@@ -211,7 +226,9 @@ impl Proposer {
             change,
             done: accepted,
         };
-        let (applied, revision) = self.await_applied(id, input, acceptance, wait).await?;
+        let (applied, revision) = self
+            .await_applied(id, input, acceptance, wait, self.timeout)
+            .await?;
         match <()>::from_applied(applied) {
             Some(()) => Ok(revision),
             None => Err(wrong_kind("a membership change")),
@@ -225,9 +242,10 @@ impl Proposer {
         input: NodeInput,
         acceptance: oneshot::Receiver<Result<(), ServerError>>,
         wait: oneshot::Receiver<ApplyResult>,
+        timeout: Duration,
     ) -> Result<(Applied, i64), ServerError> {
         let sent = self.send(input);
-        let outcome = tokio::time::timeout(self.timeout, async {
+        let outcome = tokio::time::timeout(timeout, async {
             // The proposal itself failing (no leader, a stopped member) is what etcd
             // counts as a failed proposal; an applied request answering an error is not.
             let proposed = async {

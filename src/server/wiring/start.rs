@@ -317,12 +317,19 @@ async fn serve(
 
 /// Publishes this member's name and client URLs through Raft, retrying until it is applied,
 /// so that every member lists it (etcd publishes the same way when a member starts).
+///
+/// Clients wait for it, so an attempt lost to a leader change (the entry overwritten by the
+/// new leader's log) is given up after two election timeouts rather than etcd's request
+/// timeout of five seconds and more. A member that needs longer to apply its own entry
+/// (catching up from far behind) proposes it again; the records are the same, and applying
+/// one twice changes nothing.
 async fn publish(server: Arc<Server>, published: Arc<Progress>) {
     use crate::proto::oxcdpb::internal_request::Request;
+    let attempt = server.config.election() * 2;
     loop {
         match server
             .proposer
-            .propose(Request::MemberAttributes(server.own_record()))
+            .propose_within(Request::MemberAttributes(server.own_record()), attempt)
             .await
         {
             Ok(_) => {
