@@ -441,6 +441,7 @@ pub async fn run(seed: u64) -> AuthOutcome {
         catch_up_entries: Some(thread_rng().gen_range(5..50)),
         strict_reconfig: true,
         wal_segment_bytes: 64 << 10,
+        progress_notify_ms: crate::harness::PROGRESS_NOTIFY_DEFAULT_MS,
     };
     let observer = Arc::new(RaftObserver::default());
     set_observer(Some(observer.clone()));

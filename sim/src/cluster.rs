@@ -91,6 +91,7 @@ impl Plan {
                 strict_reconfig: true,
                 // Drawn last, below.
                 wal_segment_bytes: 0,
+                progress_notify_ms: crate::harness::PROGRESS_NOTIFY_DEFAULT_MS,
             },
             clients: rng.gen_range(2..=6),
             keys: rng.gen_range(2..=6),
@@ -108,7 +109,17 @@ impl Plan {
             .then(|| workload::PREFIXES[rng.gen_range(0..workload::PREFIXES.len())]);
         // From a segment every few dozen entries to one per run.
         plan.spec.wal_segment_bytes = [16 << 10, 256 << 10, 4 << 20][rng.gen_range(0..3)];
+        // Half the runs' watchers ask for periodic progress notifications, every 100 ms to
+        // a second: each one vouches that the stream missed nothing up to its revision.
+        if rng.gen_bool(0.5) {
+            plan.spec.progress_notify_ms = rng.gen_range(100..1_000);
+        }
         plan
+    }
+
+    /// Whether the watchers ask for periodic progress notifications.
+    pub fn progress_notify(&self) -> bool {
+        self.spec.progress_notify_ms < crate::harness::PROGRESS_NOTIFY_DEFAULT_MS
     }
 }
 
@@ -230,6 +241,7 @@ pub async fn run(seed: u64) -> RunOutcome {
             from_start,
             prefix,
             prev_kv,
+            plan.progress_notify(),
             clients_deadline,
         )));
     }
@@ -293,6 +305,14 @@ pub async fn run(seed: u64) -> RunOutcome {
         violations.push(format!(
             "vacuous run: only {} operations completed (at least {OPERATIONS_MIN} needed)",
             counts.ok
+        ));
+    }
+    // Each watcher runs through the calm phase, several intervals long, on healed members:
+    // a synced watcher that asked for them must have had progress notifications there.
+    if plan.progress_notify() && counts.progress_notifications == 0 {
+        violations.push(format!(
+            "the watchers asked for a progress notification every {} ms and got none",
+            plan.spec.progress_notify_ms
         ));
     }
     set_observer(None);
@@ -591,7 +611,7 @@ pub fn check(outcome: &RunOutcome) -> Result<String, String> {
     };
     let summary = format!(
         "seed {}: {} ok, {} failed, {} unknown, {} serializable reads, {} watch events \
-         ({} of {} streams named by server process), \
+         ({} of {} streams named by server process; {} progress notifications), \
          {} past-revision reads ({} compacted), {} compactions; \
          {} elections, {} entries committed, {} member starts, {} snapshots installed; \
          faults {}; {verdict}",
@@ -608,6 +628,7 @@ pub fn check(outcome: &RunOutcome) -> Result<String, String> {
             .filter(|origin| origin.member.is_some())
             .count(),
         outcome.history.watches.len(),
+        outcome.counts.progress_notifications,
         outcome.counts.past_reads + outcome.counts.compacted_reads,
         outcome.counts.compacted_reads,
         outcome.counts.compactions,

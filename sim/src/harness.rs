@@ -82,7 +82,14 @@ pub struct ClusterSpec {
     /// restart reads several of them, chained by their CRCs) within a run; a start also
     /// reads a whole preallocated segment, which at 64 MiB was most of a sweep's time.
     pub wal_segment_bytes: u64,
+    /// `--experimental-watch-progress-notify-interval`, in milliseconds (etcd's default is
+    /// ten minutes, so that a run sees a periodic progress notification only when it is
+    /// shortened).
+    pub progress_notify_ms: u64,
 }
+
+/// etcd's interval between periodic watch progress notifications.
+pub const PROGRESS_NOTIFY_DEFAULT_MS: u64 = 600_000;
 
 impl ClusterSpec {
     pub fn single() -> ClusterSpec {
@@ -94,6 +101,7 @@ impl ClusterSpec {
             catch_up_entries: None,
             strict_reconfig: true,
             wal_segment_bytes: 64 << 10,
+            progress_notify_ms: PROGRESS_NOTIFY_DEFAULT_MS,
         }
     }
 
@@ -166,6 +174,10 @@ impl ClusterSpec {
             self.snapshot_count.to_string(),
         ];
         args.push(format!("--strict-reconfig-check={}", self.strict_reconfig));
+        args.push(format!(
+            "--experimental-watch-progress-notify-interval={}",
+            self.progress_notify_ms
+        ));
         // bcrypt's cheapest cost: the auth scenario hashes and checks passwords, and the
         // simulator runs them on its one thread.
         args.push("--bcrypt-cost=4".into());

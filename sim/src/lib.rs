@@ -154,6 +154,7 @@ pub struct SweepTotals {
     compacted_reads: u64,
     compactions: u64,
     burst_reads: u64,
+    progress_notifications: u64,
     elections: u64,
     snapshots_installed: u64,
     member_starts: u64,
@@ -176,6 +177,7 @@ impl SweepTotals {
         self.compacted_reads += outcome.counts.compacted_reads;
         self.compactions += outcome.counts.compactions;
         self.burst_reads += outcome.counts.burst_reads;
+        self.progress_notifications += outcome.counts.progress_notifications;
         self.elections += outcome.observed.elections as u64;
         self.snapshots_installed += outcome.observed.snapshots_installed;
         self.member_starts += outcome.observed.member_starts;
@@ -197,8 +199,9 @@ impl SweepTotals {
         let mut text = format!(
             "cluster sweep: {} seeds in {:.1} s ({:.0} seeds/min); {} operations with a known \
              outcome, {} unknown, {} watch events, {} past-revision reads ({} compacted), {} \
-             compactions, {} linearizable reads in bursts around leader changes, {} elections, \
-             {} snapshots installed, {} member starts\nfaults injected:",
+             compactions, {} linearizable reads in bursts around leader changes, {} watch \
+             progress notifications, {} elections, {} snapshots installed, {} member \
+             starts\nfaults injected:",
             self.seeds,
             elapsed.as_secs_f64(),
             self.seeds as f64 / minutes.max(1e-9),
@@ -209,6 +212,7 @@ impl SweepTotals {
             self.compacted_reads,
             self.compactions,
             self.burst_reads,
+            self.progress_notifications,
             self.elections,
             self.snapshots_installed,
             self.member_starts

@@ -233,6 +233,8 @@ pub struct Counts {
     /// Linearizable reads answered during a read burst (around a leader transfer, right
     /// after an election).
     pub burst_reads: u64,
+    /// Watch responses that carried no event: progress notifications.
+    pub progress_notifications: u64,
 }
 
 thread_local! {
@@ -1060,6 +1062,7 @@ pub fn watcher(
     from_start: bool,
     prefix: Option<&'static [u8]>,
     prev_kv: bool,
+    progress_notify: bool,
     deadline: Instant,
 ) -> impl std::future::Future<Output = ()> {
     let mut next_revision = i64::from(from_start);
@@ -1105,6 +1108,7 @@ pub fn watcher(
                         range_end: range_end.clone(),
                         start_revision: next_revision,
                         prev_kv,
+                        progress_notify,
                         ..Default::default()
                     },
                 )),
@@ -1149,7 +1153,11 @@ pub fn watcher(
                     next_revision = next_revision.max(last.mod_revision + 1);
                     recorder.hold_compactions(floor, next_revision);
                 }
-                recorder.counts.lock().unwrap().watch_events += events.len() as u64;
+                {
+                    let mut counts = recorder.counts.lock().unwrap();
+                    counts.watch_events += events.len() as u64;
+                    counts.progress_notifications += u64::from(events.is_empty());
+                }
                 watch.responses.push(WatchResponse {
                     revision,
                     progress_notify: events.is_empty(),
