@@ -88,7 +88,7 @@ draw() {
     cargo mutants --list --line-col=true -f "$1" | awk -v seed="$seed" -v file="$1" '
         BEGIN { n = 0; for (i = 1; i <= length(file); i++) n = n * 31 + index("abcdefghijklmnopqrstuvwxyz./_", substr(file, i, 1)); srand(seed * 7919 + n % 100000) }
         { printf "%.12f\t%s\n", rand(), $0 }' | sort -k1,1 | cut -f2- |
-        if [ "$sample" -gt 0 ]; then head -n "$sample"; else cat; fi | sort
+        awk -v n="$sample" 'n == 0 || NR <= n' | sort
 }
 
 # Applies the mutant whose diff is $2 to file $1, from the pristine copy.
