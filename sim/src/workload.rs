@@ -43,7 +43,7 @@ use oxcd::proto::etcdserverpb::watch_client::WatchClient;
 use oxcd::proto::etcdserverpb::{
     compare, watch_request, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
     LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, TxnRequest, WatchCreateRequest, WatchRequest,
+    ResponseHeader, TxnRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
 };
 use oxcd::proto::mvccpb;
 use oxcd::server::ReceiverStream;
@@ -1158,6 +1158,10 @@ pub fn watcher(
                     counts.watch_events += events.len() as u64;
                     counts.progress_notifications += u64::from(events.is_empty());
                 }
+                // Now and then, the client asks for the stream's progress too (etcd 3.4's
+                // `RequestProgress`), answered when every watcher of the stream is synced.
+                let ask_progress =
+                    progress_notify && !events.is_empty() && thread_rng().gen_ratio(1, 8);
                 watch.responses.push(WatchResponse {
                     revision,
                     progress_notify: events.is_empty(),
@@ -1166,6 +1170,13 @@ pub fn watcher(
                 });
                 if Instant::now() >= deadline {
                     break;
+                }
+                if ask_progress {
+                    let _ = requests.try_send(WatchRequest {
+                        request_union: Some(watch_request::RequestUnion::ProgressRequest(
+                            WatchProgressRequest {},
+                        )),
+                    });
                 }
             }
             drop(requests);
