@@ -24,7 +24,12 @@ use super::{in_range, KvStore};
 use crate::proto::mvccpb::{event::EventType, Event};
 
 /// Updates queued per stream before its watchers fall back to catching up from history.
+/// Simulation builds queue only a few, so that watchers fall behind and catch up from
+/// history often (with a thousand, a simulated run never fills a queue).
+#[cfg(not(madsim))]
 const STREAM_QUEUE_MAX: usize = 1024;
+#[cfg(madsim)]
+const STREAM_QUEUE_MAX: usize = 4;
 /// The watch id of a stream-wide progress notification (etcd uses -1).
 pub const NO_WATCH_ID: i64 = -1;
 
