@@ -481,17 +481,7 @@ fn a_request_requiring_a_leader_is_refused_while_the_member_has_none() {
 
 #[test]
 fn a_member_serves_clients_only_once_its_publication_is_applied() {
-    common::ensure_etcd_tools();
-    let peers: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-    let initial = peers
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("m{}=http://127.0.0.1:{port}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members: Vec<Server> = (0..3)
-        .map(|i| common::member_server(&format!("m{}", i + 1), peers[i], &initial, "new"))
-        .collect();
+    let mut members = common::unstarted_cluster(3, &[]);
     // Alone, the first member has no quorum, so it cannot publish its name and client URLs:
     // it answers no client, not even a serializable read (etcd waits the same way).
     members[0].spawn_only();

@@ -345,23 +345,7 @@ pub fn start_cluster(n: usize) -> Vec<Server> {
 
 /// Starts an `n`-member oxcd cluster whose members all get the flags `extra` too.
 pub fn start_cluster_with(n: usize, extra: &[&str]) -> Vec<Server> {
-    ensure_etcd_tools();
-    let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let initial = peers
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("m{}=http://127.0.0.1:{port}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members: Vec<Server> = (0..n)
-        .map(|i| {
-            let mut member = member_server(&format!("m{}", i + 1), peers[i], &initial, "new");
-            member
-                .extra
-                .extend(extra.iter().map(|flag| flag.to_string()));
-            member
-        })
-        .collect();
+    let mut members = unstarted_cluster(n, extra);
     // All members must run before any can answer: start them, then wait for each.
     for member in &mut members {
         member.spawn_only();
@@ -370,6 +354,28 @@ pub fn start_cluster_with(n: usize, extra: &[&str]) -> Vec<Server> {
         member.wait_ready();
     }
     members
+}
+
+/// The members of an `n`-member oxcd cluster (named m1, m2, …, each with the flags
+/// `extra` too), none of them started.
+pub fn unstarted_cluster(n: usize, extra: &[&str]) -> Vec<Server> {
+    ensure_etcd_tools();
+    let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let initial = peers
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("m{}=http://127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    (0..n)
+        .map(|i| {
+            let mut member = member_server(&format!("m{}", i + 1), peers[i], &initial, "new");
+            member
+                .extra
+                .extend(extra.iter().map(|flag| flag.to_string()));
+            member
+        })
+        .collect()
 }
 
 /// Sets up root and alice (read-write on `/app/`) and enables auth, through `server`.

@@ -407,36 +407,34 @@ mod tests {
         assert_eq!(proposer.waiters.len(), 0);
     }
 
+    /// Plays the Raft task refusing the next proposal with `error`; returns the term the
+    /// proposal was pinned to.
+    async fn refuse_next(
+        inputs: &mut mpsc::Receiver<NodeInput>,
+        error: ServerError,
+    ) -> Option<u64> {
+        let Some(NodeInput::Propose {
+            leading_in, done, ..
+        }) = inputs.recv().await
+        else {
+            panic!("expected a proposal");
+        };
+        done.send(Err(error)).expect("proposer waits");
+        leading_in
+    }
+
     #[tokio::test]
     async fn a_proposal_pinned_to_a_term_says_so_and_its_refusal_fails_it() {
         let (proposer, mut inputs) = proposer(Duration::from_secs(5));
-        let core = async {
-            let Some(NodeInput::Propose {
-                leading_in, done, ..
-            }) = inputs.recv().await
-            else {
-                panic!("expected a proposal");
-            };
-            assert_eq!(leading_in, Some(7));
-            done.send(Err(ServerError::LeaderChanged))
-                .expect("proposer waits");
-        };
-        let (answer, ()) = tokio::join!(proposer.propose_leading_in(put(1), 7), core);
+        let core = refuse_next(&mut inputs, ServerError::LeaderChanged);
+        let (answer, leading_in) = tokio::join!(proposer.propose_leading_in(put(1), 7), core);
+        assert_eq!(leading_in, Some(7));
         assert_eq!(answer.unwrap_err(), ServerError::LeaderChanged);
         assert_eq!(proposer.waiters.len(), 0);
 
-        let core = async {
-            let Some(NodeInput::Propose {
-                leading_in, done, ..
-            }) = inputs.recv().await
-            else {
-                panic!("expected a proposal");
-            };
-            assert_eq!(leading_in, None, "an ordinary proposal may be forwarded");
-            done.send(Err(ServerError::NoLeader))
-                .expect("proposer waits");
-        };
-        let (answer, ()) = tokio::join!(proposer.propose(put(1)), core);
+        let core = refuse_next(&mut inputs, ServerError::NoLeader);
+        let (answer, leading_in) = tokio::join!(proposer.propose(put(1)), core);
+        assert_eq!(leading_in, None, "an ordinary proposal may be forwarded");
         assert_eq!(answer.unwrap_err(), ServerError::NoLeader);
     }
 

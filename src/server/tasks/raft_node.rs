@@ -118,7 +118,7 @@ impl RaftNode {
                 done,
                 leading_in,
             } => {
-                let result = if leads_in(&self.raw_node.status(), leading_in) {
+                let result = if leads_in(leading_in, || self.raw_node.status()) {
                     self.raw_node.propose(data).map_err(proposal_error)
                 } else {
                     Err(ServerError::LeaderChanged)
@@ -473,13 +473,16 @@ impl RaftNode {
     }
 }
 
-/// Why the core refused a proposal, as the client sees it.
 /// Whether a proposal pinned to `leading_in` (if at all) may enter the core now: only the
-/// leader of that very term takes a pinned one.
-fn leads_in(status: &raft::Status, leading_in: Option<u64>) -> bool {
-    leading_in.is_none_or(|term| status.role == Role::Leader && status.term == term)
+/// leader of that very term takes a pinned one. The status is read only for a pinned one.
+fn leads_in(leading_in: Option<u64>, status: impl FnOnce() -> raft::Status) -> bool {
+    leading_in.is_none_or(|term| {
+        let status = status();
+        status.role == Role::Leader && status.term == term
+    })
 }
 
+/// Why the core refused a proposal, as the client sees it.
 fn proposal_error(error: raft::Error) -> ServerError {
     match error {
         raft::Error::ProposalDropped => ServerError::NoLeader,
@@ -566,14 +569,14 @@ mod tests {
             role,
             last_index: 9,
         };
-        assert!(leads_in(&status(Role::Leader, 5), Some(5)));
+        assert!(leads_in(Some(5), || status(Role::Leader, 5)));
         assert!(
-            !leads_in(&status(Role::Leader, 6), Some(5)),
+            !leads_in(Some(5), || status(Role::Leader, 6)),
             "led again, later"
         );
-        assert!(!leads_in(&status(Role::Follower, 5), Some(5)), "deposed");
-        assert!(!leads_in(&status(Role::Candidate, 6), Some(5)));
-        assert!(leads_in(&status(Role::Follower, 5), None), "forwarded");
+        assert!(!leads_in(Some(5), || status(Role::Follower, 5)), "deposed");
+        assert!(!leads_in(Some(5), || status(Role::Candidate, 6)));
+        assert!(leads_in(None, || status(Role::Follower, 5)), "forwarded");
     }
 
     #[test]
